@@ -1,0 +1,27 @@
+"""Where CCR Lab keeps things outside the repository: the model cache and the default workspace."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = REPO_ROOT / "assets"
+CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
+
+
+def cache_dir() -> Path:
+    """The cache for converted models and other derived files.
+
+    ``CCR_CACHE_DIR`` wins; otherwise ``$XDG_CACHE_HOME/ccr-lab``; otherwise ``~/.cache/ccr-lab``.
+    """
+    if os.environ.get("CCR_CACHE_DIR"):
+        return Path(os.environ["CCR_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "ccr-lab"
+
+
+def shared_data_dir() -> Path:
+    """The real-data mirror (``../shared/data`` beside the checkout unless ``CCR_SHARED_DATA`` says)."""
+    if os.environ.get("CCR_SHARED_DATA"):
+        return Path(os.environ["CCR_SHARED_DATA"]).expanduser()
+    return REPO_ROOT.parent / "shared" / "data"
