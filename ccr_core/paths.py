@@ -25,3 +25,15 @@ def shared_data_dir() -> Path:
     if os.environ.get("CCR_SHARED_DATA"):
         return Path(os.environ["CCR_SHARED_DATA"]).expanduser()
     return REPO_ROOT.parent / "shared" / "data"
+
+
+def workspace_dir() -> Path:
+    """Where built bundles, feature caches, runs and projections go (``CCR_WORKSPACE`` or ``./workspace``)."""
+    if os.environ.get("CCR_WORKSPACE"):
+        return Path(os.environ["CCR_WORKSPACE"]).expanduser()
+    return REPO_ROOT / "workspace"
+
+
+def bundle_dir(name: str) -> Path:
+    """Default folder of a built bundle: ``<workspace>/bundles/<name>``."""
+    return workspace_dir() / "bundles" / name

@@ -35,3 +35,39 @@ def chromium() -> str:
     if not (Path(path).exists() or shutil.which(path)):
         _missing(f"chromium ({path})", "CCR_REQUIRE_BROWSER")
     return path
+
+
+def make_tiny_bundle(root: Path, n_images: int = 10, n_videos: int = 0, frames: int = 3, langs=("en", "de")) -> Path:
+    """A small valid bundle of coloured squares (and optional frame-folder videos) for fast tests."""
+    from PIL import Image
+
+    from ccr_core.data.bundle import Caption, Item, Manifest, save_bundle
+
+    rng = __import__("random").Random(0)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    items, captions = [], []
+    splits = ["train", "val", "test"]
+    for i in range(n_images):
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        Image.new("RGB", (40 + i, 36), colour).save(root / "images" / f"img{i}.png")
+        split = splits[i % 3]
+        items.append(Item(f"img{i}", f"img{i}.png", split))
+        for lang in langs:
+            captions.append(Caption(f"img{i}#{lang}#0", f"img{i}", lang, f"{lang} caption {i}", "human", split))
+    for v in range(n_videos):
+        folder = root / "images" / f"vid{v}"
+        folder.mkdir(exist_ok=True)
+        for f in range(frames):
+            Image.new("RGB", (32, 32), (20 * f, 100, 30 * v)).save(folder / f"{f:03d}.png")
+        split = splits[v % 3]
+        items.append(Item(f"vid{v}", f"vid{v}", split, "video"))
+        captions.append(Caption(f"vid{v}#en#0", f"vid{v}", "en", f"a clip {v}", "human", split))
+    save_bundle(root, Manifest("tiny", languages=list(langs)), items, captions)
+    return root
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path):
+    from ccr_core.data.bundle import load_bundle
+
+    return load_bundle(make_tiny_bundle(tmp_path / "bundle", n_images=10, n_videos=2))

