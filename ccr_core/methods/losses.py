@@ -56,7 +56,8 @@ class LearnableTemperature(nn.Module):
     Like the 1-to-K / ALBEF code, the parameter itself is projected back into range (in place, without
     gradient) at the start of a forward call, so gradients stay those of the identity (projected
     gradient descent). The projection is done only when the value is out of range, so calling the
-    module several times inside one graph does not trip autograd's in-place check.
+    module several times inside one graph does not trip autograd's in-place check (the range check
+    costs one host-device sync per call, negligible next to a training step).
     """
 
     def __init__(
@@ -345,7 +346,8 @@ def sinkhorn(
 
     Solves ``min_T ⟨T, C⟩ − ε H(T)`` s.t. ``T 1 = a``, ``Tᵀ 1 = b``. Potentials are updated with
     logsumexp, so small ε does not underflow. Zero entries of ``a`` / ``b`` mark padding: they get
-    ``log a = −inf`` and zero mass in the plan, and the cost there is ignored (may even be NaN).
+    ``log a = −inf`` and zero mass in the plan, and the cost there is ignored (masked to 0, so even a
+    NaN there does not reach the plan or the cost's gradient).
     The last update fits the columns, so ``Tᵀ1 = b`` exactly and ``T1 ≈ a`` up to convergence.
 
     Args:
@@ -561,7 +563,8 @@ def dirichlet_fisher_logdet(alpha: Tensor) -> Tensor:
 
     By the matrix determinant lemma, ``Σ_j log ψ₁(α_j) + log(1 − ψ₁(S) Σ_j 1/ψ₁(α_j))``. The second
     argument is positive in exact arithmetic; it is clamped at the dtype's ``tiny`` so that float32
-    rounding at very large α cannot produce log of a non-positive number.
+    rounding at very large α cannot produce log of a non-positive number. In float32 the result is
+    accurate to about 1e-2 absolute at α ~ e¹⁰ (the largest DECL evidence), ample for λ_F = 0.01.
 
     Args:
         alpha: (..., C) Dirichlet parameters.
