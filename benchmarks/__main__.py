@@ -1,0 +1,91 @@
+"""Run every benchmark module (``benchmarks/bench_*.py``) and rewrite ``benchmarks/RESULTS.md``.
+
+Usage: ``python -m benchmarks [NAME ...]`` (names like ``text`` or ``vision``; default all). Rows of
+modules that are not run are kept from the previous RESULTS.md, so one module can be re-measured
+without re-running the rest.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+SECTION = re.compile(r"^## (\w+)\n(.*?)(?=^## |\Z)", re.S | re.M)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}){mem}, Python {platform.python_version()}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def render(name: str, rows, seconds: float) -> str:
+    today = dt.date.today().isoformat()
+    lines = [f"## {name}", "", f"Measured {today} on {machine()}, commit {commit()}, in {seconds:.0f} s.",
+             f"Command: `python -m benchmarks {name}`", "",
+             "| measurement | value | unit | target | met | how |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        value = f"{r.value:.4g}" if isinstance(r.value, float) else str(r.value)
+        lines.append(f"| {r.name} | {value} | {r.unit} | {r.target} | {met} | {r.note} |")
+    return "\n".join(lines) + "\n\n"
+
+
+def main(argv: list[str]) -> int:
+    available = sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
+    wanted = argv or available
+    unknown = set(wanted) - set(available)
+    if unknown:
+        print(f"unknown benchmark(s) {sorted(unknown)}; available: {available}", file=sys.stderr)
+        return 2
+    previous = dict(SECTION.findall(RESULTS.read_text(encoding="utf-8"))) if RESULTS.exists() else {}
+    sections = {k: f"## {k}\n{v}" for k, v in previous.items()}
+    failed = []
+    for name in wanted:
+        print(f"== {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            rows = importlib.import_module(f"benchmarks.bench_{name}").run()
+        except Exception as exc:  # one broken benchmark must not hide the others
+            failed.append(name)
+            print(f"   failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        sections[name] = render(name, rows, time.perf_counter() - start)
+        for r in rows:
+            print(f"   {r.name}: {r.value:.4g} {r.unit} {r.target} {'' if r.met is None else ('met' if r.met else 'NOT MET')}")
+    header = ("# Benchmark results\n\nWritten by `python -m benchmarks` (or `make bench`); each section says when, on what machine "
+              "and at which commit it was measured. Targets are from the project's issues.\n\n")
+    RESULTS.write_text(header + "".join(sections[k] for k in sorted(sections)), encoding="utf-8")
+    print(f"wrote {RESULTS}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
