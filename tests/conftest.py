@@ -37,7 +37,7 @@ def chromium() -> str:
     return path
 
 
-def make_tiny_bundle(root: Path, n_images: int = 10, n_videos: int = 0, frames: int = 3, langs=("en", "de")) -> Path:
+def make_tiny_bundle(root: Path, n_images: int = 10, n_videos: int = 0, frames: int = 3, langs=("en", "de"), with_mt: bool = False) -> Path:
     """A small valid bundle of coloured squares (and optional frame-folder videos) for fast tests."""
     from PIL import Image
 
@@ -54,6 +54,11 @@ def make_tiny_bundle(root: Path, n_images: int = 10, n_videos: int = 0, frames: 
         items.append(Item(f"img{i}", f"img{i}.png", split))
         for lang in langs:
             captions.append(Caption(f"img{i}#{lang}#0", f"img{i}", lang, f"{lang} caption {i}", "human", split))
+        if with_mt and split == "train":
+            for lang in langs[1:]:
+                mt = f"img{i}#{lang}-mt#0"
+                captions.append(Caption(mt, f"img{i}", lang, f"{lang} mt of caption {i}", "mt:sim", split, f"img{i}#en#0"))
+                captions.append(Caption(f"{mt}-bt", f"img{i}", "en", f"en back of {lang} {i}", "back-translation:sim", split, mt))
     for v in range(n_videos):
         folder = root / "images" / f"vid{v}"
         folder.mkdir(exist_ok=True)

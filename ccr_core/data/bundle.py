@@ -12,7 +12,8 @@ Layout::
 so a bundle can point at photos it must not copy). ``kind`` is ``image`` or ``video``; a video's
 ``image`` is a ``T x D`` ``.npy`` of frame features or a folder of frames. ``source`` says what a
 caption is: ``human``, ``human-translation``, ``mt:<system>``, ``back-translation:<system>`` or
-``generated``. A noise label is ``clean`` or the kind of corruption (``noisy-correspondence``,
+``generated``. An optional ``ref`` names the caption a translation or back-translation was made
+from, so methods can align source, machine translation and back-translation. A noise label is ``clean`` or the kind of corruption (``noisy-correspondence``,
 ``mt:wrong-sense`` ...).
 
 Loading validates everything and raises :class:`BundleError` naming the file and line.
@@ -68,6 +69,7 @@ class Caption:
     text: str
     source: str
     split: str
+    ref: str = ""  # id of the caption this one translates or back-translates ("" if none)
 
 
 @dataclass
@@ -249,8 +251,14 @@ def load_bundle(root: str | os.PathLike, check_images: bool = True, check_hashes
             )
         if rec["split"] not in SPLITS:
             raise BundleError(f"{where}: unknown split {rec['split']!r}")
+        ref = rec.get("ref", "")
+        if not isinstance(ref, str):
+            raise BundleError(f"{where}: field 'ref' must be a caption id")
         seen_caps[rec["id"]] = lineno
-        captions.append(Caption(rec["id"], rec["item"], rec["lang"], text, rec["source"], rec["split"]))
+        captions.append(Caption(rec["id"], rec["item"], rec["lang"], text, rec["source"], rec["split"], ref))
+    for cap in captions:
+        if cap.ref and cap.ref not in seen_caps:
+            raise BundleError(f"{captions_path}:{seen_caps[cap.id]}: 'ref' points at no caption ({cap.ref!r})")
 
     noise: dict[str, str] = {}
     noise_path = root / NOISE_FILE
@@ -272,6 +280,13 @@ def _write_jsonl(path: Path, records: Iterable[dict]) -> str:
     return sha256_file(path)
 
 
+def _caption_record(caption: Caption) -> dict:
+    record = asdict(caption)
+    if not record["ref"]:
+        del record["ref"]
+    return record
+
+
 def save_bundle(
     root: str | os.PathLike,
     manifest: Manifest,
@@ -286,7 +301,7 @@ def save_bundle(
     (root / MANIFEST_FILE).unlink(missing_ok=True)  # an interrupted rewrite must not look complete
     files = {
         ITEMS_FILE: _write_jsonl(root / ITEMS_FILE, (asdict(it) for it in items)),
-        CAPTIONS_FILE: _write_jsonl(root / CAPTIONS_FILE, (asdict(c) for c in captions)),
+        CAPTIONS_FILE: _write_jsonl(root / CAPTIONS_FILE, (_caption_record(c) for c in captions)),
     }
     if noise:
         files[NOISE_FILE] = _write_jsonl(root / NOISE_FILE, ({"caption": k, "label": v} for k, v in noise.items()))

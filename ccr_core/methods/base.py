@@ -1,0 +1,137 @@
+"""The one interface every CCR method implements, the method registry, and the batch layout.
+
+Training is affordable on a CPU because the frozen parts are computed once: visual features come
+from the feature cache, and the frozen lower layers of the text backbone are run once per caption
+(``TextBatch.states`` holds their output). A method owns only what it trains: optionally the top
+``trainable_layers`` of the text backbone (``text_top``), and its own heads.
+
+A batch is a dict::
+
+    {
+      "visual":     (B, Dv) float  pooled frozen visual features of the B items
+      "frames":     (B, T, Dv) float, "frame_mask": (B, T) bool     -- optional, video items
+      "text":       {lang: TextBatch}  one caption per item per language; "en" (the source) first,
+                    then the target languages (machine-translated in training)
+      "back":       {lang: TextBatch}  optional back-translations into English of text[lang]
+      "targets":    list of the target languages in this batch (text keys other than "en")
+      "item_ids":   list[str] of length B (bookkeeping; never used by losses)
+    }
+
+``loss(batch)`` returns a dict of named scalar tensors with the total under ``"loss"``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from ccr_core.registry import Registry
+
+METHODS: Registry = Registry("method")
+
+
+@dataclass
+class TextBatch:
+    states: torch.Tensor  # (B, L, Dt) output of the frozen text-backbone layers
+    mask: torch.Tensor  # (B, L) bool, True at real tokens
+
+    def to(self, device) -> "TextBatch":
+        return TextBatch(self.states.to(device), self.mask.to(device))
+
+
+@dataclass
+class MethodConfig:
+    """Fields shared by every method; each method subclasses this with its own fields."""
+
+    text_dim: int = 384  # width of the text backbone's token states
+    visual_dim: int = 1280  # width of the frozen visual features
+    embed_dim: int = 256  # the joint embedding space
+    dropout: float = 0.2  # in the mapping heads
+    languages: list[str] = field(default_factory=lambda: ["en"])  # languages seen in training, "en" first
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MethodConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown config fields {sorted(unknown)}")
+        return cls(**data)
+
+
+class CCRMethod(nn.Module):
+    """Base class. Subclasses set ``name`` and ``config_class`` and implement the four methods."""
+
+    name: str = "base"
+    config_class: type[MethodConfig] = MethodConfig
+
+    def __init__(self, config: MethodConfig, text_top: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        # The trainable top layers of the text backbone, applied to cached frozen states:
+        # callable(states (B, L, Dt), mask (B, L)) -> states (B, L, Dt). None = backbone fully frozen.
+        self.text_top = text_top
+
+    def backbone_states(self, text: TextBatch) -> torch.Tensor:
+        """Run the trainable top layers (if any) over cached frozen states: (B, L, Dt)."""
+        return text.states if self.text_top is None else self.text_top(text.states, text.mask)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``loss(batch)``: forward() is what DistributedDataParallel wraps to average gradients."""
+        return self.loss(batch)
+
+    def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
+        """L2-normalised caption embeddings (B, E), as used at test time."""
+        raise NotImplementedError
+
+    def encode_visual(self, visual: torch.Tensor, frames: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised visual embeddings (B, E), as used at test time."""
+        raise NotImplementedError
+
+    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Named loss terms; the total under ``"loss"``."""
+        raise NotImplementedError
+
+    def uncertainty(self, text: TextBatch, visual: torch.Tensor) -> torch.Tensor | None:  # pragma: no cover - optional
+        """Per-pair uncertainty in [0, 1] (UML only); None for methods without one."""
+        return None
+
+    def extra_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Optimisers a method steps itself (e.g. NRCCR's language discriminator). Default: none.
+
+        Each one minimises the loss-dict term named by ``extra_loss_keys`` at the same position (a
+        term not included in ``"loss"``); the trainer steps it after the main step::
+
+            for key, opt in zip(model.extra_loss_keys, model.extra_optimizers()):
+                opt.zero_grad(); out[key].backward(); opt.step()
+
+        Return the same optimiser objects on every call, so their state persists.
+        """
+        return []
+
+    # Loss-dict keys minimised by ``extra_optimizers()``, one per optimiser, in the same order.
+    extra_loss_keys: tuple[str, ...] = ()
+
+    def main_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters for the main optimiser: all but those an extra optimiser owns."""
+        owned = {id(p) for opt in self.extra_optimizers() for group in opt.param_groups for p in group["params"]}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in owned]
+
+
+def build_method(name: str, config: MethodConfig | dict | None = None, **overrides) -> CCRMethod:
+    """Create a registered method from a config (object or dict) plus key=value overrides."""
+    cls = METHODS.get(name)
+    cfg_cls = cls.config_class
+    if config is None:
+        config = cfg_cls()
+    elif isinstance(config, dict):
+        config = cfg_cls.from_dict(config)
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"{cfg_cls.__name__} has no field {key!r}")
+        setattr(config, key, value)
+    return cls(config)

@@ -1,0 +1,114 @@
+"""Checkpoints: safetensors weights + JSON config + a manifest of SHA-256 hashes, written atomically.
+
+Only what a method trains is stored; the frozen backbones are referenced by identity (name and a
+hash of their weights), so a checkpoint is never paired with the wrong backbone. The manifest is
+removed first and written last: a folder whose writer was killed has no manifest and is refused.
+Nothing here unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ccr_core.io import atomic_path, read_json, sha256_file, write_json_atomic
+
+MANIFEST, WEIGHTS, CONFIG, OPTIMIZER, OPTIMIZER_META = "manifest.json", "model.safetensors", "config.json", "optimizer.safetensors", "optimizer.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is incomplete, altered, pickle-based, or does not match what was asked for."""
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+            else:
+                scalars["state"].setdefault(str(pid), {})[key] = value
+    return tensors, scalars
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], scalars: dict) -> dict:
+    state: dict = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, entries in scalars["state"].items():
+        state.setdefault(int(pid), {}).update(entries)
+    return {"state": state, "param_groups": scalars["param_groups"]}
+
+
+def save_checkpoint(folder: str | Path, method: torch.nn.Module, meta: dict, optimizers: dict[str, torch.optim.Optimizer] | None = None) -> Path:
+    """Write ``method``'s trainable state and ``meta`` (JSON-serialisable) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    files = [WEIGHTS, CONFIG]
+    _save_tensors(folder / WEIGHTS, dict(method.state_dict()))
+    write_json_atomic(folder / CONFIG, meta)
+    for name, optimizer in (optimizers or {}).items():
+        tensors, scalars = _optimizer_tensors(optimizer)
+        _save_tensors(folder / f"{name}.{OPTIMIZER}", tensors)
+        write_json_atomic(folder / f"{name}.{OPTIMIZER_META}", scalars)
+        files += [f"{name}.{OPTIMIZER}", f"{name}.{OPTIMIZER_META}"]
+    write_json_atomic(folder / MANIFEST, {"kind": "ccr-checkpoint", "format_version": 1, "sha256": {f: sha256_file(folder / f) for f in files}})
+    return folder
+
+
+def verify_checkpoint(folder: str | Path) -> dict:
+    """Check the manifest and every hash; return the config (meta) dict."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).exists():
+        raise CheckpointError(f"{folder}: not a complete checkpoint ({MANIFEST} missing: never finished writing, or not a checkpoint)")
+    try:
+        manifest = read_json(folder / MANIFEST)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != "ccr-checkpoint":
+        raise CheckpointError(f"{folder / MANIFEST}: not a CCR Lab checkpoint manifest")
+    for name, digest in manifest["sha256"].items():
+        path = folder / name
+        if not path.exists():
+            raise CheckpointError(f"{path}: missing (listed in {MANIFEST})")
+        if sha256_file(path) != digest:
+            raise CheckpointError(f"{path}: SHA-256 does not match {MANIFEST} (file altered or truncated)")
+    return read_json(folder / CONFIG)
+
+
+def load_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(folder) / WEIGHTS
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_optimizer_state(folder: str | Path, name: str) -> dict | None:
+    folder = Path(folder)
+    if not (folder / f"{name}.{OPTIMIZER}").exists():
+        return None
+    return _optimizer_state(load_file(str(folder / f"{name}.{OPTIMIZER}")), read_json(folder / f"{name}.{OPTIMIZER_META}"))
+
+
+def check_compatible(meta: dict, *, method: str | None = None, visual: dict | None = None, text: dict | None = None, where: str = "checkpoint") -> None:
+    """Refuse a checkpoint trained for another method or with other backbones."""
+    if method is not None and meta.get("method") != method:
+        raise CheckpointError(f"{where}: holds method {meta.get('method')!r}, not {method!r}")
+    for key, want in (("visual_backbone", visual), ("text_backbone", text)):
+        got = meta.get(key)
+        if want is not None and got != want:
+            got_name = (got or {}).get("name")
+            raise CheckpointError(f"{where}: trained with {key.replace('_', ' ')} {got_name!r} ({json.dumps(got)[:160]}), "
+                                  f"but {want.get('name')!r} ({json.dumps(want)[:160]}) is in use")

@@ -1,0 +1,191 @@
+"""Frozen text-backbone states, computed once per caption and memory-mapped, so training on a CPU
+only runs what it trains.
+
+A method may fine-tune the top ``k`` transformer layers of the text backbone. Everything below them
+is frozen, so the output of layer ``n - k`` is a pure function of the caption: this module runs the
+embeddings and the frozen layers once for every caption of a bundle and stores the token states
+ragged (``states.npy``: all tokens of all captions, float16; ``offsets.npy``: where each caption
+starts). :class:`TextTop` holds a trainable copy of the top ``k`` layers that methods apply to
+those states. The cache is stamped with the backbone identity, ``k``, the prefix and the maximum
+length, and refused for any other.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ccr_core.io import atomic_path, read_json, sha256_file, write_json_atomic
+from ccr_core.methods.base import TextBatch
+
+META_FILE = "meta.json"
+
+
+class TextCacheError(ValueError):
+    """A text-state cache is incomplete, altered, or belongs to another backbone configuration."""
+
+
+def _layers(encoder) -> nn.ModuleList:
+    from ccr_core.backbones.text import _transformer_layers
+
+    return _transformer_layers(encoder.model)
+
+
+def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) bool -> (B, 1, 1, L) additive attention mask (0 where attended, very negative elsewhere)."""
+    return (~mask)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
+
+
+@torch.no_grad()
+def frozen_states(encoder, texts: Sequence[str], trainable_layers: int, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token states after the frozen layers of ``encoder``: ((B, L, D) float, (B, L) bool mask)."""
+    batch = encoder.tokenize(list(texts), prefix=prefix)
+    input_ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+    layers = _layers(encoder)
+    if trainable_layers <= 0:
+        hidden, mask = encoder(input_ids, batch["attention_mask"])
+        return hidden, mask.bool()
+    hidden = encoder.model.embeddings(input_ids=input_ids)  # (B, L, D)
+    additive = _additive_mask(mask, hidden.dtype)
+    for layer in layers[: len(layers) - trainable_layers]:
+        hidden = layer(hidden, additive)
+    return hidden, mask
+
+
+class TextTop(nn.Module):
+    """A trainable copy of the top ``k`` layers of a text backbone, applied to cached frozen states."""
+
+    def __init__(self, encoder, trainable_layers: int):
+        super().__init__()
+        layers = _layers(encoder)
+        if not 0 < trainable_layers <= len(layers):
+            raise ValueError(f"trainable_layers must be in 1..{len(layers)}, got {trainable_layers}")
+        self.layers = nn.ModuleList(copy.deepcopy(layers[len(layers) - trainable_layers :]))
+        for p in self.layers.parameters():
+            p.requires_grad_(True)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        additive = _additive_mask(mask, states.dtype)  # (B, 1, 1, L)
+        for layer in self.layers:
+            states = layer(states, additive)  # (B, L, D)
+        return states
+
+
+@dataclass
+class TextStateCache:
+    root: Path
+    meta: dict
+    states: np.ndarray  # (total_tokens, D) float16, memory-mapped
+    offsets: np.ndarray  # (N + 1,) int64
+
+    def __post_init__(self):
+        self.index = {text: i for i, text in enumerate(self.meta["texts"])}
+
+    def __contains__(self, text: str) -> bool:
+        return text in self.index
+
+    def batch(self, texts: Sequence[str]) -> TextBatch:
+        """Padded states of the given caption texts: TextBatch((B, L, D) float32, (B, L) bool)."""
+        try:
+            rows = [self.index[t] for t in texts]
+        except KeyError as exc:
+            raise TextCacheError(f"{self.root}: caption text not in the cache: {exc.args[0][:80]!r}") from None
+        lengths = [int(self.offsets[r + 1] - self.offsets[r]) for r in rows]
+        width = max(lengths)
+        out = np.zeros((len(rows), width, self.states.shape[1]), dtype=np.float32)
+        mask = np.zeros((len(rows), width), dtype=bool)
+        for k, (r, n) in enumerate(zip(rows, lengths)):
+            out[k, :n] = self.states[self.offsets[r] : self.offsets[r] + n]
+            mask[k, :n] = True
+        return TextBatch(torch.from_numpy(out), torch.from_numpy(mask))
+
+
+def cache_identity(encoder, trainable_layers: int, prefix: str) -> dict:
+    return {"encoder": encoder.identity(), "trainable_layers": int(trainable_layers), "prefix": prefix}
+
+
+def build_text_cache(
+    encoder,
+    texts: Sequence[str],
+    out_dir: str | Path,
+    trainable_layers: int = 0,
+    prefix: str = "query: ",
+    batch_size: int = 128,
+    progress: bool = True,
+) -> TextStateCache:
+    """Compute (or reuse) frozen states for every distinct text of ``texts``.
+
+    The cache is keyed by text, not caption id: identical captions are encoded once, and a bundle
+    with injected noisy correspondence (captions moved between items) reuses the clean bundle's cache.
+    An existing cache holding all ``texts`` is returned as it is.
+    """
+    out_dir = Path(out_dir)
+    identity = cache_identity(encoder, trainable_layers, prefix)
+    unique = sorted(set(texts))
+    if (out_dir / META_FILE).exists():
+        cache = load_text_cache(out_dir, identity)
+        if all(t in cache for t in unique):
+            return cache
+        unique = sorted(set(unique) | set(cache.meta["texts"]))
+    captions = list(enumerate(unique))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / META_FILE).unlink(missing_ok=True)  # a killed rebuild must not look complete
+    # Sort by length so batches pad little; write in the original order.
+    order = sorted(range(len(captions)), key=lambda i: len(captions[i][1]))
+    chunks: list[tuple[int, np.ndarray]] = []
+    bar = tqdm(total=len(captions), disable=not progress, unit="cap", desc="text states")
+    encoder.eval()
+    for b in range(0, len(order), batch_size):
+        rows = order[b : b + batch_size]
+        hidden, mask = frozen_states(encoder, [captions[i][1] for i in rows], trainable_layers, prefix)
+        for k, i in enumerate(rows):
+            chunks.append((i, hidden[k, mask[k]].to(torch.float16).numpy()))
+        bar.update(len(rows))
+    bar.close()
+    chunks.sort(key=lambda kv: kv[0])
+    lengths = np.array([c.shape[0] for _, c in chunks], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    hashes = {}
+    for name, array in (("states.npy", np.concatenate([c for _, c in chunks]) if chunks else np.zeros((0, 1), np.float16)), ("offsets.npy", offsets)):
+        with atomic_path(out_dir / name) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, array)
+        hashes[name] = sha256_file(out_dir / name)
+    meta = {"kind": "ccr-text-cache", "identity": identity, "texts": unique, "sha256": hashes}
+    write_json_atomic(out_dir / META_FILE, meta)
+    return load_text_cache(out_dir, identity)
+
+
+def load_text_cache(root: str | Path, expected_identity: dict | None = None) -> TextStateCache:
+    root = Path(root)
+    if not (root / META_FILE).exists():
+        raise TextCacheError(f"{root}: not a complete text-state cache ({META_FILE} missing)")
+    meta = read_json(root / META_FILE)
+    if meta.get("kind") != "ccr-text-cache":
+        raise TextCacheError(f"{root / META_FILE}: not a CCR Lab text-state cache")
+    if expected_identity is not None and meta["identity"] != expected_identity:
+        raise TextCacheError(f"{root}: cached for {json.dumps(meta['identity'])[:200]}, not for the requested backbone configuration")
+    arrays = {}
+    for name, digest in meta["sha256"].items():
+        if sha256_file(root / name) != digest:
+            raise TextCacheError(f"{root / name}: SHA-256 does not match {META_FILE} (altered or truncated)")
+        arrays[name] = np.load(root / name, mmap_mode="r", allow_pickle=False)
+    return TextStateCache(root, meta, arrays["states.npy"], np.asarray(arrays["offsets.npy"]))
+
+
+def text_cache_dir(workspace: str | Path, bundle_name: str, identity: dict) -> Path:
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    name = identity["encoder"].get("name", "text").replace("/", "_")
+    return Path(workspace) / "text_states" / bundle_name / f"{name}-k{identity['trainable_layers']}-{key}"
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
