@@ -6,6 +6,7 @@ clear line and exit with status 2 instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -109,6 +110,60 @@ def cmd_data_noise(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from ccr_core.io import read_json
+    from ccr_core.training.train import TrainConfig, train
+
+    cfg = TrainConfig.from_dict(read_json(args.config)) if args.config else TrainConfig()
+    cfg.method, cfg.data = args.method, str(args.data)
+    if args.noise is not None:
+        cfg.noise = args.noise
+    cfg.apply_overrides(args.overrides)
+    noise_tag = f"-noise{cfg.noise:g}" if cfg.noise else ""
+    run_dir = args.out or workspace_dir() / "runs" / f"{Path(cfg.data).name}-{cfg.method}{noise_tag}-seed{cfg.seed}"
+    summary = train(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+    print(f"best validation {summary['select_lang']} t2i R@1+5+10 {summary['best_val_t2i_recall_sum']:.1f} at epoch {summary['best_epoch']}; "
+          f"{summary['train_seconds']:.0f} s, {summary['captions_per_s']:.0f} captions/s; checkpoint {run_dir / 'best'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from ccr_core.evaluate import evaluate_model, load_trained, markdown_table, training_pair_uncertainty
+    from ccr_core.io import read_json, write_json_atomic, write_text_atomic
+    from ccr_core.training.checkpoint import verify_checkpoint
+    from ccr_core.training.train import TrainConfig, prepare_workbench
+
+    results, bench = [], None
+    for folder in args.checkpoints:
+        ckpt = folder / "best" if (folder / "best").is_dir() else folder
+        meta = verify_checkpoint(ckpt)
+        cfg = TrainConfig.from_dict(meta["train_config"])
+        if args.data:
+            cfg.data = str(args.data)
+        if bench is None:
+            bench = prepare_workbench(cfg, workspace_dir(), progress=not args.quiet)
+        name = meta["method"] + (f"@noise{cfg.noise:g}" if cfg.noise else "")
+        model = load_trained(ckpt, bench, name)
+        result = evaluate_model(model, bench, mrv_languages=args.mrv_languages)
+        if cfg.noise:
+            from ccr_core.training.train import _noisy
+
+            noisy_bench = type(bench)(_noisy(bench.bundle, cfg), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
+            unc = training_pair_uncertainty(model, noisy_bench)
+            if unc:
+                result["noise"] = {k: v for k, v in unc.items() if k in ("auroc", "auprc", "precision_at_100", "noisy_fraction")}
+        results.append(result)
+        print(json.dumps({"model": name, **{g: round(r["SumR"], 1) for g, r in result.get("groups", {}).items()}}))
+    out = args.out or workspace_dir() / "eval"
+    write_json_atomic(Path(out) / "results.json", results)
+    write_text_atomic(Path(out) / "results.md", markdown_table(results))
+    print(markdown_table(results))
+    print(f"wrote {Path(out) / 'results.json'} and results.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ccr",
@@ -136,6 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", type=Path, help="with --from-npy: text file with the item id of each row")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("train", help="train a method on a bundle",
+                       description="Train a CCR method. Frozen features and text states are computed once and cached; each epoch validates on the "
+                                   "target language (text->image R@1+5+10), keeps the best checkpoint, decays the learning rate and stops early. "
+                                   "Extra key=value pairs set TrainConfig fields (epochs=5, lr=3e-4, target_langs='[\"zh\"]') or, for other keys, "
+                                   "the method's own config (temperature=0.05).")
+    p.add_argument("--method", required=True, help="baseline, baseline-en, nrccr, cl2cm, uml, one_to_k")
+    p.add_argument("--data", required=True, help="bundle folder or name (demo-world, flickr8k-ml)")
+    p.add_argument("--noise", type=float, help="inject noisy correspondence into this fraction of training pairs")
+    p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
+    p.add_argument("--out", type=Path, help="run folder (default <workspace>/runs/<data>-<method>[-noise<p>]-seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate checkpoints: R@K, SumR, MRV, noise AUROC -> JSON + markdown",
+                       description="Evaluate one or more checkpoints (run folders or checkpoint folders) on the test split of their bundle.")
+    p.add_argument("checkpoints", nargs="+", type=Path)
+    p.add_argument("--data", type=Path, help="evaluate on this bundle instead of the one trained on")
+    p.add_argument("--mrv-languages", nargs="+", help="language set for MRV (default: every language with native test captions)")
+    p.add_argument("--out", type=Path, help="folder for results.json and results.md (default <workspace>/eval)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="build, fetch, import and inspect dataset bundles").add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data.add_parser("stats", help="counts per split x language x source", description="Validate a bundle and print item counts and caption counts per split x language x source.")
@@ -185,10 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from ccr_core.data.bundle import BundleError
     from ccr_core.features import FeatureCacheError
+    from ccr_core.training.checkpoint import CheckpointError
+    from ccr_core.training.text_cache import TextCacheError
 
     try:
         return int(args.func(args) or 0)
-    except (BundleError, FeatureCacheError, FileNotFoundError) as exc:
+    except (BundleError, FeatureCacheError, CheckpointError, TextCacheError, FileNotFoundError, ValueError) as exc:
+        if os.environ.get("CCR_DEBUG"):
+            raise
         print(f"ccr: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

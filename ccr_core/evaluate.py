@@ -1,0 +1,187 @@
+"""Evaluate trained methods on a bundle's test split: R@K / SumR per language and caption source,
+MRV across languages, NRCCR's fused scoring where back-translated queries exist, and the noise AUROC
+of per-pair uncertainty where training noise labels exist. Writes JSON and a markdown table.
+
+Query groups: a language's test captions are split by what they are -- ``zh`` (human-written),
+``zh/human-translation`` (e.g. Flickr8k-CN's human-translated test captions), ``zh/mt`` -- and each
+group is evaluated over the test items that have a caption in it (for Flickr8k-ML's de/fr/cs that
+is the test images with Multi30K captions). MRV uses one caption (the first) per image per language
+over the images captioned in every one of those languages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ccr_core.data.bundle import Bundle
+from ccr_core.eval import metrics
+from ccr_core.training.checkpoint import check_compatible, load_weights, verify_checkpoint
+
+NATIVE_SOURCES = ("human", "generated")
+
+
+@dataclass
+class TrainedModel:
+    name: str  # display name, e.g. "nrccr" or "nrccr@noise0.4"
+    method: torch.nn.Module
+    meta: dict
+    folder: Path
+
+
+def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedModel:
+    """Load a checkpoint folder (or a run folder's ``best/``) for the backbones in ``bench``."""
+    import ccr_core.methods  # noqa: F401  (registers every method)
+    from ccr_core.methods.base import build_method
+    from ccr_core.training.text_cache import TextTop
+
+    folder = Path(folder)
+    if not (folder / "manifest.json").exists() and (folder / "best" / "manifest.json").exists():
+        folder = folder / "best"
+    meta = verify_checkpoint(folder)
+    check_compatible(meta, visual=bench.visual_identity, text=bench.text_identity, where=str(folder))
+    method = build_method(meta["method"], meta["method_config"])
+    if meta.get("text_trainable_layers", 0) > 0:
+        method.text_top = TextTop(bench.text_encoder, meta["text_trainable_layers"])
+    state = load_weights(folder)
+    try:
+        method.load_state_dict(state)
+    except RuntimeError as exc:
+        from ccr_core.training.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{folder}: weights do not fit method {meta['method']!r} ({str(exc)[:300]})") from None
+    method.eval()
+    return TrainedModel(name or meta["method"], method, meta, folder)
+
+
+def query_groups(bundle: Bundle, split: str = "test") -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``{group name: (lang, sources)}`` for the split's captions (see module docstring)."""
+    groups: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for lang in bundle.languages:
+        kinds = {c.source.split(":")[0] for c in bundle.captions if c.split == split and c.lang == lang}
+        if kinds & set(NATIVE_SOURCES):
+            groups[lang] = (lang, NATIVE_SOURCES)
+        if "human-translation" in kinds:
+            groups[lang if lang not in groups else f"{lang}/human-translation"] = (lang, ("human-translation",))
+        if "mt" in kinds and not (kinds & set(NATIVE_SOURCES)) and "human-translation" not in kinds:
+            groups[f"{lang}/mt"] = (lang, ("mt:",))
+    return groups
+
+
+def _select(caps, sources):
+    return [c for c in caps if any(c.source == s or (s.endswith(":") and c.source.startswith(s)) for s in sources)]
+
+
+@torch.no_grad()
+def embed_items(model: TrainedModel, bench, items) -> torch.Tensor:
+    from ccr_core.training.train import _encode_items
+
+    return torch.cat([_encode_items(model.method, bench, items[b : b + 512]) for b in range(0, len(items), 512)]) if items else torch.zeros(0, 0)
+
+
+@torch.no_grad()
+def embed_captions(model: TrainedModel, bench, captions, lang: str) -> torch.Tensor:
+    chunks = [model.method.encode_text(bench.text_states.batch([c.text for c in captions[b : b + 512]]), lang) for b in range(0, len(captions), 512)]
+    return torch.cat(chunks) if chunks else torch.zeros(0, 0)
+
+
+def evaluate_model(model: TrainedModel, bench, split: str = "test", kind: str = "image", mrv_languages: Sequence[str] | None = None) -> dict:
+    """All test numbers of one model on ``bench.bundle`` (items of one ``kind``)."""
+    bundle = bench.bundle
+    items = bundle.items_in(split, kind)
+    if not items:
+        return {}
+    image_emb = embed_items(model, bench, items)  # (N, E)
+    position = {it.id: i for i, it in enumerate(items)}
+    out: dict = {"model": model.name, "method": model.meta["method"], "split": split, "kind": kind, "groups": {}}
+    sims_for_mrv, c2i_for_mrv = {}, {}
+    for group, (lang, sources) in query_groups(bundle, split).items():
+        caps = [c for c in _select(bundle.captions_in(split, lang), sources) if c.item in position]
+        if not caps:
+            continue
+        gallery = sorted({position[c.item] for c in caps})  # items captioned in this group
+        remap = {g: k for k, g in enumerate(gallery)}
+        text_emb = embed_captions(model, bench, caps, lang)
+        sim = (text_emb @ image_emb[gallery].T).numpy()  # (M, N_group)
+        c2i = np.array([remap[position[c.item]] for c in caps])
+        report = metrics.retrieval_report(sim, c2i)
+        backs = _back_translations(bundle, caps)
+        if backs is not None:
+            back_emb = embed_captions(model, bench, backs, "en")
+            fused = metrics.fuse_similarities(sim, (back_emb @ image_emb[gallery].T).numpy(), weight_target=0.5)
+            report["fused"] = metrics.retrieval_report(fused, c2i)
+        out["groups"][group] = report
+        if "/" not in group:
+            full_sim = (text_emb @ image_emb.T).numpy()
+            sims_for_mrv[lang], c2i_for_mrv[lang] = full_sim, np.array([position[c.item] for c in caps])
+    langs = [l for l in (mrv_languages or list(sims_for_mrv)) if l in sims_for_mrv]
+    if len(langs) >= 2:
+        try:
+            out["mrv"] = metrics.mrv_report({l: sims_for_mrv[l] for l in langs}, {l: c2i_for_mrv[l] for l in langs})
+        except ValueError as exc:  # no image captioned in every language
+            out["mrv"] = {"error": str(exc)}
+    out["train_seconds"] = model.meta.get("train_seconds")
+    return out
+
+
+def _back_translations(bundle: Bundle, caps) -> list | None:
+    by_ref = {c.ref: c for c in bundle.captions if c.source.startswith("back-translation:") and c.ref}
+    backs = [by_ref.get(c.id) for c in caps]
+    return backs if all(b is not None for b in backs) else None
+
+
+@torch.no_grad()
+def training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
+    """Per-pair uncertainty of every (image, English, target) training pair with a noise label,
+    computed in batches as in training; returns scores, labels and AUROC/AUPRC/precision@k."""
+    if not bench.bundle.noise or not hasattr(model.method, "uncertainty"):
+        return None
+    from ccr_core.training.data import BatchSource, training_examples
+
+    cfg = model.meta.get("train_config", {})
+    examples = training_examples(bench.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation")))
+    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
+    scores, labels, caption_ids = [], [], []
+    for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
+        batch = source.make_batch(indices, seed=b)
+        for lang in batch["targets"]:
+            u = model.method.uncertainty(batch["text"][lang], batch["visual"], source=batch["text"]["en"]) if _takes_source(model.method) else model.method.uncertainty(batch["text"][lang], batch["visual"])
+            if u is None:
+                return None
+            for cid, value in zip(batch["caption_ids"][lang], u.tolist()):
+                if cid in bench.bundle.noise:
+                    caption_ids.append(cid)
+                    scores.append(value)
+                    labels.append(int(bench.bundle.noise[cid] != "clean"))
+    if not scores or len(set(labels)) < 2:
+        return None
+    s, y = np.array(scores), np.array(labels)
+    return {"caption_ids": caption_ids, "scores": s, "labels": y, "auroc": metrics.auroc(s, y), "auprc": metrics.auprc(s, y),
+            "precision_at_100": metrics.precision_at_k(s, y, min(100, len(s))), "noisy_fraction": float(y.mean())}
+
+
+def _takes_source(method) -> bool:
+    import inspect
+
+    return "source" in inspect.signature(method.uncertainty).parameters
+
+
+def markdown_table(results: list[dict], metric: str = "SumR") -> str:
+    """One row per model: R@1/5/10 both directions and SumR per query group, MRV, noise AUROC."""
+    groups = sorted({g for r in results for g in r.get("groups", {})})
+    header = ["model"] + [f"{g} {metric}" for g in groups] + ["MRV (i2t/t2i)", "noise AUROC", "train s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        row = [r["model"]]
+        for g in groups:
+            rep = r.get("groups", {}).get(g)
+            row.append(f"{rep[metric]:.1f}" if rep else "")
+        m = r.get("mrv", {})
+        row.append(f"{m['mrv_i2t']:.2f} / {m['mrv_t2i']:.2f}" if "mrv_i2t" in m else "")
+        row.append(f"{r['noise']['auroc']:.3f}" if r.get("noise") else "")
+        row.append(f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
