@@ -293,6 +293,8 @@ def train(
     stop = False
     while state["epoch"] < cfg.epochs and not stop:
         epoch = state["epoch"]
+        # Dropout and sampling draw from a per-epoch seed, so a resumed run repeats the same epochs.
+        _set_seed(cfg.seed * 1_000_003 + epoch)
         method.train()
         batches = source.epoch_batches(cfg.batch_size, seed=cfg.seed * 100_003 + epoch)
         steps = [batches[i : i + cfg.accumulate * world] for i in range(0, len(batches), cfg.accumulate * world)]

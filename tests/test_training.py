@@ -1,0 +1,131 @@
+"""Training loop, checkpoints, resume, distributed equivalence and evaluation on a tiny world."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ccr_core.data.bundle import load_bundle
+from ccr_core.evaluate import evaluate_model, load_trained
+from ccr_core.training.checkpoint import CheckpointError, load_weights, verify_checkpoint
+from ccr_core.training.data import BatchSource, training_examples
+from ccr_core.training.train import TrainConfig, prepare_workbench, train
+
+from conftest import make_tiny_bundle
+
+TINY = dict(text_backbone="tiny-text", visual_backbone="tiny-visual", batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    bundle = load_bundle(make_tiny_bundle(root / "bundle", n_images=60, langs=("en", "de", "fr"), with_mt=True))
+    cfg = TrainConfig(method="baseline", data=str(bundle.root), **TINY)
+    bench = prepare_workbench(cfg, root / "ws", bundle, progress=False)
+    return root, bundle, bench
+
+
+def test_examples_align_translations_and_back_translations(world):
+    _, bundle, bench = world
+    examples = training_examples(bundle)
+    assert len(examples) == 20 and all(ex.languages == ("de", "fr") for ex in examples)
+    ex = examples[0]
+    assert ex.targets["de"] == [f"{ex.item_id}#de-mt#0"]  # the MT of this very English caption
+    assert ex.backs[f"{ex.item_id}#de-mt#0"] == f"{ex.item_id}#de-mt#0-bt"
+    source = BatchSource(examples, bench.features, bench.text_states, bundle)
+    batches = source.epoch_batches(8, seed=0)
+    assert len(batches) == 2 and all(len(b) == 8 for b in batches)
+    assert source.epoch_batches(8, seed=0) == batches != source.epoch_batches(8, seed=1)
+    batch = source.make_batch(batches[0], seed=0)
+    assert batch["targets"] == ["de", "fr"] and set(batch["back"]) == {"de", "fr"}
+    assert batch["visual"].shape == (8, bench.features.dim)
+    assert batch["text"]["de"].states.shape[0] == 8 and batch["text"]["de"].mask.dtype == torch.bool
+
+
+def test_train_checkpoint_eval_roundtrip(world, tmp_path):
+    root, bundle, bench = world
+    cfg = TrainConfig(method="baseline", data=str(bundle.root), epochs=3, **TINY)
+    steps = []
+    summary = train(cfg, tmp_path / "run", root / "ws", progress=False, bench=bench, on_step=steps.append)
+    assert summary["epochs"] == 3 and len(steps) == summary["steps"] == 6
+    assert all(np.isfinite(s["loss"]) for s in steps)
+    meta = verify_checkpoint(tmp_path / "run" / "best")
+    assert meta["method"] == "baseline" and meta["visual_backbone"] == bench.visual_identity
+    # Only trainable parts are stored: no backbone weights in the checkpoint.
+    assert not any(k.startswith(("model.", "net.")) for k in load_weights(tmp_path / "run" / "best"))
+    model = load_trained(tmp_path / "run", bench)
+    result = evaluate_model(model, bench)
+    assert set(result["groups"]) == {"en", "de", "fr"}
+    assert result["groups"]["de"]["n_images"] == 20 and 0 <= result["groups"]["de"]["SumR"] <= 600
+    assert "mrv_i2t" in result["mrv"]
+
+
+def test_resume_continues_from_last(world, tmp_path):
+    root, bundle, bench = world
+    full = train(TrainConfig(method="baseline", data=str(bundle.root), epochs=4, **TINY), tmp_path / "full", root / "ws", progress=False, bench=bench)
+    train(TrainConfig(method="baseline", data=str(bundle.root), epochs=2, **TINY), tmp_path / "part", root / "ws", progress=False, bench=bench)
+    resumed = train(TrainConfig(method="baseline", data=str(bundle.root), epochs=4, **TINY), tmp_path / "part", root / "ws", resume=True, progress=False, bench=bench)
+    assert resumed["steps"] == full["steps"]
+    a, b = load_weights(tmp_path / "full" / "last"), load_weights(tmp_path / "part" / "last")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_tampered_or_half_written_checkpoint_is_refused(world, tmp_path):
+    root, bundle, bench = world
+    train(TrainConfig(method="baseline", data=str(bundle.root), epochs=1, **TINY), tmp_path / "run", root / "ws", progress=False, bench=bench)
+    best = tmp_path / "run" / "best"
+    weights = best / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="SHA-256 does not match"):
+        load_trained(best, bench)
+    (best / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        load_trained(best, bench)
+
+
+def test_checkpoint_for_other_backbone_is_refused(world, tmp_path):
+    root, bundle, bench = world
+    train(TrainConfig(method="baseline", data=str(bundle.root), epochs=1, **TINY), tmp_path / "run", root / "ws", progress=False, bench=bench)
+    other = type(bench)(bench.bundle, bench.features, bench.text_encoder, bench.text_states, {**bench.visual_identity, "weights_sha256": "0" * 64})
+    with pytest.raises(CheckpointError, match="visual backbone"):
+        load_trained(tmp_path / "run", other)
+
+
+DDP_SCRIPT = r"""
+import json, sys, torch
+sys.path.insert(0, {tests!r})
+from ccr_core.training.train import TrainConfig, train
+cfg = TrainConfig(method="baseline", data={data!r}, epochs=2, accumulate={accumulate}, text_backbone="tiny-text",
+                  visual_backbone="tiny-visual", batch_size=4, threads=1, method_config={{"dropout": 0.0}})
+summary = train(cfg, {run!r}, {ws!r}, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process_accumulation(world, tmp_path):
+    """torchrun with 2 CPU processes (gloo) == one process accumulating the same 2 micro-batches
+    (dropout off: the two processes draw the same dropout masks, one process draws two different)."""
+    root, bundle, _ = world
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, accumulate, launcher in (("ddp", 1, [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]),
+                                       ("single", 2, [sys.executable])):
+        script = tmp_path / f"{name}.py"
+        script.write_text(DDP_SCRIPT.format(tests=tests, data=str(bundle.root), accumulate=accumulate, run=str(tmp_path / name), ws=str(root / "ws")))
+        proc = subprocess.run(launcher + [str(script)], env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp, single = load_weights(tmp_path / "ddp" / "last"), load_weights(tmp_path / "single" / "last")
+    assert ddp.keys() == single.keys()
+    # Trained parameters must agree. BatchNorm running statistics are buffers, updated per forward
+    # pass (twice per step when accumulating, once per rank under DDP), so they legitimately differ.
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    for key in [k for k in ddp if not k.endswith(stats)]:
+        torch.testing.assert_close(ddp[key], single[key], atol=1e-5, rtol=1e-4)
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["steps"] == json.loads((tmp_path / "single" / "summary.json").read_text())["steps"]
