@@ -126,40 +126,48 @@ def build_text_cache(
 
     The cache is keyed by text, not caption id: identical captions are encoded once, and a bundle
     with injected noisy correspondence (captions moved between items) reuses the clean bundle's cache.
-    An existing cache holding all ``texts`` is returned as it is.
+    An existing cache holding all ``texts`` is returned as it is; otherwise only the missing texts
+    are encoded and appended.
     """
     out_dir = Path(out_dir)
     identity = cache_identity(encoder, trainable_layers, prefix)
     unique = sorted(set(texts))
+    old = None
     if (out_dir / META_FILE).exists():
-        cache = load_text_cache(out_dir, identity)
-        if all(t in cache for t in unique):
-            return cache
-        unique = sorted(set(unique) | set(cache.meta["texts"]))
-    captions = list(enumerate(unique))
+        old = load_text_cache(out_dir, identity)
+        missing = [t for t in unique if t not in old]
+        if not missing:
+            return old
+        unique = missing  # encode only what is new, then append it to the existing arrays
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / META_FILE).unlink(missing_ok=True)  # a killed rebuild must not look complete
-    # Sort by length so batches pad little; write in the original order.
-    order = sorted(range(len(captions)), key=lambda i: len(captions[i][1]))
-    chunks: list[tuple[int, np.ndarray]] = []
-    bar = tqdm(total=len(captions), disable=not progress, unit="cap", desc="text states")
+    # Sort by length so batches pad little; store in the order of ``unique``.
+    order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
+    chunks: list[np.ndarray | None] = [None] * len(unique)
+    bar = tqdm(total=len(unique), disable=not progress, unit="cap", desc="text states")
     encoder.eval()
     for b in range(0, len(order), batch_size):
         rows = order[b : b + batch_size]
-        hidden, mask = frozen_states(encoder, [captions[i][1] for i in rows], trainable_layers, prefix)
+        hidden, mask = frozen_states(encoder, [unique[i] for i in rows], trainable_layers, prefix)
         for k, i in enumerate(rows):
-            chunks.append((i, hidden[k, mask[k]].to(torch.float16).numpy()))
+            chunks[i] = hidden[k, mask[k]].to(torch.float16).numpy()
         bar.update(len(rows))
     bar.close()
-    chunks.sort(key=lambda kv: kv[0])
-    lengths = np.array([c.shape[0] for _, c in chunks], dtype=np.int64)
+    lengths = np.array([c.shape[0] for c in chunks], dtype=np.int64)
+    new_states = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float16)
+    all_texts = unique
+    if old is not None:
+        all_texts = list(old.meta["texts"]) + unique
+        lengths = np.concatenate([np.diff(old.offsets), lengths])
+        new_states = np.concatenate([np.asarray(old.states), new_states])
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    (out_dir / META_FILE).unlink(missing_ok=True)  # a killed rewrite must not look complete
     hashes = {}
-    for name, array in (("states.npy", np.concatenate([c for _, c in chunks]) if chunks else np.zeros((0, 1), np.float16)), ("offsets.npy", offsets)):
+    for name, array in (("states.npy", new_states), ("offsets.npy", offsets)):
         with atomic_path(out_dir / name) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, array)
         hashes[name] = sha256_file(out_dir / name)
+    unique = all_texts
     meta = {"kind": "ccr-text-cache", "identity": identity, "texts": unique, "sha256": hashes}
     write_json_atomic(out_dir / META_FILE, meta)
     return load_text_cache(out_dir, identity)

@@ -97,8 +97,13 @@ class Workbench:
         return self.text_encoder.identity()
 
 
-def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None = None, progress: bool = True, extra_texts=()) -> Workbench:
-    """Load the bundle and make sure the feature and text-state caches exist (computing them once)."""
+def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None = None, progress: bool = True,
+                      extra_texts=(), splits: tuple[str, ...] = ("train", "val", "test")) -> Workbench:
+    """Load the bundle and make sure the feature and text-state caches exist (computing them once).
+
+    Text states are computed for the captions training can use (``cfg``'s languages and sources)
+    and for every validation and test caption of ``splits``; a dashboard passes ``("val", "test")``.
+    """
     from ccr_core.backbones.text import load_text_encoder
     from ccr_core.backbones.vision import load_visual_backbone
     from ccr_core.features import cache_dir_for, extract_features
@@ -110,7 +115,11 @@ def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None =
     features = extract_features(bundle, backbone, cache_dir_for(workspace, bundle, backbone), progress=progress)
     encoder = load_text_encoder(cfg.text_backbone)
     identity = cache_identity(encoder, cfg.trainable_layers, cfg.text_prefix)
-    texts = [c.text for c in bundle.captions] + list(extra_texts)
+    texts = [c.text for c in bundle.captions if c.split != "train" and c.split in splits] + list(extra_texts)
+    if "train" in splits:
+        text_of = {c.id: c.text for c in bundle.captions}
+        examples = training_examples(bundle, "train", cfg.target_langs, cfg.target_sources)
+        texts += [text_of[cid] for cid in needed_captions(examples)]
     states = build_text_cache(encoder, texts, text_cache_dir(workspace, bundle.name, identity), cfg.trainable_layers, cfg.text_prefix, progress=progress)
     return Workbench(bundle, features, encoder, states, backbone.identity())
 

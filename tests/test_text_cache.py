@@ -1,0 +1,46 @@
+"""Text-state cache: exact split of the backbone, incremental growth, identity and tamper checks."""
+import numpy as np
+import pytest
+import torch
+
+from ccr_core.backbones.text import TinyTextEncoder
+from ccr_core.training.text_cache import TextCacheError, TextTop, build_text_cache, frozen_states, load_text_cache
+
+TEXTS = ["a red circle", "ein roter Kreis links neben einem Stern", "红色的圆", "x"]
+
+
+def test_frozen_part_plus_trainable_top_equals_full_backbone():
+    encoder = TinyTextEncoder()
+    full, mask = frozen_states(encoder, TEXTS, 0, "query: ")
+    lower, lower_mask = frozen_states(encoder, TEXTS, 1, "query: ")
+    top = TextTop(encoder, 1).eval()
+    assert top.layers[0].attention.self.query.weight.requires_grad
+    assert torch.equal(mask, lower_mask)
+    torch.testing.assert_close(top(lower, lower_mask)[mask], full[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_cache_grows_incrementally_and_matches_a_fresh_build(tmp_path):
+    encoder = TinyTextEncoder()
+    first = build_text_cache(encoder, TEXTS[:2], tmp_path / "c", progress=False)
+    assert len(first.meta["texts"]) == 2
+    grown = build_text_cache(encoder, TEXTS[1:], tmp_path / "c", progress=False)
+    fresh = build_text_cache(encoder, TEXTS, tmp_path / "fresh", progress=False)
+    assert sorted(grown.meta["texts"]) == sorted(TEXTS)
+    for text in TEXTS:
+        a, b = grown.batch([text]), fresh.batch([text])
+        assert torch.equal(a.mask, b.mask)
+        np.testing.assert_allclose(a.states, b.states, atol=1e-3)  # float16 storage
+    batch = grown.batch(TEXTS)
+    assert batch.states.shape[0] == 4 and batch.mask.sum(1).tolist() == [int(fresh.batch([t]).mask.sum()) for t in TEXTS]
+    with pytest.raises(TextCacheError, match="not in the cache"):
+        grown.batch(["never seen"])
+
+
+def test_cache_refuses_other_backbone_and_tampering(tmp_path):
+    cache = build_text_cache(TinyTextEncoder(seed=0), TEXTS, tmp_path / "c", progress=False)
+    with pytest.raises(TextCacheError, match="not for the requested"):
+        build_text_cache(TinyTextEncoder(seed=1), TEXTS, tmp_path / "c", progress=False)
+    path = tmp_path / "c" / "states.npy"
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(TextCacheError, match="SHA-256"):
+        load_text_cache(tmp_path / "c", cache.meta["identity"])
