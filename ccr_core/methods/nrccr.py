@@ -1,0 +1,199 @@
+"""NRCCR, noise-robust cross-lingual cross-modal retrieval (ACM MM 2022), as in methods.md §4: one
+shared text tower with a single attention layer used for every self- and cross-attention call, the
+cross-attention pseudo-target as a denoised teacher, and a language discriminator on backbone outputs.
+
+The discriminator has its own Adam (``extra_optimizers()``, for checkpointing) and its own loss,
+which is not part of ``"loss"``. The trainer steps it with one call per batch, after the main backward
+(``ccr_core.training.train`` does this)::
+
+    out = model.loss(batch)
+    out["loss"].backward()
+    model.discriminator_step(batch)   # own forward on detached backbone outputs, backward, Adam step
+    main_optimizer.step()
+
+``out["loss"]`` never writes gradients into the discriminator (the encoder's adversarial term runs it
+with detached weights) and ``discriminator_step`` leaves its gradients at None, so a main optimiser
+built over all parameters still leaves the discriminator alone; ``main_parameters()`` excludes it
+anyway. ``out["discriminator"]`` is the discriminator's loss on this batch before its step, for logging.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ccr_core.methods import losses
+from ccr_core.methods.base import METHODS, CCRMethod, TextBatch
+from ccr_core.methods.heads import (
+    AttentionLayer,
+    EncoderConfig,
+    MappingHead,
+    TokenProjection,
+    VisualTower,
+    encode_batch_visual,
+    masked_mean,
+)
+
+
+@dataclass
+class NRCCRConfig(EncoderConfig):
+    margin: float = 0.2  # VSE++ hardest-negative triplet margin, summed over the batch, both directions
+    target_weight: float = 0.6  # Tri(c^T, v)
+    similarity_weight: float = 0.4  # L_sim, similarity-view distillation from h^C
+    feature_weight: float = 0.1  # L_feat, SmoothL1 between c^T and h^C
+    back_weight: float = 0.5  # Tri(c^S, c^B), back-translation consistency (0 when a batch has no "back")
+    adversarial_weight: float = 0.001  # L_adv, encoder side of the language adversary
+    distill_temperature: float = 0.07  # τ of L_sim
+    feature_beta: float = 4.0  # SmoothL1 β of L_feat
+    discriminator_lr: float = 1e-3  # the discriminator's own Adam
+    discriminator_hidden: int = 0  # 0: logistic regression (the code's default, "weak"); >0: one Tanh hidden layer
+
+
+@METHODS.register("nrccr")
+class NRCCR(CCRMethod):
+    """Shared text tower: token projection (LayerNorm → Dropout → Linear → ReLU, learned positions),
+    ONE attention layer (no feed-forward) for every call, masked mean pooling, mapping head. Branches:
+    c^S (English), c^T (machine translation), c^B (back-translation), and the pseudo-target
+    h^C = pool([attn(q = source tokens, k = v = target tokens, no residual) ; target tokens]).
+
+    ``L = Tri(c^S, v) + 0.6·Tri(c^T, v) + 0.4·L_sim + 0.1·L_feat + 0.5·Tri(c^S, c^B) + 0.001·L_adv``.
+
+    Choices beyond methods.md: pooling is masked (the reference code averages padding too, which makes
+    an embedding depend on the batch's padding); with several target languages in a batch, each
+    target-language term is averaged over the targets (back-translation over the targets that have
+    one); the discriminator sees the masked mean of the backbone token states, so the adversarial
+    term moves only a trainable ``text_top`` (with a fully frozen backbone it has no effect).
+    """
+
+    name = "nrccr"
+    config_class = NRCCRConfig
+
+    def __init__(self, config: NRCCRConfig, text_top=None):
+        super().__init__(config, text_top)
+        c = config
+        self.text_proj = TokenProjection(c.text_dim, c.hidden_dim, c.max_text_tokens, c.attention_dropout)
+        self.attention = AttentionLayer(c.hidden_dim, c.num_heads, c.attention_dropout)  # shared by all calls
+        self.text_mapping = MappingHead(c.hidden_dim, c.embed_dim, c.dropout)
+        self.visual = VisualTower(c)
+        if c.discriminator_hidden > 0:
+            self.discriminator = nn.Sequential(
+                nn.Linear(c.text_dim, c.discriminator_hidden), nn.Tanh(), nn.Linear(c.discriminator_hidden, 1)
+            )
+        else:
+            self.discriminator = nn.Linear(c.text_dim, 1)
+        self._discriminator_optimizer: torch.optim.Optimizer | None = None
+
+    # -- towers ------------------------------------------------------------------------------------
+    def _tokens(self, text: TextBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone states (B, L, Dt) and projected tokens (B, L, H)."""
+        states = self.backbone_states(text)  # (B, L, Dt)
+        return states, self.text_proj(states)
+
+    def _self_embedding(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.attention(tokens, tokens, mask)  # (B, L, H)
+        return self.text_mapping(masked_mean(h, mask))  # (B, E)
+
+    def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
+        return self._self_embedding(self._tokens(text)[1], text.mask)  # (B, E)
+
+    def encode_visual(self, visual, frames=None, frame_mask=None) -> torch.Tensor:
+        return self.visual(visual, frames, frame_mask)  # (B, E)
+
+    # -- adversary ---------------------------------------------------------------------------------
+    def _frozen_discriminator(self, x: torch.Tensor) -> torch.Tensor:
+        """The discriminator with its weights detached: the encoder's gradient passes, none is stored."""
+        params = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        return functional_call(self.discriminator, params, (x,))  # (B, 1)
+
+    def extra_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The discriminator's Adam (created once, so its state persists across calls)."""
+        if self._discriminator_optimizer is None:
+            params = self.discriminator.parameters()
+            self._discriminator_optimizer = torch.optim.Adam(params, lr=self.config.discriminator_lr)
+        return [self._discriminator_optimizer]
+
+    def discriminator_step(self, batch: dict) -> float:
+        """One Adam step of the discriminator on this batch (English = 1, targets = 0); returns its loss.
+
+        Backbone outputs are recomputed without gradient (only the trainable ``text_top``, if any, runs
+        again). A batch with no target language is skipped (returns nan).
+        """
+        targets = batch.get("targets", [])
+        if not targets:
+            return float("nan")
+        with torch.no_grad():
+            pooled = {
+                lang: masked_mean(self.backbone_states(batch["text"][lang]), batch["text"][lang].mask)  # (B, Dt)
+                for lang in ["en", *targets]
+            }
+        logits_tgt = torch.cat([self.discriminator(pooled[lang]) for lang in targets])  # (B * n_targets, 1)
+        loss = losses.discriminator_loss(self.discriminator(pooled["en"]), logits_tgt)
+        (optimizer,) = self.extra_optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # a main optimiser holding these parameters then skips them
+        return loss.item()
+
+    # -- loss --------------------------------------------------------------------------------------
+    def _tri(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return losses.triplet_hardest_negative(a, b, self.config.margin, reduction="sum")
+
+    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        c = self.config
+        v = encode_batch_visual(self, batch)  # (B, E)
+        source = batch["text"]["en"]
+        states_s, tokens_s = self._tokens(source)  # (B, Ls, Dt), (B, Ls, H)
+        c_s = self._self_embedding(tokens_s, source.mask)  # (B, E)
+        pooled_s = masked_mean(states_s, source.mask)  # (B, Dt) discriminator input, English
+
+        target_terms, back_terms, pooled_targets = [], [], []
+        for lang in batch.get("targets", []):
+            target = batch["text"][lang]
+            states_t, tokens_t = self._tokens(target)  # (B, Lt, Dt), (B, Lt, H)
+            c_t = self._self_embedding(tokens_t, target.mask)  # (B, E)
+            cross = self.attention(tokens_s, tokens_t, target.mask, residual=False)  # (B, Ls, H)
+            joint = torch.cat([cross, tokens_t], dim=1)  # (B, Ls + Lt, H)
+            joint_mask = torch.cat([source.mask, target.mask], dim=1)  # (B, Ls + Lt)
+            h_c = self.text_mapping(masked_mean(joint, joint_mask))  # (B, E)
+            pooled_t = masked_mean(states_t, target.mask)  # (B, Dt)
+            target_terms.append(
+                torch.stack(
+                    [
+                        self._tri(c_t, v),
+                        losses.similarity_view_distillation(v, h_c, c_t, c.distill_temperature),
+                        losses.feature_view_distillation(c_t, h_c, c.feature_beta),
+                        losses.encoder_adversarial_loss(self._frozen_discriminator(pooled_t)),
+                    ]
+                )
+            )
+            pooled_targets.append(pooled_t.detach())
+            back = batch.get("back", {}).get(lang)
+            if back is not None:
+                back_terms.append(self._tri(c_s, self.encode_text(back, "en")))
+
+        out = {"source": self._tri(c_s, v)}
+        zero = v.new_zeros(())
+        if target_terms:
+            target, similarity, feature, adversarial = torch.stack(target_terms).mean(dim=0)  # 4 scalars
+            with torch.no_grad():  # for logging only; discriminator_step trains it
+                logits_tgt = self.discriminator(torch.cat(pooled_targets))  # (B * n_targets, 1)
+                out["discriminator"] = losses.discriminator_loss(self.discriminator(pooled_s), logits_tgt)
+        else:
+            target = similarity = feature = adversarial = out["discriminator"] = zero
+        out.update(target=target, similarity_view=similarity, feature_view=feature, adversarial=adversarial)
+        # with no back-translation in the batch the term is skipped: weight 0, reported below
+        back_weight = c.back_weight if back_terms else 0.0
+        out["back_translation"] = torch.stack(back_terms).mean() if back_terms else zero
+        out["back_translation_weight"] = v.new_tensor(back_weight)
+        out["loss"] = (
+            out["source"]
+            + c.target_weight * target
+            + c.similarity_weight * similarity
+            + c.feature_weight * feature
+            + back_weight * out["back_translation"]
+            + c.adversarial_weight * adversarial
+        )
+        return out
