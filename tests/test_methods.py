@@ -26,6 +26,7 @@ EXPECTED_KEYS = {
     "cl2cm": {"cross_modal", "cross_lingual", "sentence_alignment", "word_alignment", "knowledge_transfer"},
     "uml": {"contrastive", "evidential", "mutual", "mean_uncertainty"},
     "one_to_k": {"one_to_k", "temperature"},
+    "floor": {"visual_source", "visual_target"},
 }
 ALL = METHODS.list()
 
