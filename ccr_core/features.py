@@ -298,3 +298,24 @@ def describe(cache: FeatureCache) -> str:
     b = cache.meta["backbone"]
     return json.dumps({"root": str(cache.root), "backbone": b.get("name"), "dim": cache.dim, "items": len(cache.ids),
                        "frames": 0 if cache.frames is None else int(cache.frames.shape[0])})
+
+
+def convert_to_float16(root: str | Path) -> FeatureCache:
+    """Rewrite a complete cache's arrays as float16 (half the size; what ships in ``assets/``).
+
+    The identity is unchanged (same backbone); the meta records the dtype and the new hashes."""
+    root = Path(root)
+    cache = load_features(root)
+    (root / META_FILE).unlink()
+    hashes = {}
+    for name, array in ((FEATURES_FILE, cache.features), (FRAMES_FILE, cache.frames)):
+        if array is None:
+            continue
+        half = np.asarray(array, dtype=np.float16)
+        with atomic_path(root / name) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, half)
+        hashes[name] = sha256_file(root / name)
+    meta = {**cache.meta, "sha256": hashes, "dtype": "float16"}
+    write_json_atomic(root / META_FILE, meta)
+    return load_features(root)
