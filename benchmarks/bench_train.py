@@ -1,0 +1,47 @@
+"""Training throughput (captions/s) and peak memory of every method on each built world.
+
+Each method trains for a fixed number of steps in its own subprocess (so its peak RSS is its own),
+on the cached frozen features and text states (built once by `ccr data build` + the first training
+run; not timed here). Throughput counts every caption a step consumes: English + each target.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+
+from benchmarks.common import Result
+from ccr_core.paths import bundle_dir
+
+STEPS = 40
+WORLDS = {"demo-world": {}, "flickr8k-ml": {}}
+METHODS = ["floor", "baseline", "nrccr", "cl2cm", "uml", "one_to_k"]
+CHILD = r"""
+import json, resource, sys, time
+from ccr_core.training.train import TrainConfig, train
+cfg = TrainConfig(method=sys.argv[1], data=sys.argv[2], epochs=1, max_steps=int(sys.argv[3]), batch_size=128)
+start = time.perf_counter()
+summary = train(cfg, sys.argv[4], progress=False)
+print(json.dumps({"captions_per_s": summary["captions_per_s"], "seconds": summary["train_seconds"],
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run() -> list[Result]:
+    rows = []
+    for world in WORLDS:
+        if not (bundle_dir(world) / "manifest.json").exists():
+            rows.append(Result(f"{world}: not built", float("nan"), "", note=f"run `ccr data build {world}` first"))
+            continue
+        for method in METHODS:
+            with tempfile.TemporaryDirectory() as tmp:
+                proc = subprocess.run([sys.executable, "-c", CHILD, method, world, str(STEPS), tmp], capture_output=True, text=True)
+            if proc.returncode != 0:
+                rows.append(Result(f"{world} {method}: failed", float("nan"), "", note=proc.stderr.strip().splitlines()[-1][:120]))
+                continue
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            note = f"{STEPS} steps of batch 128 plus one validation, frozen parts cached"
+            rows.append(Result(f"{world} {method} training throughput", out["captions_per_s"], "captions/s", note=note))
+            rows.append(Result(f"{world} {method} peak memory", out["peak_rss_mib"], "MiB", note="peak RSS of the training process"))
+    return rows
