@@ -6,12 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ccr-installed
 
-.PHONY: setup models demo run test bench help
+.PHONY: setup models demo run test bench results help
 
 help:
 	@echo "make run    set up (venv, pinned deps, offline models, demo world) and start the dashboard"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make bench  run the benchmarks and rewrite benchmarks/RESULTS.md"
+	@echo "make results  train and evaluate every method on both worlds, ship checkpoints, rewrite RESULTS.md"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +36,7 @@ test: models
 
 bench: models
 	$(BIN)/python -m benchmarks
+
+results: demo
+	$(BIN)/ccr data build flickr8k-ml
+	$(BIN)/python -m ccr_core.experiments --ship
