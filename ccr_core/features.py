@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ccr_core.backbones.vision import VisualBackbone, load_rgb
 from ccr_core.data.bundle import Bundle, Item
-from ccr_core.io import atomic_path, read_json, sha256_file, write_json_atomic
+from ccr_core.io import atomic_path, file_lock, read_json, sha256_file, write_json_atomic
 
 META_FILE, FEATURES_FILE, FRAMES_FILE, PROGRESS_FILE = "meta.json", "features.npy", "frames.npy", "progress.json"
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -111,9 +111,15 @@ def extract_features(
     """Extract (or resume extracting) features of every item of ``bundle`` into ``out_dir``.
 
     Returns the loaded cache. If ``out_dir`` already holds a complete cache for the same backbone
-    and items, it is returned without recomputation.
+    and items, it is returned without recomputation. A second process asking for the same cache
+    meanwhile waits for the first (a lock file beside the cache) and then reads its result.
     """
     out_dir = Path(out_dir)
+    with file_lock(out_dir.parent / f".{out_dir.name}.lock"):
+        return _extract_features(bundle, backbone, out_dir, batch_size, progress, threads)
+
+
+def _extract_features(bundle, backbone, out_dir: Path, batch_size, progress, threads) -> FeatureCache:
     identity = backbone.identity()
     ids = [it.id for it in bundle.items]
     if (out_dir / META_FILE).exists():

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ccr_core.io import atomic_path, read_json, sha256_file, write_json_atomic
+from ccr_core.io import atomic_path, file_lock, read_json, sha256_file, write_json_atomic
 from ccr_core.methods.base import TextBatch
 
 META_FILE = "meta.json"
@@ -130,6 +130,11 @@ def build_text_cache(
     are encoded and appended.
     """
     out_dir = Path(out_dir)
+    with file_lock(out_dir.parent / f".{out_dir.name}.lock"):  # concurrent builders run one after the other
+        return _build_text_cache(encoder, texts, out_dir, trainable_layers, prefix, batch_size, progress)
+
+
+def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, batch_size, progress) -> TextStateCache:
     identity = cache_identity(encoder, trainable_layers, prefix)
     unique = sorted(set(texts))
     old = None

@@ -164,13 +164,19 @@ def _write_jsonl(path: Path, records) -> str:
     return sha256_file(path)
 
 
+BUILD_MARKER = ".ccr-demo-world-build"  # marks a folder as a (possibly interrupted) demo-world build
+
+
 def _prepare_media(root: Path) -> Path:
     media = root / MEDIA_DIR
     if media.exists():
         manifest = root / MANIFEST_FILE
-        if not (manifest.exists() and read_json(manifest).get("name") == NAME):
+        ours = (root / BUILD_MARKER).exists() or (manifest.exists() and read_json(manifest).get("name") == NAME)
+        if not ours:
             raise FileExistsError(f"{media} exists and {root} is not a demo world; refusing to overwrite it")
         shutil.rmtree(media)  # a rebuild must not leave pictures of a larger earlier build behind
+    root.mkdir(parents=True, exist_ok=True)
+    (root / BUILD_MARKER).touch()  # so a rebuild after a kill may replace this half-written folder
     media.mkdir(parents=True)
     return media
 
