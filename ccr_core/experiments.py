@@ -86,7 +86,7 @@ def run_world(world: str, methods: list[str], ship: bool, seed: int = 0, progres
         if exp.noise:
             unc = training_pair_uncertainty(model, exp_bench)
             if unc:
-                result["noise"] = {k: unc[k] for k in ("auroc", "auprc", "precision_at_100", "noisy_fraction")}
+                result["noise"] = {k: unc[k] for k in ("auroc", "auprc", "precision_at_100", "noisy_fraction", "auroc_any_error")}
         if (bench.bundle.root / "scenes.jsonl").exists():
             result["free_queries"] = free_query_report(model, bench)
         results.append(result)

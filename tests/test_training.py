@@ -129,3 +129,20 @@ def test_two_process_ddp_matches_single_process_accumulation(world, tmp_path):
     for key in [k for k in ddp if not k.endswith(stats)]:
         torch.testing.assert_close(ddp[key], single[key], atol=1e-5, rtol=1e-4)
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["steps"] == json.loads((tmp_path / "single" / "summary.json").read_text())["steps"]
+
+
+def test_uml_noise_audit_on_injected_noise(world, tmp_path):
+    from ccr_core.evaluate import training_pair_uncertainty
+    from ccr_core.training.train import _noisy
+
+    root, bundle, bench = world
+    cfg = TrainConfig(method="uml", data=str(bundle.root), epochs=2, noise=0.4, **TINY)
+    noisy_bench = type(bench)(_noisy(bundle, cfg), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
+    assert sum(v == "noisy-correspondence" for v in noisy_bench.bundle.noise.values()) > 0
+    train(cfg, tmp_path / "uml", root / "ws", progress=False, bench=noisy_bench)
+    model = load_trained(tmp_path / "uml", bench)
+    audit = training_pair_uncertainty(model, noisy_bench)
+    assert audit is not None and 0.0 <= audit["auroc"] <= 1.0
+    assert len(audit["scores"]) == len(audit["labels"]) == 40  # 20 pairs x 2 target languages
+    assert ((audit["scores"] > 0) & (audit["scores"] <= 1)).all()
+    assert audit["labels"].sum() == sum(noisy_bench.bundle.noise[c] == "noisy-correspondence" for c in audit["caption_ids"])
