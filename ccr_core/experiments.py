@@ -62,7 +62,10 @@ def run_dir(exp: Experiment, seed: int = 0) -> Path:
 
 
 def run_world(world: str, methods: list[str], ship: bool, seed: int = 0, progress: bool = True) -> list[dict]:
+    import torch
+
     from ccr_core.evaluate import evaluate_model, load_trained, training_pair_uncertainty
+    from ccr_core.training.checkpoint import convert_weights
     from ccr_core.training.train import TrainConfig, _noisy, prepare_workbench, train
 
     base = TrainConfig(data=world, seed=seed, **WORLD_SETTINGS.get(world, {}))
@@ -78,10 +81,18 @@ def run_world(world: str, methods: list[str], ship: bool, seed: int = 0, progres
             print(f"== train {world} {exp.name}", flush=True)
             train(cfg, folder, progress=progress, bench=exp_bench)
         summary = read_json(folder / "summary.json")
-        model = load_trained(folder, bench, exp.name)
+        checkpoint = folder / "best"
+        if ship:  # what ships is a float16 copy; its own numbers are the ones reported
+            checkpoint = CHECKPOINTS_DIR / world / exp.name.replace("@", "-")
+            if checkpoint.exists():
+                shutil.rmtree(checkpoint)
+            shutil.copytree(folder / "best", checkpoint)
+            convert_weights(checkpoint, torch.float16)
+        model = load_trained(checkpoint, bench, exp.name)
         result = evaluate_model(model, bench)
         result.update({"noise_rate": exp.noise, "seed": seed, "train_seconds": summary["train_seconds"],
                        "epochs": summary["epochs"], "best_epoch": summary["best_epoch"], "captions_per_s": summary["captions_per_s"],
+                       "weights": "float16" if ship else "float32",
                        "train_config": {k: v for k, v in cfg.__dict__.items() if k in ("target_langs", "target_sources", "epochs", "batch_size", "lr")}})
         if exp.noise:
             unc = training_pair_uncertainty(model, exp_bench)
@@ -92,11 +103,7 @@ def run_world(world: str, methods: list[str], ship: bool, seed: int = 0, progres
         results.append(result)
         print(json.dumps({"model": exp.name, **{g: round(r["SumR"], 1) for g, r in result["groups"].items()}}), flush=True)
         if ship:
-            target = CHECKPOINTS_DIR / world / exp.name.replace("@", "-")
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(model.folder, target)
-            write_json_atomic(target / "metrics.json", result)
+            write_json_atomic(checkpoint / "metrics.json", result)
     write_json_atomic(RESULTS_DIR / f"{world}.json", results)
     return results
 

@@ -55,6 +55,7 @@ def test_train_checkpoint_eval_roundtrip(world, tmp_path):
     assert all(np.isfinite(s["loss"]) for s in steps)
     meta = verify_checkpoint(tmp_path / "run" / "best")
     assert meta["method"] == "baseline" and meta["visual_backbone"] == bench.visual_identity
+    assert meta["method_config"]["video"] is False  # image-only world: no temporal encoder stored
     # Only trainable parts are stored: no backbone weights in the checkpoint.
     assert not any(k.startswith(("model.", "net.")) for k in load_weights(tmp_path / "run" / "best"))
     model = load_trained(tmp_path / "run", bench)
@@ -146,3 +147,20 @@ def test_uml_noise_audit_on_injected_noise(world, tmp_path):
     assert len(audit["scores"]) == len(audit["labels"]) == 40  # 20 pairs x 2 target languages
     assert ((audit["scores"] > 0) & (audit["scores"] <= 1)).all()
     assert audit["labels"].sum() == sum(noisy_bench.bundle.noise[c] == "noisy-correspondence" for c in audit["caption_ids"])
+
+
+def test_float16_shipping_copy_loads_and_matches(world, tmp_path):
+    import shutil
+
+    from ccr_core.evaluate import embed_items
+    from ccr_core.training.checkpoint import convert_weights
+
+    root, bundle, bench = world
+    train(TrainConfig(method="nrccr", data=str(bundle.root), epochs=1, **TINY), tmp_path / "run", root / "ws", progress=False, bench=bench)
+    shutil.copytree(tmp_path / "run" / "best", tmp_path / "ship")
+    convert_weights(tmp_path / "ship")
+    assert all(v.dtype in (torch.float16, torch.int64) for v in load_weights(tmp_path / "ship").values())
+    full, half = load_trained(tmp_path / "run", bench), load_trained(tmp_path / "ship", bench)
+    items = bundle.items_in("test")
+    a, b = embed_items(full, bench, items), embed_items(half, bench, items)
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.999

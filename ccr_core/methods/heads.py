@@ -21,6 +21,7 @@ class EncoderConfig(MethodConfig):
     attention_dropout: float = 0.1  # dropout inside the towers: input projection, positions, attention (NRCCR: 0.1)
     max_text_tokens: int = 256  # learned text position embeddings (NRCCR: 250); longer captions are refused
     max_frames: int = 80  # learned frame position embeddings of the temporal encoder (NRCCR: 80)
+    video: bool = True  # build the temporal encoder (the trainer turns it off for worlds without video)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -140,12 +141,15 @@ class VisualTower(nn.Module):
         super().__init__()
         c = config
         self.image_proj = nn.Linear(c.visual_dim, c.hidden_dim)
-        self.temporal = TemporalEncoder(c.visual_dim, c.hidden_dim, c.num_heads, c.max_frames, c.attention_dropout)
+        # The temporal encoder is most of a method's parameters; image-only worlds do without it.
+        self.temporal = TemporalEncoder(c.visual_dim, c.hidden_dim, c.num_heads, c.max_frames, c.attention_dropout) if c.video else None
         self.mapping = MappingHead(c.hidden_dim, c.embed_dim, c.dropout)
 
     def forward(
         self, visual: torch.Tensor, frames: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if frames is not None and self.temporal is None:
+            raise ValueError("this model was trained without video (config video=False) and cannot encode frame sequences")
         h = self.image_proj(visual) if frames is None else self.temporal(frames, frame_mask)  # (B, H)
         return self.mapping(h)  # (B, E)
 

@@ -112,3 +112,18 @@ def check_compatible(meta: dict, *, method: str | None = None, visual: dict | No
             got_name = (got or {}).get("name")
             raise CheckpointError(f"{where}: trained with {key.replace('_', ' ')} {got_name!r} ({json.dumps(got)[:160]}), "
                                   f"but {want.get('name')!r} ({json.dumps(want)[:160]}) is in use")
+
+
+def convert_weights(folder: str | Path, dtype: torch.dtype = torch.float16) -> None:
+    """Rewrite a checkpoint's floating-point weights in ``dtype`` (what ships in ``checkpoints/``:
+    half the size) and re-stamp the manifest. Loading casts them back to the model's float32."""
+    folder = Path(folder)
+    meta = verify_checkpoint(folder)
+    manifest = read_json(folder / MANIFEST)
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_weights(folder).items()}
+    (folder / MANIFEST).unlink()
+    _save_tensors(folder / WEIGHTS, tensors)
+    meta["weights_dtype"] = str(dtype).replace("torch.", "")
+    write_json_atomic(folder / CONFIG, meta)
+    hashes = {name: sha256_file(folder / name) for name in manifest["sha256"] if (folder / name).exists()}
+    write_json_atomic(folder / MANIFEST, {**manifest, "sha256": hashes})

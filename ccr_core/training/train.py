@@ -141,6 +141,13 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def method_config_class(name: str):
+    import ccr_core.methods  # noqa: F401  (registers every method)
+    from ccr_core.methods.base import METHODS
+
+    return METHODS.get(name).config_class
+
+
 def build_run_method(cfg: TrainConfig, bench: Workbench):
     import ccr_core.methods  # noqa: F401  (registers every method)
     from ccr_core.methods.base import build_method
@@ -148,6 +155,8 @@ def build_run_method(cfg: TrainConfig, bench: Workbench):
 
     langs = ["en"] + sorted(set(cfg.target_langs or [l for l in bench.bundle.languages if l != "en"]))
     overrides = {"text_dim": int(bench.text_states.states.shape[1]), "visual_dim": bench.features.dim, "languages": langs}
+    if hasattr(method_config_class(cfg.method), "video"):
+        overrides["video"] = any(it.kind == "video" for it in bench.bundle.items)
     overrides.update(cfg.method_config)
     method = build_method(cfg.method, None, **overrides)
     if cfg.trainable_layers > 0:
