@@ -1,0 +1,162 @@
+"""Uncertainty and noise audit tab (UML): the per-pair uncertainty of every (image, English, target)
+training pair, computed in batches exactly as ``ccr_core.evaluate.training_pair_uncertainty`` does
+(same batches, so the same scores), but keeping pairs without a noise label too. Where labels exist:
+ROC and precision-recall curves, AUROC/AUPRC and precision at k; and a browsable list of the most
+uncertain pairs with thumbnail, caption, source and true label."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ccr_core.dashboard.world import InputError, ModelEntry, World
+from ccr_core.eval import metrics
+
+PAGE = 12
+
+
+def uncertainty_models(world: World) -> list[str]:
+    """Models that estimate uncertainty; noise-trained ones first (they are the interesting audit)."""
+    models = [m for m in world.model_list() if hasattr(m.trained.method, "uncertainty") and m.method == "uml"]
+    return [m.name for m in sorted(models, key=lambda m: -m.noise)]
+
+
+@dataclass
+class PairScores:
+    caption_ids: list[str]
+    item_ids: list[str]
+    langs: list[str]
+    scores: np.ndarray  # (P,) uncertainty in (0, 1]
+    labels: np.ndarray | None  # (P,) 1 = noisy, 0 = clean, -1 = unlabelled; None if no pair is labelled
+    noise_names: list[str]  # the label text of each pair ("" if unlabelled)
+
+
+@torch.no_grad()
+def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128) -> PairScores:
+    memo = world.memo.setdefault("pair_uncertainty", {})
+    key = (model.name, model.checkpoint_hash)
+    if key in memo:
+        return memo[key]
+    from ccr_core.training.data import BatchSource, training_examples
+
+    method = model.trained.method
+    bench = model.bench
+    cfg = model.trained.meta.get("train_config", {})
+    examples = training_examples(bench.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation")))
+    if not examples:
+        raise InputError("This world has no training pairs to audit.")
+    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
+    takes_source = "source" in inspect.signature(method.uncertainty).parameters
+    caption_ids, item_ids, langs, scores = [], [], [], []
+    for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
+        batch = source.make_batch(indices, seed=b)
+        for lang in batch["targets"]:
+            if takes_source:
+                u = method.uncertainty(batch["text"][lang], batch["visual"], source=batch["text"]["en"])
+            else:
+                u = method.uncertainty(batch["text"][lang], batch["visual"])
+            if u is None:
+                raise InputError(f"{model.name} does not estimate uncertainty.")
+            caption_ids += batch["caption_ids"][lang]
+            item_ids += batch["item_ids"]
+            langs += [lang] * len(indices)
+            scores += u.tolist()
+    noise = bench.bundle.noise
+    names = [noise.get(c, "") for c in caption_ids]
+    labels = np.array([-1 if not n else int(n != "clean") for n in names])
+    result = PairScores(caption_ids, item_ids, langs, np.array(scores, dtype=np.float64), labels if (labels >= 0).any() else None, names)
+    memo[key] = result
+    return result
+
+
+@dataclass
+class AuditView:
+    status: str
+    histogram: object
+    curves: object | None
+    precision: pd.DataFrame
+    scores: PairScores
+
+
+def audit(world: World, model_name: str | None = None) -> AuditView:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = uncertainty_models(world)
+    if not names:
+        raise InputError("No model in this world estimates uncertainty (train UML in the Experiment tab).")
+    model = world.model(model_name or names[0])
+    if model.name not in names:
+        raise InputError(f"{model.name} does not estimate uncertainty; choose one of: {', '.join(names)}.")
+    ps = pair_uncertainty(world, model)
+    labelled = ps.labels is not None and len(set(ps.labels[ps.labels >= 0].tolist())) == 2
+    hist = go.Figure()
+    if ps.labels is not None:
+        for value, name, colour in ((0, "clean", "#54A24B"), (1, "noisy", "#E45756")):
+            sel = ps.scores[ps.labels == value]
+            if sel.size:
+                hist.add_trace(go.Histogram(x=sel, name=f"{name} ({sel.size})", opacity=0.65, marker_color=colour, nbinsx=40))
+        if (ps.labels < 0).any():
+            hist.add_trace(go.Histogram(x=ps.scores[ps.labels < 0], name="unlabelled", opacity=0.5, marker_color="#999", nbinsx=40))
+    else:
+        hist.add_trace(go.Histogram(x=ps.scores, name="all pairs", marker_color="#4C78A8", nbinsx=40))
+    hist.update_layout(barmode="overlay", template="plotly_white", height=360, xaxis_title="uncertainty u (higher = less sure the pair matches)",
+                       yaxis_title="training pairs", title=f"Uncertainty of {len(ps.scores)} training pairs ({model.label}, trained with noise {model.noise:g})",
+                       legend=dict(orientation="h", y=-0.25), margin=dict(t=60, l=50, r=20, b=40))
+    curves, precision = None, pd.DataFrame(columns=["k", "precision@k (share noisy)", "noisy found", "random would find"])
+    lines = [f"**{model.label}** — {len(ps.scores)} training pairs, mean uncertainty {ps.scores.mean():.3f}."]
+    if labelled:
+        mask = ps.labels >= 0
+        s, y = ps.scores[mask], ps.labels[mask]
+        fpr, tpr, _ = metrics.roc_curve(s, y)
+        prec, rec, _ = metrics.pr_curve(s, y)
+        auroc, auprc = metrics.auroc(s, y), metrics.auprc(s, y)
+        curves = make_subplots(rows=1, cols=2, subplot_titles=(f"ROC (AUROC {auroc:.3f})", f"Precision–recall (AUPRC {auprc:.3f})"))
+        curves.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name="uncertainty", line=dict(color="#4C78A8", width=3)), row=1, col=1)
+        curves.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#aaa", dash="dash")), row=1, col=1)
+        curves.add_trace(go.Scatter(x=rec, y=prec, mode="lines", name="uncertainty", line=dict(color="#F58518", width=3), showlegend=False), row=1, col=2)
+        curves.add_trace(go.Scatter(x=[0, 1], y=[y.mean()] * 2, mode="lines", name="chance", line=dict(color="#aaa", dash="dash"), showlegend=False), row=1, col=2)
+        curves.update_xaxes(title_text="false-positive rate", range=[0, 1], row=1, col=1)
+        curves.update_yaxes(title_text="true-positive rate", range=[0, 1.02], row=1, col=1)
+        curves.update_xaxes(title_text="recall of noisy pairs", range=[0, 1], row=1, col=2)
+        curves.update_yaxes(title_text="precision", range=[0, 1.02], row=1, col=2)
+        curves.update_layout(template="plotly_white", height=380, margin=dict(t=60, l=50, r=20, b=40), legend=dict(orientation="h", y=-0.25))
+        ks = sorted({k for k in (10, 25, 50, 100, 250, 500, int(y.sum()), len(y)) if 0 < k <= len(y)})
+        precision = pd.DataFrame([{"k": k, "precision@k (share noisy)": round(metrics.precision_at_k(s, y, k), 3),
+                                   "noisy found": int(round(metrics.precision_at_k(s, y, k) * k)), "random would find": round(k * float(y.mean()), 1)} for k in ks])
+        lines.append(f"Noise labels on {mask.sum()} pairs ({100 * y.mean():.1f}% noisy): AUROC **{auroc:.3f}**, AUPRC **{auprc:.3f}** "
+                     f"(chance: 0.5 and {y.mean():.3f}).")
+    else:
+        lines.append("This world has no noise labels for these pairs, so only the distribution is shown.")
+    return AuditView("\n\n".join(lines), hist, curves, precision, ps)
+
+
+def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0, count: int = PAGE) -> tuple[list[tuple[str, str]], pd.DataFrame, str]:
+    """A page of training pairs, most uncertain first: gallery entries, a table and a status line."""
+    names = uncertainty_models(world)
+    if not names:
+        raise InputError("No model in this world estimates uncertainty.")
+    model = world.model(model_name or names[0])
+    ps = pair_uncertainty(world, model)
+    try:
+        start, count = int(start), int(count)
+    except (TypeError, ValueError):
+        raise InputError("The page start and size must be whole numbers.") from None
+    if not 0 <= start < len(ps.scores):
+        raise InputError(f"Start must be between 0 and {len(ps.scores) - 1}.")
+    if not 1 <= count <= 100:
+        raise InputError("Show between 1 and 100 pairs at a time.")
+    order = np.argsort(-ps.scores, kind="stable")[start : start + count]
+    text_of = {c.id: c for c in model.bench.bundle.captions}
+    gallery, rows = [], []
+    for r, j in enumerate(order, start=start + 1):
+        cap = text_of[ps.caption_ids[j]]
+        label = ps.noise_names[j] or "unlabelled"
+        gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · u={ps.scores[j]:.3f} · {label} · [{cap.lang}] {cap.text[:80]}"))
+        rows.append({"#": r, "uncertainty": round(float(ps.scores[j]), 4), "true label": label, "language": cap.lang, "caption": cap.text,
+                     "source": cap.source, "image": ps.item_ids[j], "caption id": cap.id})
+    status = f"Pairs {start + 1}–{start + len(order)} of {len(ps.scores)}, most uncertain first ({model.label})."
+    return gallery, pd.DataFrame(rows), status

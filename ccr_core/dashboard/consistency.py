@@ -1,0 +1,140 @@
+"""Consistency tab: MRV per model in both directions, the distribution of per-instance rank spread,
+the most inconsistent test instances, and one instance's captions with a language x method heatmap
+of its ranks. Rank tables are the library's (``metrics.rank_table_*``) over the same captions
+``evaluate_model`` uses for MRV (one native caption per image per language), so the numbers match
+the leaderboard's."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ccr_core.dashboard.languages import PALETTE
+from ccr_core.dashboard.world import InputError, ModelEntry, World, language_name
+from ccr_core.eval import metrics
+
+DIRECTIONS = {"t2i": "text → image", "i2t": "image → text"}
+
+
+def _mrv_captions(world: World) -> dict[str, list[int]]:
+    """lang -> rows of world.captions used for MRV (the evaluation's native query group of each language)."""
+    from ccr_core.evaluate import query_groups
+
+    out = {}
+    for group, (lang, sources) in query_groups(world.bundle, "test").items():
+        if "/" in group:
+            continue
+        rows = [i for i, c in enumerate(world.captions)
+                if c.lang == lang and any(c.source == s or (s.endswith(":") and c.source.startswith(s)) for s in sources)]
+        if rows:
+            out[lang] = rows
+    return out
+
+
+def rank_tables(world: World, model: ModelEntry) -> dict:
+    """``{"languages", "items": instance item ids, "t2i": (n, L) ranks, "i2t": (n, L) ranks}`` (memoised)."""
+    memo = world.memo.setdefault("rank_tables", {})
+    key = (model.name, model.checkpoint_hash)
+    if key not in memo:
+        rows = _mrv_captions(world)
+        if len(rows) < 2:
+            raise InputError("Consistency needs test captions in at least two languages.")
+        sims = {lang: model.caption_emb[r] @ model.image_emb.T for lang, r in rows.items()}  # lang -> (M_l, N)
+        c2i = {lang: np.array([world.gallery_pos[world.captions[i].item] for i in r]) for lang, r in rows.items()}
+        t2i = metrics.rank_table_text_to_image(sims, c2i)
+        i2t = metrics.rank_table_image_to_text(sims, c2i)
+        memo[key] = {"languages": t2i["languages"], "items": [world.gallery[j].id for j in t2i["instances"]],
+                     "t2i": t2i["ranks"], "i2t": i2t["ranks"]}
+    return memo[key]
+
+
+def _direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise InputError(f"Direction must be one of {', '.join(DIRECTIONS)} (got {direction!r}).")
+    return direction
+
+
+def mrv_summary(world: World, models: Sequence[str] | None = None) -> pd.DataFrame:
+    rows = []
+    for m in world.select_models(models or world.model_names()):
+        t = rank_tables(world, m)
+        i2t, t2i = metrics.mrv(t["i2t"]), metrics.mrv(t["t2i"])
+        rows.append({"model": m.label, "MRV image→text": round(i2t, 3), "MRV text→image": round(t2i, 3), "MRV mean": round((i2t + t2i) / 2, 3),
+                     "languages": ", ".join(t["languages"]), "instances": len(t["items"]),
+                     "share of instances ranked alike (σ = 0)": f"{100 * np.mean(np.std(t['t2i'], axis=1) == 0):.0f}%"})
+    return pd.DataFrame(rows)
+
+
+def spread_histogram(world: World, models: Sequence[str] | None = None, direction: str = "t2i"):
+    import plotly.graph_objects as go
+
+    direction = _direction(direction)
+    fig = go.Figure()
+    for i, m in enumerate(world.select_models(models or world.model_names())):
+        sigma = np.std(rank_tables(world, m)[direction].astype(np.float64), axis=1)
+        fig.add_trace(go.Histogram(x=sigma, name=f"{m.label} (MRV {sigma.mean():.2f})", opacity=0.6, marker_color=PALETTE[i % len(PALETTE)],
+                                   xbins=dict(start=0, size=max(0.25, float(sigma.max()) / 25 if sigma.size else 1))))
+        fig.add_vline(x=float(sigma.mean()), line_dash="dash", line_color=PALETTE[i % len(PALETTE)])
+    fig.update_layout(barmode="overlay", template="plotly_white", height=380, xaxis_title="σ of the instance's ranks across languages",
+                      yaxis_title="instances", title=f"Per-instance rank spread, {DIRECTIONS[direction]} (dashed: the mean = MRV)",
+                      legend=dict(orientation="h", y=-0.25), margin=dict(t=60, l=50, r=20, b=40))
+    return fig
+
+
+def inconsistent_instances(world: World, model: str, direction: str = "t2i", n: int = 15) -> pd.DataFrame:
+    """The ``n`` instances whose ranks spread most across languages for one model."""
+    direction = _direction(direction)
+    m = world.model(model)
+    t = rank_tables(world, m)
+    ranks = t[direction]
+    sigma = np.std(ranks.astype(np.float64), axis=1)
+    order = np.argsort(-sigma, kind="stable")[: max(1, int(n))]
+    rows = []
+    for j in order:
+        item = t["items"][j]
+        row = {"image": item, "σ": round(float(sigma[j]), 3)}
+        row.update({f"rank {l}": int(ranks[j, k]) for k, l in enumerate(t["languages"])})
+        first = next((world.captions[i].text for i in world.captions_of_item[item]), "")
+        row["a caption"] = first
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def instance_detail(world: World, item_id: str | None, models: Sequence[str] | None = None, direction: str = "t2i"):
+    """(captions of the instance in every language, heatmap of its ranks: language x method, status)."""
+    import plotly.graph_objects as go
+
+    direction = _direction(direction)
+    item_id = (item_id or "").strip()
+    if item_id not in world.gallery_pos:
+        raise InputError("Choose a test image (an instance) from the list." if not item_id else f"{item_id!r} is not a test image of this world.")
+    caps = pd.DataFrame([{"language": language_name(c.lang) + f" ({c.lang})", "caption": c.text, "source": c.source, "id": c.id}
+                         for c in (world.captions[i] for i in world.captions_of_item[item_id])])
+    chosen = world.select_models(models or world.model_names())
+    langs = rank_tables(world, chosen[0])["languages"]
+    z = np.full((len(langs), len(chosen)), np.nan)
+    for k, m in enumerate(chosen):
+        t = rank_tables(world, m)
+        if item_id in t["items"]:
+            z[:, k] = t[direction][t["items"].index(item_id)]
+    if np.isnan(z).all():
+        raise InputError(f"{item_id!r} has no caption in every language ({', '.join(langs)}), so it is not an MRV instance.")
+    labels = [m.label for m in chosen]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=[language_name(l) for l in langs], text=z.astype(int).astype(str), texttemplate="%{text}",
+                               colorscale="RdYlGn_r", zmin=1, zmax=max(float(np.nanmax(z)), 2.0), colorbar=dict(title="rank"),
+                               hovertemplate="%{y} · %{x}: rank %{z}<extra></extra>"))
+    fig.update_layout(template="plotly_white", height=120 + 60 * len(langs), title=f"Ranks of {item_id}, {DIRECTIONS[direction]} (1 = best)",
+                      margin=dict(t=60, l=90, r=20, b=40))
+    sigma = {lab: float(np.std(z[:, k])) for k, lab in enumerate(labels) if not np.isnan(z[:, k]).any()}
+    status = f"**{item_id}**: spread of its ranks (σ) — " + ", ".join(f"{k} {v:.2f}" for k, v in sigma.items())
+    return caps, fig, status
+
+
+def instance_choices(world: World, model: str | None = None, direction: str = "t2i", limit: int = 500) -> list[tuple[str, str]]:
+    """(label, item id) of MRV instances, most inconsistent first for ``model`` (the first model if None)."""
+    m = world.model(model) if model else world.model_list()[0]
+    t = rank_tables(world, m)
+    sigma = np.std(t[_direction(direction)].astype(np.float64), axis=1)
+    order = np.argsort(-sigma, kind="stable")[:limit]
+    return [(f"{t['items'][j]} · σ {sigma[j]:.2f}", t["items"][j]) for j in order]

@@ -1,0 +1,180 @@
+"""Experiment tab (teaching): train a method on the world for a few hundred steps, at a chosen noise
+rate, in a background thread (one run at a time per world: the machine is shared), with a live loss
+curve. The finished model joins the world's registry, so it appears in Search, Many languages,
+Consistency, Projection and the Leaderboard for every user, labelled "trained here"."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ccr_core.dashboard.world import InputError, World, default_train_config
+
+STEP_LIMITS = (5, 2000)
+NOISE_LIMITS = (0.0, 0.9)
+
+
+@dataclass
+class Job:
+    id: str
+    method: str
+    noise: float
+    steps: int
+    run_dir: Path
+    status: str = "starting"  # starting, running, done, failed, stopped
+    step: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    message: str = ""
+    model_name: str = ""
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("starting", "running")
+
+    def status_markdown(self) -> str:
+        elapsed = (self.finished or time.time()) - self.started
+        head = {"starting": "Preparing", "running": "Training", "done": "Finished ✓", "failed": "Failed ✗", "stopped": "Stopped"}[self.status]
+        text = f"**{head}** `{self.method}` with noise {self.noise:g}: step {self.step}/{self.steps}, {elapsed:.0f} s"
+        if self.losses:
+            text += f", loss {self.losses[-1][1]:.4f}"
+        if self.model_name:
+            text += f".\n\nThe model **{self.model_name}** (trained here) is now in Search, Many languages, Consistency, Projection and the Leaderboard."
+        if self.message:
+            text += f"\n\n{self.message}"
+        return text
+
+    def progress_html(self) -> str:
+        share = 100 * min(self.step, self.steps) / max(self.steps, 1)
+        colour = {"failed": "#E45756", "stopped": "#999"}.get(self.status, "#4C78A8")
+        return (f'<div class="ccr-progress" style="background:#eee;border-radius:6px;height:18px;width:100%">'
+                f'<div style="width:{share:.1f}%;background:{colour};height:18px;border-radius:6px;transition:width .5s"></div></div>'
+                f'<div style="font-size:0.85em;color:#555">{self.step} / {self.steps} steps ({share:.0f}%)</div>')
+
+    def loss_figure(self):
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        if self.losses:
+            steps, losses = zip(*self.losses)
+            fig.add_trace(go.Scatter(x=steps, y=losses, mode="lines", name="loss (per step)", line=dict(color="#9ecae9")))
+            smooth, run = [], None
+            for value in losses:
+                run = value if run is None else 0.9 * run + 0.1 * value
+                smooth.append(run)
+            fig.add_trace(go.Scatter(x=steps, y=smooth, mode="lines", name="moving average", line=dict(color="#4C78A8", width=3)))
+        fig.update_layout(template="plotly_white", height=360, xaxis_title="optimiser step", yaxis_title="training loss",
+                          title=f"Training loss: {self.method}, noise {self.noise:g}", xaxis=dict(range=[0, self.steps]),
+                          legend=dict(orientation="h", y=-0.25), margin=dict(t=60, l=50, r=20, b=40))
+        return fig
+
+
+class Experiments:
+    """The world's training runs; at most one at a time."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def running(self) -> Job | None:
+        with self._lock:
+            return next((j for j in self.jobs.values() if j.active), None)
+
+    def get(self, job_id: str | None) -> Job:
+        job = self.jobs.get((job_id or "").strip())
+        if job is None:
+            raise InputError("No such training run; start one first.")
+        return job
+
+    def start(self, method: str, noise: float = 0.0, steps: int = 200) -> Job:
+        import ccr_core.methods  # noqa: F401  (registers every method)
+        from ccr_core.methods import METHODS
+
+        if method not in METHODS:
+            raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS.list())}.")
+        try:
+            noise, steps = float(noise), int(steps)
+        except (TypeError, ValueError):
+            raise InputError("Noise must be a number and steps a whole number.") from None
+        if not NOISE_LIMITS[0] <= noise <= NOISE_LIMITS[1]:
+            raise InputError(f"Noise rate must be between {NOISE_LIMITS[0]} and {NOISE_LIMITS[1]}.")
+        if not STEP_LIMITS[0] <= steps <= STEP_LIMITS[1]:
+            raise InputError(f"Steps must be between {STEP_LIMITS[0]} and {STEP_LIMITS[1]}.")
+        if noise > 0:
+            try:
+                import ccr_core.data.noise  # noqa: F401
+            except ImportError:
+                raise InputError("Training with injected noise needs ccr_core.data.noise, which this installation lacks; use noise 0.") from None
+        with self._lock:
+            if any(j.active for j in self.jobs.values()):
+                raise InputError("A training run is already going in this world (the machine is shared); wait for it or stop it.")
+            self._count += 1
+            job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{self._count}"
+            job = Job(job_id, method, noise, steps, self.world.cache_dir / "experiments" / job_id)
+            self.jobs[job_id] = job
+        threading.Thread(target=self._run, args=(job,), name=f"ccr-train-{job_id}", daemon=True).start()
+        return job
+
+    def stop(self, job_id: str | None) -> Job:
+        job = self.get(job_id)
+        job.stop_event.set()
+        return job
+
+    def _config(self, job: Job):
+        from ccr_core.training.train import TrainConfig
+
+        base = default_train_config(self.world)
+        same = next((m for m in self.world.model_list() if m.method == job.method and m.shipped), None)
+        known = {f.name for f in fields(TrainConfig)}
+        cfg = {k: v for k, v in base.items() if k in known}
+        from ccr_core.training.data import training_examples
+
+        n_examples = len(training_examples(self.world.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation"))))
+        cfg.update(method=job.method, noise=job.noise, max_steps=job.steps, epochs=1_000_000, patience=1_000_000,
+                   data=str(self.world.bundle.root), batch_size=max(2, min(int(cfg.get("batch_size", 128)), n_examples)),
+                   method_config=dict(same.trained.meta["train_config"].get("method_config", {})) if same else {})
+        return TrainConfig.from_dict(cfg)
+
+    def _run(self, job: Job) -> None:
+        from ccr_core.dashboard.world import noisy_bench
+        from ccr_core.evaluate import load_trained
+        from ccr_core.training.train import train
+
+        try:
+            cfg = self._config(job)
+            config = next(m.text_config for m in self.world.model_list() if m.shipped)
+            clean = self.world.benches[config]
+            bench = noisy_bench(clean, cfg.noise, cfg.noise_seed) if cfg.noise > 0 else clean
+            job.status = "running"
+
+            def on_step(info: dict) -> None:
+                job.step = int(info["step"])
+                job.losses.append((job.step, float(info["loss"])))
+
+            train(cfg, job.run_dir, self.world.workspace, progress=False, bench=bench, on_step=on_step, should_stop=job.stop_event.is_set)
+            name = f"my-{job.method}-noise{job.noise:g}-{self._count_of(job)}"
+            trained = load_trained(job.run_dir, clean, name=name)
+            self.world.add_model(trained, bench, config, shipped=False)
+            job.model_name = trained.name
+            job.status = "stopped" if job.stop_event.is_set() else "done"
+        except Exception as exc:  # noqa: BLE001 -- reported in the UI; the server keeps running
+            job.status = "failed"
+            job.message = f"{type(exc).__name__}: {exc}"
+        finally:
+            job.finished = time.time()
+
+    def _count_of(self, job: Job) -> int:
+        return list(self.jobs).index(job.id) + 1
+
+
+def experiments(world: World) -> Experiments:
+    """The world's single :class:`Experiments` registry."""
+    with world._lock:
+        if "experiments" not in world.memo:
+            world.memo["experiments"] = Experiments(world)
+        return world.memo["experiments"]

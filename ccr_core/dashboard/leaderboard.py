@@ -1,0 +1,117 @@
+"""Leaderboard tab: R@K / SumR per query group (language and caption source) and MRV for every model,
+from ``evaluate_model``. Results come from a ``metrics.json`` shipped beside a checkpoint when it is
+stamped with the same weights hash, else from the world cache (``eval/``, stamped the same way), else
+they are computed once and cached. Tables download as CSV and JSON."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pandas as pd
+
+from ccr_core.dashboard.world import InputError, ModelEntry, World, json_dump, load_json, safe_name
+
+METRICS = ("SumR", "mean_recall", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_MedR", "i2t_MedR")
+COLUMNS = ["model", "method", "train noise", "group", "queries", "images", "t2i_R@1", "t2i_R@5", "t2i_R@10",
+           "i2t_R@1", "i2t_R@5", "i2t_R@10", "SumR", "fused SumR", "MRV i2t", "MRV t2i", "MRV mean"]
+_eval_lock = threading.Lock()  # one evaluation at a time (they share two CPU cores)
+
+
+def _bundle_stamp(world: World) -> str:
+    return json.dumps(world.bundle.manifest.files, sort_keys=True)
+
+
+def model_result(world: World, model: ModelEntry) -> dict:
+    """``evaluate_model``'s result for one model (shipped metrics.json, world cache, or computed)."""
+    memo = world.memo.setdefault("eval", {})
+    key = (model.name, model.checkpoint_hash)
+    if key in memo:
+        return memo[key]
+    with _eval_lock:
+        if key in memo:
+            return memo[key]
+        result = None
+        for shipped in (model.trained.folder / "metrics.json", model.trained.folder.parent / "metrics.json"):
+            if shipped.exists():
+                data = load_json(shipped)
+                if data.get("checkpoint_sha256") in (None, model.checkpoint_hash) and "groups" in data:
+                    result = data
+                    break
+        path = world.cache_dir / "eval" / f"{safe_name(model.name)}-{model.checkpoint_hash[:12]}.json"
+        if result is None and path.exists():
+            cached = load_json(path)
+            if cached.get("checkpoint_sha256") == model.checkpoint_hash and cached.get("bundle") == _bundle_stamp(world):
+                result = cached["result"]
+        if result is None:
+            from ccr_core.evaluate import evaluate_model
+
+            result = evaluate_model(model.trained, world.benches[model.text_config])
+            json_dump(path, {"checkpoint_sha256": model.checkpoint_hash, "bundle": _bundle_stamp(world), "result": result})
+        result = {**result, "model": model.label}
+        memo[key] = result
+        return result
+
+
+def all_results(world: World) -> list[dict]:
+    return [model_result(world, m) for m in world.model_list()]
+
+
+def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | None = None) -> pd.DataFrame:
+    """One row per model x query group, sorted by ``sort_by`` (descending; ranks and MRV ascending)."""
+    rows = []
+    for m in world.model_list():
+        r = model_result(world, m)
+        mrv = r.get("mrv", {})
+        for group, rep in r.get("groups", {}).items():
+            if groups and group not in groups:
+                continue
+            rows.append({
+                "model": m.label, "method": m.method, "train noise": m.noise, "group": group,
+                "queries": rep["n_captions"], "images": rep["n_images"],
+                **{k: round(rep[k], 2) for k in ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "SumR")},
+                "fused SumR": round(rep["fused"]["SumR"], 2) if "fused" in rep else None,
+                "MRV i2t": round(mrv["mrv_i2t"], 3) if "mrv_i2t" in mrv else None,
+                "MRV t2i": round(mrv["mrv_t2i"], 3) if "mrv_t2i" in mrv else None,
+                "MRV mean": round(mrv["mrv_mean"], 3) if "mrv_mean" in mrv else None,
+            })
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    if sort_by not in df.columns:
+        raise InputError(f"Cannot sort by {sort_by!r}; choose one of: {', '.join(COLUMNS)}.")
+    ascending = sort_by.startswith("MRV") or sort_by in ("model", "method", "group", "train noise")
+    return df.sort_values([sort_by, "model", "group"], ascending=[ascending, True, True], kind="stable").reset_index(drop=True)
+
+
+def groups(world: World) -> list[str]:
+    return sorted({g for r in all_results(world) for g in r.get("groups", {})})
+
+
+def leaderboard_figures(df: pd.DataFrame, metric: str = "SumR"):
+    """(bar chart of ``metric`` per group and model, bar chart of MRV per model)."""
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    if metric not in df.columns:
+        raise InputError(f"Unknown metric {metric!r}.")
+    bars = px.bar(df.sort_values(["group", "model"]), x="group", y=metric, color="model", barmode="group",
+                  hover_data=["method", "train noise", "queries"], template="plotly_white",
+                  title=f"{metric} per query group (language / caption source)")
+    bars.update_layout(height=420, legend=dict(orientation="h", y=-0.2), margin=dict(t=60, l=50, r=20, b=40))
+    per_model = df.drop_duplicates("model")
+    mrv = go.Figure()
+    for name, col in (("image → text", "MRV i2t"), ("text → image", "MRV t2i")):
+        mrv.add_trace(go.Bar(x=per_model["model"], y=per_model[col], name=name, text=per_model[col], textposition="outside"))
+    mrv.update_layout(barmode="group", template="plotly_white", height=420, title="MRV: spread of ranks across languages (lower is better)",
+                      legend=dict(orientation="h", y=-0.2), margin=dict(t=60, l=50, r=20, b=40), yaxis_title="MRV")
+    return bars, mrv
+
+
+def export(world: World, df: pd.DataFrame) -> tuple[Path, Path]:
+    """Write the table as CSV and the full results as JSON into the world's export folder."""
+    csv_path = world.export_dir / f"leaderboard-{safe_name(world.name)}.csv"
+    json_path = world.export_dir / f"leaderboard-{safe_name(world.name)}.json"
+    tmp = csv_path.with_suffix(".tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(csv_path)
+    json_dump(json_path, {"world": world.name, "rows": df.to_dict(orient="records"), "results": all_results(world)})
+    return csv_path, json_path

@@ -1,0 +1,161 @@
+"""Embedding-space tab: 2-D UMAP or PCA of a model's test image and caption embeddings (one joint fit,
+so images and captions share the map), coloured by language and modality, optionally with lines from
+each image to its captions. Each projection is cached on disk as ``.npy`` (coordinates) + ``.json``
+(parameters, points, and the checkpoint hash it was computed from) and in memory, so it is computed
+once per parameter set; a stamp mismatch means recompute, never reuse."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ccr_core.dashboard.languages import PALETTE
+from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, ModelEntry, World, json_dump, load_json, language_name, safe_name
+
+ALGORITHMS = ("UMAP", "PCA")
+DEFAULTS = {"algorithm": "UMAP", "sample": 200, "n_neighbors": 15, "min_dist": 0.1, "seed": 0}
+LIMITS = {"sample": (10, 3000), "n_neighbors": (2, 200), "min_dist": (0.0, 1.0)}
+
+
+@dataclass
+class Projection:
+    model: str
+    coords: np.ndarray  # (P, 2)
+    points: list[dict]  # per point: kind ("image" / "caption"), lang, item, text
+    params: dict
+    source: str  # "memory", "disk" or "computed"
+    seconds: float
+
+
+def _check(algorithm: str, sample, n_neighbors, min_dist) -> tuple[str, int, int, float]:
+    if algorithm not in ALGORITHMS:
+        raise InputError(f"Algorithm must be one of {', '.join(ALGORITHMS)}.")
+    try:
+        sample, n_neighbors, min_dist = int(sample), int(n_neighbors), float(min_dist)
+    except (TypeError, ValueError):
+        raise InputError("Sample size and neighbours must be whole numbers and min_dist a number.") from None
+    for name, value in (("sample", sample), ("n_neighbors", n_neighbors), ("min_dist", min_dist)):
+        low, high = LIMITS[name]
+        if not low <= value <= high:
+            raise InputError(f"{name} must be between {low} and {high} (got {value}).")
+    return algorithm, sample, n_neighbors, min_dist
+
+
+def _points(world: World, model: ModelEntry, langs: Sequence[str], sample: int, seed: int) -> tuple[np.ndarray, list[dict]]:
+    rng = np.random.default_rng(seed)
+    n = min(sample, len(world.gallery))
+    chosen = np.sort(rng.choice(len(world.gallery), size=n, replace=False))
+    vectors, points = [], []
+    for j in chosen:
+        item = world.gallery[j].id
+        vectors.append(model.image_emb[j])
+        points.append({"kind": "image", "lang": "", "item": item, "text": item})
+    for j in chosen:
+        item = world.gallery[j].id
+        for lang in langs:
+            rows = [i for i in world.captions_of_item[item] if world.captions[i].lang == lang]
+            rows.sort(key=lambda i: world.captions[i].source not in NATIVE_SOURCES)
+            if rows:
+                vectors.append(model.caption_emb[rows[0]])
+                points.append({"kind": "caption", "lang": lang, "item": item, "text": world.captions[rows[0]].text})
+    return np.stack(vectors).astype(np.float32), points
+
+
+def _fit(x: np.ndarray, algorithm: str, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
+    if algorithm == "PCA":
+        centred = x - x.mean(axis=0, keepdims=True)  # (P, E)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        coords = centred @ vt[:2].T  # (P, 2)
+        return coords if coords.shape[1] == 2 else np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    import warnings
+
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": we want the fixed seed
+        reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, metric="cosine", random_state=seed)
+        return reducer.fit_transform(x)
+
+
+def project(world: World, model_name: str, langs: Sequence[str] | None = None, algorithm: str = "UMAP", sample: int = 200,
+            n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
+            progress: Callable[[float, str], None] | None = None) -> Projection:
+    """A cached 2-D projection of one model's test embeddings (images + captions in ``langs``)."""
+    start = time.perf_counter()
+    algorithm, sample, n_neighbors, min_dist = _check(algorithm, sample, n_neighbors, min_dist)
+    model = world.model(model_name)
+    langs = [l for l in (world.languages if langs is None else langs) if l in world.languages]
+    if not langs:
+        raise InputError("Choose at least one language.")
+    params = {"algorithm": algorithm, "sample": sample, "langs": langs, "seed": int(seed)}
+    if algorithm == "UMAP":
+        params.update(n_neighbors=n_neighbors, min_dist=min_dist)
+    key = hashlib.sha256(json.dumps({**params, "checkpoint": model.checkpoint_hash}, sort_keys=True).encode()).hexdigest()[:16]
+    memo = world.memo.setdefault("projections", {})
+    if key in memo:
+        p = memo[key]
+        return Projection(p.model, p.coords, p.points, p.params, "memory", time.perf_counter() - start)
+    folder = world.cache_dir / "projections"
+    base = folder / f"{safe_name(model.name)}-{key}"
+    npy, meta_path = base.with_suffix(".npy"), base.with_suffix(".json")
+    if npy.exists() and meta_path.exists():
+        meta = load_json(meta_path)
+        if meta.get("checkpoint_sha256") == model.checkpoint_hash and meta.get("params") == params:
+            coords = np.load(npy, allow_pickle=False)
+            memo[key] = Projection(model.label, coords, meta["points"], params, "disk", time.perf_counter() - start)
+            return memo[key]
+    if progress:
+        progress(0.1, f"{model.label}: gathering embeddings")
+    x, points = _points(world, model, langs, sample, int(seed))
+    if progress:
+        progress(0.3, f"{model.label}: fitting {algorithm} on {len(x)} points")
+    coords = _fit(x, algorithm, n_neighbors, min_dist, int(seed)).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = npy.with_suffix(".tmp.npy")
+    np.save(tmp, coords)
+    tmp.replace(npy)
+    json_dump(meta_path, {"checkpoint_sha256": model.checkpoint_hash, "model": model.name, "params": params, "points": points})
+    if progress:
+        progress(1.0, f"{model.label}: done")
+    memo[key] = Projection(model.label, coords, points, params, "computed", time.perf_counter() - start)
+    return memo[key]
+
+
+def figure(p: Projection, lines: bool = False):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    kinds = np.array([pt["kind"] for pt in p.points])
+    if lines:
+        where = {pt["item"]: k for k, pt in enumerate(p.points) if pt["kind"] == "image"}
+        xs, ys = [], []
+        for k, pt in enumerate(p.points):
+            if pt["kind"] == "caption":
+                i = where[pt["item"]]
+                xs += [p.coords[i, 0], p.coords[k, 0], None]
+                ys += [p.coords[i, 1], p.coords[k, 1], None]
+        fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", line=dict(color="rgba(120,120,120,0.35)", width=1), name="image ↔ its captions", hoverinfo="skip"))
+    img = np.flatnonzero(kinds == "image")
+    fig.add_trace(go.Scattergl(x=p.coords[img, 0], y=p.coords[img, 1], mode="markers", name="images",
+                               marker=dict(symbol="square", size=8, color="#222", line=dict(width=1, color="white")),
+                               text=[p.points[k]["item"] for k in img], hovertemplate="image %{text}<extra></extra>"))
+    langs = sorted({pt["lang"] for pt in p.points if pt["kind"] == "caption"}, key=lambda l: p.params["langs"].index(l))
+    for i, lang in enumerate(langs):
+        sel = [k for k, pt in enumerate(p.points) if pt["kind"] == "caption" and pt["lang"] == lang]
+        fig.add_trace(go.Scattergl(x=p.coords[sel, 0], y=p.coords[sel, 1], mode="markers", name=f"{language_name(lang)} captions",
+                                   marker=dict(size=7, color=PALETTE[i % len(PALETTE)], opacity=0.8),
+                                   text=[_wrap(p.points[k]["text"]) for k in sel], customdata=[p.points[k]["item"] for k in sel],
+                                   hovertemplate="%{text}<br><i>image %{customdata}</i><extra>" + lang + "</extra>"))
+    params = ", ".join(f"{k}={v}" for k, v in p.params.items() if k not in ("langs", "algorithm"))
+    fig.update_layout(template="plotly_white", height=520, title=f"{p.model}: {p.params['algorithm']} ({params})",
+                      legend=dict(orientation="h", y=-0.12), margin=dict(t=60, l=30, r=20, b=30),
+                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title="", scaleanchor="x"))
+    return fig
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    return "<br>".join(text[i : i + width] for i in range(0, min(len(text), 4 * width), width))

@@ -1,0 +1,250 @@
+"""The dashboard as a server: launched on a free localhost port over the fixture world, every
+api_name called with gradio_client, bad input answered with a message, and no file outside the
+app's own folders served."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_dashboard_logic import build_fixture_world
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_app_module():
+    spec = importlib.util.spec_from_file_location("ccr_app", REPO / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(world_paths: dict):
+    """(module, world, blocks, url) of a launched app; the caller closes the blocks."""
+    from ccr_core.dashboard import leaderboard
+    from ccr_core.dashboard.world import load_world
+
+    app = load_app_module()
+    start = time.perf_counter()
+    world = load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"])
+    leaderboard.all_results(world)
+    demo = app.build_app(world)
+    port = free_port()
+    app.launch(demo, world, "127.0.0.1", port, block=False)
+    demo.startup_seconds = time.perf_counter() - start
+    return app, world, demo, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    paths = build_fixture_world(tmp_path_factory.getbasetemp() / "dashboard-world")
+    app, world, demo, url = start_server(paths)
+    yield {"app": app, "world": world, "demo": demo, "url": url, "paths": paths}
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server["url"], verbose=False)
+
+
+ALL = ["baseline", "uml", "one_to_k"]
+
+
+def test_launch_is_local_private_and_serves_only_its_folders(server):
+    demo, world = server["demo"], server["world"]
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and demo.analytics_enabled is False
+    assert demo.server_name == "127.0.0.1" and not demo.share
+    assert sorted(demo.allowed_paths) == sorted(world.served_dirs())
+    assert demo.startup_seconds < 60
+
+
+def test_every_api_name_is_exposed(client):
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    expected = {"/search", "/pick_caption", "/caption_list", "/image_to_text", "/many_languages", "/instance_texts", "/consistency",
+                "/consistency_instance", "/consistency_pick", "/audit", "/audit_page", "/audit_prev", "/audit_next", "/projection",
+                "/leaderboard", "/train_start", "/train_status", "/train_stop", "/refresh_models"}
+    assert expected <= names and {f"/pick_result_{i}" for i in range(len(ALL) + 3)} <= names
+
+
+def test_search_marks_the_ground_truth_and_answers_fast(client, server):
+    from ccr_core.dashboard import search
+
+    status, summary, *galleries = client.predict("de caption 5", "auto", ALL, 5, api_name="/search")
+    assert "img5#de#0" in status and summary["headers"][1] == "ground-truth rank"
+    direct = search.text_search(server["world"], "de caption 5", "auto", ALL, 5)
+    assert [row[1] for row in summary["data"]] == [m.target_rank for m in direct.methods]
+    shown = [g for g in galleries if g.get("visible")]
+    assert len(shown) == len(ALL) and all(len(g["value"]) == 5 for g in shown)
+    assert any("✓ ground truth" in e["caption"] for g in shown for e in g["value"]) == any(m.target_rank <= 5 for m in direct.methods)
+    assert [e["caption"].split(" · ")[2].split()[0] for e in shown[0]["value"]] == [h.item_id for h in direct.methods[0].hits]
+    t = time.perf_counter()
+    for query in ("ein rotes Quadrat", "一个蓝色的圆", "a green star"):
+        client.predict(query, "auto", ALL, 8, api_name="/search")
+    assert (time.perf_counter() - t) / 3 < 5.0  # round trip incl. thumbnails; the logic itself takes milliseconds
+
+
+@pytest.mark.parametrize("query, lang, methods, k, needle", [
+    ("", "auto", ALL, 5, "empty"), ("   ", "auto", ALL, 5, "empty"), ("x", "auto", [], 5, "at least one method"),
+    ("x", "auto", ALL, 0, "between 1 and 50"), ("x", "auto", ALL, 500, "between 1 and 50"),
+])
+def test_search_bad_inputs_answer_with_a_message(client, query, lang, methods, k, needle):
+    status, *_ = client.predict(query, lang, methods, k, api_name="/search")
+    assert status.startswith("⚠") and needle in status
+
+
+def test_huge_query_is_truncated_with_a_note(client):
+    status, *_ = client.predict("ä" * 100_000, "auto", ["baseline"], 3, api_name="/search")
+    assert "first 2,000 of 100,000 characters" in status
+
+
+def test_caption_browser_and_pick(client, server):
+    choices = client.predict("zh", api_name="/caption_list")["choices"]
+    assert choices and all(c[0].startswith("[zh]") for c in choices)
+    out = client.predict(choices[0][1], ALL, 4, api_name="/pick_caption")
+    text, lang, status = out[:3]  # (the caption id goes to a gr.State, which clients do not see)
+    assert lang == "zh" and choices[0][1] in status and "marked ✓" in status and "编号" in text
+    assert client.predict("no-such-caption", ALL, 4, api_name="/pick_caption")[2].startswith("⚠")
+
+
+def test_image_to_text_by_id_upload_and_bad_files(client, server, tmp_path):
+    from gradio_client import handle_file
+
+    world = server["world"]
+    item = world.gallery[2].id
+    status, preview, table = client.predict(item, None, ALL, 2, api_name="/image_to_text")
+    assert item in status and len(table["data"]) == len(ALL) * 3 * 2 and Path(preview).exists()
+    status, preview, table = client.predict("", handle_file(str(world.bundle.image_path(item))), ["baseline"], 2, api_name="/image_to_text")
+    assert "uploaded picture" in status and len(table["data"]) == 3 * 2
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a picture")
+    status, *_ = client.predict("", handle_file(str(bad)), ["baseline"], 2, api_name="/image_to_text")
+    assert status.startswith("⚠")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    status, *_ = client.predict("", handle_file(str(broken)), ["baseline"], 2, api_name="/image_to_text")
+    assert status.startswith("⚠") and "Could not read" in status
+    assert client.predict("", None, ["baseline"], 2, api_name="/image_to_text")[0].startswith("⚠")
+    assert client.predict(item, None, ["baseline"], 99, api_name="/image_to_text")[0].startswith("⚠")
+    # A gallery click needs a selection: without one the answer is a message, not an error page.
+    assert client.predict(ALL, 2, api_name="/pick_result_0")[2].startswith("⚠")
+
+
+def test_many_languages(client, server):
+    item = server["world"].gallery[4].id
+    en, de, zh, status = client.predict(item, api_name="/instance_texts")
+    assert en.startswith("en caption") and de.startswith("de caption") and "编号" in zh
+    status, plot, table = client.predict(item, ALL, en, de, zh, api_name="/many_languages")
+    assert "3 languages" in status and plot["type"] == "plotly" and len(table["data"]) == len(ALL)
+    assert "spread (σ, MRV)" in table["headers"]
+    assert client.predict("", ALL, "", " ", "", api_name="/many_languages")[0].startswith("⚠")
+
+
+def test_consistency_views(client, server):
+    status, summary, hist, worst = client.predict("t2i", "baseline", api_name="/consistency")
+    assert [row[0] for row in summary["data"]] == ALL and hist["type"] == "plotly" and worst["data"]
+    item = worst["data"][0][0]
+    caps, heat, text = client.predict(item, "i2t", api_name="/consistency_instance")
+    assert len(caps["data"]) == 3 and heat["type"] == "plotly" and item in text
+    assert client.predict("nope", "t2i", api_name="/consistency_instance")[2].startswith("⚠")
+    assert client.predict("t2i", api_name="/consistency_pick")[3].startswith("⚠")  # no row selected
+
+
+def test_audit_views(client):
+    status, hist, curves, precision, start, gallery, table, page = client.predict("uml", 0, 6, api_name="/audit")
+    assert "AUROC" in status and hist["type"] == curves["type"] == "plotly" and precision["data"]
+    assert len(gallery) == 6 and len(table["data"]) == 6 and "most uncertain first" in page
+    start, gallery, table, page = client.predict("uml", 0, 6, api_name="/audit_next")
+    assert start == 6 and table["data"][0][0] == 7
+    start, *_ = client.predict("uml", 6, 6, api_name="/audit_prev")
+    assert start == 0
+    assert client.predict("uml", 3, 2, api_name="/audit_page")[0] == 3
+    assert client.predict("uml", 9999, 6, api_name="/audit_page")[3].startswith("⚠")
+    assert client.predict("baseline", 0, 6, api_name="/audit")[0].startswith("⚠")
+
+
+def test_projection_and_its_cache(client):
+    status, left, right = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, True, api_name="/projection")
+    assert left["type"] == right["type"] == "plotly" and "baseline" in status
+    status, *_ = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, False, api_name="/projection")
+    assert status.count("memory") == 2
+    assert client.predict("baseline", "uml", [], "PCA", 10, 15, 0.1, False, api_name="/projection")[0].startswith("⚠")
+
+
+def test_leaderboard_and_downloads(client):
+    status, table, bars, mrv, csv_file, json_file = client.predict("SumR", "SumR", ["en", "de", "zh"], api_name="/leaderboard")
+    assert len(table["data"]) == len(ALL) * 3 and bars["type"] == mrv["type"] == "plotly"
+    assert Path(csv_file).read_text().startswith("model,method,train noise,group")
+    assert '"world": "tiny"' in Path(json_file).read_text()
+    status, table, *_ = client.predict("MRV mean", "t2i_R@1", ["de"], api_name="/leaderboard")
+    assert {row[3] for row in table["data"]} == {"de"}
+
+
+def test_training_run_appears_in_the_other_tabs(client):
+    job, status, progress, plot, _timer = client.predict("baseline", 0.0, 6, api_name="/train_start")
+    assert job and "baseline" in status
+    busy = client.predict("baseline", 0.0, 6, api_name="/train_start")
+    assert busy[1].startswith("⚠") or "Finished" in client.predict(job, api_name="/train_status")[0]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        out = client.predict(job, api_name="/train_status")
+        if "Finished" in out[0] or "Failed" in out[0]:
+            break
+        time.sleep(0.5)
+    assert "Finished" in out[0], out[0]
+    name = out[0].split("**")[3]
+    assert name.startswith("my-baseline")
+    status, summary, *_ = client.predict("de caption 5", "de", ["baseline", name], 3, api_name="/search")
+    assert [row[0] for row in summary["data"]] == ["baseline", f"{name} (trained here)"]
+    assert client.predict("magic", 0.0, 6, api_name="/train_start")[1].startswith("⚠")
+    # Sliders are bounds-checked by Gradio itself, which answers with its own one-line message.
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="greater than maximum"):
+        client.predict("baseline", 0.0, 5000, api_name="/train_start")
+    assert client.predict("nope", api_name="/train_status")[0].startswith("⚠")
+    assert "Stopping" in client.predict(job, api_name="/train_stop")
+    assert len(client.predict(api_name="/refresh_models")) == 5
+
+
+@pytest.mark.parametrize("path", [
+    "/gradio_api/file=/etc/passwd", "/gradio_api/file=../../../../etc/passwd", "/gradio_api/file=%2Fetc%2Fpasswd",
+    "/gradio_api/file=..%2F..%2F..%2F..%2Fetc%2Fpasswd", "/gradio_api/file=%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/file=/etc/passwd",
+    "/gradio_api/file=/proc/self/environ",
+])
+def test_no_file_outside_the_app_is_served(server, path):
+    import httpx
+
+    response = httpx.get(server["url"].rstrip("/") + path, follow_redirects=True)
+    assert response.status_code in (403, 404) and "root:" not in response.text
+
+
+def test_workspace_files_are_not_served_but_thumbnails_are(server):
+    import httpx
+
+    world = server["world"]
+    base = server["url"].rstrip("/")
+    for secret in (world.bundle.root / "captions.jsonl", server["paths"]["checkpoints"] / "baseline" / "config.json", REPO / "app.py"):
+        assert httpx.get(f"{base}/gradio_api/file={secret}").status_code in (403, 404)
+    thumb = world.thumbs[world.gallery[0].id]
+    assert httpx.get(f"{base}/gradio_api/file={thumb}").status_code == 200
+
+
+def test_cli_explains_how_to_build_a_missing_world(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "app.py"), "--world", "flickr8k-ml", "--workspace", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "CCR_WORKSPACE": str(tmp_path)})
+    assert result.returncode == 2 and "ccr data build flickr8k-ml" in result.stderr and "Traceback" not in result.stderr

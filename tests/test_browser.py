@@ -1,0 +1,150 @@
+"""The dashboard in a real browser (Playwright + Debian chromium, headless): search in German and in
+Chinese, a gallery per selected method, image -> text by clicking a result, the many-languages view,
+and every tab's plot or table rendering. Screenshots go to tests/screenshots/ (gitignored), and also
+to docs/screenshots/ when CCR_SAVE_SCREENSHOTS=1 (for the README)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_app_api import start_server
+from test_dashboard_logic import build_fixture_world
+
+pytestmark = pytest.mark.browser
+REPO = Path(__file__).resolve().parent.parent
+SHOTS = REPO / "tests" / "screenshots"
+DOC_SHOTS = REPO / "docs" / "screenshots"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT = 30_000  # ms; the machine is shared
+
+
+@pytest.fixture(scope="module")
+def page(chromium, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    paths = build_fixture_world(tmp_path_factory.getbasetemp() / "dashboard-world")
+    _, world, demo, url = start_server(paths)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-GB")
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT)
+        pg.goto(url)
+        pg.get_by_text(f"CCR Lab · {world.name}").first.wait_for()
+        yield pg
+        browser.close()
+    demo.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("CCR_SAVE_SCREENSHOTS") == "1":
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOC_SHOTS / path.name)
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def wait_plot(page, elem_id: str) -> None:
+    page.locator(f"#{elem_id} .js-plotly-plot").first.wait_for(state="visible")
+
+
+def visible_text(page, elem_id: str, text: str) -> None:
+    # Gradio's dataframe keeps hidden copies of its cells (for measuring); wait for a shown one.
+    page.locator(f"#{elem_id}").get_by_text(text).locator("visible=true").first.wait_for()
+
+
+def search(page, text: str) -> None:
+    page.locator("#query textarea").fill(text)
+    page.locator("#search-btn").click()
+
+
+def test_search_in_german_shows_a_gallery_per_method(page):
+    search(page, "de caption 5")
+    page.locator("#search-status").get_by_text("German").wait_for()
+    for i in range(3):  # baseline, uml, one_to_k
+        page.locator(f"#gallery-{i} img").first.wait_for(state="visible")
+        assert page.locator(f"#gallery-{i} img").count() >= 8
+    assert page.locator("#gallery-3").is_hidden()
+    assert page.get_by_text("ground truth at rank").count() >= 1
+    shot(page, "search-german")
+
+
+def test_search_in_chinese_and_click_a_result(page):
+    search(page, "一个彩色方块，编号7")
+    page.locator("#search-status").get_by_text("Chinese").wait_for()
+    page.locator("#gallery-0 img").first.wait_for(state="visible")
+    shot(page, "search-chinese")
+    page.locator("#gallery-0 img").first.click()
+    page.locator("#i2t-status").get_by_text("Closest captions").wait_for()
+    assert page.locator("#i2t-table").get_by_text("彩色方块").count() >= 1
+    shot(page, "image-to-text")
+
+
+def test_many_languages_view(page):
+    open_tab(page, "Many languages")
+    page.locator("#ml-text-en textarea").fill("en caption 8")
+    page.locator("#ml-text-de textarea").fill("de caption 8")
+    page.locator("#ml-text-zh textarea").fill("一个彩色方块，编号8")
+    page.locator("#ml-btn").click()
+    wait_plot(page, "ml-plot")
+    page.locator("#ml-status").get_by_text("3 languages").wait_for()
+    assert page.locator("#ml-table").get_by_text("spread").count() >= 1
+    shot(page, "many-languages")
+
+
+def test_consistency_tab(page):
+    open_tab(page, "Consistency")
+    wait_plot(page, "cons-hist")
+    visible_text(page, "cons-summary", "baseline")
+    page.locator("#cons-worst [role=gridcell]").locator("visible=true").first.click()
+    wait_plot(page, "cons-heat")
+    shot(page, "consistency")
+
+
+def test_audit_tab(page):
+    open_tab(page, "Uncertainty audit")
+    wait_plot(page, "audit-hist")
+    wait_plot(page, "audit-curves")
+    page.locator("#audit-status").get_by_text("AUROC").wait_for()
+    shot(page, "audit")
+
+
+def test_embedding_tab(page):
+    open_tab(page, "Embedding space")
+    page.locator("#proj-algo").get_by_text("PCA").click()
+    page.locator("#proj-btn").click()
+    wait_plot(page, "proj-a")
+    wait_plot(page, "proj-b")
+    shot(page, "embedding-space")
+
+
+def test_leaderboard_tab(page):
+    open_tab(page, "Leaderboard")
+    wait_plot(page, "lb-bars")
+    wait_plot(page, "lb-mrv")
+    visible_text(page, "lb-table", "one_to_k")
+    shot(page, "leaderboard")
+
+
+def test_experiment_and_about_tabs(page):
+    open_tab(page, "Experiment")
+    page.locator("#ex-start").wait_for(state="visible")
+    shot(page, "experiment")
+    open_tab(page, "About")
+    page.locator("#about").get_by_text("KDD 2024").first.wait_for()
+    assert page.locator("#about .katex").count() > 0  # formulas rendered, not raw LaTeX
+    shot(page, "about")
+
+
+def test_bad_input_shows_a_message_not_an_error_page(page):
+    open_tab(page, "Search")
+    search(page, "   ")
+    page.locator("#search-status").get_by_text("empty").wait_for()

@@ -1,0 +1,442 @@
+"""Every dashboard tab's logic (ccr_core.dashboard), without Gradio, on a small fixture world: a tiny
+bundle in en/de/zh with machine translations and labelled noisy correspondence, tiny backbones, and
+a few methods trained for a few steps each."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_bundle
+
+FIXTURE_METHODS = ("baseline", "uml", "one_to_k")
+TINY = dict(text_backbone="tiny-text", visual_backbone="tiny-visual", batch_size=8)
+NOISE_RATE = 0.3
+
+
+def _chinese(text: str) -> str:
+    # make_tiny_bundle writes "zh caption 7"; real CJK text exercises fonts and language guessing.
+    number = text.split()[-1]
+    return f"彩色方块{number}号的机器翻译" if " mt of " in text else f"一个彩色方块，编号{number}"
+
+
+def build_fixture_world(base: Path) -> dict:
+    """Bundle + checkpoints + workspace under ``base`` (built once; a marker file makes reruns free)."""
+    from ccr_core.data.bundle import load_bundle, save_bundle
+    from ccr_core.methods import METHODS
+    from ccr_core.training.train import TrainConfig, prepare_workbench, train
+
+    paths = {"bundle": base / "bundle", "checkpoints": base / "checkpoints", "workspace": base / "ws"}
+    marker = base / "READY"
+    if marker.exists():
+        return paths
+    make_tiny_bundle(paths["bundle"], n_images=45, langs=("en", "de", "zh"), with_mt=True)
+    bundle = load_bundle(paths["bundle"])
+    captions = [dataclasses.replace(c, text=_chinese(c.text)) if c.lang == "zh" else c for c in bundle.captions]
+    # Noisy correspondence: a share of training MT captions swap texts with another image's MT.
+    rng = random.Random(0)
+    mts = [i for i, c in enumerate(captions) if c.source.startswith("mt:") and c.split == "train"]
+    noisy = set(rng.sample(mts, int(NOISE_RATE * len(mts))))
+    texts = {}
+    for lang in ("de", "zh"):  # rotate texts among the chosen captions of one language
+        order = sorted(i for i in noisy if captions[i].lang == lang)
+        texts.update({i: captions[j].text for i, j in zip(order, order[1:] + order[:1])})
+    captions = [dataclasses.replace(c, text=texts[i]) if i in texts else c for i, c in enumerate(captions)]
+    labels = {captions[i].id: ("noisy-correspondence" if i in noisy else "clean") for i in mts}
+    save_bundle(paths["bundle"], bundle.manifest, bundle.items, captions, labels)
+    bundle = load_bundle(paths["bundle"])
+    cfg = TrainConfig(method="baseline", data=str(bundle.root), **TINY)
+    bench = prepare_workbench(cfg, paths["workspace"], bundle, progress=False)
+    for method in FIXTURE_METHODS:
+        if method not in METHODS:
+            continue
+        run = base / "runs" / method
+        train(TrainConfig(method=method, data=str(bundle.root), epochs=4, **TINY), run, paths["workspace"], progress=False, bench=bench)
+        (paths["checkpoints"] / method).parent.mkdir(parents=True, exist_ok=True)
+        (run / "best").rename(paths["checkpoints"] / method)
+    marker.write_text("ok")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def world_paths(tmp_path_factory) -> dict:
+    return build_fixture_world(tmp_path_factory.getbasetemp() / "dashboard-world")
+
+
+@pytest.fixture(scope="session")
+def world(world_paths):
+    from ccr_core.dashboard.world import load_world
+
+    return load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"])
+
+
+# --------------------------------------------------------------------------------------------------
+# world
+
+
+def test_world_loads_models_embeddings_and_thumbnails(world, world_paths):
+    from PIL import Image
+
+    from ccr_core.methods import METHODS
+
+    assert world.model_names() == [m for m in ("baseline", "uml", "one_to_k") if m in METHODS]
+    assert len(world.gallery) == 15 and world.languages == ["en", "de", "zh"]
+    for m in world.model_list():
+        assert m.image_emb.shape[0] == len(world.gallery) and m.caption_emb.shape[0] == len(world.captions)
+        assert np.allclose(np.linalg.norm(m.image_emb, axis=1), 1, atol=1e-4)
+        assert len(m.checkpoint_hash) == 64
+    for item in world.gallery:
+        thumb = world.thumbs[item.id]
+        assert thumb.parent == world.thumb_dir and thumb.suffix == ".jpg"
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and max(im.size) <= 192
+    # Only the thumbnail and export folders are ever served, never the workspace itself.
+    served = [Path(p) for p in world.served_dirs()]
+    assert all(p.is_relative_to(world.cache_dir) and p != world_paths["workspace"] for p in served)
+
+
+def test_missing_world_and_checkpoints_say_how_to_build_them(tmp_path, world_paths):
+    from ccr_core.dashboard.world import WorldNotBuilt, load_world, resolve_world
+
+    with pytest.raises(WorldNotBuilt, match="ccr data build demo-world"):
+        resolve_world("demo-world", tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WorldNotBuilt, match="ccr train --method baseline"):
+        load_world(world_paths["bundle"], tmp_path / "empty", tmp_path / "ws")
+
+
+def test_language_guesser_uses_the_worlds_captions_and_scripts(world):
+    assert world.guesser.guess("红色的方块") == "zh"
+    assert world.guesser.guess("de caption 99") == "de"
+    assert world.guesser.guess("en caption 12") == "en"
+    assert world.resolve_language("auto", "一个方块") == ("zh", True)
+    assert world.resolve_language("de", "anything") == ("de", False)
+
+
+# --------------------------------------------------------------------------------------------------
+# search
+
+
+def _direct_similarity(world, model, lang):
+    """Similarity of a language's test captions to the gallery, straight from the library."""
+    from ccr_core.evaluate import embed_captions, embed_items
+
+    bench = world.benches[model.text_config]
+    caps = [c for c in world.captions if c.lang == lang]
+    sim = (embed_captions(model.trained, bench, caps, lang) @ embed_items(model.trained, bench, world.gallery).T).numpy()
+    return caps, sim, np.array([world.gallery_pos[c.item] for c in caps])
+
+
+def test_dataset_caption_ground_truth_rank_equals_the_similarity_matrix_rank(world):
+    from ccr_core.dashboard import search
+    from ccr_core.eval import metrics
+
+    for lang in ("de", "zh"):
+        for model in world.model_list():
+            caps, sim, c2i = _direct_similarity(world, model, lang)
+            expected = metrics.text_to_image_ranks(sim, c2i)
+            for row in (0, 4, 9):
+                result = search.text_search(world, caps[row].text, "auto", [model.name], k=15, caption_id=caps[row].id)
+                hits = result.methods[0]
+                assert result.caption.id == caps[row].id and result.lang == lang
+                assert hits.target_rank == expected[row]
+                assert [h.rank for h in hits.hits] == list(range(1, 16))
+                assert all(a.score >= b.score for a, b in zip(hits.hits, hits.hits[1:]))
+                marked = [h for h in hits.hits if h.is_target]
+                assert len(marked) == 1 and marked[0].rank == expected[row] and marked[0].item_id == caps[row].item
+
+
+def test_free_text_goes_through_frozen_states_once_and_each_head(world):
+    from ccr_core.dashboard import search
+    from ccr_core.methods.base import TextBatch
+    from ccr_core.training.text_cache import frozen_states
+
+    text = "ein neuer Satz über ein Quadrat"
+    result = search.text_search(world, text, "de", world.model_names(), k=3)
+    assert result.caption is None and all(m.target_rank is None for m in result.methods)
+    model = world.model("baseline")
+    _, _, layers, prefix = model.text_config
+    states, mask = frozen_states(world.benches[model.text_config].text_encoder, [text], layers, prefix)
+    with torch.no_grad():
+        q = model.trained.method.encode_text(TextBatch(states, mask), "de").numpy()[0]
+    scores = model.image_emb @ q
+    top = [world.gallery[j].id for j in np.argsort(-scores, kind="stable")[:3]]
+    assert [h.item_id for h in result.methods[0].hits] == top
+    # Typing a test caption's exact text finds its ground truth without picking it.
+    cap = next(c for c in world.captions if c.lang == "en")
+    assert search.text_search(world, f"  {cap.text} ", "auto", ["baseline"], 5).caption.id == cap.id
+
+
+def test_uml_reports_query_uncertainty_and_others_do_not(world):
+    from ccr_core.dashboard import search
+
+    result = search.text_search(world, "zh caption", "auto", world.model_names(), 5)
+    for m in result.methods:
+        if m.model == "uml":
+            assert 0 < m.uncertainty <= 1 and "uncertainty" in m.title
+        else:
+            assert m.uncertainty is None
+    table = result.summary_table()
+    assert list(table["method"]) == world.model_names()
+
+
+@pytest.mark.parametrize("query, kwargs, message", [
+    ("", {}, "empty"), ("   \n\t", {}, "empty"), (None, {}, "empty"),
+    ("a query", {"k": 0}, "between 1 and 50"), ("a query", {"k": 51}, "between 1 and 50"), ("a query", {"k": "many"}, "whole number"),
+    ("a query", {"methods": []}, "at least one method"), ("a query", {"methods": ["nope"]}, "No model named"),
+    ("a query", {"lang": "xx"}, "not in this world"), ("a query", {"caption_id": "nope#1"}, "Unknown test caption"),
+])
+def test_search_bad_inputs_give_messages(world, query, kwargs, message):
+    from ccr_core.dashboard import InputError, search
+
+    args = {"lang": "auto", "methods": ["baseline"], "k": 5, **kwargs}
+    with pytest.raises(InputError, match=message):
+        search.text_search(world, query, args["lang"], args["methods"], args["k"], args.get("caption_id"))
+
+
+def test_long_queries_are_cut_with_a_note(world):
+    from ccr_core.dashboard import search
+
+    huge = search.text_search(world, "x" * 100_000, "en", ["baseline"], 3)
+    assert any("first 2,000 of 100,000 characters" in n for n in huge.notes) and len(huge.methods[0].hits) == 3
+    long = search.text_search(world, "a long caption " * 20, "en", ["baseline"], 3)
+    assert any("tokens" in n and "ignored" in n for n in long.notes)
+    assert "Note" in long.status()
+
+
+def test_image_to_text_for_a_gallery_image_and_an_upload(world, tmp_path):
+    from ccr_core.dashboard import InputError, search
+
+    item = world.gallery[3]
+    result = search.image_to_text(world, item.id, None, ["baseline", "uml"], k=2)
+    assert {h.lang for h in result.hits} == {"en", "de", "zh"} and len(result.hits) == 2 * 3 * 2
+    model = world.model("baseline")
+    for lang in ("en", "zh"):
+        rows = [i for i, c in enumerate(world.captions) if c.lang == lang]
+        scores = model.caption_emb[rows] @ model.image_emb[world.gallery_pos[item.id]]
+        order = np.argsort(-scores, kind="stable")
+        own = min(r + 1 for r, j in enumerate(order) if world.captions[rows[j]].item == item.id)
+        assert result.own_ranks["baseline"][lang] == own
+    # An upload of the same picture goes through the visual backbone and lands on the same embedding.
+    upload = search.image_to_text(world, None, world.bundle.image_path(item), ["baseline"], k=2)
+    same = [h.caption_id for h in result.hits if h.model == "baseline"]
+    assert [h.caption_id for h in upload.hits] == same and upload.item_id is None
+    bad = tmp_path / "not-an-image.png"
+    bad.write_text("hello")
+    with pytest.raises(InputError, match="Could not read"):
+        search.image_to_text(world, None, bad, ["baseline"])
+    with pytest.raises(InputError, match="not an image of the test gallery"):
+        search.image_to_text(world, "img0", None, ["baseline"])  # a training image
+    with pytest.raises(InputError, match="Pick a search result"):
+        search.image_to_text(world, "", None, ["baseline"])
+
+
+# --------------------------------------------------------------------------------------------------
+# many languages
+
+
+def test_many_languages_ranks_and_spread_for_an_instance(world):
+    from ccr_core.dashboard import languages, search
+
+    item = world.gallery[5].id
+    texts = languages.instance_texts(world, item)
+    assert set(texts) == {"en", "de", "zh"} and all(texts.values())
+    result = languages.many_languages(world, texts, item, world.model_names())
+    for spread in result.methods:
+        model = world.model(spread.model)
+        for lang, text in texts.items():
+            row = world.caption_pos[next(c.id for c in world.captions if c.item == item and c.lang == lang)]
+            assert spread.ranks[lang] == search.rank_of(model.image_emb @ model.caption_emb[row], world.gallery_pos[item])
+        assert spread.spread == pytest.approx(np.std(list(spread.ranks.values())))
+    assert len(result.table()) == len(world.model_names())
+    fig = result.figure()
+    assert len(fig.data) == 2 * len(world.model_names())
+
+
+def test_many_languages_without_an_instance_targets_the_english_top1(world):
+    from ccr_core.dashboard import InputError, languages
+
+    result = languages.many_languages(world, {"en": "en caption 8", "de": "de caption 8", "zh": ""}, None, ["baseline"])
+    only = result.methods[0]
+    assert only.ranks["en"] == 1 and set(only.ranks) == {"en", "de"}
+    result = languages.many_languages(world, {"de": "de caption 8"}, "", ["baseline"])
+    assert result.methods[0].spread is None and any("two or more" in n for n in result.notes)
+    with pytest.raises(InputError, match="at least one language"):
+        languages.many_languages(world, {"en": " ", "de": ""}, None, ["baseline"])
+    with pytest.raises(InputError, match="not a test image"):
+        languages.many_languages(world, {"en": "x"}, "img0", ["baseline"])
+
+
+# --------------------------------------------------------------------------------------------------
+# consistency
+
+
+def test_mrv_table_matches_metrics_and_evaluation(world):
+    from ccr_core.dashboard import consistency
+    from ccr_core.eval import metrics
+    from ccr_core.evaluate import evaluate_model
+
+    table = consistency.mrv_summary(world)
+    for _, row in table.iterrows():
+        model = world.model(row["model"])
+        ranks = consistency.rank_tables(world, model)
+        assert row["MRV text→image"] == round(metrics.mrv(ranks["t2i"]), 3)
+        expected = evaluate_model(model.trained, world.benches[model.text_config])["mrv"]
+        assert row["MRV text→image"] == round(expected["mrv_t2i"], 3) and row["MRV image→text"] == round(expected["mrv_i2t"], 3)
+    worst = consistency.inconsistent_instances(world, "baseline", "t2i", n=5)
+    assert list(worst["σ"]) == sorted(worst["σ"], reverse=True) and len(worst) == 5
+    assert len(consistency.spread_histogram(world, None, "i2t").data) == len(world.model_names())
+
+
+def test_consistency_instance_detail(world):
+    from ccr_core.dashboard import InputError, consistency
+
+    item = consistency.instance_choices(world)[0][1]
+    caps, fig, status = consistency.instance_detail(world, item, None, "t2i")
+    assert set(caps["id"]) >= {f"{item}#en#0", f"{item}#de#0", f"{item}#zh#0"}
+    heat = fig.data[0]
+    assert np.asarray(heat.z).shape == (3, len(world.model_names())) and item in status
+    t = consistency.rank_tables(world, world.model("baseline"))
+    assert list(np.asarray(heat.z)[:, 0]) == list(t["t2i"][t["items"].index(item)])
+    with pytest.raises(InputError):
+        consistency.instance_detail(world, "nope", None, "t2i")
+    with pytest.raises(InputError, match="Direction"):
+        consistency.instance_detail(world, item, None, "sideways")
+
+
+# --------------------------------------------------------------------------------------------------
+# audit
+
+
+def test_audit_scores_match_training_pair_uncertainty(world):
+    from ccr_core.dashboard import InputError, audit
+    from ccr_core.eval import metrics
+    from ccr_core.evaluate import training_pair_uncertainty
+
+    if "uml" not in world.model_names():
+        pytest.skip("uml is not available")
+    view = audit.audit(world, "uml")
+    reference = training_pair_uncertainty(world.model("uml").trained, world.model("uml").bench)
+    assert view.scores.caption_ids == reference["caption_ids"]
+    assert np.allclose(view.scores.scores, reference["scores"]) and list(view.scores.labels) == list(reference["labels"])
+    assert f"{reference['auroc']:.3f}" in view.status and view.curves is not None
+    at_10 = view.precision.set_index("k").loc[10, "precision@k (share noisy)"]
+    assert at_10 == round(metrics.precision_at_k(reference["scores"], reference["labels"], 10), 3)
+    gallery, table, status = audit.uncertain_pairs(world, "uml", 0, 5)
+    assert len(gallery) == len(table) == 5 and list(table["uncertainty"]) == sorted(table["uncertainty"], reverse=True)
+    assert set(table["true label"]) <= {"clean", "noisy-correspondence"} and Path(gallery[0][0]).exists()
+    with pytest.raises(InputError, match="Start"):
+        audit.uncertain_pairs(world, "uml", 10_000, 5)
+    with pytest.raises(InputError, match="does not estimate"):
+        audit.audit(world, "baseline")
+
+
+# --------------------------------------------------------------------------------------------------
+# projection
+
+
+def test_projections_have_the_right_shape_and_are_cached(world, world_paths):
+    from ccr_core.dashboard import InputError, projection
+    from ccr_core.dashboard.world import load_world
+
+    p = projection.project(world, "baseline", ["en", "zh"], "PCA", sample=10)
+    assert p.coords.shape == (10 + 10 * 2, 2) and p.source == "computed"
+    assert [pt["kind"] for pt in p.points].count("image") == 10
+    assert projection.project(world, "baseline", ["en", "zh"], "PCA", sample=10).source == "memory"
+    stamp = json.loads(next((world.cache_dir / "projections").glob("baseline-*.json")).read_text())
+    assert stamp["checkpoint_sha256"] == world.model("baseline").checkpoint_hash
+    fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"])
+    again = projection.project(fresh, "baseline", ["en", "zh"], "PCA", sample=10)
+    assert again.source == "disk" and np.array_equal(again.coords, p.coords)
+    calls = []
+    u = projection.project(world, "baseline", ["de"], "UMAP", sample=15, n_neighbors=5, min_dist=0.2, progress=lambda f, d: calls.append(f))
+    assert u.coords.shape == (30, 2) and np.isfinite(u.coords).all() and calls[-1] == 1.0
+    fig = projection.figure(u, lines=True)
+    assert fig.data[0].mode == "lines" and len(fig.data) == 3
+    with pytest.raises(InputError, match="n_neighbors"):
+        projection.project(world, "baseline", ["de"], "UMAP", sample=15, n_neighbors=1)
+    with pytest.raises(InputError, match="sample"):
+        projection.project(world, "baseline", ["de"], "PCA", sample=10**6)
+
+
+# --------------------------------------------------------------------------------------------------
+# leaderboard
+
+
+def test_leaderboard_matches_evaluation_and_is_cached(world, world_paths, monkeypatch):
+    import pandas as pd
+
+    import ccr_core.evaluate
+    from ccr_core.dashboard import InputError, leaderboard
+    from ccr_core.dashboard.world import load_world
+
+    df = leaderboard.leaderboard_table(world, "SumR")
+    assert len(df) == len(world.model_names()) * 3 and list(df["SumR"]) == sorted(df["SumR"], reverse=True)
+    row = df[(df["model"] == "baseline") & (df["group"] == "de")].iloc[0]
+    model = world.model("baseline")
+    expected = ccr_core.evaluate.evaluate_model(model.trained, world.benches[model.text_config])
+    assert row["SumR"] == round(expected["groups"]["de"]["SumR"], 2) and row["MRV t2i"] == round(expected["mrv"]["mrv_t2i"], 3)
+    assert list(leaderboard.leaderboard_table(world, "MRV mean")["MRV mean"]) == sorted(df["MRV mean"])
+    bars, mrv = leaderboard.leaderboard_figures(df, "t2i_R@1")
+    assert len(bars.data) == len(world.model_names()) and len(mrv.data) == 2
+    csv_path, json_path = leaderboard.export(world, df)
+    assert len(pd.read_csv(csv_path)) == len(df) and json.loads(json_path.read_text())["world"] == "tiny"
+    # A second start reads the cached, stamped results instead of evaluating again.
+    monkeypatch.setattr(ccr_core.evaluate, "evaluate_model", lambda *a, **k: pytest.fail("evaluated again"))
+    fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"])
+    assert leaderboard.leaderboard_table(fresh, "SumR").equals(df)
+    with pytest.raises(InputError, match="Cannot sort"):
+        leaderboard.leaderboard_table(world, "height")
+
+
+# --------------------------------------------------------------------------------------------------
+# experiment and about
+
+
+def _wait(job, seconds=120):
+    import time
+
+    deadline = time.time() + seconds
+    while job.active and time.time() < deadline:
+        time.sleep(0.2)
+    return job
+
+
+def test_experiment_trains_in_the_background_and_registers_the_model(world_paths):
+    from ccr_core.dashboard import InputError, experiment, leaderboard, search
+    from ccr_core.dashboard.world import load_world
+
+    own = load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"])  # not the shared one
+    jobs = experiment.experiments(own)
+    with pytest.raises(InputError, match="Unknown method"):
+        jobs.start("magic", 0.0, 10)
+    with pytest.raises(InputError, match="Steps"):
+        jobs.start("baseline", 0.0, 10**6)
+    job = jobs.start("baseline", 0.2, 6)
+    with pytest.raises(InputError, match="already going"):
+        jobs.start("baseline", 0.0, 6)
+    _wait(job)
+    assert job.status == "done", job.message
+    assert [s for s, _ in job.losses] == list(range(1, 7)) and all(np.isfinite(l) for _, l in job.losses)
+    name = job.model_name.replace(" (trained here)", "")
+    assert name in own.model_names() and not own.model(name).shipped and own.model(name).noise == 0.2
+    assert own.model(name).bench.bundle.noise  # it saw injected noise
+    assert search.text_search(own, "de caption 5", "auto", [name], 3).methods[0].target_rank is not None
+    assert name + " (trained here)" in set(leaderboard.leaderboard_table(own)["model"])
+    assert "Finished" in job.status_markdown() and "6 / 6" in job.progress_html() and len(job.loss_figure().data) == 2
+    stopped = jobs.start("baseline", 0.0, 2000)
+    jobs.stop(stopped.id)
+    assert _wait(stopped).status in ("stopped", "done") and stopped.step < 2000
+
+
+def test_about_has_methods_citations_and_the_dataset_card(world):
+    from ccr_core.dashboard import about
+
+    text = about.about_markdown(world)
+    for needle in ("ACM Multimedia 2022", "AAAI 2024", "Science China Information Sciences 2025", "KDD 2024", "MRV", "Licence", "tiny", "$$"):
+        assert needle in text
