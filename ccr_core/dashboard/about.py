@@ -20,6 +20,10 @@ Train on $(v,s)$ and $(v,t)$ pairs with a symmetric InfoNCE loss,
 $$\mathcal{L} = -\tfrac{1}{2B}\sum_i \Big[\log \tfrac{e^{v_i\cdot t_i/\tau}}{\sum_j e^{v_i\cdot t_j/\tau}} + \log \tfrac{e^{v_i\cdot t_i/\tau}}{\sum_j e^{v_j\cdot t_i/\tau}}\Big].$$
 `baseline-en` trains on English only and is evaluated zero-shot on the other languages: what the multilingual backbone gives for free.
 
+### Floor: one linear map on each side
+Frozen e5 sentence embeddings and frozen image features, each through a single linear map, trained with the same InfoNCE on
+English and machine-translated captions. The simplest model on the shared backbones: every method must clearly beat it.
+
 ### NRCCR — noise-robust learning
 *Y. Wang et al., "Cross-Lingual Cross-Modal Retrieval with Noise-Robust Learning", ACM Multimedia 2022.*
 A shared text tower with self- and cross-attention builds a pseudo-target $h^C$ = attention(source → target tokens), and learns
