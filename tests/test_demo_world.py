@@ -337,3 +337,18 @@ GOLDEN = [
 @pytest.mark.parametrize("message, expected", GOLDEN)
 def test_golden_captions(message, expected):
     assert {lang: realise(lang, message) for lang in LANGUAGES} == expected
+
+
+def test_translations_reference_what_they_translate(world):
+    bundle = world[0] if isinstance(world, tuple) else world
+    by_id = {c.id: c for c in bundle.captions}
+    mts = [c for c in bundle.captions if c.source == "mt:sim"]
+    assert mts and all(by_id[c.ref].lang == "en" and by_id[c.ref].source == "generated" and by_id[c.ref].item == c.item for c in mts)
+    bts = [c for c in bundle.captions if c.source == "back-translation:sim"]
+    assert bts and all(by_id[c.ref].source == "mt:sim" for c in bts)
+    # So training examples align each English caption with its own translations and back-translations.
+    from ccr_core.training.data import training_examples
+
+    ex = training_examples(bundle)[0]
+    assert all(by_id[t[0]].ref == ex.source for t in ex.targets.values())
+    assert len(ex.backs) == len(ex.targets)

@@ -121,8 +121,9 @@ def _captions_for(planned: _Planned, config: DemoWorldConfig):
             for k, m in enumerate(english):
                 mt_id = f"{item.id}#{lang}#mt{k}"
                 out = translate(m, lang, config.mt_error_rate, random.Random(f"{NAME}/{seed}/mt/{mt_id}"))
-                captions.append(Caption(mt_id, item.id, lang, out.text, MT_SOURCE, split))
-                captions.append(Caption(f"{mt_id}#bt", item.id, "en", out.back_translation, BT_SOURCE, split))
+                # ref: the caption each one translates, so training aligns source, MT and back-translation.
+                captions.append(Caption(mt_id, item.id, lang, out.text, MT_SOURCE, split, f"{item.id}#en#{k}"))
+                captions.append(Caption(f"{mt_id}#bt", item.id, "en", out.back_translation, BT_SOURCE, split, mt_id))
                 records.append({
                     "caption": mt_id, "item": item.id, "lang": lang, "split": split, "source_caption": f"{item.id}#en#{k}",
                     "back_translation": f"{mt_id}#bt", "label": out.label, "detail": out.detail, "donor_caption": None,
@@ -152,7 +153,8 @@ def _swap_correspondence(planned: list[_Planned], captions: list[Caption], recor
         donor_caption = f"{donor}#{record['lang']}#mt{record['caption'].rsplit('#mt', 1)[1]}"
         for own, theirs in ((record["caption"], donor_caption), (record["back_translation"], donor_caption + "#bt")):
             index = position[own]
-            captions[index] = Caption(own, captions[index].item, captions[index].lang, original[theirs], captions[index].source, "train")
+            # The text moves; id and ref stay, so the item is paired with another item's caption.
+            captions[index] = Caption(own, captions[index].item, captions[index].lang, original[theirs], captions[index].source, "train", captions[index].ref)
         record.update(label=NOISY_CORRESPONDENCE, detail=f"caption of {donor}", donor_caption=donor_caption)
 
 
