@@ -39,8 +39,8 @@ class Experiment:
 
 # Per world: training settings that keep one method within the CPU budget (5 min demo, 20 min Flickr8k-ML).
 WORLD_SETTINGS = {
-    "demo-world": {"epochs": 6, "batch_size": 128, "lr": 5e-4},
-    "flickr8k-ml": {"epochs": 8, "batch_size": 128, "lr": 5e-4},
+    "demo-world": {"epochs": 15, "batch_size": 128, "lr": 5e-4},
+    "flickr8k-ml": {"epochs": 12, "batch_size": 128, "lr": 5e-4},
 }
 
 

@@ -202,7 +202,7 @@ def _encode_items(method, bench: Workbench, items) -> torch.Tensor:
             frames = torch.zeros(len(seqs), t_max, seqs[0].shape[1])
             mask = torch.zeros(len(seqs), t_max, dtype=torch.bool)
             for k, s in enumerate(seqs):
-                frames[k, : s.shape[0]] = torch.from_numpy(np.asarray(s))
+                frames[k, : s.shape[0]] = torch.from_numpy(np.array(s, dtype=np.float32))
                 mask[k, : s.shape[0]] = True
         emb = method.encode_visual(visual, frames, mask)
         for k, e in zip(idx, emb):
