@@ -44,6 +44,10 @@ def test_examples_align_translations_and_back_translations(world):
     assert batch["targets"] == ["de", "fr"] and set(batch["back"]) == {"de", "fr"}
     assert batch["visual"].shape == (8, bench.features.dim)
     assert batch["text"]["de"].states.shape[0] == 8 and batch["text"]["de"].mask.dtype == torch.bool
+    drawn = {tuple(source.make_batch(batches[0], seed=s, targets_per_batch=1)["targets"]) for s in range(20)}
+    assert drawn == {("de",), ("fr",)}  # one target language per batch, each drawn over time
+    one = source.make_batch(batches[0], seed=0, targets_per_batch=1)
+    assert set(one["text"]) == {"en", *one["targets"]} and set(one["back"]) == set(one["targets"])
 
 
 def test_train_checkpoint_eval_roundtrip(world, tmp_path):

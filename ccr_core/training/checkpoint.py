@@ -78,13 +78,22 @@ def verify_checkpoint(folder: str | Path) -> dict:
         raise CheckpointError(str(exc)) from None
     if not isinstance(manifest, dict) or manifest.get("kind") != "ccr-checkpoint":
         raise CheckpointError(f"{folder / MANIFEST}: not a CCR Lab checkpoint manifest")
-    for name, digest in manifest["sha256"].items():
+    hashes = manifest.get("sha256")
+    if not isinstance(hashes, dict) or not {WEIGHTS, CONFIG} <= set(hashes):
+        raise CheckpointError(f"{folder / MANIFEST}: does not list the SHA-256 of {WEIGHTS} and {CONFIG}")
+    for name, digest in hashes.items():
         path = folder / name
         if not path.exists():
             raise CheckpointError(f"{path}: missing (listed in {MANIFEST})")
         if sha256_file(path) != digest:
             raise CheckpointError(f"{path}: SHA-256 does not match {MANIFEST} (file altered or truncated)")
-    return read_json(folder / CONFIG)
+    try:
+        meta = read_json(folder / CONFIG)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("method"), str) or not isinstance(meta.get("method_config", {}), dict):
+        raise CheckpointError(f"{folder / CONFIG}: not a checkpoint config (needs 'method' and 'method_config')")
+    return meta
 
 
 def load_weights(folder: str | Path) -> dict[str, torch.Tensor]:

@@ -111,7 +111,9 @@ class BatchSource:
         rng.shuffle(batches)
         return batches
 
-    def make_batch(self, indices: Sequence[int], seed: int) -> dict:
+    def make_batch(self, indices: Sequence[int], seed: int, targets_per_batch: int = 0) -> dict:
+        """One method batch. ``targets_per_batch`` > 0 keeps that many of the shared target languages,
+        drawn at random per batch (each step then costs a fraction; over an epoch every language is seen)."""
         rng = random.Random(seed)
         exs = [self.examples[i] for i in indices]
         item_ids = [ex.item_id for ex in exs]
@@ -127,6 +129,8 @@ class BatchSource:
                 padded[k, : f.shape[0]], mask[k, : f.shape[0]] = f, True
             batch["frames"], batch["frame_mask"] = torch.from_numpy(padded), torch.from_numpy(mask)
         langs = list(exs[0].languages)
+        if 0 < targets_per_batch < len(langs):
+            langs = sorted(rng.sample(langs, targets_per_batch))
         batch["targets"] = langs
         batch["text"] = {"en": self.text_batch([ex.source for ex in exs])}
         chosen = {lang: [rng.choice(ex.targets[lang]) for ex in exs] for lang in langs}

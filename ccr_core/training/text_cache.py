@@ -183,15 +183,23 @@ def load_text_cache(root: str | Path, expected_identity: dict | None = None) -> 
     if not (root / META_FILE).exists():
         raise TextCacheError(f"{root}: not a complete text-state cache ({META_FILE} missing)")
     meta = read_json(root / META_FILE)
-    if meta.get("kind") != "ccr-text-cache":
+    if not isinstance(meta, dict) or meta.get("kind") != "ccr-text-cache":
         raise TextCacheError(f"{root / META_FILE}: not a CCR Lab text-state cache")
-    if expected_identity is not None and meta["identity"] != expected_identity:
-        raise TextCacheError(f"{root}: cached for {json.dumps(meta['identity'])[:200]}, not for the requested backbone configuration")
+    hashes = meta.get("sha256")
+    if not isinstance(meta.get("texts"), list) or not isinstance(hashes, dict) or not {"states.npy", "offsets.npy"} <= set(hashes):
+        raise TextCacheError(f"{root / META_FILE}: incomplete meta (needs 'texts' and the SHA-256 of states.npy and offsets.npy)")
+    if expected_identity is not None and meta.get("identity") != expected_identity:
+        raise TextCacheError(f"{root}: cached for {json.dumps(meta.get('identity'))[:200]}, not for the requested backbone configuration")
     arrays = {}
-    for name, digest in meta["sha256"].items():
+    for name, digest in hashes.items():
+        if not (root / name).is_file():
+            raise TextCacheError(f"{root / name}: missing (listed in {META_FILE})")
         if sha256_file(root / name) != digest:
             raise TextCacheError(f"{root / name}: SHA-256 does not match {META_FILE} (altered or truncated)")
-        arrays[name] = np.load(root / name, mmap_mode="r", allow_pickle=False)
+        try:
+            arrays[name] = np.load(root / name, mmap_mode="r", allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            raise TextCacheError(f"{root / name}: not a plain NumPy array ({exc})") from None
     return TextStateCache(root, meta, arrays["states.npy"], np.asarray(arrays["offsets.npy"]))
 
 

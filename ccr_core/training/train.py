@@ -42,6 +42,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); the Experiment tab uses it
     batch_size: int = 128  # NRCCR's published batch size
     accumulate: int = 1  # micro-batches per optimiser step (a single-process stand-in for DDP)
+    targets_per_batch: int = 0  # target languages per batch, drawn at random (0: all; 1-to-K always uses all)
     lr: float = 1e-4  # Adam, NRCCR's published rate
     lr_decay: float = 0.99  # per epoch
     halve_after: int = 3  # epochs without improvement before the learning rate halves
@@ -77,6 +78,9 @@ class TrainConfig:
             except json.JSONDecodeError:
                 value = raw
             if key in known:
+                current = getattr(self, key)
+                if isinstance(current, (int, float)) and not isinstance(current, bool) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise ValueError(f"{key}={raw}: {key} must be a number (like {current!r})")
                 setattr(self, key, value)
             else:
                 self.method_config[key] = value
@@ -324,7 +328,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             terms_sum: dict[str, float] = {}
             for k, indices in enumerate(mine):
-                batch = source.make_batch(indices, seed=cfg.seed * 7919 + state["step"] * 131 + k * world + rank)
+                batch = source.make_batch(indices, seed=cfg.seed * 7919 + state["step"] * 131 + k * world + rank,
+                                          targets_per_batch=0 if cfg.method == "one_to_k" else cfg.targets_per_batch)
                 terms = model.loss(batch) if world == 1 else _ddp_loss(model, batch)
                 (terms["loss"] / len(mine)).backward()
                 if hasattr(method, "discriminator_step"):
