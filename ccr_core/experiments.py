@@ -41,7 +41,7 @@ class Experiment:
 # One target language per batch (1-to-K always takes all K): NRCCR and CL2CM run several attention
 # and transport branches per language, and five languages per step would cost five times as much.
 WORLD_SETTINGS = {
-    "demo-world": {"epochs": 10, "batch_size": 128, "lr": 5e-4, "targets_per_batch": 1, "method_config": {"hidden_dim": 256}},
+    "demo-world": {"epochs": 4, "batch_size": 128, "lr": 5e-4, "targets_per_batch": 1, "method_config": {"hidden_dim": 256}},
     "flickr8k-ml": {"epochs": 6, "batch_size": 128, "lr": 5e-4, "targets_per_batch": 1},
 }
 
@@ -81,7 +81,7 @@ def run_world(world: str, methods: list[str], ship: bool, seed: int = 0, progres
             exp_bench = type(bench)(_noisy(bench.bundle, cfg), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
         if not (folder / "summary.json").exists():
             print(f"== train {world} {exp.name}", flush=True)
-            train(cfg, folder, progress=progress, bench=exp_bench)
+            train(cfg, folder, progress=progress, bench=exp_bench, resume=(folder / "last" / "manifest.json").exists())
         summary = read_json(folder / "summary.json")
         checkpoint = folder / "best"
         if ship:  # what ships is a float16 copy; its own numbers are the ones reported
