@@ -21,6 +21,7 @@ from pathlib import Path
 
 log = logging.getLogger("ccr.app")
 MAX_SLOTS = 12  # result columns in the Search tab (shipped models + room for trained ones)
+MAX_UPLOAD = "25mb"  # uploads above this are refused by Gradio itself (HTTP 413) before reaching a handler
 CSS = """
 .ccr-header h1 {margin-bottom: 0.1em}
 .ccr-header p {color: var(--body-text-color-subdued); margin-top: 0}
@@ -426,7 +427,7 @@ def launch(demo, world, host: str = "127.0.0.1", port: int = 7860, block: bool =
     import gradio as gr
 
     demo.queue(default_concurrency_limit=4)
-    return demo.launch(server_name=host, server_port=port, share=False, allowed_paths=world.served_dirs(), show_error=False,
+    return demo.launch(server_name=host, server_port=port, share=False, allowed_paths=world.served_dirs(), show_error=False, max_file_size=MAX_UPLOAD,
                        prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(), css=CSS)
 
 

@@ -29,6 +29,11 @@ def _bundle_arg(value: str) -> Path:
     raise argparse.ArgumentTypeError(f"no bundle folder {value!r}{where}; build one with `ccr data build` or `ccr data import`")
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (``RANK``), 0 otherwise."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def cmd_prepare_models(args) -> int:
     from ccr_core.backbones.e5_convert import prepare_e5
 
@@ -54,8 +59,10 @@ def cmd_features(args) -> int:
     else:
         backbone = load_visual_backbone(args.backbone)
         out = args.out or cache_dir_for(workspace_dir(), bundle, backbone)
+        # Under torchrun every rank gets here: the cache's file lock lets one extract; the others wait, then read it.
         cache = extract_features(bundle, backbone, out, batch_size=args.batch_size, progress=not args.quiet, threads=args.threads)
-    print(describe(cache))
+    if _rank() == 0:
+        print(describe(cache))
     return 0
 
 
@@ -94,7 +101,7 @@ def cmd_data_fetch(args) -> int:
 def cmd_data_import(args) -> int:
     from ccr_core.data.importer import import_captions
 
-    out = import_captions(args.images, args.captions, args.out, fmt=args.format, name=args.name, licence=args.licence)
+    out = import_captions(args.images, args.captions, args.out, fmt=args.format, name=args.name, licence=args.licence, lang=args.lang)
     from ccr_core.data.bundle import load_bundle
 
     print(load_bundle(out).format_stats())
@@ -119,9 +126,14 @@ def cmd_train(args) -> int:
     if args.noise is not None:
         cfg.noise = args.noise
     cfg.apply_overrides(args.overrides)
+    from ccr_core.methods import METHODS
+
+    METHODS.get(cfg.method)  # an unknown name fails here, not after the feature and text caches are built
     noise_tag = f"-noise{cfg.noise:g}" if cfg.noise else ""
     run_dir = args.out or workspace_dir() / "runs" / f"{Path(cfg.data).name}-{cfg.method}{noise_tag}-seed{cfg.seed}"
     summary = train(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+    if _rank() != 0:  # under torchrun: one summary line (rank 0's, the one written to summary.json)
+        return 0
     print(f"best validation {summary['select_lang']} t2i R@1+5+10 {summary['best_val_t2i_recall_sum']:.1f} at epoch {summary['best_epoch']}; "
           f"{summary['train_seconds']:.0f} s, {summary['captions_per_s']:.0f} captions/s; checkpoint {run_dir / 'best'}")
     return 0
@@ -246,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto")
     p.add_argument("--name", default=None)
     p.add_argument("--licence", default="unspecified")
+    p.add_argument("--lang", help="language of captions whose file does not name it (xFlickr&CO; CSV/JSONL rows without one)")
     p.set_defaults(func=cmd_data_import)
 
     p = data.add_parser("noise", help="inject noisy correspondence into a bundle's training captions",

@@ -43,7 +43,12 @@ def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedM
         folder = folder / "best"
     meta = verify_checkpoint(folder)
     check_compatible(meta, visual=bench.visual_identity, text=bench.text_identity, where=str(folder))
-    method = build_method(meta["method"], meta["method_config"])
+    try:
+        method = build_method(meta["method"], meta.get("method_config", {}))
+    except (ValueError, TypeError, KeyError) as exc:
+        from ccr_core.training.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{folder}: config.json does not describe a usable {meta['method']!r} method ({str(exc)[:300]})") from None
     if meta.get("text_trainable_layers", 0) > 0:
         method.text_top = TextTop(bench.text_encoder, meta["text_trainable_layers"])
     state = load_weights(folder)

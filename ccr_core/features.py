@@ -237,6 +237,8 @@ def load_features(root: str | Path, expected_identity: dict | None = None, verif
         raise FeatureCacheError(str(exc)) from None
     if not isinstance(meta, dict) or meta.get("kind") != "ccr-feature-cache":
         raise FeatureCacheError(f"{meta_path}: not a CCR Lab feature cache")
+    if not isinstance(meta.get("ids"), list) or not isinstance(meta.get("dim"), int) or not isinstance(meta.get("sha256"), dict):
+        raise FeatureCacheError(f"{meta_path}: incomplete meta (needs 'ids' (a list), 'dim' (an int) and 'sha256' (an object))")
     if expected_identity is not None and meta.get("backbone") != expected_identity:
         got, want = meta.get("backbone", {}), expected_identity
         diffs = [k for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)]
@@ -253,11 +255,16 @@ def load_features(root: str | Path, expected_identity: dict | None = None, verif
             raise FeatureCacheError(f"{path}: SHA-256 does not match {META_FILE} (file altered or truncated)")
         try:
             arrays[fname] = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
+        except (ValueError, EOFError, OSError) as exc:
             raise FeatureCacheError(f"{path}: not a plain NumPy array ({exc})") from None
+        if arrays[fname].dtype not in (np.float16, np.float32):
+            raise FeatureCacheError(f"{path}: expected float32 or float16 features, found {arrays[fname].dtype}")
     features = arrays.get(FEATURES_FILE)
     if features is None or features.ndim != 2 or features.shape != (len(meta["ids"]), meta["dim"]):
         raise FeatureCacheError(f"{root / FEATURES_FILE}: expected shape ({len(meta['ids'])}, {meta['dim']})")
+    frames = arrays.get(FRAMES_FILE)
+    if frames is not None and (frames.ndim != 2 or frames.shape[1] != meta["dim"]):
+        raise FeatureCacheError(f"{root / FRAMES_FILE}: expected shape (frames, {meta['dim']}), found {frames.shape}")
     return FeatureCache(root, meta, features, arrays.get(FRAMES_FILE))
 
 
@@ -271,7 +278,7 @@ def import_precomputed(npy_path: str | Path, ids: Sequence[str] | str | Path, ou
     ids = list(ids)
     try:
         matrix = np.load(npy_path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError) as exc:
         raise FeatureCacheError(f"{npy_path}: not a plain NumPy array ({exc})") from None
     if matrix.ndim != 2:
         raise FeatureCacheError(f"{npy_path}: expected a 2-D (N, D) matrix, got shape {matrix.shape}")

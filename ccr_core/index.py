@@ -480,7 +480,10 @@ class RetrievalIndex:
             raise IndexMismatchError(f"{folder} was built for another embedding model:\n"
                                      f"{_identity_diff(meta.get('model_identity') or {}, model_identity)}\n"
                                      "rebuild the index with this model's embeddings")
-        for name, info in meta["files"].items():
+        files = meta.get("files")
+        if not isinstance(files, dict):
+            raise IndexCorruptError(f"{meta_path} does not record the size and SHA-256 of its files")
+        for name, info in files.items():
             path = folder / name
             if not path.is_file():
                 raise IndexCorruptError(f"{path} is missing")
@@ -490,6 +493,9 @@ class RetrievalIndex:
             if verify and sha256_file(path) != info["sha256"]:
                 raise IndexCorruptError(f"{path}: SHA-256 differs from index.json (modified or corrupt)")
         index = klass(config.dim, model_identity=meta.get("model_identity"), **config.params)
+        unlisted = [name for name in (index._data_file, IDS_FILE if meta.get("has_ids") else None) if name and name not in files]
+        if unlisted:  # a file index.json does not hash would be read unverified
+            raise IndexCorruptError(f"{meta_path} does not record the size and SHA-256 of {', '.join(unlisted)}")
         try:
             index._read_data(folder / index._data_file, mmap)
         except (RuntimeError, ValueError, OSError) as exc:

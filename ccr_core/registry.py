@@ -7,6 +7,13 @@ from typing import Callable, Generic, TypeVar
 T = TypeVar("T")
 
 
+class UnknownNameError(KeyError, ValueError):
+    """A name that is not registered (a ValueError too: command lines report it in one line)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class Registry(Generic[T]):
     """Maps names to factories; registering a name twice is an error, not a silent override."""
 
@@ -29,7 +36,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             known = ", ".join(sorted(self._entries)) or "none"
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def create(self, name: str, *args, **kwargs) -> T:
         return self.get(name)(*args, **kwargs)

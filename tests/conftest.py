@@ -76,3 +76,87 @@ def tiny_bundle(tmp_path):
     from ccr_core.data.bundle import load_bundle
 
     return load_bundle(make_tiny_bundle(tmp_path / "bundle", n_images=10, n_videos=2))
+
+
+# --------------------------------------------------------------------------------------------------
+# the dashboard as its own process (tests/test_bad_input.py, tests/test_load.py)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident set size of a process, MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def launch_app_process(bundle: Path, checkpoints: Path, workspace: Path, log_path: Path, extra_env: dict | None = None,
+                       timeout: float = 180.0) -> dict:
+    """Start ``python app.py`` on a free localhost port and wait until it answers.
+
+    Returns ``{"url", "port", "proc", "log"}``; stop it with :func:`stop_app_process`."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(log_path.parent / f"gradio-tmp-{port}"), **(extra_env or {})}
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--world", str(bundle), "--checkpoints", str(checkpoints),
+                             "--workspace", str(workspace), "--port", str(port), "--no-warm"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            log.close()
+            raise RuntimeError(f"app.py exited with status {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"app.py did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return {"url": url, "port": port, "proc": proc, "log": log_path, "_log_handle": log}
+
+
+def stop_app_process(app: dict) -> None:
+    import subprocess
+
+    proc = app["proc"]
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    app["_log_handle"].close()
+
+
+@pytest.fixture(scope="session")
+def app_process(tmp_path_factory):
+    """``python app.py`` in its own process over the dashboard fixture world (tests/test_dashboard_logic.py):
+    ``{"url", "port", "proc", "log", "paths"}``. Shared by every test module of the session that asks for it."""
+    from test_dashboard_logic import build_fixture_world
+
+    base = tmp_path_factory.getbasetemp()
+    paths = build_fixture_world(base / "dashboard-world")
+    app = launch_app_process(paths["bundle"], paths["checkpoints"], paths["workspace"], base / "app-process.log")
+    app["paths"] = paths
+    yield app
+    stop_app_process(app)

@@ -44,6 +44,9 @@ def state_dict_hash(module: torch.nn.Module) -> str:
 def load_rgb(path: str | Path) -> Image.Image:
     """Open an image file as RGB (CMYK, palette, 16-bit and alpha images converted), first frame only."""
     with Image.open(path) as img:
+        # PIL only warns between MAX_IMAGE_PIXELS and twice that; refuse those too, before decoding.
+        if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(f"{img.width} x {img.height} pixels is more than the {Image.MAX_IMAGE_PIXELS:,} allowed")
         img.seek(0)
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(img, dtype=np.float64)

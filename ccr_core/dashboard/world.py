@@ -9,6 +9,7 @@ Derived files live in ``<workspace>/dashboard/<world>/``: ``thumbs/``, ``eval/``
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -31,6 +32,26 @@ THUMB_SIZE = 192  # longest side of a thumbnail, pixels
 MAX_QUERY_CHARS = 2000  # a query is cut here before tokenising (the model sees far fewer tokens anyway)
 NATIVE_SOURCES = ("human", "generated", "human-translation")  # test captions offered as queries
 METHOD_ORDER = ("baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k")
+
+
+# torch intra-op threads for the e5 forward of a typed query (0: leave torch's setting). One short
+# text gains little from a second OpenMP thread, and a second thread that must wait for a busy core
+# (a training run in the Experiment tab, the warm-up thread, other requests or jobs on the machine)
+# made that forward 10-60x slower on the 2-core dev machine (benchmarks/bench_query.py).
+QUERY_THREADS = 1
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """``torch.set_num_threads(n)`` for the block, then back (OpenMP keeps the count per OS thread)."""
+    before = torch.get_num_threads()
+    if n > 0 and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n > 0 and n != before:
+            torch.set_num_threads(before)
 
 
 class InputError(ValueError):
@@ -303,7 +324,8 @@ class World:
             if all(t in bench.text_states for t in texts):
                 batch = bench.text_states.batch(list(texts))
             else:
-                states, mask = frozen_states(bench.text_encoder, list(texts), trainable_layers, prefix)
+                with _torch_threads(QUERY_THREADS):
+                    states, mask = frozen_states(bench.text_encoder, list(texts), trainable_layers, prefix)
                 batch = TextBatch(states.float(), mask)
                 notes += self._truncation_notes(bench.text_encoder, texts, prefix)
             for m in group:
@@ -345,7 +367,9 @@ class World:
             raise InputError("That file is larger than 25 MB; upload a smaller picture.")
         try:
             image = load_rgb(path)
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
+        except Image.DecompressionBombError as exc:
+            raise InputError(f"That picture is too large to decode ({exc}). Upload a smaller picture.") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise InputError(f"Could not read that file as a picture ({type(exc).__name__}). Upload a JPEG, PNG, WebP or GIF image.") from None
         features: dict[str, torch.Tensor] = {}
         out = {}
