@@ -50,7 +50,15 @@ def main() -> int:
             page.screenshot(path=str(OUT / "search-german.png"), full_page=True)
             search("一个红色的圆形在一颗蓝色星星的左边")
             page.screenshot(path=str(OUT / "search-chinese.png"), full_page=True)
-            for tab, name in (("Many languages", "many-languages"), ("Consistency", "consistency"), ("Uncertainty audit", "audit"),
+            page.get_by_role("tab", name="Many languages").click()
+            page.get_by_label("Intended image (test instance)").click()
+            page.get_by_role("option").nth(3).click()
+            time.sleep(2)
+            page.get_by_role("button", name="Compare languages").click()
+            page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=60_000)
+            time.sleep(2)
+            page.screenshot(path=str(OUT / "many-languages.png"), full_page=True)
+            for tab, name in (("Consistency", "consistency"), ("Uncertainty audit", "audit"),
                               ("Embedding space", "embedding"), ("Leaderboard", "leaderboard")):
                 page.get_by_role("tab", name=tab).click()
                 try:
