@@ -19,6 +19,7 @@ from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, ModelEntry, Wor
 ALGORITHMS = ("UMAP", "PCA")
 DEFAULTS = {"algorithm": "UMAP", "sample": 200, "n_neighbors": 15, "min_dist": 0.1, "seed": 0}
 LIMITS = {"sample": (10, 3000), "n_neighbors": (2, 200), "min_dist": (0.0, 1.0)}
+UMAP_EXACT_KNN_FROM = 4096  # points; below it umap-learn computes exact distances itself
 
 
 @dataclass
@@ -65,6 +66,30 @@ def _points(world: World, model: ModelEntry, langs: Sequence[str], sample: int, 
     return np.stack(vectors).astype(np.float32), points
 
 
+def _numba_cache_dir() -> None:
+    """Point numba's on-disk cache at ``<ccr cache>/numba`` unless ``NUMBA_CACHE_DIR`` is set.
+
+    umap-learn 0.5.12 / pynndescent mark part of their jitted functions ``cache=True`` (most of
+    pynndescent's, one of umap's); by default numba writes those beside the package sources
+    (``site-packages/.../__pycache__``, inside the virtual environment, maybe read-only). Must run
+    before umap / pynndescent are imported: each function picks its cache folder when defined."""
+    import os
+    import sys
+
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    from ccr_core.paths import cache_dir
+
+    folder = cache_dir() / "numba"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # numba's own fallback (the user-wide cache) applies
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    if "numba" in sys.modules:
+        sys.modules["numba"].core.config.reload_config()
+
+
 def _fit(x: np.ndarray, algorithm: str, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
     if algorithm == "PCA":
         centred = x - x.mean(axis=0, keepdims=True)  # (P, E)
@@ -73,12 +98,33 @@ def _fit(x: np.ndarray, algorithm: str, n_neighbors: int, min_dist: float, seed:
         return coords if coords.shape[1] == 2 else np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
     import warnings
 
+    _numba_cache_dir()
     import umap
 
+    n_neighbors = min(n_neighbors, len(x) - 1)
+    extra = {}
+    if len(x) >= UMAP_EXACT_KNN_FROM:
+        extra["precomputed_knn"] = _exact_knn(x, n_neighbors)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": we want the fixed seed
-        reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, metric="cosine", random_state=seed)
+        reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine", random_state=seed, **extra)
         return reducer.fit_transform(x)
+
+
+def _exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
+    """Exact cosine k-NN of every row (itself included), as umap's ``precomputed_knn``.
+
+    From 4,096 points umap-learn switches from exact distances to pynndescent, whose
+    ``nn_descent`` takes the metric as a jitted argument and so is compiled anew in every process
+    (numba cannot cache it): 10-20 s before the first map on the 2-core dev machine. An exact
+    search over the few thousand points here costs about a second instead."""
+    from ccr_core.index import ExactIndex, l2_normalise
+
+    unit = l2_normalise(x)
+    index = ExactIndex(unit.shape[1])
+    index.add(unit)
+    scores, ids = index.search(unit, k)  # (P, k), descending
+    return ids.astype(np.int32), np.maximum(1.0 - scores, 0.0).astype(np.float32), None
 
 
 def project(world: World, model_name: str, langs: Sequence[str] | None = None, algorithm: str = "UMAP", sample: int = 200,
