@@ -458,17 +458,20 @@ _RANK_TABLE_DOC = """
 """
 
 
+def _rank_table(direction, rank_fn, sims_by_lang, caption_to_image_by_lang, instance_ids) -> dict[str, Any]:
+    """Ranks of each instance's own answer per language, on the instance-restricted problem."""
+    languages, instances, squares = _instance_rows(sims_by_lang, caption_to_image_by_lang, instance_ids)
+    own = np.arange(instances.size)
+    ranks = np.stack([rank_fn(squares[lang], own) for lang in languages], axis=1)  # (n_instances, n_languages)
+    return {"direction": direction, "languages": languages, "instances": instances, "ranks": ranks}
+
+
 def rank_table_text_to_image(
     sims_by_lang: Mapping[str, Any],
     caption_to_image_by_lang: Mapping[str, Any],
     instance_ids: Any | None = None,
 ) -> dict[str, Any]:
-    languages, instances, squares = _instance_rows(
-        sims_by_lang, caption_to_image_by_lang, instance_ids
-    )
-    own = np.arange(instances.size)
-    ranks = np.stack([text_to_image_ranks(squares[lang], own) for lang in languages], axis=1)
-    return {"direction": "t2i", "languages": languages, "instances": instances, "ranks": ranks}
+    return _rank_table("t2i", text_to_image_ranks, sims_by_lang, caption_to_image_by_lang, instance_ids)
 
 
 def rank_table_image_to_text(
@@ -476,12 +479,7 @@ def rank_table_image_to_text(
     caption_to_image_by_lang: Mapping[str, Any],
     instance_ids: Any | None = None,
 ) -> dict[str, Any]:
-    languages, instances, squares = _instance_rows(
-        sims_by_lang, caption_to_image_by_lang, instance_ids
-    )
-    own = np.arange(instances.size)
-    ranks = np.stack([image_to_text_ranks(squares[lang], own) for lang in languages], axis=1)
-    return {"direction": "i2t", "languages": languages, "instances": instances, "ranks": ranks}
+    return _rank_table("i2t", image_to_text_ranks, sims_by_lang, caption_to_image_by_lang, instance_ids)
 
 
 rank_table_text_to_image.__doc__ = (
