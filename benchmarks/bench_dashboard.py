@@ -1,0 +1,160 @@
+"""Dashboard cold start and first search, measured from outside like a user would.
+
+``python app.py --port P`` (the default demo world, checkpoints/demo-world) is started as a
+subprocess; the clock starts just before the launch. The page counts as served at the first HTTP
+200 of ``/`` (polled every 0.1 s); the UI counts as usable when, after that, a ``gradio_client``
+connected (it reads the app's config and API info, as the page does) and its first ``/search`` --
+a free-text query, not a cached caption, for the five methods -- has answered. The first search
+is timed on its own client-side: HTTP + queue + e5 + heads + search + Gradio's post-processing of
+the result galleries (it copies each thumbnail into its file cache) + the JSON answer; the
+thumbnail bytes themselves are not downloaded (``download_files=False``). Then 10 more searches
+give the steady round trip. Run once with ``--no-warm`` (no background warm-up competing for the
+two cores) and once as plain ``python app.py`` (the warm-up thread computes the consistency table
+and each model's default UMAP projection, or loads them from the disk cache). The subprocess is
+always killed at the end (SIGTERM to its process group, then SIGKILL).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import Result
+
+REPO = Path(__file__).resolve().parent.parent
+METHODS = ("baseline", "nrccr", "cl2cm", "uml", "one_to_k")
+START_TARGET_S = 15.0
+FIRST_SEARCH_TARGET_S = 1.0
+TIMEOUT_S = 180.0
+QUERIES = ["ein kleines rotes Dreieck links von einem blauen Kreis", "a big green cross under a small black square",
+           "un petit cercle jaune", "malý modrý kruh vpravo", "红色的大三角形", "小さい緑の十字", "two small blue squares and a circle",
+           "zwei große schwarze Kreuze", "un grand triangle vert au-dessus", "蓝色的圆和黑色的正方形", "three red circles"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def present_methods() -> list[str]:
+    from ccr_core.paths import CHECKPOINTS_DIR
+
+    folder = CHECKPOINTS_DIR / "demo-world"
+    return [m for m in METHODS if (folder / m / "manifest.json").exists() or (folder / m / "best" / "manifest.json").exists()]
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            resp.read()
+            return resp.status == 200
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)  # its own session / process group (start_new_session)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def measure(methods: list[str], warm: bool) -> dict:
+    """Start the app, time the page and the first searches, always kill it."""
+    from gradio_client import Client
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, "app.py", "--port", str(port)] + ([] if warm else ["--no-warm"])
+    lines: list[tuple[float, str]] = []
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def reader():
+        for line in proc.stdout:
+            lines.append((time.perf_counter() - start, line.rstrip()))
+
+    threading.Thread(target=reader, daemon=True).start()
+    out: dict = {"cmd": " ".join(cmd[1:])}
+    try:
+        while not _http_ok(url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"app exited with {proc.returncode}: {' | '.join(l for _, l in lines[-5:])}")
+            if time.perf_counter() - start > TIMEOUT_S:
+                raise RuntimeError(f"no HTTP 200 from {url} within {TIMEOUT_S:.0f} s")
+            time.sleep(0.1)
+        out["http_s"] = time.perf_counter() - start
+        t = time.perf_counter()
+        client = Client(url, verbose=False, download_files=False)
+        out["client_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        status, *_ = client.predict(QUERIES[0], "auto", methods, 8, api_name="/search")
+        out["first_search_s"] = time.perf_counter() - t
+        out["usable_s"] = time.perf_counter() - start
+        out["first_status"] = status.splitlines()[0] if status else ""
+        rest = []
+        for q in QUERIES[1:]:
+            t = time.perf_counter()
+            client.predict(q, "auto", methods, 8, api_name="/search")
+            rest.append(time.perf_counter() - t)
+        out["next_p50_s"] = float(np.median(rest))
+        loaded = [(ts, l) for ts, l in lines if "world loaded in" in l]
+        if loaded:
+            out["world_line_s"] = loaded[0][0]
+            out["world_load_s"] = float(loaded[0][1].split("world loaded in", 1)[1].split()[0])
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 -- older clients have no close()
+            pass
+    finally:
+        _stop(proc)
+    return out
+
+
+def run() -> list[Result]:
+    methods = present_methods()
+    missing = [m for m in METHODS if m not in methods]
+    if not methods:
+        return [Result("dashboard: no demo-world checkpoints", float("nan"), "s", f"<= {START_TARGET_S:g} s", False, "checkpoints/demo-world is empty")]
+    rows = []
+    for warm in (False, True):
+        label = "python app.py" + ("" if warm else " --no-warm")
+        m = measure(methods, warm)
+        where = (f"world loaded (log line) at {m['world_line_s']:.1f} s (load_world {m['world_load_s']:.1f} s of it); "
+                 if "world_line_s" in m else "")
+        rows.append(Result(f"{label}: start -> page HTTP 200", round(m["http_s"], 2), "s",
+                           note=where + "from Popen to the first 200 of / (polled every 0.1 s)"))
+        rows.append(Result(f"{label}: start -> usable (page + client connected + first search answered)", round(m["usable_s"], 2), "s",
+                           f"<= {START_TARGET_S:g} s", m["usable_s"] <= START_TARGET_S,
+                           f"gradio_client connect {m['client_s'] * 1e3:.0f} ms, first search {m['first_search_s'] * 1e3:.0f} ms"))
+        rows.append(Result(f"{label}: first search after start (client round trip)", round(m["first_search_s"], 3), "s",
+                           f"<= {FIRST_SEARCH_TARGET_S:g} s", m["first_search_s"] <= FIRST_SEARCH_TARGET_S,
+                           f"free text, lang auto, {len(methods)} methods{' (MISSING ' + ', '.join(missing) + ')' if missing else ''}, k=8; "
+                           "HTTP + queue + search + Gradio gallery post-processing + JSON, thumbnails not downloaded"))
+        rows.append(Result(f"{label}: next 10 searches, client round trip p50", round(m["next_p50_s"] * 1e3, 1), "ms",
+                           note="same client, free-text queries in 6 languages"))
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(f"{row.name}: {row.value} {row.unit}  {row.target} {row.met}  ({row.note})")
