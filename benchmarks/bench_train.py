@@ -45,7 +45,7 @@ def run() -> list[Result]:
                 rows.append(Result(f"{world} {method}: failed", float("nan"), "", note=proc.stderr.strip().splitlines()[-1][:120]))
                 continue
             out = json.loads(proc.stdout.strip().splitlines()[-1])
-            note = f"{STEPS} steps of batch 128 plus one validation, frozen parts cached"
+            note = f"{STEPS} steps of batch 128 with every target language per batch (TrainConfig defaults), plus one validation; frozen parts cached"
             rows.append(Result(f"{world} {method} training throughput", out["captions_per_s"], "captions/s", note=note))
             rows.append(Result(f"{world} {method} peak memory", out["peak_rss_mib"], "MiB", note="peak RSS of the training process"))
     return rows
