@@ -273,8 +273,7 @@ class World:
         from ccr_core.evaluate import embed_items
 
         clean = self.benches[text_config]
-        image_emb = embed_items(trained, clean, self.gallery).numpy().astype(np.float32)
-        caption_emb = self._embed_captions(trained, clean)
+        image_emb, caption_emb = self._cached_embeddings(trained, clean)
         entry = ModelEntry(
             name=trained.name, method=trained.meta["method"], trained=trained, bench=bench, text_config=text_config,
             checkpoint_hash=checkpoint_hash(trained.folder), noise=float(trained.meta.get("train_config", {}).get("noise", 0.0) or 0.0),
@@ -285,6 +284,31 @@ class World:
                 raise ValueError(f"two different models are named {entry.name!r}")
             self._models[entry.name] = entry
         return entry
+
+    def _cached_embeddings(self, trained, bench) -> tuple[np.ndarray, np.ndarray]:
+        """Gallery and test-caption embeddings of a model, computed once and kept on disk under
+        ``<cache_dir>/embeddings/``, keyed by the checkpoint's weights hash and the gallery/caption ids
+        (NRCCR's attention tower makes embedding 12,000 captions the slowest part of a cold start)."""
+        from ccr_core.evaluate import embed_items
+        from ccr_core.io import atomic_path
+
+        ids = "\n".join(c.id for c in self.captions) + "|" + "\n".join(it.id for it in self.gallery)
+        key = hashlib.sha256((checkpoint_hash(trained.folder) + "|" + ids).encode()).hexdigest()[:24]
+        path = self.cache_dir / "embeddings" / f"{safe_name(trained.name)}-{key}.npz"
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as stored:
+                    images, captions = stored["images"], stored["captions"]
+                if images.shape[0] == len(self.gallery) and captions.shape[0] == len(self.captions):
+                    return images, captions
+            except (OSError, ValueError, KeyError, EOFError):
+                pass  # unreadable: recompute and overwrite
+        images = embed_items(trained, bench, self.gallery).numpy().astype(np.float32)
+        captions = self._embed_captions(trained, bench)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, images=images, captions=captions)
+        return images, captions
 
     @torch.no_grad()
     def _embed_captions(self, trained, bench) -> np.ndarray:
