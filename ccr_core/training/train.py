@@ -168,26 +168,18 @@ def build_run_method(cfg: TrainConfig, bench: Workbench):
     return method
 
 
-@torch.no_grad()
-def embed_split(method, bench: Workbench, split: str, lang: str, sources=None, batch_size: int = 512):
+def embed_split(method, bench: Workbench, split: str, lang: str, sources=None):
     """Embeddings of a split's items and of its captions in ``lang``: (images (N, E), captions (M, E), caption->image index, captions)."""
+    from ccr_core.evaluate import TrainedModel, embed_captions, embed_items
+
     method.eval()
-    items = [it for it in bench.bundle.items_in(split)]
-    caps = bench.bundle.captions_in(split, lang)
+    items = bench.bundle.items_in(split)
+    position = {it.id: i for i, it in enumerate(items)}
+    caps = [c for c in bench.bundle.captions_in(split, lang) if c.item in position]
     if sources is not None:
         caps = [c for c in caps if any(c.source == s or (s.endswith(":") and c.source.startswith(s)) for s in sources)]
-    position = {it.id: i for i, it in enumerate(items)}
-    caps = [c for c in caps if c.item in position]
-    img = []
-    for b in range(0, len(items), batch_size):
-        chunk = items[b : b + batch_size]
-        img.append(_encode_items(method, bench, chunk))
-    txt = []
-    for b in range(0, len(caps), batch_size):
-        txt.append(method.encode_text(bench.text_states.batch([c.text for c in caps[b : b + batch_size]]), lang))
-    image_emb = torch.cat(img) if img else torch.zeros(0)
-    text_emb = torch.cat(txt) if txt else torch.zeros(0)
-    return image_emb, text_emb, np.array([position[c.item] for c in caps], dtype=np.int64), caps
+    model = TrainedModel(method.name, method, {}, Path())
+    return embed_items(model, bench, items), embed_captions(model, bench, caps, lang), np.array([position[c.item] for c in caps], dtype=np.int64), caps
 
 
 def _encode_items(method, bench: Workbench, items) -> torch.Tensor:
