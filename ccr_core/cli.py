@@ -57,7 +57,12 @@ def cmd_features(args) -> int:
         out = args.out or workspace_dir() / "features" / bundle.name / f"precomputed-{Path(args.from_npy).stem}"
         cache = import_precomputed(args.from_npy, args.ids, out, bundle=bundle)
     else:
+        from ccr_core.training.train import resolve_device
+
+        device = resolve_device(args.device)  # a bad choice is refused before the backbone loads
         backbone = load_visual_backbone(args.backbone)
+        backbone.weights_hash()  # identity is taken on the CPU copy, so it is the same wherever extraction runs
+        backbone.to(device)
         out = args.out or cache_dir_for(workspace_dir(), bundle, backbone)
         # Under torchrun every rank gets here: the cache's file lock lets one extract; the others wait, then read it.
         cache = extract_features(bundle, backbone, out, batch_size=args.batch_size, progress=not args.quiet, threads=args.threads)
@@ -199,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="cache folder (default <workspace>/features/<bundle>/<backbone>-<hash>)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", default="auto", help="auto (a GPU when CUDA is present, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--from-npy", type=Path, help="import a precomputed (N, D) .npy matrix instead of extracting")
     p.add_argument("--ids", type=Path, help="with --from-npy: text file with the item id of each row")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

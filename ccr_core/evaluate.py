@@ -89,7 +89,11 @@ def embed_items(model: TrainedModel, bench, items) -> torch.Tensor:
 
 @torch.no_grad()
 def embed_captions(model: TrainedModel, bench, captions, lang: str) -> torch.Tensor:
-    chunks = [model.method.encode_text(bench.text_states.batch([c.text for c in captions[b : b + 512]]), lang) for b in range(0, len(captions), 512)]
+    from ccr_core.training.train import module_device
+
+    device = module_device(model.method)
+    chunks = [model.method.encode_text(bench.text_states.batch([c.text for c in captions[b : b + 512]]).to(device), lang).cpu()
+              for b in range(0, len(captions), 512)]
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)
 
 

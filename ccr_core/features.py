@@ -97,7 +97,8 @@ def _frame_count(bundle: Bundle, item: Item) -> int:
 @torch.no_grad()
 def _encode_paths(backbone: VisualBackbone, paths: Sequence[Path]) -> np.ndarray:
     batch = torch.stack([backbone.preprocess(load_rgb(p)) for p in paths])  # (B, 3, S, S)
-    return backbone(batch).float().numpy()  # (B, D)
+    device = next((q.device for q in backbone.parameters()), torch.device("cpu"))  # a backbone moved to a GPU runs there
+    return backbone(batch.to(device)).float().cpu().numpy()  # (B, D)
 
 
 def extract_features(

@@ -22,6 +22,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from conftest import REPO, make_tiny_bundle, process_rss_mb
@@ -451,6 +452,9 @@ def test_cli_import_of_a_bad_npy_is_one_line(capsys, tmp_path, content, needle):
 def test_cli_unknown_names_and_values_are_one_line(capsys, tmp_path):
     bundle = make_tiny_bundle(tmp_path / "b", n_images=6, langs=("en", "de"), with_mt=True)
     assert_one_line_error(*ccr_main(capsys, "features", "--data", bundle, "--backbone", "no-such-net"), "unknown visual backbone 'no-such-net'")
+    assert_one_line_error(*ccr_main(capsys, "features", "--data", bundle, "--backbone", "tiny-visual", "--device", "tpu"), "device='tpu'")
+    if not torch.cuda.is_available():
+        assert_one_line_error(*ccr_main(capsys, "features", "--data", bundle, "--backbone", "tiny-visual", "--device", "cuda"), "no CUDA GPU")
     assert_one_line_error(*ccr_main(capsys, "train", "--method", "magic", "--data", bundle, "--out", tmp_path / "r"), "unknown method 'magic'")
     assert_one_line_error(*ccr_main(capsys, "train", "--method", "baseline", "--data", bundle, "--out", tmp_path / "r", "--quiet",
                                     "text_backbone=tiny-text", "visual_backbone=tiny-visual", "epochs=abc"), "epochs must be a number")

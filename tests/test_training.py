@@ -168,3 +168,64 @@ def test_float16_shipping_copy_loads_and_matches(world, tmp_path):
     items = bundle.items_in("test")
     a, b = embed_items(full, bench, items), embed_items(half, bench, items)
     assert torch.nn.functional.cosine_similarity(a, b).min() > 0.999
+
+
+def test_device_choice_is_checked_before_training(world, tmp_path, monkeypatch):
+    from ccr_core.training.train import resolve_device
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == (torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu"))
+    for bad, words in (("tpu", "device='tpu'"), ("mps", "only cpu and cuda"), ("cuda:99", "cuda:99")):
+        if bad.startswith("cuda") and not torch.cuda.is_available():
+            words = "no CUDA"
+        with pytest.raises(ValueError, match=words):
+            resolve_device(bad)
+    root, bundle, bench = world
+    if not torch.cuda.is_available():  # a CUDA request on a CPU-only machine fails before anything is written
+        with pytest.raises(ValueError, match="no CUDA"):
+            train(TrainConfig(method="baseline", data=str(bundle.root), epochs=1, device="cuda", **TINY), tmp_path / "run", root / "ws", progress=False, bench=bench)
+        assert not (tmp_path / "run").exists()
+
+
+def test_batch_to_moves_every_tensor_of_a_method_batch(world):
+    from ccr_core.methods.base import TextBatch
+    from ccr_core.training.train import batch_to
+
+    _, bundle, bench = world
+    source = BatchSource(training_examples(bundle), bench.features, bench.text_states, bundle)
+    batch = source.make_batch(source.epoch_batches(8, seed=0)[0], seed=0)
+    moved = batch_to(batch, torch.device("meta"))  # the meta device stands in for a GPU: nothing may stay behind
+
+    def tensors(x):
+        if isinstance(x, torch.Tensor):
+            yield x
+        elif isinstance(x, TextBatch):
+            yield from (x.states, x.mask)
+        elif isinstance(x, dict):
+            for v in x.values():
+                yield from tensors(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                yield from tensors(v)
+
+    before, after = list(tensors(batch)), list(tensors(moved))
+    assert len(after) == len(before) > 10 and all(t.device.type == "meta" for t in after)
+    assert all(t.device.type == "cpu" for t in before)  # the original batch is untouched
+    assert moved["item_ids"] == batch["item_ids"] and moved["targets"] == batch["targets"]
+    for a, b in zip(before, after):
+        assert a.shape == b.shape and a.dtype == b.dtype
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_training_on_gpu_matches_cpu(world, tmp_path):
+    root, bundle, bench = world
+    runs = {}
+    for device in ("cpu", "cuda"):
+        cfg = TrainConfig(method="baseline", data=str(bundle.root), epochs=2, device=device, **TINY)
+        runs[device] = train(cfg, tmp_path / device, root / "ws", progress=False, bench=bench)
+    a, b = load_weights(tmp_path / "cpu" / "last"), load_weights(tmp_path / "cuda" / "last")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-3, rtol=1e-2)
+    model = load_trained(tmp_path / "cuda", bench)
+    assert evaluate_model(model, bench)["groups"]["de"]["SumR"] >= 0

@@ -56,6 +56,7 @@ class TrainConfig:
     target_sources: list[str] = field(default_factory=lambda: ["mt:", "human-translation"])
     select_lang: str | None = None  # validation language for model selection (default: first target)
     threads: int = 0  # torch CPU threads (0: torch's default)
+    device: str = "auto"  # "auto": this process's GPU (cuda:LOCAL_RANK) when CUDA is present, else "cpu"; or "cpu", "cuda", "cuda:1"
     method_config: dict = field(default_factory=dict)  # overrides of the method's own config fields
 
     @classmethod
@@ -200,7 +201,10 @@ def _encode_items(method, bench: Workbench, items) -> torch.Tensor:
             for k, s in enumerate(seqs):
                 frames[k, : s.shape[0]] = torch.from_numpy(np.array(s, dtype=np.float32))
                 mask[k, : s.shape[0]] = True
-        emb = method.encode_visual(visual, frames, mask)
+        device = module_device(method)
+        if device.type != "cpu":
+            visual, frames, mask = (None if x is None else x.to(device) for x in (visual, frames, mask))
+        emb = method.encode_visual(visual, frames, mask).cpu()
         for k, e in zip(idx, emb):
             out[k] = e
     return torch.stack(out)
@@ -223,12 +227,54 @@ def validation_score(method, bench: Workbench, lang: str) -> dict:
     return {"lang": lang, "t2i_recall_sum": float(sum(recalls.values())), **{f"t2i_R@{k}": v for k, v in recalls.items()}, "n_captions": len(caps)}
 
 
+def resolve_device(spec: str = "auto") -> torch.device:
+    """The device a training process uses. ``auto`` takes GPU ``LOCAL_RANK`` (set by torchrun; 0 otherwise)
+    when CUDA is present, else the CPU. Asking for CUDA where there is none is an error, not a silent CPU run."""
+    if spec == "auto":
+        spec = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise ValueError(f"device={spec!r}: {exc}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={spec!r}, but this torch build sees no CUDA GPU; use device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={spec!r}, but only {torch.cuda.device_count()} GPU(s) are visible")
+    elif device.type != "cpu":
+        raise ValueError(f"device={spec!r}: only cpu and cuda are supported")
+    return device
+
+
+def batch_to(batch, device: torch.device):
+    """A method batch (nested dicts/lists of tensors and TextBatch) on ``device``; non-tensors unchanged."""
+    from ccr_core.methods.base import TextBatch
+
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, TextBatch):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: batch_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and any(isinstance(v, (torch.Tensor, TextBatch, dict)) for v in batch):
+        return type(batch)(batch_to(v, device) for v in batch)
+    return batch
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's parameters live (CPU for a module without parameters)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
 def _distributed() -> tuple[int, int]:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            use_nccl = torch.cuda.is_available()
+            if use_nccl:  # one GPU per process: bind it before NCCL starts
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            dist.init_process_group("nccl" if use_nccl else "gloo")
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -252,6 +298,7 @@ def train(
 
     run_dir = Path(run_dir)
     workspace = Path(workspace or workspace_dir())
+    device = resolve_device(cfg.device)  # checked before any distributed start-up or cache work
     rank, world = _distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -265,19 +312,20 @@ def train(
         raise ValueError(f"{bench.bundle.name}: no English training captions to train on")
     source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
     _set_seed(cfg.seed)
-    method = build_run_method(cfg, bench)
+    method = build_run_method(cfg, bench).to(device)
     select_lang = cfg.select_lang or (method.config.languages[1] if len(method.config.languages) > 1 else "en")
     params = method.main_parameters()
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     extra_opts = {f"extra{i}": o for i, o in enumerate(method.extra_optimizers())}
     model = method
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(method, find_unused_parameters=True)
+        model = torch.nn.parallel.DistributedDataParallel(
+            method, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     state = {"epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": -1, "stale": 0, "lr": cfg.lr, "history": []}
     last_dir, best_dir = run_dir / "last", run_dir / "best"
     if resume and (last_dir / "manifest.json").exists():
         meta = verify_checkpoint(last_dir)
-        method.load_state_dict(load_weights(last_dir))
+        method.load_state_dict(load_weights(last_dir))  # load_state_dict copies onto the method's device
         opt_state = load_optimizer_state(last_dir, "adam")
         if opt_state:
             optimizer.load_state_dict(opt_state)
@@ -322,6 +370,8 @@ def train(
             for k, indices in enumerate(mine):
                 batch = source.make_batch(indices, seed=cfg.seed * 7919 + state["step"] * 131 + k * world + rank,
                                           targets_per_batch=0 if cfg.method == "one_to_k" else cfg.targets_per_batch)
+                if device.type != "cpu":
+                    batch = batch_to(batch, device)
                 terms = model.loss(batch) if world == 1 else _ddp_loss(model, batch)
                 (terms["loss"] / len(mine)).backward()
                 if hasattr(method, "discriminator_step"):
