@@ -65,8 +65,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"unknown benchmark(s) {sorted(unknown)}; available: {available}", file=sys.stderr)
         return 2
-    previous = dict(SECTION.findall(RESULTS.read_text(encoding="utf-8"))) if RESULTS.exists() else {}
-    sections = {k: f"## {k}\n{v}" for k, v in previous.items()}
+    measured: dict[str, str] = {}
     failed = []
     for name in wanted:
         print(f"== {name}", flush=True)
@@ -77,12 +76,19 @@ def main(argv: list[str]) -> int:
             failed.append(name)
             print(f"   failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
-        sections[name] = render(name, rows, time.perf_counter() - start)
+        measured[name] = render(name, rows, time.perf_counter() - start)
         for r in rows:
             print(f"   {r.name}: {r.value:.4g} {r.unit} {r.target} {'' if r.met is None else ('met' if r.met else 'NOT MET')}")
     header = ("# Benchmark results\n\nWritten by `python -m benchmarks` (or `make bench`); each section says when, on what machine "
               "and at which commit it was measured. Targets are from the project's issues.\n\n")
-    RESULTS.write_text(header + "".join(sections[k] for k in sorted(sections)), encoding="utf-8")
+    from ccr_core.io import file_lock, write_text_atomic
+
+    # Merge into the file as it is now, not as it was at start: a second `python -m benchmarks NAME`
+    # that finished meanwhile keeps its section (reading at start once lost three sections that way).
+    with file_lock(RESULTS.with_name(".RESULTS.md.lock")):
+        previous = dict(SECTION.findall(RESULTS.read_text(encoding="utf-8"))) if RESULTS.exists() else {}
+        sections = {**{k: f"## {k}\n{v}" for k, v in previous.items()}, **measured}
+        write_text_atomic(RESULTS, header + "".join(sections[k] for k in sorted(sections)))
     print(f"wrote {RESULTS}")
     return 1 if failed else 0
 

@@ -143,36 +143,51 @@ def _back_translations(bundle: Bundle, caps) -> list | None:
 
 
 @torch.no_grad()
-def training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
-    """Per-pair uncertainty of every (image, English, target) training pair with a noise label,
-    computed in batches as in training. Positives are noisy-correspondence pairs; returns scores,
-    labels and AUROC/AUPRC/precision@100, plus the AUROC against any label other than clean."""
-    if not bench.bundle.noise or not hasattr(model.method, "uncertainty"):
+def every_training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
+    """Per-pair uncertainty of every (image, English, target) training pair, labelled or not, computed
+    in deterministic batches as in training (the batch matters: UML's evidence is batch-relative).
+    Returns ``{"caption_ids", "item_ids", "langs", "scores" (P,)}``, or None when the method has no
+    uncertainty. The noise audit tab and :func:`training_pair_uncertainty` both read this."""
+    if not hasattr(model.method, "uncertainty"):
         return None
     from ccr_core.training.data import BatchSource, training_examples
 
     cfg = model.meta.get("train_config", {})
     examples = training_examples(bench.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation")))
     source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
-    scores, kinds, caption_ids = [], [], []
+    takes_source = _takes_source(model.method)
+    out: dict = {"caption_ids": [], "item_ids": [], "langs": [], "scores": []}
     for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
         batch = source.make_batch(indices, seed=b)
         for lang in batch["targets"]:
-            if _takes_source(model.method):
-                u = model.method.uncertainty(batch["text"][lang], batch["visual"], source=batch["text"]["en"])
-            else:
-                u = model.method.uncertainty(batch["text"][lang], batch["visual"])
+            extra = {"source": batch["text"]["en"]} if takes_source else {}
+            u = model.method.uncertainty(batch["text"][lang], batch["visual"], **extra)
             if u is None:
                 return None
-            for cid, value in zip(batch["caption_ids"][lang], u.tolist()):
-                if cid in bench.bundle.noise:
-                    caption_ids.append(cid)
-                    scores.append(value)
-                    kinds.append(bench.bundle.noise[cid])
-    s = np.array(scores)
+            out["caption_ids"] += batch["caption_ids"][lang]
+            out["item_ids"] += batch["item_ids"]
+            out["langs"] += [lang] * len(indices)
+            out["scores"] += u.tolist()
+    out["scores"] = np.array(out["scores"], dtype=np.float64)
+    return out
+
+
+def training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
+    """Uncertainty quality on the training pairs that carry a noise label. Positives are
+    noisy-correspondence pairs; returns scores, labels and AUROC/AUPRC/precision@100, plus the AUROC
+    against any label other than clean."""
+    if not bench.bundle.noise:
+        return None
+    every = every_training_pair_uncertainty(model, bench, batch_size)
+    if every is None:
+        return None
+    keep = [k for k, cid in enumerate(every["caption_ids"]) if cid in bench.bundle.noise]
+    caption_ids = [every["caption_ids"][k] for k in keep]
+    kinds = [bench.bundle.noise[cid] for cid in caption_ids]
+    s = every["scores"][keep]
     # The injected noise is noisy correspondence; simulated MT errors are reported apart.
     noisy = np.array([k == "noisy-correspondence" for k in kinds], dtype=int)
-    if not scores or len(set(noisy.tolist())) < 2:
+    if not keep or len(set(noisy.tolist())) < 2:
         return None
     any_error = np.array([k != "clean" for k in kinds], dtype=int)
     return {"caption_ids": caption_ids, "scores": s, "labels": noisy, "kinds": kinds,

@@ -1,16 +1,14 @@
 """Uncertainty and noise audit tab (UML): the per-pair uncertainty of every (image, English, target)
-training pair, computed in batches exactly as ``ccr_core.evaluate.training_pair_uncertainty`` does
-(same batches, so the same scores), but keeping pairs without a noise label too. Where labels exist:
+training pair, from ``ccr_core.evaluate.every_training_pair_uncertainty`` (the same batches, so the same
+scores as the noise AUROC in RESULTS.md), keeping pairs without a noise label too. Where labels exist:
 ROC and precision-recall curves, AUROC/AUPRC and precision at k; and a browsable list of the most
 uncertain pairs with thumbnail, caption, source and true label."""
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ccr_core.dashboard.world import InputError, ModelEntry, World
 from ccr_core.eval import metrics
@@ -34,40 +32,22 @@ class PairScores:
     noise_names: list[str]  # the label text of each pair ("" if unlabelled)
 
 
-@torch.no_grad()
 def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128) -> PairScores:
     memo = world.memo.setdefault("pair_uncertainty", {})
     key = (model.name, model.checkpoint_hash)
     if key in memo:
         return memo[key]
-    from ccr_core.training.data import BatchSource, training_examples
+    from ccr_core.evaluate import every_training_pair_uncertainty
 
-    method = model.trained.method
-    bench = model.bench
-    cfg = model.trained.meta.get("train_config", {})
-    examples = training_examples(bench.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation")))
-    if not examples:
+    every = every_training_pair_uncertainty(model.trained, model.bench, batch_size)
+    if every is None:
+        raise InputError(f"{model.name} does not estimate uncertainty.")
+    if not every["caption_ids"]:
         raise InputError("This world has no training pairs to audit.")
-    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
-    takes_source = "source" in inspect.signature(method.uncertainty).parameters
-    caption_ids, item_ids, langs, scores = [], [], [], []
-    for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
-        batch = source.make_batch(indices, seed=b)
-        for lang in batch["targets"]:
-            if takes_source:
-                u = method.uncertainty(batch["text"][lang], batch["visual"], source=batch["text"]["en"])
-            else:
-                u = method.uncertainty(batch["text"][lang], batch["visual"])
-            if u is None:
-                raise InputError(f"{model.name} does not estimate uncertainty.")
-            caption_ids += batch["caption_ids"][lang]
-            item_ids += batch["item_ids"]
-            langs += [lang] * len(indices)
-            scores += u.tolist()
-    noise = bench.bundle.noise
-    names = [noise.get(c, "") for c in caption_ids]
+    noise = model.bench.bundle.noise
+    names = [noise.get(c, "") for c in every["caption_ids"]]
     labels = np.array([-1 if not n else int(n != "clean") for n in names])
-    result = PairScores(caption_ids, item_ids, langs, np.array(scores, dtype=np.float64), labels if (labels >= 0).any() else None, names)
+    result = PairScores(every["caption_ids"], every["item_ids"], every["langs"], every["scores"], labels if (labels >= 0).any() else None, names)
     memo[key] = result
     return result
 
