@@ -72,9 +72,13 @@ def test_train_checkpoint_eval_roundtrip(world, tmp_path):
 def test_resume_continues_from_last(world, tmp_path):
     root, bundle, bench = world
     full = train(TrainConfig(method="baseline", data=str(bundle.root), epochs=4, **TINY), tmp_path / "full", root / "ws", progress=False, bench=bench)
-    train(TrainConfig(method="baseline", data=str(bundle.root), epochs=2, **TINY), tmp_path / "part", root / "ws", progress=False, bench=bench)
+    part = train(TrainConfig(method="baseline", data=str(bundle.root), epochs=2, **TINY), tmp_path / "part", root / "ws", progress=False, bench=bench)
     resumed = train(TrainConfig(method="baseline", data=str(bundle.root), epochs=4, **TINY), tmp_path / "part", root / "ws", resume=True, progress=False, bench=bench)
     assert resumed["steps"] == full["steps"]
+    # the reported training time is the whole run's, the part before the resume included
+    seconds = [h["seconds"] for h in resumed["history"]]
+    assert seconds == sorted(seconds) and seconds[1] == part["history"][1]["seconds"]
+    assert resumed["train_seconds"] > part["train_seconds"] > 0
     a, b = load_weights(tmp_path / "full" / "last"), load_weights(tmp_path / "part" / "last")
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)

@@ -351,6 +351,11 @@ def train(
         "select_lang": select_lang,
     }
     start_time = time.perf_counter()
+    earlier = float(state.get("seconds", 0.0))  # training time before a resume: reported times are the whole run's
+
+    def run_seconds() -> float:
+        return earlier + time.perf_counter() - start_time
+
     seen = 0
     stop = False
     while state["epoch"] < cfg.epochs and not stop:
@@ -395,7 +400,7 @@ def train(
         score = _broadcast(validation_score(method, bench, select_lang) if rank == 0 else None, world)
         state["epoch"] = epoch + 1
         improved = score["t2i_recall_sum"] > state["best_score"]
-        state["history"].append({"epoch": epoch + 1, "step": state["step"], "val": score, "lr": state["lr"], "seconds": time.perf_counter() - start_time})
+        state["history"].append({"epoch": epoch + 1, "step": state["step"], "val": score, "lr": state["lr"], "seconds": run_seconds()})
         if improved:
             state["best_score"], state["best_epoch"], state["stale"] = score["t2i_recall_sum"], epoch + 1, 0
         else:
@@ -403,10 +408,11 @@ def train(
             if state["stale"] % cfg.halve_after == 0:
                 state["lr"] /= 2
         state["lr"] *= cfg.lr_decay
+        state["seconds"] = run_seconds()
         for group in optimizer.param_groups:
             group["lr"] = state["lr"]
         if rank == 0:
-            meta = {**base_meta, "train_state": state, "val": score, "train_seconds": time.perf_counter() - start_time}
+            meta = {**base_meta, "train_state": state, "val": score, "train_seconds": run_seconds()}
             if improved:
                 save_checkpoint(best_dir, method, meta)
             save_checkpoint(last_dir, method, meta, {"adam": optimizer, **extra_opts})
@@ -416,7 +422,7 @@ def train(
         if state["stale"] >= cfg.patience:
             break
     summary = {"method": cfg.method, "bundle": bench.bundle.name, "best_epoch": state["best_epoch"], "best_val_t2i_recall_sum": state["best_score"],
-               "epochs": state["epoch"], "steps": state["step"], "train_seconds": time.perf_counter() - start_time,
+               "epochs": state["epoch"], "steps": state["step"], "train_seconds": run_seconds(),
                "captions_per_s": seen / max(time.perf_counter() - start_time, 1e-9), "select_lang": select_lang, "history": state["history"]}
     if rank == 0:
         write_json_atomic(run_dir / "summary.json", summary)
