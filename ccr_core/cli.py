@@ -170,7 +170,7 @@ def cmd_eval(args) -> int:
             noisy_bench = type(bench)(_noisy(bench.bundle, cfg), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
             unc = training_pair_uncertainty(model, noisy_bench)
             if unc:
-                result["noise"] = {k: v for k, v in unc.items() if k in ("auroc", "auprc", "precision_at_100", "noisy_fraction")}
+                result["noise"] = {k: v for k, v in unc.items() if k in ("auroc", "auprc", "precision_at_100", "noisy_fraction", "auroc_mismatch", "auprc_mismatch")}
         results.append(result)
         print(json.dumps({"model": name, **{g: round(r["SumR"], 1) for g, r in result.get("groups", {}).items()}}))
     out = args.out or workspace_dir() / "eval"

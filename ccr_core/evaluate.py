@@ -146,8 +146,8 @@ def _back_translations(bundle: Bundle, caps) -> list | None:
 def every_training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
     """Per-pair uncertainty of every (image, English, target) training pair, labelled or not, computed
     in deterministic batches as in training (the batch matters: UML's evidence is batch-relative).
-    Returns ``{"caption_ids", "item_ids", "langs", "scores" (P,)}``, or None when the method has no
-    uncertainty. The noise audit tab and :func:`training_pair_uncertainty` both read this."""
+    Returns ``{"caption_ids", "item_ids", "langs", "scores" (P,), "mismatch" (P,) or None}`` (mismatch:
+    UML's own-candidate score, see ``UML.mismatch``), or None when the method has no uncertainty. The noise audit tab and :func:`training_pair_uncertainty` both read this."""
     if not hasattr(model.method, "uncertainty"):
         return None
     from ccr_core.training.data import BatchSource, training_examples
@@ -156,7 +156,8 @@ def every_training_pair_uncertainty(model: TrainedModel, bench, batch_size: int 
     examples = training_examples(bench.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation")))
     source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
     takes_source = _takes_source(model.method)
-    out: dict = {"caption_ids": [], "item_ids": [], "langs": [], "scores": []}
+    has_mismatch = hasattr(model.method, "mismatch")
+    out: dict = {"caption_ids": [], "item_ids": [], "langs": [], "scores": [], "mismatch": [] if has_mismatch else None}
     for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
         batch = source.make_batch(indices, seed=b)
         for lang in batch["targets"]:
@@ -168,14 +169,18 @@ def every_training_pair_uncertainty(model: TrainedModel, bench, batch_size: int 
             out["item_ids"] += batch["item_ids"]
             out["langs"] += [lang] * len(indices)
             out["scores"] += u.tolist()
+            if has_mismatch:
+                out["mismatch"] += model.method.mismatch(batch["text"][lang], batch["visual"], **extra).tolist()
     out["scores"] = np.array(out["scores"], dtype=np.float64)
+    if has_mismatch:
+        out["mismatch"] = np.array(out["mismatch"], dtype=np.float64)
     return out
 
 
 def training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
     """Uncertainty quality on the training pairs that carry a noise label. Positives are
     noisy-correspondence pairs; returns scores, labels and AUROC/AUPRC/precision@100, plus the AUROC
-    against any label other than clean."""
+    against any label other than clean, and for UML the same for its mismatch score (``*_mismatch``)."""
     if not bench.bundle.noise:
         return None
     every = every_training_pair_uncertainty(model, bench, batch_size)
@@ -190,7 +195,12 @@ def training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128)
     if not keep or len(set(noisy.tolist())) < 2:
         return None
     any_error = np.array([k != "clean" for k in kinds], dtype=int)
-    return {"caption_ids": caption_ids, "scores": s, "labels": noisy, "kinds": kinds,
+    extra = {}
+    if every.get("mismatch") is not None:
+        m = every["mismatch"][keep]
+        extra = {"mismatch_scores": m, "auroc_mismatch": metrics.auroc(m, noisy), "auprc_mismatch": metrics.auprc(m, noisy),
+                 "precision_at_100_mismatch": metrics.precision_at_k(m, noisy, min(100, len(m)))}
+    return {**extra, "caption_ids": caption_ids, "scores": s, "labels": noisy, "kinds": kinds,
             "auroc": metrics.auroc(s, noisy), "auprc": metrics.auprc(s, noisy),
             "precision_at_100": metrics.precision_at_k(s, noisy, min(100, len(s))), "noisy_fraction": float(noisy.mean()),
             "auroc_any_error": metrics.auroc(s, any_error) if 0 < any_error.sum() < len(any_error) else None}

@@ -42,17 +42,24 @@ class Experiment:
 # and transport branches per language, and five languages per step would cost five times as much.
 WORLD_SETTINGS = {
     "demo-world": {"epochs": 4, "batch_size": 128, "lr": 5e-4, "targets_per_batch": 1, "method_config": {"hidden_dim": 256}},
-    "flickr8k-ml": {"epochs": 6, "batch_size": 128, "lr": 5e-4, "targets_per_batch": 1},
+    # Model selection on Chinese, the one target language with native (not translated) test captions.
+    "flickr8k-ml": {"epochs": 6, "batch_size": 128, "lr": 5e-4, "targets_per_batch": 1, "select_lang": "zh"},
 }
 
 
 def grid(world: str, methods: list[str]) -> list[Experiment]:
     out = []
     if world == "flickr8k-ml":
-        # The issue's floor: English + the Baidu/Google Chinese MT only.
-        out.append(Experiment(world, "floor", 0.0, {"target_langs": ["zh"], "target_sources": ["mt:"]}))
+        # The issue's floor: English + the Baidu/Google Chinese MT only. Its temperature and rate are the best of
+        # a small sweep (ccr train --method floor temperature=0.05|0.08|0.1|0.15, lr=1e-4|5e-4|2e-3): a floor
+        # left untuned would flatter every method measured against it.
+        out.append(Experiment(world, "floor", 0.0, {"target_langs": ["zh"], "target_sources": ["mt:"], "epochs": 12, "lr": 1e-4,
+                                                    "method_config": {"temperature": 0.08}}))
     for method in methods:
-        out.append(Experiment(world, method, 0.0))
+        # NRCCR's attention towers make it the slowest (~4 min per Flickr8k-ML epoch on 2 cores): 4 epochs keep it
+        # inside the issue's 20-minute budget.
+        slow = {"epochs": 4} if world == "flickr8k-ml" and method == "nrccr" else {}
+        out.append(Experiment(world, method, 0.0, slow))
         if world == "demo-world" and method != "baseline-en":
             out.append(Experiment(world, method, 0.4))
     return out
@@ -99,7 +106,8 @@ def run_world(world: str, methods: list[str], ship: bool, seed: int = 0, progres
         if exp.noise:
             unc = training_pair_uncertainty(model, exp_bench)
             if unc:
-                result["noise"] = {k: unc[k] for k in ("auroc", "auprc", "precision_at_100", "noisy_fraction", "auroc_any_error")}
+                result["noise"] = {k: unc[k] for k in ("auroc", "auprc", "precision_at_100", "noisy_fraction", "auroc_any_error",
+                                                       "auroc_mismatch", "auprc_mismatch", "precision_at_100_mismatch") if k in unc}
         if (bench.bundle.root / "scenes.jsonl").exists():
             result["free_queries"] = free_query_report(model, bench)
         results.append(result)
@@ -135,6 +143,13 @@ def _fmt(x, digits=1):
     return "" if x is None else f"{x:.{digits}f}"
 
 
+def _noise_cell(noise: dict | None) -> str:
+    """Noise AUROC of the uncertainty u, and of UML's mismatch score where measured."""
+    if not noise:
+        return ""
+    return _fmt(noise.get("auroc"), 3) + (f" / {noise['auroc_mismatch']:.3f}" if noise.get("auroc_mismatch") is not None else "")
+
+
 def results_markdown(all_results: dict[str, list[dict]]) -> str:
     lines = ["# Results", "",
              "Regenerate with `python -m ccr_core.experiments --ship` (or `make results`); the numbers below are read from",
@@ -143,12 +158,12 @@ def results_markdown(all_results: dict[str, list[dict]]) -> str:
     for world, results in all_results.items():
         lines += [f"## {world}", ""]
         groups = sorted({g for r in results for g in r["groups"]})
-        lines.append("| model | noise | " + " | ".join(f"{g} SumR" for g in groups) + " | MRV i2t / t2i | noise AUROC | train s |")
+        lines.append("| model | noise | " + " | ".join(f"{g} SumR" for g in groups) + " | MRV i2t / t2i | noise AUROC u / 1−p̂ | train s |")
         lines.append("|---|---|" + "---|" * len(groups) + "---|---|---|")
         for r in results:
             m = r.get("mrv", {})
             lines.append(f"| {r['model']} | {r['noise_rate']:g} | " + " | ".join(_fmt(r["groups"].get(g, {}).get("SumR")) for g in groups)
-                         + f" | {_fmt(m.get('mrv_i2t'), 2)} / {_fmt(m.get('mrv_t2i'), 2)} | {_fmt((r.get('noise') or {}).get('auroc'), 3)} | {_fmt(r.get('train_seconds'), 0)} |")
+                         + f" | {_fmt(m.get('mrv_i2t'), 2)} / {_fmt(m.get('mrv_t2i'), 2)} | {_noise_cell(r.get('noise'))} | {_fmt(r.get('train_seconds'), 0)} |")
         lines += ["", "<details><summary>R@1 / R@5 / R@10 per direction and language</summary>", "",
                   "| model | group | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 | SumR | images |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in results:
@@ -175,9 +190,35 @@ def _target_sumr(result: dict) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+# The issue's floor on Flickr8k-ML (frozen e5 + EfficientNet-Lite0, one linear map per side, en + zh MT) and
+# its goal for the best method: 15% more SumR in every language.
+ISSUE_FLOOR = {"en": 251.0, "zh": 160.0, "zh/human-translation": 236.0}
+GOAL_FACTOR = 1.15
+
+
+def floor_comparison(results: list[dict]) -> list[str]:
+    """Per language: the issue's floor, our floor row, the goal, and the best method's SumR -- met or not."""
+    ours = next((r for r in results if r["method"] == "floor" and r["noise_rate"] == 0), None)
+    others = [r for r in results if r["method"] != "floor" and r["noise_rate"] == 0]
+    if ours is None or not others:
+        return []
+    out = ["**Does the best method beat the floor by 15% in every language?** (SumR; goal = 1.15 x the issue's floor)", "",
+           "| group | issue's floor | our floor row | goal | best method | its SumR | met |", "|---|---|---|---|---|---|---|"]
+    for group, floor in ISSUE_FLOOR.items():
+        scored = [(r["groups"][group]["SumR"], r["model"]) for r in others if group in r["groups"]]
+        if not scored:
+            continue
+        best, name = max(scored)
+        goal = GOAL_FACTOR * floor
+        ours_v = ours["groups"].get(group, {}).get("SumR")
+        out.append(f"| {group} | {floor:.0f} | {_fmt(ours_v)} | {goal:.0f} | {name} | {best:.1f} | {'yes' if best >= goal else '**no**'} |")
+    return out + [""]
+
+
 def research_answers(world: str, results: list[dict]) -> list[str]:
     by = {(r["method"], r["noise_rate"]): r for r in results}
     out = ["### Research questions (computed from the table above)", ""]
+    out += floor_comparison(results)
     if any(noise for _, noise in by):
         out.append("**Under 40% noisy correspondence, which methods keep more of their target-language SumR?** "
                    "(mean SumR over the non-English languages, noisy / clean)")
@@ -191,9 +232,17 @@ def research_answers(world: str, results: list[dict]) -> list[str]:
     if "one_to_k" in mrvs:
         out.append(f"**Does 1-to-K lower MRV?** Mean MRV (both directions) at noise 0: " + ", ".join(f"{m} {v:.2f}" for m, v in sorted(mrvs.items(), key=lambda kv: kv[1])) + ".")
         out.append("")
-    aurocs = {r["model"]: r["noise"]["auroc"] for r in results if r.get("noise")}
-    if aurocs:
-        out.append("**Does UML's uncertainty find the injected noisy pairs (goal AUROC ≥ 0.9)?** " + ", ".join(f"{m}: AUROC {v:.3f}" for m, v in aurocs.items()) + ".")
+    noisy_runs = [r for r in results if r.get("noise")]
+    if noisy_runs:
+        parts = []
+        for r in noisy_runs:
+            n = r["noise"]
+            part = f"{r['model']}: uncertainty u = B/S (methods.md) AUROC {n['auroc']:.3f} ({'met' if n['auroc'] >= 0.9 else 'not met'})"
+            if n.get("auroc_mismatch") is not None:
+                part += (f"; its Dirichlet mass on the pair's own candidate, 1 − p̂_ii ([ours], `UML.mismatch`), AUROC "
+                         f"{n['auroc_mismatch']:.3f} ({'met' if n['auroc_mismatch'] >= 0.9 else 'not met'})")
+            parts.append(part)
+        out.append("**Does UML's uncertainty find the injected noisy pairs (goal AUROC ≥ 0.9)?** " + "; ".join(parts) + ".")
         out.append("")
     return out
 

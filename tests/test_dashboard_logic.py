@@ -325,10 +325,15 @@ def test_audit_scores_match_training_pair_uncertainty(world):
     assert view.scores.caption_ids == reference["caption_ids"]
     assert np.allclose(view.scores.scores, reference["scores"]) and list(view.scores.labels) == list(reference["labels"])
     assert f"{reference['auroc']:.3f}" in view.status and view.curves is not None
+    # UML also has the mismatch score; the list and precision@k are ranked by it
+    assert np.allclose(view.scores.mismatch[[k for k, c in enumerate(view.scores.caption_ids) if c in set(reference["caption_ids"])]],
+                       reference["mismatch_scores"])
+    assert f"{reference['auroc_mismatch']:.3f}" in view.status and len(view.curves.data) == 2 * 2 + 2  # two scorers + chance lines
     at_10 = view.precision.set_index("k").loc[10, "precision@k (share noisy)"]
-    assert at_10 == round(metrics.precision_at_k(reference["scores"], reference["labels"], 10), 3)
+    assert at_10 == round(metrics.precision_at_k(reference["mismatch_scores"], reference["labels"], 10), 3)
     gallery, table, status = audit.uncertain_pairs(world, "uml", 0, 5)
-    assert len(gallery) == len(table) == 5 and list(table["uncertainty"]) == sorted(table["uncertainty"], reverse=True)
+    assert len(gallery) == len(table) == 5 and list(table["mismatch"]) == sorted(table["mismatch"], reverse=True)
+    assert "highest mismatch" in status and "1−p̂=" in gallery[0][1]
     assert set(table["true label"]) <= {"clean", "noisy-correspondence"} and Path(gallery[0][0]).exists()
     with pytest.raises(InputError, match="Start"):
         audit.uncertain_pairs(world, "uml", 10_000, 5)

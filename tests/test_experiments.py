@@ -8,7 +8,7 @@ def _result(model, method, noise, sumr: dict, mrv=None, auroc=None):
     if mrv is not None:
         r["mrv"] = {"mrv_i2t": mrv, "mrv_t2i": mrv, "mrv_mean": mrv}
     if auroc is not None:
-        r["noise"] = {"auroc": auroc}
+        r["noise"] = {"auroc": auroc, "auroc_mismatch": 0.95}
     return r
 
 
@@ -36,6 +36,8 @@ def test_research_answers_and_markdown_come_from_the_numbers():
     text = "\n".join(research_answers("w", results))
     assert "- baseline: 150.0 / 200.0 = 75.0% kept" in text
     assert "one_to_k 1.50, baseline 2.00" in text
-    assert "uml@noise0.4: AUROC 0.610" in text
+    assert "uml@noise0.4: uncertainty u = B/S (methods.md) AUROC 0.610 (not met)" in text
+    assert "1 − p̂_ii ([ours], `UML.mismatch`), AUROC 0.950 (met)" in text
     md = results_markdown({"w": results})
-    assert "| one_to_k | 0 | 220.0 | 310.0 | 1.50 / 1.50 |" in md
+    assert "| one_to_k | 0 | 220.0 | 310.0 | 1.50 / 1.50 |  | 10 |" in md
+    assert "| uml@noise0.4 | 0.4 | 160.0 | 240.0 |  /  | 0.610 / 0.950 | 10 |" in md

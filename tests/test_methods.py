@@ -304,6 +304,26 @@ def test_uml_mismatched_pair_is_more_uncertain_after_training():
     assert mismatched[0] > matched[0]
 
 
+def test_uml_mismatch_is_one_minus_own_candidate_mass_and_flags_swapped_pairs():
+    from ccr_core.methods import losses
+
+    model = build("uml", dropout=0.0, attention_dropout=0.0)
+    batch = make_batch(5, b=8, targets=("de",))
+    overfit(model, batch)
+    model.eval()
+    text, visual, source = batch["text"]["de"], batch["visual"], batch["text"]["en"]
+    with torch.no_grad():
+        v, t, s = model.encode_visual(visual), model.encode_text(text), model.encode_text(source)
+        expected_img = 1 - (lambda a: a.diagonal() / a.sum(1))(losses.evidence_from_similarity(v @ t.T, model.config.evidence_temperature) + 1)
+        expected_src = 1 - (lambda a: a.diagonal() / a.sum(1))(losses.evidence_from_similarity(s @ t.T, model.config.evidence_temperature) + 1)
+    torch.testing.assert_close(model.mismatch(text, visual), expected_img)
+    torch.testing.assert_close(model.mismatch(text, visual, source=source), (expected_img + expected_src) / 2)
+    swapped = TextBatch(text.states[[1, 0, *range(2, 8)]].clone(), text.mask[[1, 0, *range(2, 8)]].clone())  # captions 0 and 1 exchanged
+    m = model.mismatch(swapped, visual, source=source)
+    assert bool(((m > 0) & (m < 1)).all())
+    assert min(m[0], m[1]) > max(m[2:])  # the two mismatched pairs score highest
+
+
 def test_uml_kl_annealing_follows_training_steps():
     model = build("uml", kl_anneal_steps=10)
     assert model.current_kl_weight() == 0.0

@@ -30,6 +30,17 @@ class PairScores:
     scores: np.ndarray  # (P,) uncertainty in (0, 1]
     labels: np.ndarray | None  # (P,) 1 = noisy, 0 = clean, -1 = unlabelled; None if no pair is labelled
     noise_names: list[str]  # the label text of each pair ("" if unlabelled)
+    mismatch: np.ndarray | None = None  # (P,) UML's 1 − p̂_ii (``UML.mismatch``), where the method has it
+
+    @property
+    def ranking(self) -> np.ndarray:
+        """The score pairs are listed and precision@k is taken by: the mismatch score where there is one
+        (it finds noisy pairs far better than u, see ``UML.mismatch``), else the uncertainty u."""
+        return self.mismatch if self.mismatch is not None else self.scores
+
+    @property
+    def ranking_name(self) -> str:
+        return "mismatch 1−p̂" if self.mismatch is not None else "uncertainty u"
 
 
 def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128) -> PairScores:
@@ -47,7 +58,8 @@ def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128) -> 
     noise = model.bench.bundle.noise
     names = [noise.get(c, "") for c in every["caption_ids"]]
     labels = np.array([-1 if not n else int(n != "clean") for n in names])
-    result = PairScores(every["caption_ids"], every["item_ids"], every["langs"], every["scores"], labels if (labels >= 0).any() else None, names)
+    result = PairScores(every["caption_ids"], every["item_ids"], every["langs"], every["scores"], labels if (labels >= 0).any() else None, names,
+                        every.get("mismatch"))
     memo[key] = result
     return result
 
@@ -90,14 +102,20 @@ def audit(world: World, model_name: str | None = None) -> AuditView:
     lines = [f"**{model.label}** — {len(ps.scores)} training pairs, mean uncertainty {ps.scores.mean():.3f}."]
     if labelled:
         mask = ps.labels >= 0
-        s, y = ps.scores[mask], ps.labels[mask]
-        fpr, tpr, _ = metrics.roc_curve(s, y)
-        prec, rec, _ = metrics.pr_curve(s, y)
-        auroc, auprc = metrics.auroc(s, y), metrics.auprc(s, y)
-        curves = make_subplots(rows=1, cols=2, subplot_titles=(f"ROC (AUROC {auroc:.3f})", f"Precision–recall (AUPRC {auprc:.3f})"))
-        curves.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name="uncertainty", line=dict(color="#4C78A8", width=3)), row=1, col=1)
+        y = ps.labels[mask]
+        curves = make_subplots(rows=1, cols=2, subplot_titles=("ROC", "Precision–recall"))
+        found = []
+        scorers = [("uncertainty u", ps.scores, "#4C78A8")] + ([("mismatch 1−p̂ (ours)", ps.mismatch, "#E45756")] if ps.mismatch is not None else [])
+        for name, values, colour in scorers:
+            s = values[mask]
+            fpr, tpr, _ = metrics.roc_curve(s, y)
+            prec, rec, _ = metrics.pr_curve(s, y)
+            auroc, auprc = metrics.auroc(s, y), metrics.auprc(s, y)
+            found.append(f"{name}: AUROC **{auroc:.3f}**, AUPRC **{auprc:.3f}**")
+            curves.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (AUROC {auroc:.3f})", line=dict(color=colour, width=3)), row=1, col=1)
+            curves.add_trace(go.Scatter(x=rec, y=prec, mode="lines", name=f"{name} (AUPRC {auprc:.3f})", line=dict(color=colour, width=3), showlegend=False), row=1, col=2)
+        s = ps.ranking[mask]
         curves.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#aaa", dash="dash")), row=1, col=1)
-        curves.add_trace(go.Scatter(x=rec, y=prec, mode="lines", name="uncertainty", line=dict(color="#F58518", width=3), showlegend=False), row=1, col=2)
         curves.add_trace(go.Scatter(x=[0, 1], y=[y.mean()] * 2, mode="lines", name="chance", line=dict(color="#aaa", dash="dash"), showlegend=False), row=1, col=2)
         curves.update_xaxes(title_text="false-positive rate", range=[0, 1], row=1, col=1)
         curves.update_yaxes(title_text="true-positive rate", range=[0, 1.02], row=1, col=1)
@@ -105,10 +123,13 @@ def audit(world: World, model_name: str | None = None) -> AuditView:
         curves.update_yaxes(title_text="precision", range=[0, 1.02], row=1, col=2)
         curves.update_layout(template="plotly_white", height=380, margin=dict(t=60, l=50, r=20, b=40), legend=dict(orientation="h", y=-0.25))
         ks = sorted({k for k in (10, 25, 50, 100, 250, 500, int(y.sum()), len(y)) if 0 < k <= len(y)})
-        precision = pd.DataFrame([{"k": k, "precision@k (share noisy)": round(metrics.precision_at_k(s, y, k), 3),
+        precision = pd.DataFrame([{"k": k, "ranked by": ps.ranking_name, "precision@k (share noisy)": round(metrics.precision_at_k(s, y, k), 3),
                                    "noisy found": int(round(metrics.precision_at_k(s, y, k) * k)), "random would find": round(k * float(y.mean()), 1)} for k in ks])
-        lines.append(f"Noise labels on {mask.sum()} pairs ({100 * y.mean():.1f}% noisy): AUROC **{auroc:.3f}**, AUPRC **{auprc:.3f}** "
-                     f"(chance: 0.5 and {y.mean():.3f}).")
+        lines.append(f"Noise labels on {mask.sum()} pairs ({100 * y.mean():.1f}% noisy; chance: AUROC 0.5, AUPRC {y.mean():.3f}) — "
+                     + "; ".join(found) + ".")
+        if ps.mismatch is not None:
+            lines.append("u = B/S (the paper's uncertainty) measures how much evidence a pair's batch row holds in total; the mismatch "
+                         "score 1 − p̂ is how little of it sits on the pair's own image or English caption. The list below is ranked by it.")
     else:
         lines.append("This world has no noise labels for these pairs, so only the distribution is shown.")
     return AuditView("\n\n".join(lines), hist, curves, precision, ps)
@@ -129,14 +150,16 @@ def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0,
         raise InputError(f"Start must be between 0 and {len(ps.scores) - 1}.")
     if not 1 <= count <= 100:
         raise InputError("Show between 1 and 100 pairs at a time.")
-    order = np.argsort(-ps.scores, kind="stable")[start : start + count]
+    order = np.argsort(-ps.ranking, kind="stable")[start : start + count]
     text_of = {c.id: c for c in model.bench.bundle.captions}
     gallery, rows = [], []
     for r, j in enumerate(order, start=start + 1):
         cap = text_of[ps.caption_ids[j]]
         label = ps.noise_names[j] or "unlabelled"
-        gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · u={ps.scores[j]:.3f} · {label} · [{cap.lang}] {cap.text[:80]}"))
-        rows.append({"#": r, "uncertainty": round(float(ps.scores[j]), 4), "true label": label, "language": cap.lang, "caption": cap.text,
+        shown = f"u={ps.scores[j]:.3f}" + (f" · 1−p̂={ps.mismatch[j]:.3f}" if ps.mismatch is not None else "")
+        gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · {shown} · {label} · [{cap.lang}] {cap.text[:80]}"))
+        rows.append({"#": r, "uncertainty": round(float(ps.scores[j]), 4),
+                     **({"mismatch": round(float(ps.mismatch[j]), 4)} if ps.mismatch is not None else {}), "true label": label, "language": cap.lang, "caption": cap.text,
                      "source": cap.source, "image": ps.item_ids[j], "caption id": cap.id})
-    status = f"Pairs {start + 1}–{start + len(order)} of {len(ps.scores)}, most uncertain first ({model.label})."
+    status = f"Pairs {start + 1}–{start + len(order)} of {len(ps.scores)}, highest {ps.ranking_name} first ({model.label})."
     return gallery, pd.DataFrame(rows), status
