@@ -1,0 +1,52 @@
+"""What ships is what is reported: every checkpoint under checkpoints/ verifies and loads into its
+method, carries the metrics that results/<world>.json holds for it, and RESULTS.md is exactly what
+the experiment command writes from results/*.json (so no number in it was typed by hand)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ccr_core.experiments import RESULTS_DIR, results_markdown
+from ccr_core.io import read_json
+from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
+from ccr_core.training.checkpoint import load_weights, verify_checkpoint
+
+WORLDS = sorted(p.name for p in CHECKPOINTS_DIR.iterdir() if p.is_dir())
+SHIPPED = [(w, p.name) for w in WORLDS for p in sorted((CHECKPOINTS_DIR / w).iterdir()) if p.is_dir()]
+CHECKPOINT_BUDGET_MB = 60  # issue: all shipped checkpoints together under 60 MB
+
+
+def test_both_worlds_ship_every_method():
+    assert {"demo-world", "flickr8k-ml"} <= set(WORLDS)
+    for world in ("demo-world", "flickr8k-ml"):
+        names = {name for w, name in SHIPPED if w == world}
+        assert {"baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k"} <= names, (world, names)
+    assert {"floor"} <= {name for w, name in SHIPPED if w == "flickr8k-ml"}
+    size = sum(f.stat().st_size for f in CHECKPOINTS_DIR.rglob("*") if f.is_file())
+    assert size < CHECKPOINT_BUDGET_MB * 2**20, f"checkpoints/ holds {size / 2**20:.1f} MB"
+
+
+@pytest.mark.parametrize("world,name", SHIPPED, ids=[f"{w}/{n}" for w, n in SHIPPED])
+def test_shipped_checkpoint_verifies_loads_and_matches_results(world, name):
+    import ccr_core.methods  # noqa: F401  (registers every method)
+    from ccr_core.methods.base import build_method
+
+    folder = CHECKPOINTS_DIR / world / name
+    meta = verify_checkpoint(folder)  # every file's SHA-256 against the manifest
+    method = build_method(meta["method"], meta["method_config"])
+    missing, unexpected = method.load_state_dict({k: v.float() for k, v in load_weights(folder).items()}, strict=False)
+    assert not unexpected and not [k for k in missing if not k.startswith("text_top")], (missing, unexpected)
+    assert all(v.dtype == torch.float16 for k, v in load_weights(folder).items() if v.is_floating_point())  # the shipping copy
+    shipped = read_json(folder / "metrics.json")
+    model_name = name.replace("-noise", "@noise")
+    (reported,) = [r for r in json.loads((RESULTS_DIR / f"{world}.json").read_text()) if r["model"] == model_name]
+    assert shipped == reported  # the numbers beside the checkpoint are the ones in the results table
+    assert shipped["method"] == meta["method"] and shipped["weights"] == "float16"
+
+
+def test_results_md_is_what_the_experiment_command_writes():
+    all_results = {p.stem: read_json(p) for p in sorted(RESULTS_DIR.glob("*.json"))}
+    assert (REPO_ROOT / "RESULTS.md").read_text(encoding="utf-8") == results_markdown(all_results)
