@@ -139,7 +139,7 @@ def exact_vs_matmul(gallery: np.ndarray, queries: np.ndarray) -> list[Result]:
         note = f"{n:,} x {DIM}, k={K}; median of 15 interleaved rounds"
         rows += [
             Result(f"exact {n // 1000}k, {label}: ExactIndex (defaults)", round(ms["index"], 2), "ms",
-                   note=note + ("; auto backend: NumPy below blas_min_queries" if batch < ix.DEFAULT_BLAS_MIN_QUERIES
+                   note=note + ("; auto backend: NumPy" if not 0 < ix.DEFAULT_AUTO_FAISS_MIN_QUERIES <= batch
                                 else "; auto backend: faiss.knn (BLAS), 1 thread")),
             Result(f"exact {n // 1000}k, {label}: ExactIndex(backend='numpy')", round(ms["index-numpy"], 2), "ms", note=note),
             Result(f"exact {n // 1000}k, {label}: numpy matmul + argpartition", round(ms["numpy"], 2), "ms", note=note),

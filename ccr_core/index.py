@@ -112,6 +112,11 @@ FORMAT_VERSION = 1
 # the shared 2-core machine, searches were slower at every batch size and IVF-PQ training 7x slower.
 DEFAULT_NUM_THREADS = 1
 DEFAULT_BLAS_MIN_QUERIES = 2  # batches of >= 2 queries take the BLAS path (1 thread: BLAS wins from 2-3)
+# ExactIndex(backend="auto") hands batches of >= this many queries to faiss.knn (0: never; NumPy answers all).
+# 0 since 2026-11-23: on the quiet 2-core machine NumPy's 2-thread BLAS answered a batch of 10 over 100k x 384
+# in 15.9 ms against faiss.knn's 23.8 ms on 1 thread (FAISS on 2 threads collapses when a core is busy). While
+# other jobs loaded the machine the order flipped (52 vs 40 ms); the dashboard's machine is normally quiet.
+DEFAULT_AUTO_FAISS_MIN_QUERIES = 0
 # Galleries below this size get the exact index from build_index(kind="auto"): an exact single query
 # cost 0.07-0.13 ms per 1,000 items at 384-d across runs (0.081 recorded), so 250k items stay near
 # the 20 ms interactive budget.
@@ -321,7 +326,8 @@ class RetrievalIndex:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         self._dim = int(dim)
         self.model_identity = dict(model_identity) if model_identity is not None else None
-        self.params: dict[str, Any] = {"num_threads": DEFAULT_NUM_THREADS, "blas_min_queries": DEFAULT_BLAS_MIN_QUERIES}
+        self.params: dict[str, Any] = {"num_threads": DEFAULT_NUM_THREADS, "blas_min_queries": DEFAULT_BLAS_MIN_QUERIES,
+                                       "auto_faiss_min_queries": DEFAULT_AUTO_FAISS_MIN_QUERIES}
         self.params.update(params)
         self._item_ids: list[str] | None = []  # None once rows were added without ids
         self._read_only = False
@@ -534,10 +540,11 @@ class ExactIndex(RetrievalIndex):
 
     ``backend``: ``"faiss"`` (``IndexFlatIP``), ``"numpy"`` (matmul + ``argpartition``), ``"torch"``
     (matmul + ``topk``), or ``"auto"`` (the default): the vectors live in a NumPy array (saved as
-    ``embeddings.npy``, memory-mappable); batches of at least ``blas_min_queries`` queries go to
-    ``faiss.knn`` over that array (one BLAS product on ``num_threads`` threads), smaller ones to
-    NumPy's matrix-vector product, which uses every core without FAISS's OpenMP. Each was the
-    fastest for its case on the 2-core machine (docs/scaling.md); a matmul over FAISS-owned memory
+    ``embeddings.npy``, memory-mappable) and are searched with NumPy's matrix product, which uses
+    every core without FAISS's OpenMP; with ``auto_faiss_min_queries`` > 0 (default 0: off), batches
+    of at least that many queries go to ``faiss.knn`` over the array instead (one BLAS product on
+    ``num_threads`` threads), faster only while the machine was busy (DEFAULT_AUTO_FAISS_MIN_QUERIES,
+    docs/scaling.md); a matmul over FAISS-owned memory
     (``backend="faiss"``) was ~30 % slower than over a NumPy array. Without faiss, "auto" is "numpy". All backends give the
     same ids under the tie rule of the module docstring; scores may differ in the last bits.
     """
@@ -594,7 +601,8 @@ class ExactIndex(RetrievalIndex):
         if self.backend == "faiss":
             return self._search_faiss(queries, k)
         emb = self.embeddings()  # (N, D)
-        if self.backend == "auto" and queries.shape[0] >= int(self.params["blas_min_queries"]):
+        to_faiss = int(self.params.get("auto_faiss_min_queries", DEFAULT_AUTO_FAISS_MIN_QUERIES))
+        if self.backend == "auto" and 0 < to_faiss <= queries.shape[0]:
             # FAISS's brute-force k-NN over our own array: one BLAS product, heap top-k
             n = emb.shape[0]
             with faiss_settings(self.params["num_threads"], self._blas_threshold()):

@@ -180,7 +180,7 @@ def test_sharded_exact_search_equals_unsharded():
 
 def test_faiss_settings_are_restored():
     before = (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads())
-    index = ExactIndex(32, num_threads=1, blas_min_queries=3)
+    index = ExactIndex(32, num_threads=1, blas_min_queries=3, auto_faiss_min_queries=3)  # the 5 queries go through faiss.knn
     index.add(l2_normalise(np.random.default_rng(0).standard_normal((3000, 32))))
     index.search(l2_normalise(np.ones((5, 32))), 3)
     assert (faiss.cvar.distance_compute_blas_threshold, faiss.omp_get_max_threads()) == before
@@ -201,10 +201,11 @@ def test_blas_threshold_follows_faiss_semantics():
 @pytest.mark.parametrize("backend", ["auto", "faiss"])
 @pytest.mark.parametrize("min_queries", [1, 2, 10**6])
 def test_blas_and_simd_paths_agree(backend, min_queries):
+    """FAISS's BLAS and SIMD paths, and (auto) faiss.knn and NumPy, give the same ids."""
     rng = np.random.default_rng(11)
     gallery = l2_normalise(rng.standard_normal((20001, 48)))
     queries = l2_normalise(rng.standard_normal((6, 48)))
-    index = ExactIndex(48, backend=backend, blas_min_queries=min_queries)
+    index = ExactIndex(48, backend=backend, blas_min_queries=min_queries, auto_faiss_min_queries=min_queries)
     index.add(gallery)
     _, want_ids = reference_topk(gallery, queries, 10)
     np.testing.assert_array_equal(index.search(queries, 10)[1], want_ids)
@@ -371,3 +372,13 @@ def test_resave_without_ids_removes_stale_ids(tmp_path, small_set):
     plain.save(tmp_path / "idx", IDENTITY)
     assert not (tmp_path / "idx" / "ids.json").exists()
     assert load_index(tmp_path / "idx", IDENTITY).item_ids is None
+
+
+def test_auto_exact_search_uses_numpy_by_default(monkeypatch):
+    index = ExactIndex(16)
+    index.add(l2_normalise(np.random.default_rng(3).standard_normal((500, 16))))
+    monkeypatch.setattr(ix.faiss, "knn", lambda *a, **k: pytest.fail("auto exact search called faiss.knn"))
+    index.search(l2_normalise(np.ones((10, 16))), 5)  # a batch: NumPy unless auto_faiss_min_queries > 0
+    index.params["auto_faiss_min_queries"] = 2
+    with pytest.raises(pytest.fail.Exception):
+        index.search(l2_normalise(np.ones((10, 16))), 5)

@@ -541,6 +541,7 @@ def load_world(
     for item in gallery:
         world.thumbs[item.id] = _make_thumbnail(bundle, item, world.thumb_dir)
 
+    noisy: dict[tuple, object] = {}  # (backbones, noise rate, noise seed) -> the workbench over that noisy bundle
     for name, folder in _checkpoint_folders(checkpoints_dir):
         try:
             meta = read_json(folder / "config.json")
@@ -558,7 +559,10 @@ def load_world(
         noise = float(meta.get("train_config", {}).get("noise", 0.0) or 0.0)
         model_bench = bench
         if noise > 0:  # its training pairs were the bundle's with injected noise (for the audit)
-            model_bench = noisy_bench(bench, noise, int(meta["train_config"].get("noise_seed", 0))) or bench
+            key = (config, noise, int(meta["train_config"].get("noise_seed", 0)))
+            if key not in noisy:  # every model trained at one rate and seed saw the same pairs: inject once (~1 s each)
+                noisy[key] = noisy_bench(bench, noise, key[2]) or bench
+            model_bench = noisy[key]
         world.add_model(trained, model_bench, config, shipped=True)
     world.load_seconds = time.perf_counter() - start
     return world
