@@ -78,10 +78,14 @@ def interleaved_ms(variants: dict, rounds: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in variants}
     for fn in variants.values():  # warm-up (page-in, lazy allocations)
         fn()
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    names = list(variants)
+    for r in range(rounds):
+        # Rotate the order every round: whichever variant runs right after torch's matmul competes with
+        # torch's OpenMP threads still spin-waiting: with a fixed order, ExactIndex() placed there took 23.7 ms and the
+        # identical ExactIndex(backend="numpy") after it 15.6 ms (2026-11-23, batch of 10 at 100k).
+        for name in names[r % len(names):] + names[: r % len(names)]:
             start = time.perf_counter()
-            fn()
+            variants[name]()
             times[name].append(time.perf_counter() - start)
     return {name: float(np.median(t) * 1e3) for name, t in times.items()}
 
