@@ -269,17 +269,18 @@ def build_app(world):
 
             # ---------------------------------------------------------------- 4. audit
             with gr.Tab("Uncertainty audit", id="audit") as audit_tab:
-                gr.Markdown("UML estimates how uncertain each training pair is (image, English caption, machine-translated caption). "
-                            "Where the world knows which pairs are noisy, see how well uncertainty finds them.")
+                gr.Markdown("UML estimates how uncertain each training pair is (image, English caption, machine-translated caption): "
+                            "its uncertainty u = B/S, and how little of its evidence sits on the pair's own image and caption "
+                            "(mismatch 1 − p̂). Where the world knows which pairs are noisy, see how well each finds them.")
                 audit_model = gr.Dropdown(uml_names, value=uml_names[0] if uml_names else None, label="Model", allow_custom_value=True)
                 audit_status = gr.Markdown(elem_id="audit-status")
                 with gr.Row():
                     audit_hist = gr.Plot(label="Uncertainty distribution", elem_id="audit-hist")
                     audit_curves = gr.Plot(label="ROC and precision–recall", elem_id="audit-curves")
-                audit_prec = gr.Dataframe(interactive=False, label="Precision at k (top-k most uncertain pairs)")
-                gr.Markdown("**Most uncertain training pairs**")
+                audit_prec = gr.Dataframe(interactive=False, label="Precision at k (the top-k pairs of the list below)")
+                gr.Markdown("**Training pairs most likely mismatched** (by 1 − p̂ where the model has it, else by u)")
                 with gr.Row():
-                    page_start = gr.Number(value=0, precision=0, label="Start at (0 = most uncertain)", minimum=0)
+                    page_start = gr.Number(value=0, precision=0, label="Start at (0 = most likely mismatched)", minimum=0)
                     page_size = gr.Slider(1, 100, value=12, step=1, label="Pairs per page")
                     prev_btn, next_btn = gr.Button("◀ Previous"), gr.Button("Next ▶")
                 page_status = gr.Markdown()

@@ -445,3 +445,22 @@ def test_about_has_methods_citations_and_the_dataset_card(world):
     text = about.about_markdown(world)
     for needle in ("ACM Multimedia 2022", "AAAI 2024", "Science China Information Sciences 2025", "KDD 2024", "MRV", "Licence", "tiny", "$$"):
         assert needle in text
+
+
+def test_warm_umap_cache_fills_numba_cache_once(tmp_path):
+    """Set-up fills numba's cache (in a fresh process: functions pick their cache folder when defined)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json; from ccr_core.dashboard.projection import warm_umap_cache; "
+            "print(json.dumps([warm_umap_cache(points=300, dim=8), warm_umap_cache(points=300, dim=8)]))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["CCR_CACHE_DIR"] = str(tmp_path / "cache")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert first > 0 and second is None  # the second call sees the marker and does nothing
+    cached = list((tmp_path / "cache" / "numba").rglob("*.nbi"))
+    assert cached, "numba wrote no cache index files"
+    assert (tmp_path / "cache" / "numba" / "ccr-umap-warm-300x8").exists()

@@ -111,6 +111,29 @@ def _fit(x: np.ndarray, algorithm: str, n_neighbors: int, min_dist: float, seed:
         return reducer.fit_transform(x)
 
 
+def warm_umap_cache(points: int = UMAP_EXACT_KNN_FROM, dim: int = 256) -> float | None:
+    """Fill numba's on-disk cache once (set-up time), so that the first live UMAP after a start skips
+    most compilation: one fit on random points through the same path as the dashboard's recomputes
+    (``points`` >= UMAP_EXACT_KNN_FROM: exact k-NN given to umap). Returns the seconds it took, or
+    None when the cache was already warm (a marker file beside it) or NUMBA_CACHE_DIR points elsewhere."""
+    import os
+
+    _numba_cache_dir()
+    folder = os.environ.get("NUMBA_CACHE_DIR")
+    if not folder:
+        return None
+    from pathlib import Path
+
+    marker = Path(folder) / f"ccr-umap-warm-{points}x{dim}"
+    if marker.exists():
+        return None
+    start = time.perf_counter()
+    x = np.random.default_rng(0).standard_normal((points, dim)).astype(np.float32)  # (P, D)
+    _fit(x, "UMAP", 15, 0.1, seed=0)
+    marker.write_text("numba cache filled by ccr_core.dashboard.projection.warm_umap_cache\n")
+    return time.perf_counter() - start
+
+
 def _exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
     """Exact cosine k-NN of every row (itself included), as umap's ``precomputed_knn``.
 
