@@ -67,6 +67,6 @@ def run() -> list[Result]:
             out = json.loads(proc.stdout.strip().splitlines()[-1])
             note = f"{STEPS} steps of batch 128 with every target language per batch (TrainConfig defaults), plus one validation; frozen parts cached"
             rows.append(Result(f"{world} {method} training throughput", out["captions_per_s"], "captions/s", note=note))
-            rows.append(Result(f"{world} {method} peak memory", out["peak_rss_mib"], "MiB", note="peak RSS of the training process"))
+            rows.append(Result(f"{world} {method} peak memory", out["peak_rss_mib"], "MiB", note="peak RSS of the training process (ru_maxrss): counts the pages of the memory-mapped feature and text-state caches it touched (file-backed, reclaimable) and the e5 model loaded for validation"))
         rows += full_runs(world)
     return rows
