@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "target language (text->image R@1+5+10), keeps the best checkpoint, decays the learning rate and stops early. "
                                    "Extra key=value pairs set TrainConfig fields (epochs=5, lr=3e-4, target_langs='[\"zh\"]') or, for other keys, "
                                    "the method's own config (temperature=0.05).")
-    p.add_argument("--method", required=True, help="baseline, baseline-en, nrccr, cl2cm, uml, one_to_k")
+    p.add_argument("--method", required=True, help="baseline, baseline-en, nrccr, cl2cm, uml, one_to_k, or floor (the linear quality floor)")
     p.add_argument("--data", required=True, help="bundle folder or name (demo-world, flickr8k-ml)")
     p.add_argument("--noise", type=float, help="inject noisy correspondence into this fraction of training pairs")
     p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
