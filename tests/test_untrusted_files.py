@@ -44,6 +44,16 @@ def hostile_pickle(marker: Path) -> bytes:
     return data
 
 
+def refused_after_corruption(load, corrupt, error, needle):
+    """``load()`` succeeds on the untouched artefact; after ``corrupt()`` it raises ``error`` matching
+    ``needle``. Returns (what the first load gave, the exception)."""
+    first = load()
+    corrupt()
+    with pytest.raises(error, match=needle) as info:
+        load()
+    return first, info.value
+
+
 @pytest.fixture
 def marker(tmp_path) -> Path:
     """The file a payload would create; every test asserts it was never created."""
@@ -194,11 +204,9 @@ def test_checkpoint_is_refused(trained, tmp_path, marker, corrupt, needle):
     source, bench = trained
     folder = tmp_path / "ckpt"
     shutil.copytree(source, folder)
-    load_trained(folder, bench)  # the untouched copy loads
-    corrupt(folder, marker)
-    with pytest.raises(CheckpointError, match=needle.replace("(", r"\(")) as info:
-        load_trained(folder, bench)
-    assert str(folder) in str(info.value)
+    _, error = refused_after_corruption(lambda: load_trained(folder, bench), lambda: corrupt(folder, marker),
+                                        CheckpointError, needle.replace("(", r"\("))
+    assert str(folder) in str(error)
 
 
 def test_checkpoint_refused_through_the_cli_in_one_line(trained, tmp_path, marker, capsys, monkeypatch):
@@ -257,10 +265,7 @@ def test_feature_cache_is_refused(feature_cache, marker, corrupt, needle):
     from ccr_core.features import FeatureCacheError, load_features
 
     root, identity = feature_cache
-    load_features(root, identity)
-    corrupt(root, marker)
-    with pytest.raises(FeatureCacheError, match=needle):
-        load_features(root, identity)
+    refused_after_corruption(lambda: load_features(root, identity), lambda: corrupt(root, marker), FeatureCacheError, needle)
 
 
 def test_feature_cache_of_another_backbone_is_refused(feature_cache):
@@ -319,10 +324,7 @@ def test_text_cache_is_refused(text_cache, marker, corrupt, needle):
     from ccr_core.training.text_cache import TextCacheError, load_text_cache
 
     root, identity = text_cache
-    load_text_cache(root, identity)
-    corrupt(root, marker)
-    with pytest.raises(TextCacheError, match=needle):
-        load_text_cache(root, identity)
+    refused_after_corruption(lambda: load_text_cache(root, identity), lambda: corrupt(root, marker), TextCacheError, needle)
 
 
 def test_text_cache_of_another_encoder_is_refused(text_cache):
@@ -383,10 +385,8 @@ def test_index_is_refused(saved_index, marker, corrupt, needle):
     from ccr_core.index import RetrievalIndexError, load_index
 
     folder, data_file = saved_index
-    assert len(load_index(folder, IDENTITY)) == 20
-    corrupt(folder, data_file, marker)
-    with pytest.raises(RetrievalIndexError, match=needle):
-        load_index(folder, IDENTITY)
+    index, _ = refused_after_corruption(lambda: load_index(folder, IDENTITY), lambda: corrupt(folder, data_file, marker), RetrievalIndexError, needle)
+    assert len(index) == 20
 
 
 def test_index_of_another_model_is_refused(saved_index):
