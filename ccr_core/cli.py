@@ -57,7 +57,7 @@ def cmd_features(args) -> int:
         out = args.out or workspace_dir() / "features" / bundle.name / f"precomputed-{Path(args.from_npy).stem}"
         cache = import_precomputed(args.from_npy, args.ids, out, bundle=bundle)
     else:
-        from ccr_core.training.train import resolve_device
+        from ccr_core.devices import resolve_device
 
         device = resolve_device(args.device)  # a bad choice is refused before the backbone loads
         backbone = load_visual_backbone(args.backbone)

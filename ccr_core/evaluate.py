@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ccr_core.data.bundle import Bundle
+from ccr_core.devices import module_device
 from ccr_core.eval import metrics
 from ccr_core.training.checkpoint import check_compatible, load_weights, verify_checkpoint
 
@@ -89,8 +90,6 @@ def embed_items(model: TrainedModel, bench, items) -> torch.Tensor:
 
 @torch.no_grad()
 def embed_captions(model: TrainedModel, bench, captions, lang: str) -> torch.Tensor:
-    from ccr_core.training.train import module_device
-
     device = module_device(model.method)
     chunks = [model.method.encode_text(bench.text_states.batch([c.text for c in captions[b : b + 512]]).to(device), lang).cpu()
               for b in range(0, len(captions), 512)]

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ccr_core.backbones.vision import VisualBackbone, load_rgb
 from ccr_core.data.bundle import Bundle, Item
+from ccr_core.devices import module_device
 from ccr_core.io import atomic_path, file_lock, read_json, sha256_file, write_json_atomic
 
 META_FILE, FEATURES_FILE, FRAMES_FILE, PROGRESS_FILE = "meta.json", "features.npy", "frames.npy", "progress.json"
@@ -97,8 +98,7 @@ def _frame_count(bundle: Bundle, item: Item) -> int:
 @torch.no_grad()
 def _encode_paths(backbone: VisualBackbone, paths: Sequence[Path]) -> np.ndarray:
     batch = torch.stack([backbone.preprocess(load_rgb(p)) for p in paths])  # (B, 3, S, S)
-    device = next((q.device for q in backbone.parameters()), torch.device("cpu"))  # a backbone moved to a GPU runs there
-    return backbone(batch.to(device)).float().cpu().numpy()  # (B, D)
+    return backbone(batch.to(module_device(backbone))).float().cpu().numpy()  # (B, D): a backbone moved to a GPU runs there
 
 
 def extract_features(

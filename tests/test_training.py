@@ -175,7 +175,7 @@ def test_float16_shipping_copy_loads_and_matches(world, tmp_path):
 
 
 def test_device_choice_is_checked_before_training(world, tmp_path, monkeypatch):
-    from ccr_core.training.train import resolve_device
+    from ccr_core.devices import resolve_device
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert resolve_device("cpu") == torch.device("cpu")
@@ -194,7 +194,7 @@ def test_device_choice_is_checked_before_training(world, tmp_path, monkeypatch):
 
 def test_batch_to_moves_every_tensor_of_a_method_batch(world):
     from ccr_core.methods.base import TextBatch
-    from ccr_core.training.train import batch_to
+    from ccr_core.devices import batch_to
 
     _, bundle, bench = world
     source = BatchSource(training_examples(bundle), bench.features, bench.text_states, bundle)
