@@ -270,13 +270,11 @@ class World:
 
     def add_model(self, trained, bench, text_config: tuple, shipped: bool = True) -> ModelEntry:
         """Embed the gallery and captions with ``trained`` and register it (Experiment tab, loading)."""
-        from ccr_core.evaluate import embed_items
-
-        clean = self.benches[text_config]
-        image_emb, caption_emb = self._cached_embeddings(trained, clean)
+        weights_hash = checkpoint_hash(trained.folder)
+        image_emb, caption_emb = self._cached_embeddings(trained, self.benches[text_config], weights_hash)
         entry = ModelEntry(
             name=trained.name, method=trained.meta["method"], trained=trained, bench=bench, text_config=text_config,
-            checkpoint_hash=checkpoint_hash(trained.folder), noise=float(trained.meta.get("train_config", {}).get("noise", 0.0) or 0.0),
+            checkpoint_hash=weights_hash, noise=float(trained.meta.get("train_config", {}).get("noise", 0.0) or 0.0),
             image_emb=image_emb, caption_emb=caption_emb, shipped=shipped,
         )
         with self._lock:
@@ -285,7 +283,7 @@ class World:
             self._models[entry.name] = entry
         return entry
 
-    def _cached_embeddings(self, trained, bench) -> tuple[np.ndarray, np.ndarray]:
+    def _cached_embeddings(self, trained, bench, weights_hash: str) -> tuple[np.ndarray, np.ndarray]:
         """Gallery and test-caption embeddings of a model, computed once and kept on disk under
         ``<cache_dir>/embeddings/``, keyed by the checkpoint's weights hash and the gallery/caption ids
         (NRCCR's attention tower makes embedding 12,000 captions the slowest part of a cold start)."""
@@ -293,7 +291,7 @@ class World:
         from ccr_core.io import atomic_path
 
         ids = "\n".join(c.id for c in self.captions) + "|" + "\n".join(it.id for it in self.gallery)
-        key = hashlib.sha256((checkpoint_hash(trained.folder) + "|" + ids).encode()).hexdigest()[:24]
+        key = hashlib.sha256((weights_hash + "|" + ids).encode()).hexdigest()[:24]
         path = self.cache_dir / "embeddings" / f"{safe_name(trained.name)}-{key}.npz"
         if path.exists():
             try:
