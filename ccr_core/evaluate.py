@@ -155,21 +155,24 @@ def every_training_pair_uncertainty(model: TrainedModel, bench, batch_size: int 
     examples = training_examples(bench.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation")))
     source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
     takes_source = _takes_source(model.method)
-    has_mismatch = hasattr(model.method, "mismatch")
+    has_mismatch = hasattr(model.method, "pair_scores")  # UML: u and the mismatch score from one encoding
     out: dict = {"caption_ids": [], "item_ids": [], "langs": [], "scores": [], "mismatch": [] if has_mismatch else None}
     for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
         batch = source.make_batch(indices, seed=b)
         for lang in batch["targets"]:
             extra = {"source": batch["text"]["en"]} if takes_source else {}
-            u = model.method.uncertainty(batch["text"][lang], batch["visual"], **extra)
+            if has_mismatch:
+                scores = model.method.pair_scores(batch["text"][lang], batch["visual"], **extra)
+                u = scores["uncertainty"]
+                out["mismatch"] += scores["mismatch"].tolist()
+            else:
+                u = model.method.uncertainty(batch["text"][lang], batch["visual"], **extra)
             if u is None:
                 return None
             out["caption_ids"] += batch["caption_ids"][lang]
             out["item_ids"] += batch["item_ids"]
             out["langs"] += [lang] * len(indices)
             out["scores"] += u.tolist()
-            if has_mismatch:
-                out["mismatch"] += model.method.mismatch(batch["text"][lang], batch["visual"], **extra).tolist()
     out["scores"] = np.array(out["scores"], dtype=np.float64)
     if has_mismatch:
         out["mismatch"] = np.array(out["mismatch"], dtype=np.float64)

@@ -74,26 +74,38 @@ class UML(CCRMethod):
     def _alpha(self, sim: torch.Tensor) -> torch.Tensor:
         return losses.evidence_from_similarity(sim, self.config.evidence_temperature) + 1.0  # Dirichlet α
 
+    def _view_alphas(self, v: torch.Tensor, s: torch.Tensor | None, t: torch.Tensor) -> list[torch.Tensor]:
+        """Dirichlet α (B, B) of each view of the targets t: the image view, then the English view if given."""
+        return [self._alpha(x @ t.T) for x in ([v] if s is None else [v, s])]
+
+    def _uncertainty_from(self, alphas: list[torch.Tensor]) -> torch.Tensor:
+        u = [losses.dirichlet_uncertainty(a) for a in alphas]  # each (B,)
+        return u[0] if len(u) == 1 else losses.combine_view_uncertainty(u[0], u[1], self.config.view_combination)
+
     def _pair_uncertainty(self, v: torch.Tensor, s: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
-        u = losses.dirichlet_uncertainty(self._alpha(v @ t.T))  # (B,) image view
-        if s is None:
-            return u
-        u_source = losses.dirichlet_uncertainty(self._alpha(s @ t.T))  # (B,) English view
-        return losses.combine_view_uncertainty(u, u_source, self.config.view_combination)
+        return self._uncertainty_from(self._view_alphas(v, s, t))  # (B,)
 
     @torch.no_grad()
+    def pair_scores(
+        self, text: TextBatch, visual: torch.Tensor, source: TextBatch | None = None, frames=None, frame_mask=None
+    ) -> dict[str, torch.Tensor]:
+        """Both per-pair scores of aligned pairs (text[i], visual[i]) from one encoding of the batch:
+        ``{"uncertainty": (B,), "mismatch": (B,)}`` (see :meth:`uncertainty` and :meth:`mismatch`)."""
+        t = self.encode_text(text)  # (B, E)
+        v = self.encode_visual(visual, frames, frame_mask)  # (B, E)
+        s = None if source is None else self.encode_text(source, "en")  # (B, E)
+        alphas = self._view_alphas(v, s, t)
+        own = torch.stack([a.diagonal() / a.sum(dim=1) for a in alphas]).mean(dim=0)  # (B,) p̂_ii, mean over views
+        return {"uncertainty": self._uncertainty_from(alphas), "mismatch": 1.0 - own}
+
     def uncertainty(
         self, text: TextBatch, visual: torch.Tensor, source: TextBatch | None = None, frames=None, frame_mask=None
     ) -> torch.Tensor:
         """Per-pair uncertainty u_i ∈ (0, 1] of aligned pairs (text[i], visual[i]); row i's candidate
         set is the batch given. With ``source`` (the English captions of the same items), the English
         view is combined in as in training; without it, the image view alone."""
-        t = self.encode_text(text)  # (B, E)
-        v = self.encode_visual(visual, frames, frame_mask)  # (B, E)
-        s = None if source is None else self.encode_text(source, "en")  # (B, E)
-        return self._pair_uncertainty(v, s, t)
+        return self.pair_scores(text, visual, source, frames, frame_mask)["uncertainty"]
 
-    @torch.no_grad()
     def mismatch(
         self, text: TextBatch, visual: torch.Tensor, source: TextBatch | None = None, frames=None, frame_mask=None
     ) -> torch.Tensor:
@@ -107,11 +119,7 @@ class UML(CCRMethod):
         world at 40% injected noise, u ranks noisy pairs at AUROC ≈ 0.53, this score at ≈ 0.99
         (``python -m ccr_core.experiments --world demo-world``, RESULTS.md). Training still uses u.
         """
-        t = self.encode_text(text)  # (B, E)
-        v = self.encode_visual(visual, frames, frame_mask)  # (B, E)
-        views = [v] if source is None else [v, self.encode_text(source, "en")]
-        own = [(alpha.diagonal() / alpha.sum(dim=1)) for alpha in (self._alpha(x @ t.T) for x in views)]  # each (B,)
-        return 1.0 - torch.stack(own).mean(dim=0)  # (B,)
+        return self.pair_scores(text, visual, source, frames, frame_mask)["mismatch"]
 
     @torch.no_grad()
     def query_uncertainty(self, query_emb: torch.Tensor, gallery_emb: torch.Tensor, top_k: int = 10) -> torch.Tensor:
