@@ -214,6 +214,9 @@ class World:
         self.captions_of_item: dict[str, list[int]] = defaultdict(list)
         for i, c in enumerate(self.captions):
             self.captions_of_item[c.item].append(i)
+        # What a model's cached embeddings are of (caption and gallery ids), hashed once for every model's cache key.
+        ids = "\n".join(c.id for c in self.captions) + "|" + "\n".join(it.id for it in self.gallery)
+        self.ids_digest = hashlib.sha256(ids.encode()).hexdigest()
 
     # -- folders ------------------------------------------------------------------------------------
     @property
@@ -290,8 +293,7 @@ class World:
         from ccr_core.evaluate import embed_items
         from ccr_core.io import atomic_path
 
-        ids = "\n".join(c.id for c in self.captions) + "|" + "\n".join(it.id for it in self.gallery)
-        key = hashlib.sha256((weights_hash + "|" + ids).encode()).hexdigest()[:24]
+        key = hashlib.sha256((weights_hash + "|" + self.ids_digest).encode()).hexdigest()[:24]
         path = self.cache_dir / "embeddings" / f"{safe_name(trained.name)}-{key}.npz"
         if path.exists():
             try:
