@@ -168,6 +168,8 @@ def run(data: str = "flickr8k-ml", image_from: int = 15, text_layers: int = 0, e
                       text_backbone=text_backbone)
     bench = prepare_workbench(cfg, workspace_dir(), progress=progress)
     bundle = bench.bundle
+    if "zh" not in query_groups(bundle, "val"):
+        raise ValueError(f"{bundle.name}: no Chinese validation captions to select the epoch on")
     items = [it for it in bundle.items if it.kind == "image"]
     backbone = EfficientNetLite0()
     maps = feature_maps(bundle, backbone, items, workspace_dir() / "probes" / bundle.name, progress)
@@ -267,7 +269,7 @@ def markdown(records: list[dict]) -> str:
              "Written by `python -m ccr_core.probe_finetune` (see its `--help`); one row per setting, test SumR at the epoch",
              "selected on validation Chinese. The floor recipe throughout: one linear map per side, InfoNCE τ 0.08 on",
              "(image, English) and (image, Chinese MT); only what the setting names is fine-tuned. Not shipped checkpoints.", "",
-             "| setting | " + " | ".join(f"{g} SumR" for g in groups) + " | best epoch / epochs | train s |",
+             "| setting | " + " | ".join(f"{g} SumR" for g in groups) + " | best epoch / epochs | seconds (training + validation) |",
              "|---|" + "---|" * len(groups) + "---|---|"]
     for r in records:
         lines.append(f"| {r['setting']} | " + " | ".join(f"{r['test'][g]['SumR']:.1f}" if g in r["test"] else "–" for g in groups)

@@ -97,6 +97,9 @@ def test_probe_refuses_bad_settings_clearly(tmp_path, monkeypatch, capsys):
     assert "12..17" in capsys.readouterr().out
     assert probe.main(base + ["--batch-size", "64"]) == 2  # two training images: not one batch
     assert "fewer than one batch" in capsys.readouterr().out
+    german = make_tiny_bundle(tmp_path / "de", n_images=6, langs=("en", "de"), with_mt=True)
+    assert probe.main(["--data", str(german), "--text-backbone", "tiny-text", "--out", str(out), "--batch-size", "2"]) == 2
+    assert "no Chinese validation captions" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         probe.main(base + ["--epochs", "0"])
     assert not out.exists()
