@@ -81,6 +81,19 @@ def _select(caps, sources):
     return [c for c in caps if any(c.source == s or (s.endswith(":") and c.source.startswith(s)) for s in sources)]
 
 
+def group_queries(bundle: Bundle, split: str, position: dict[str, int]):
+    """Per query group of the split (:func:`query_groups`) with captions of the items in ``position`` (item id ->
+    row of the image embeddings): ``(group, lang, captions, gallery, c2i)`` -- ``gallery`` the sorted rows of the
+    items captioned in this group, ``c2i`` each caption's column in that gallery."""
+    for group, (lang, sources) in query_groups(bundle, split).items():
+        caps = [c for c in _select(bundle.captions_in(split, lang), sources) if c.item in position]
+        if not caps:
+            continue
+        gallery = sorted({position[c.item] for c in caps})  # items captioned in this group
+        remap = {g: k for k, g in enumerate(gallery)}
+        yield group, lang, caps, gallery, np.array([remap[position[c.item]] for c in caps])
+
+
 @torch.no_grad()
 def embed_items(model: TrainedModel, bench, items) -> torch.Tensor:
     from ccr_core.training.train import _encode_items
@@ -106,15 +119,9 @@ def evaluate_model(model: TrainedModel, bench, split: str = "test", kind: str = 
     position = {it.id: i for i, it in enumerate(items)}
     out: dict = {"model": model.name, "method": model.meta["method"], "split": split, "kind": kind, "groups": {}}
     sims_for_mrv, c2i_for_mrv = {}, {}
-    for group, (lang, sources) in query_groups(bundle, split).items():
-        caps = [c for c in _select(bundle.captions_in(split, lang), sources) if c.item in position]
-        if not caps:
-            continue
-        gallery = sorted({position[c.item] for c in caps})  # items captioned in this group
-        remap = {g: k for k, g in enumerate(gallery)}
+    for group, lang, caps, gallery, c2i in group_queries(bundle, split, position):
         text_emb = embed_captions(model, bench, caps, lang)
         sim = (text_emb @ image_emb[gallery].T).numpy()  # (M, N_group)
-        c2i = np.array([remap[position[c.item]] for c in caps])
         report = metrics.retrieval_report(sim, c2i)
         backs = _back_translations(bundle, caps)
         if backs is not None:

@@ -143,19 +143,14 @@ class FrozenSentences:
         return F.normalize(self.text.map(torch.stack([self.rows[t] for t in texts])), dim=-1)
 
 
-def info_nce(v: torch.Tensor, t: torch.Tensor, temperature: float) -> torch.Tensor:
-    from ccr_core.methods import losses
-
-    return losses.info_nce(v, t, temperature)
-
-
 def run(data: str = "flickr8k-ml", image_from: int = 15, text_layers: int = 0, epochs: int = 8, lr: float = 1e-3,
         backbone_lr: float = 1e-4, temperature: float = 0.08, batch_size: int = 128, seed: int = 0, progress: bool = True,
         text_backbone: str = "e5-small") -> dict:
     """Train one setting; return its record (per-epoch validation, test numbers at the selected epoch)."""
     from ccr_core.backbones.vision import EfficientNetLite0
     from ccr_core.eval.metrics import recall_at_k, retrieval_report, text_to_image_ranks
-    from ccr_core.evaluate import _select, query_groups
+    from ccr_core.evaluate import group_queries, query_groups
+    from ccr_core.methods.losses import info_nce
     from ccr_core.training.data import training_examples
     from ccr_core.training.text_cache import TextTop
     from ccr_core.training.train import TrainConfig, prepare_workbench
@@ -187,7 +182,8 @@ def run(data: str = "flickr8k-ml", image_from: int = 15, text_layers: int = 0, e
     image = ImageTop(backbone.net, image_from)
     text = TextSide(TextTop(bench.text_encoder, text_layers) if text_layers else None, int(bench.text_states.states.shape[1]))
     heads = list(image.map.parameters()) + list(text.map.parameters())
-    tops = [p for p in list(image.parameters()) + list(text.parameters()) if p.requires_grad and all(p is not h for h in heads)]
+    head_ids = {id(p) for p in heads}
+    tops = [p for p in list(image.parameters()) + list(text.parameters()) if p.requires_grad and id(p) not in head_ids]
     groups = [{"params": heads, "lr": lr}] + ([{"params": tops, "lr": backbone_lr}] if tops else [])
     optimizer = torch.optim.Adam(groups)
 
@@ -208,17 +204,11 @@ def run(data: str = "flickr8k-ml", image_from: int = 15, text_layers: int = 0, e
         ids = [it.id for it in split_items]
         v = torch.cat([image(visual(ids[s : s + 256], [0] * len(ids[s : s + 256]))) for s in range(0, len(ids), 256)])
         out = {}
-        for group, (lang, sources) in query_groups(bundle, split).items():
+        for group, _, caps, gallery, c2i in group_queries(bundle, split, position):
             if only is not None and group != only:
                 continue
-            caps = [c for c in _select(bundle.captions_in(split, lang), sources) if c.item in position]
-            if not caps:
-                continue
             t = torch.cat([encode([c.text for c in caps[s : s + 512]]) for s in range(0, len(caps), 512)])
-            gallery = sorted({position[c.item] for c in caps})
-            remap = {g: k for k, g in enumerate(gallery)}
             sim = (t @ v[gallery].T).numpy()
-            c2i = np.array([remap[position[c.item]] for c in caps])
             if only is not None:
                 return {"t2i_recall_sum": float(sum(recall_at_k(text_to_image_ranks(sim, c2i)).values()))}
             out[group] = {k: round(val, 2) if isinstance(val, float) else val for k, val in retrieval_report(sim, c2i).items()}
@@ -280,7 +270,7 @@ def markdown(records: list[dict]) -> str:
 
 def save(record: dict, out: Path) -> list[dict]:
     """Add (or replace) the record for its setting in ``out`` and rewrite the markdown beside it."""
-    with file_lock(out.with_suffix(".lock")):
+    with file_lock(out.parent / f".{out.name}.lock"):  # hidden and git-ignored, as benchmarks/.RESULTS.md.lock
         records = read_json(out) if out.exists() else []
         records = [r for r in records if (r["setting"], r["epochs"]) != (record["setting"], record["epochs"])] + [record]
         records.sort(key=lambda r: (-r["image_from"], r["text_layers"], r["epochs"]))
