@@ -424,13 +424,20 @@ def test_certainty_softened_labels_hand_checked():
     assert one_hot.tolist() == [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
 
 
-def _np_aml(v, s, t, u, tau, margin, push_weight):
+def _np_aml(v, s, t, c, flagged, tau, margin, push_weight):
     def per_sample(a, b):
         return np.array([_np_info_nce_rowcol(a, b, tau, i) for i in range(len(a))])
 
     pull = (per_sample(v, s) + per_sample(v, t) + per_sample(s, t)) / 3
-    push = np.maximum((v * t).sum(1) - margin, 0) + np.maximum((s * t).sum(1) - margin, 0)
-    return ((1 - u) * pull + push_weight * u * push).mean()
+    push = np.zeros(len(v))
+    for i in range(len(v)):
+        if not flagged[i]:
+            continue
+        for anchor in (v, s):
+            negatives = [anchor[i] @ t[j] for j in range(len(v)) if j != i and not flagged[j]]
+            hardest = max(negatives) if negatives else 0.0
+            push[i] += max(anchor[i] @ t[i] - hardest + margin, 0.0)
+    return (c * (1 - flagged) * pull + push_weight * flagged * push).mean()
 
 
 def _np_info_nce_rowcol(a, b, tau, i):
@@ -440,28 +447,79 @@ def _np_info_nce_rowcol(a, b, tau, i):
 
 def test_adaptive_mutual_learning_matches_reference():
     v, s, t = (_unit(5, 6, seed=k, dtype=torch.float64) for k in (40, 41, 42))
-    t = F.normalize(t + 2 * v, dim=-1)  # make some v·t exceed the margin so the push term is active
-    u = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
-    got = L.adaptive_mutual_learning_loss(v, s, t, u, temperature=0.1, margin=0.2, push_weight=0.5)
-    ref = _np_aml(v.numpy(), s.numpy(), t.numpy(), u.numpy(), 0.1, 0.2, 0.5)
+    t = F.normalize(t + 2 * v, dim=-1)  # own similarities high, so the push of a flagged pair is active
+    c = torch.tensor([1.0, 0.9, 0.5, 0.1, 0.0], dtype=torch.float64)
+    flagged = torch.tensor([False, False, True, False, True])
+    got = L.adaptive_mutual_learning_loss(v, s, t, c, flagged, temperature=0.1, margin=0.2, push_weight=0.5)
+    ref = _np_aml(v.numpy(), s.numpy(), t.numpy(), c.numpy(), flagged.numpy(), 0.1, 0.2, 0.5)
     assert got.item() == pytest.approx(ref, rel=1e-10)
-    # fully certain batch: the mean of the three InfoNCE losses
-    certain = L.adaptive_mutual_learning_loss(v, s, t, torch.zeros(5, dtype=torch.float64), 0.1)
+    # fully certain, nothing flagged: the mean of the three InfoNCE losses
+    certain = L.adaptive_mutual_learning_loss(v, s, t, torch.ones(5, dtype=torch.float64), torch.zeros(5, dtype=torch.bool), 0.1)
     mean_nce = (L.info_nce(v, s, 0.1) + L.info_nce(v, t, 0.1) + L.info_nce(s, t, 0.1)) / 3
     assert certain.item() == pytest.approx(mean_nce.item(), rel=1e-12)
 
 
-def test_adaptive_mutual_learning_push_separates_noisy_target():
-    v = torch.tensor([[1.0, 0.0]], requires_grad=True)
-    s = torch.tensor([[1.0, 0.0]], requires_grad=True)
-    t = torch.tensor([[1.0, 0.0]], requires_grad=True)
-    u = torch.tensor([1.0], requires_grad=True)  # certainly noisy: only the push term is left
-    loss = L.adaptive_mutual_learning_loss(v, s, t, u, margin=0.2)
-    assert loss.item() == pytest.approx(2 * 0.8)  # two hinges of 1 - 0.2
-    loss.backward()
-    assert u.grad is None  # uncertainty is a fixed weight by default
-    # gradient descent on t lowers v·t and s·t: the gradient along t's own direction is positive
-    assert t.grad[0, 0].item() > 0
+def _attraction(loss_of_t, v, t, i):
+    """d loss / d eps at eps = 0 for t_i moved towards v_i: negative means the loss pulls the pair together."""
+    eps = torch.zeros((), dtype=t.dtype, requires_grad=True)
+    moved = t.clone()
+    moved[i] = F.normalize(t[i] + eps * v[i], dim=-1)
+    (grad,) = torch.autograd.grad(loss_of_t(moved), eps)
+    return grad.item()
+
+
+def test_aml_is_attractive_on_every_clean_pair_and_repels_flagged_ones():
+    """Fault 2 of issue 12: the old push acted on clean pairs (above the margin) and spared noisy ones."""
+    v, s, t = (_unit(8, 6, seed=k, dtype=torch.float64) for k in (43, 44, 45))
+    t = F.normalize(t + 1.5 * v, dim=-1)  # clean pairs well aligned (cos above any margin)
+    s = F.normalize(s + 1.5 * v, dim=-1)  # and so is every English caption with its image
+    t[[6, 7]] = t[[7, 6]].clone()  # pairs 6 and 7 swapped: noisy, yet not at cos 0
+    c = torch.full((8,), 0.8, dtype=torch.float64)
+    flagged = torch.tensor([False] * 6 + [True, True])
+
+    def loss(t_):
+        return L.adaptive_mutual_learning_loss(v, s, t_, c, flagged, temperature=0.1, margin=0.5)
+
+    for i in range(6):
+        assert _attraction(loss, v, t, i) < 0, f"clean pair {i} is pushed apart"
+    # a flagged pair whose own similarity sits above its hardest clean negative minus the margin is repelled
+    t_flag = t.clone()
+    t_flag[6] = F.normalize(t[6] + 3 * v[6], dim=-1)
+    assert _attraction(loss, v, t_flag, 6) > 0
+
+
+def test_clean_pair_labels_and_the_hard_kl_label():
+    """Fault 3 of issue 12: a soft label leaked into the KL term and penalised a clean pair's own evidence."""
+    certainty = torch.tensor([0.9, 0.4, 0.7])
+    flagged = torch.tensor([False, False, True])
+    soft, hard = L.clean_pair_labels(certainty, flagged)
+    assert torch.equal(hard, torch.diag(torch.tensor([1.0, 1.0, 0.0])))
+    assert torch.allclose(soft, torch.diag(torch.tensor([0.9, 0.4, 0.0])))
+    sim = torch.tensor([[0.8, 0.1, 0.0], [0.2, 0.6, 0.1], [0.0, 0.3, 0.1]], dtype=torch.float64, requires_grad=True)
+    alpha = L.evidence_from_similarity(sim) + 1
+
+    def kl_part(labels):
+        return L.dirichlet_kl_to_uniform(labels + (1 - labels) * alpha).sum()
+
+    (grad_hard,) = torch.autograd.grad(kl_part(hard.double()), sim, retain_graph=True)
+    assert grad_hard[0, 0].item() == 0.0 and grad_hard[1, 1].item() == 0.0  # a clean pair's own evidence is untouched
+    (grad_soft,) = torch.autograd.grad(kl_part(soft.double()), sim)
+    assert grad_soft[0, 0].item() > 0  # the soft label would push it down (descent lowers sim_00)
+    # fisher_edl_loss routes kl_labels into the KL term only
+    with_hard = L.fisher_edl_loss(alpha, soft.double(), 0.1, 0.01, reduction="none", kl_labels=hard.double())
+    expected = (L.fisher_edl_loss(alpha, soft.double(), 0.0, 0.01, reduction="none")
+                + 0.1 * L.dirichlet_kl_to_uniform(hard.double() + (1 - hard.double()) * alpha))
+    torch.testing.assert_close(with_hard, expected)
+
+
+def test_decl_noise_scores_symmetric_argmax_rule():
+    sim = torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.2, 0.5], [0.0, 0.6, 0.1]], dtype=torch.float64)
+    score, flagged = L.decl_noise_scores(sim, 0.1)
+    e = np.exp(np.tanh(sim.numpy()) / 0.1)
+    sym = e + e.T
+    norm = sym / sym.sum(1, keepdims=True)
+    np.testing.assert_allclose(score.numpy(), 1 - np.diag(norm), rtol=1e-12)
+    assert flagged.tolist() == [False, True, True]  # rows 1 and 2 prefer each other's candidate
 
 
 # ---------------------------------------------------------------- gradients
@@ -497,10 +555,11 @@ def _all_losses():
             lambda: L.fisher_edl_loss(
                 L.evidence_from_similarity(v @ t.T) + 1,
                 L.certainty_softened_labels(u, alpha),
+                kl_labels=y,
             ),
             [v, t],
         ),
-        "aml": (lambda: L.adaptive_mutual_learning_loss(v, s, t, u, margin=-1.0), [v, s, t]),
+        "aml": (lambda: L.adaptive_mutual_learning_loss(v, s, t, 1 - u, torch.tensor([False, True, False, False]), margin=1.0), [v, s, t]),
     }
 
 

@@ -24,7 +24,7 @@ EXPECTED_KEYS = {
     "nrccr": {"source", "target", "similarity_view", "feature_view", "back_translation", "back_translation_weight",
               "adversarial", "discriminator"},
     "cl2cm": {"cross_modal", "cross_lingual", "sentence_alignment", "word_alignment", "knowledge_transfer"},
-    "uml": {"contrastive", "evidential", "mutual", "mean_uncertainty"},
+    "uml": {"contrastive", "evidential", "mutual", "mean_uncertainty", "flagged_fraction"},
     "one_to_k": {"one_to_k", "temperature"},
     "floor": {"visual_source", "visual_target"},
 }
@@ -304,7 +304,7 @@ def test_uml_mismatched_pair_is_more_uncertain_after_training():
     assert mismatched[0] > matched[0]
 
 
-def test_uml_mismatch_is_one_minus_own_candidate_mass_and_flags_swapped_pairs():
+def test_uml_mismatch_is_the_decl_score_it_trains_with_and_flags_swapped_pairs():
     from ccr_core.methods import losses
 
     model = build("uml", dropout=0.0, attention_dropout=0.0)
@@ -314,14 +314,96 @@ def test_uml_mismatch_is_one_minus_own_candidate_mass_and_flags_swapped_pairs():
     text, visual, source = batch["text"]["de"], batch["visual"], batch["text"]["en"]
     with torch.no_grad():
         v, t, s = model.encode_visual(visual), model.encode_text(text), model.encode_text(source)
-        expected_img = 1 - (lambda a: a.diagonal() / a.sum(1))(losses.evidence_from_similarity(v @ t.T, model.config.evidence_temperature) + 1)
-        expected_src = 1 - (lambda a: a.diagonal() / a.sum(1))(losses.evidence_from_similarity(s @ t.T, model.config.evidence_temperature) + 1)
+    tau = model.config.evidence_temperature
+    expected_img, _ = losses.decl_noise_scores(v @ t.T, tau)
+    expected_src, _ = losses.decl_noise_scores(s @ t.T, tau)
     torch.testing.assert_close(model.mismatch(text, visual), expected_img)
     torch.testing.assert_close(model.mismatch(text, visual, source=source), (expected_img + expected_src) / 2)
     swapped = TextBatch(text.states[[1, 0, *range(2, 8)]].clone(), text.mask[[1, 0, *range(2, 8)]].clone())  # captions 0 and 1 exchanged
     m = model.mismatch(swapped, visual, source=source)
     assert bool(((m > 0) & (m < 1)).all())
     assert min(m[0], m[1]) > max(m[2:])  # the two mismatched pairs score highest
+
+
+def concept_batch(b: int = 32, swapped: int = 0, seed: int = 0, world: int = 0) -> tuple[dict, torch.Tensor]:
+    """Image, English and German views of b random concepts through fixed random maps (``world`` seeds
+    the maps, ``seed`` the concepts), so pairs really correspond; the German captions of the first
+    ``swapped`` pairs are exchanged in a cycle: known noisy correspondence. Returns the batch and the
+    (b,) bool noise mask."""
+    maps_gen = torch.Generator().manual_seed(1000 + world)
+    maps = {"v": torch.randn(6, VISUAL_DIM, generator=maps_gen), "en": torch.randn(6, TEXT_DIM, generator=maps_gen)}
+    maps["de"] = maps["en"] + 0.3 * torch.randn(6, TEXT_DIM, generator=maps_gen)  # a multilingual encoder: languages close
+    gen = torch.Generator().manual_seed(seed)
+    concepts = torch.randn(b, 6, generator=gen)  # (b, 6)
+
+    def states(key):
+        tokens = concepts @ maps[key]  # (b, Dt)
+        return tokens[:, None, :] + 0.3 * torch.randn(b, L, TEXT_DIM, generator=gen)  # (b, L, Dt)
+
+    de = states("de")
+    if swapped:
+        order = torch.arange(b)
+        order[:swapped] = torch.roll(order[:swapped], 1)
+        de = de[order]
+    mask = torch.ones(b, L, dtype=torch.bool)
+    noisy = torch.zeros(b, dtype=torch.bool)
+    noisy[:swapped] = True
+    batch = {"visual": concepts @ maps["v"] + 0.1 * torch.randn(b, VISUAL_DIM, generator=gen),
+             "text": {"en": TextBatch(states("en"), mask), "de": TextBatch(de, mask)}, "targets": ["de"],
+             "item_ids": [f"item{i}" for i in range(b)]}
+    return batch, noisy
+
+
+def train_on_concepts(model, steps: int, swapped: int, b: int = 32) -> None:
+    """Adam on a fresh concept batch every step (a world, not one memorised batch)."""
+    optimizer = torch.optim.Adam(model.main_parameters(), lr=1e-2)
+    model.train()
+    for step in range(steps):
+        batch, _ = concept_batch(b, swapped, seed=step)
+        optimizer.zero_grad()
+        model.loss(batch)["loss"].backward()
+        optimizer.step()
+
+
+def test_uml_gives_swapped_pairs_lower_training_weight_than_clean_ones():
+    """Fault 1 of issue 12: u = B/S gave noisy pairs the same (or a stronger) pull as clean ones."""
+    model = build("uml", dropout=0.0, attention_dropout=0.0, warmup_steps=30)
+    train_on_concepts(model, steps=60, swapped=8)  # 25% noise; past warm-up, flags in use
+    assert not model.in_warmup()
+    batch, noisy = concept_batch(swapped=8, seed=999)  # a batch not trained on
+    model.eval()
+    with torch.no_grad():
+        v = model.encode_visual(batch["visual"])
+        s, t = model.encode_text(batch["text"]["en"]), model.encode_text(batch["text"]["de"])
+        w = model.training_weights(v, s, t)
+        u = model.uncertainty(batch["text"]["de"], batch["visual"], source=batch["text"]["en"])
+    assert w["weight"][noisy].mean() < 0.5 * w["weight"][~noisy].mean(), w
+    assert w["flagged"][noisy].float().mean() >= 0.75 and w["flagged"][~noisy].float().mean() <= 0.1
+    assert w["score"][noisy].min() > w["score"][~noisy].median()
+    assert u.shape == noisy.shape  # u = B/S is still reported beside the detector
+
+
+def test_uml_in_warmup_weights_every_pair_fully():
+    model = build("uml", warmup_steps=5)
+    batch, _ = concept_batch(swapped=8)
+    with torch.no_grad():
+        v = model.encode_visual(batch["visual"])
+        w = model.training_weights(v, model.encode_text(batch["text"]["en"]), model.encode_text(batch["text"]["de"]))
+    assert bool((w["weight"] == 1).all()) and not bool(w["flagged"].any())
+
+
+def test_uml_at_noise_zero_does_not_push_clean_pairs_apart():
+    """Issue 12, fault 2's symptom: the clean-trained UML ended at median cos(v, t) 0.31 against the baseline's 0.65."""
+    batch, _ = concept_batch(swapped=0, seed=999)
+    cosines = {}
+    for name in ("baseline", "uml"):
+        model = build(name, dropout=0.0, attention_dropout=0.0, **({"warmup_steps": 10} if name == "uml" else {}))
+        train_on_concepts(model, steps=60, swapped=0)
+        model.eval()
+        with torch.no_grad():
+            v, t = model.encode_visual(batch["visual"]), model.encode_text(batch["text"]["de"])
+        cosines[name] = (v * t).sum(1).mean().item()
+    assert cosines["uml"] >= cosines["baseline"] - 0.05, cosines
 
 
 def test_uml_kl_annealing_follows_training_steps():

@@ -543,11 +543,16 @@ def edl_mse_loss(
     Args:
         alpha: (N, C) Dirichlet parameters.
         y: (N, C) labels, one-hot or soft (rows summing to 1).
-        kl_weight: λ_KL (0.1, usually annealed by the caller).
+        kl_weight: λ_KL (DECL keeps 0.1 constant, ``opts.py:84``; EDL and I-EDL anneal it).
         reduction: ``"mean"`` / ``"sum"`` over rows, or ``"none"`` for (N,).
 
     Returns:
         Scalar (or (N,)) loss.
+
+    Checked against DECL's ``mse_loss`` (``model/DECL.py:19-27``) with hard labels on seeded α (B = 8,
+    32, 128): per-row differences 4e-8 to 1.2e-6 in float64, exactly 0.1 × the difference between
+    DECL's float32 ``lgamma(C)`` constant and ours (its ``beta`` is created float32). With a soft label the
+    KL term's ``α̃`` keeps ``(1 − y_ii)·α_ii``: use :func:`fisher_edl_loss` with ``kl_labels``.
     """
     strength = alpha.sum(dim=-1, keepdim=True)  # (N, 1)
     prob = alpha / strength  # (N, C)
@@ -585,6 +590,7 @@ def fisher_edl_loss(
     kl_weight: float = 0.1,
     fisher_weight: float = 0.01,
     reduction: Reduction = "mean",
+    kl_labels: Tensor | None = None,
 ) -> Tensor:
     """Fisher-information EDL loss (I-EDL), per row.
 
@@ -597,16 +603,27 @@ def fisher_edl_loss(
         kl_weight: λ_KL (0.1, annealed by the caller).
         fisher_weight: λ_F (≈ 0.01).
         reduction: ``"mean"`` / ``"sum"`` over rows, or ``"none"``.
+        kl_labels: (N, C) hard labels (one-hot, or all zero for a pair flagged noisy) for the KL
+            evidence-removal term's ``α̃``; default ``y``. DECL and I-EDL always use the hard label there:
+            with a soft label ``ỹ_ii < 1`` the term keeps ``(1 − ỹ_ii)·α_ii`` and penalises the pair's own
+            evidence, i.e. it pushes a clean pair apart (issue 12, fault 3).
 
     Returns:
         Scalar (or (N,)) loss.
+
+    Checked against I-EDL's code (danruod/IEDL @ 4aca7db2, ``code_classical/models/FisherEvidentialN.py:134-148``)
+    with one-hot labels on seeded α: squared error equal, variance to 1e-16, the log-determinant term to
+    4e-13 and the whole loss to 4e-6 in float64 (the remainder is the reference's ε = 1e-8 inside its KL's
+    lgamma/digamma: with ε = 0 the difference is 3e-11); in float32 both have the same rounding error.
+    ``kl_labels`` is our extension: the reference always builds ``α̃`` from its one-hot labels.
     """
     strength = alpha.sum(dim=-1, keepdim=True)  # (N, 1)
     prob = alpha / strength  # (N, C)
     trigamma = torch.special.polygamma(1, alpha)  # (N, C)
     error = (trigamma * (y - prob) ** 2).sum(dim=-1)  # (N,)
     variance = (trigamma * alpha * (strength - alpha) / (strength**2 * (strength + 1))).sum(dim=-1)  # (N,)
-    alpha_tilde = y + (1 - y) * alpha  # (N, C)
+    hard = y if kl_labels is None else kl_labels
+    alpha_tilde = hard + (1 - hard) * alpha  # (N, C)
     per_row = (
         error
         + variance
@@ -650,51 +667,105 @@ def certainty_softened_labels(
     return torch.where(is_positive, (1 - u)[:, None].expand_as(labels), labels)  # (N, C)
 
 
+def decl_noise_scores(sim: Tensor, tau_e: float = 0.1) -> tuple[Tensor, Tensor]:
+    """DECL's noisy-correspondence rule on one square batch view (QinYang79/DECL, ``get_correspondence``).
+
+    Evidence ``E = exp(tanh(sim)/τ_e)``, made symmetric ``E + Eᵀ`` (both directions of the pair) and
+    row-normalised. A pair is predicted clean iff its own candidate is the argmax of its row; the
+    continuous score is ``1 − (normalised own evidence)``, in (0, 1), high for a likely-noisy pair.
+
+    Args:
+        sim: (B, B) similarities; ``sim[i, i]`` is pair i.
+        tau_e: evidence temperature τ_e (0.1).
+
+    Returns:
+        ``(score (B,), flagged (B,) bool)``, both without gradient.
+
+    Checked against DECL's code (QinYang79/DECL @ 1b0a7756, ``model/DECL.py:60-63`` and ``train.py:152``)
+    on seeded similarity matrices (B = 8, 32, 128; float32 and float64): the flags equal the reference's
+    ``pred == 0`` in all 18 cases, and ``1 − score`` equals its ``norm_e`` diagonal to 6e-17 (float64) /
+    3e-8 (float32). DECL computes the flags once per epoch, in eval mode, over the whole training set and
+    applies them by sample id; UML here computes them from each training batch (see ``UML``).
+    """
+    with torch.no_grad():
+        evidence = evidence_from_similarity(sim, tau_e)  # (B, B)
+        symmetric = evidence + evidence.T  # (B, B)
+        normalised = symmetric / symmetric.sum(dim=1, keepdim=True)  # (B, B), rows sum to 1
+        own = normalised.diagonal()  # (B,)
+        flagged = normalised.argmax(dim=1) != torch.arange(sim.shape[0], device=sim.device)  # (B,)
+    return 1.0 - own, flagged
+
+
+def clean_pair_labels(certainty: Tensor, flagged: Tensor) -> tuple[Tensor, Tensor]:
+    """Labels of a square batch for the evidential loss, DECL-style, softened by certainty.
+
+    A clean pair keeps its own candidate as label, softened to ``ỹ_ii = c_i`` with the rest 0 (the
+    spread of ``1 − c_i`` over the other candidates ∝ ψ₁(α_ij) — our earlier reading — sends that mass to
+    the *least* similar candidates, so it is not used); a pair flagged noisy gets an all-zero row (its
+    evidence is removed). The KL term gets the hard version (one-hot or zero), see :func:`fisher_edl_loss`.
+
+    Args:
+        certainty: (B,) certainty c_i in [0, 1] (no gradient is taken).
+        flagged: (B,) bool, True for a pair predicted noisy.
+
+    Returns:
+        ``(soft (B, B), hard (B, B))`` labels.
+    """
+    keep = (~flagged).to(certainty.dtype)  # (B,)
+    hard = torch.diag(keep)  # (B, B)
+    soft = torch.diag(keep * certainty.detach())  # (B, B)
+    return soft, hard
+
+
 def adaptive_mutual_learning_loss(
     v: Tensor,
     s: Tensor,
     t: Tensor,
-    uncertainty: Tensor,
+    certainty: Tensor,
+    flagged: Tensor,
     temperature: float | Tensor = 0.07,
-    margin: float = 0.2,
+    margin: float = 0.1,
     push_weight: float = 1.0,
-    detach_uncertainty: bool = True,
 ) -> Tensor:
-    """UML's adaptive mutual learning (AML) loss.
+    """UML's adaptive mutual learning (AML) loss, as methods.md §6 reads it.
 
-    Our interpretation (methods.md §6). With confidence ``c_i = 1 − u_i``:
+    Our interpretation ([ours] in methods.md). With certainty ``c_i`` and the noise flags ``f_i``:
 
-    - pull: per-pair symmetric InfoNCE on each of (v, s), (v, t), (s, t), averaged over the three
-      pairs and weighted by ``c_i`` (weights are not renormalised, so a batch of noisy pairs simply
-      contributes less);
-    - push: ``u_i · ([v_i·t_i − margin]_+ + [s_i·t_i − margin]_+)``, which drives the target caption of
-      a likely-noisy pair below ``margin`` cosine similarity from its image and its English source.
+    - pull: per-pair symmetric InfoNCE on each of (v, s), (v, t), (s, t), averaged over the three and
+      weighted by ``c_i·(1 − f_i)``: clean pairs are aggregated, flagged ones leave the ranking term;
+    - push, flagged pairs only: ``[v_i·t_i − max_{j≠i, j clean} v_i·t_j + margin]_+`` and the same with
+      ``s_i`` — the target caption of a flagged pair is pushed below the anchor's hardest clean negative.
+      A clean pair (f_i = 0) has no push at all, so AML is attractive on every clean pair.
 
-    ``L = mean_i (c_i · pull_i + push_weight · push_i)``.
+    ``L = mean_i (c_i (1 − f_i) · pull_i + push_weight · f_i · push_i)``.
 
     Args:
         v: (B, D) visual embeddings.
         s: (B, D) English (source) caption embeddings.
         t: (B, D) target-language caption embeddings.
-        uncertainty: (B,) pair uncertainty u_i in [0, 1] (e.g. from :func:`combine_view_uncertainty`).
+        certainty: (B,) certainty c_i in [0, 1] (used as a fixed weight, no gradient).
+        flagged: (B,) bool, pairs predicted noisy.
         temperature: InfoNCE temperature of the pull term (0.07).
-        margin: cosine similarity below which a noisy pair is no longer pushed (0.2).
+        margin: how far below the hardest clean negative a flagged pair's similarity is pushed (0.1).
         push_weight: weight of the push term (1.0).
-        detach_uncertainty: treat ``u`` as a fixed weight (default True), so the encoders cannot lower
-            the loss by moving the uncertainty.
 
     Returns:
         Scalar loss.
     """
-    if detach_uncertainty:
-        uncertainty = uncertainty.detach()
-    confidence = 1 - uncertainty  # (B,)
+    flag = flagged.to(v.dtype)  # (B,)
+    weight = certainty.detach() * (1 - flag)  # (B,)
     pull = (
         info_nce_per_sample(v, s, temperature)
         + info_nce_per_sample(v, t, temperature)
         + info_nce_per_sample(s, t, temperature)
     ) / 3  # (B,)
-    sim_vt = (v * t).sum(dim=-1)  # (B,)
-    sim_st = (s * t).sum(dim=-1)  # (B,)
-    push = (sim_vt - margin).clamp(min=0) + (sim_st - margin).clamp(min=0)  # (B,)
-    return (confidence * pull + push_weight * uncertainty * push).mean()
+    push = v.new_zeros(v.shape[0])  # (B,)
+    if bool(flagged.any()):
+        eye = torch.eye(v.shape[0], dtype=torch.bool, device=v.device)  # (B, B)
+        excluded = eye | flagged[None, :]  # own candidate and flagged candidates are not negatives
+        for anchor in (v, s):
+            sim = anchor @ t.T  # (B, B)
+            hardest = sim.masked_fill(excluded, float("-inf")).max(dim=1).values  # (B,)
+            hardest = torch.where(torch.isfinite(hardest), hardest, torch.zeros_like(hardest)).detach()  # (B,)
+            push = push + (sim.diagonal() - hardest + margin).clamp(min=0)  # (B,)
+    return (weight * pull + push_weight * flag * push).mean()

@@ -1,7 +1,12 @@
 """UML, uncertainty-aware and mutual learning (Sci. China Inf. Sci. 2025), as methods.md §6 reads it:
-evidential (Dirichlet) uncertainty of each training pair from two clean anchors, labels softened by
-certainty, a Fisher-weighted evidential loss and the adaptive mutual learning (AML) loss. The
-authors' code is not public: the way the pieces are put together is our interpretation."""
+DECL's evidential noise rule on two clean anchors (image and English source) after a one-hot warm-up,
+labels softened by certainty, a Fisher-weighted evidential loss whose KL term keeps the hard label, and
+the adaptive mutual learning (AML) loss that pulls clean pairs and pushes only flagged ones. The authors'
+code is not public: the way the pieces are put together is our interpretation.
+
+The building blocks are DECL's (QinYang79/DECL: evidence, Dirichlet KL, EDL loss, the noise rule of
+``get_correspondence``) and I-EDL's (danruod/IEDL: the Fisher-weighted loss); what was compared with
+those references, and how closely they agree, is in ``ccr_core.methods.losses``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,13 +22,23 @@ from ccr_core.methods.heads import EncoderConfig, PooledTextHead, VisualTower, e
 class UMLConfig(EncoderConfig):
     temperature: float = 0.07  # τ of the English contrastive term and of AML's pull term
     evidence_temperature: float = 0.1  # τ_e in e = exp(tanh(s)/τ_e) (DECL)
-    view_combination: str = "mean"  # [ours] pair uncertainty from the image and English views: "mean" | "max"
-    kl_weight: float = 0.1  # λ_KL once annealed (DECL / EDL)
+    # [ours] DECL warms up W epochs (5 on Flickr30K) with one-hot labels before it trusts its noise flags;
+    # counted in optimiser steps so the method needs nothing from the trainer (≈ 1 demo-world epoch)
+    warmup_steps: int = 80
+    # [ours] the pair's noise score from its two views (image → target, English → target): "mean" | "max"
+    view_combination: str = "mean"
+    # [ours] a pair is flagged noisy when DECL's argmax rule flags it in "all" views (both clean anchors
+    # disagree with the caption) or in "any" view; "all" spares clean pairs with one poor view
+    flag_views: str = "all"
+    # [ours] where the softened label's remaining mass 1 − c_i goes: "none" (dropped; ỹ_ii = c_i, rest 0) or
+    # "fisher" (spread ∝ ψ₁(α_ij), our first reading: it lands on the least similar candidates)
+    label_spread: str = "none"
+    kl_weight: float = 0.1  # λ_KL once annealed (DECL / EDL); its α̃ always uses the hard label
     # [ours] λ_KL = kl_weight · min(1, step / kl_anneal_steps): EDL's 10-epoch ramp, in steps
     # (≈ 10 Multi30K epochs at batch 128), so it needs nothing from the trainer
     kl_anneal_steps: int = 2000
     fisher_weight: float = 0.01  # λ_F of I-EDL's −log|I(α)| term
-    aml_margin: float = 0.2  # [ours] AML push: cosine below which a likely-noisy target is left alone
+    aml_margin: float = 0.1  # [ours] AML push: how far below its hardest clean negative a flagged pair is pushed
     aml_push_weight: float = 1.0  # [ours] AML push weight relative to its pull
     contrastive_weight: float = 1.0  # [ours] plain InfoNCE(v, en), so the model also learns English
     evidential_weight: float = 1.0  # [ours] weight of the Fisher-weighted EDL term
@@ -32,20 +47,31 @@ class UMLConfig(EncoderConfig):
 
 @METHODS.register("uml")
 class UML(CCRMethod):
-    """Our interpretation of UML (methods.md §6, marked [ours] there). Per target language t:
+    """Our interpretation of UML (methods.md §6, marked [ours] there), built on DECL's noise rule.
 
-    - two views of each pair i: the image view (row v_i · tᵀ) and the English view (row s_i · tᵀ);
-      each row gives a Dirichlet α = exp(tanh(sim)/τ_e) + 1 and an uncertainty u = B / Σα;
-      the pair's u_i combines both views (``view_combination``, mean by default);
-    - labels softened by certainty: ỹ_ii = 1 − u_i, the rest spread ∝ ψ₁(α_ij) (detached);
-    - Fisher-weighted EDL on rows and columns of both views, averaged over the four;
-    - AML with confidence 1 − u_i (pull v, s, t together; push t from v and s for likely-noisy pairs);
+    Per target language t and batch of B pairs (v_i, s_i, t_i):
+
+    - two views of each pair: the image view (v · tᵀ) and the English view (s · tᵀ);
+    - noise detector (the one training uses): per view, DECL's rule on the symmetric, row-normalised
+      evidence ``E + Eᵀ`` (:func:`losses.decl_noise_scores`): score ``1 − own normalised evidence``, flag
+      when the own candidate is not the row's argmax. The pair's score combines the views
+      (``view_combination``), its flag needs ``flag_views``; certainty ``c_i = 1 − score``. During the first
+      ``warmup_steps`` no pair is flagged and c_i = 1 (DECL's one-hot warm-up);
+    - Fisher-weighted EDL (I-EDL) on rows and columns of both views with labels ``ỹ_ii = c_i`` for clean
+      pairs and an all-zero row for flagged ones (their evidence is removed); the KL evidence-removal term
+      always takes the hard label (one-hot or zero), so it never penalises a clean pair's own evidence;
+    - AML: pull v, s, t of clean pairs together weighted by c_i; push the target caption of flagged pairs
+      below their anchors' hardest clean negative (silent for clean pairs);
     - plus a plain InfoNCE(v, s) so that the English side is learned too.
 
     ``L = w_c·InfoNCE(v, s) + mean_t [w_e·EDL + w_m·AML]``. Test time: plain cosine of the text and
-    visual embeddings. λ_KL is annealed over training steps counted by the method itself: the
-    buffer ``step`` (saved in the state dict, so a resumed run continues the ramp) grows by one at
-    every ``loss`` call in training mode; a trainer may set it (``model.step.fill_(n)``).
+    visual embeddings. ``u = B / S`` (methods.md) is still computed and reported (:meth:`uncertainty`),
+    but it is not the noise detector: on cosine similarities it measures how hub-like a row is.
+
+    Flags are recomputed from every batch (no extra pass); DECL recomputes them once per epoch over the
+    whole training set, which would cost one more forward pass of every training pair per epoch. The
+    step counter ``step`` (a buffer, saved with the weights so a resumed run continues warm-up and the
+    λ_KL ramp) grows by one at every ``loss`` call in training mode; a trainer may set it.
     """
 
     name = "uml"
@@ -55,9 +81,13 @@ class UML(CCRMethod):
         super().__init__(config, text_top)
         if config.view_combination not in ("mean", "max"):
             raise ValueError(f"view_combination must be 'mean' or 'max', got {config.view_combination!r}")
+        if config.flag_views not in ("all", "any"):
+            raise ValueError(f"flag_views must be 'all' or 'any', got {config.flag_views!r}")
+        if config.label_spread not in ("none", "fisher"):
+            raise ValueError(f"label_spread must be 'none' or 'fisher', got {config.label_spread!r}")
         self.text_head = PooledTextHead(config.text_dim, config.embed_dim, config.dropout)
         self.visual = VisualTower(config)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # training loss() calls; drives λ_KL
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # training loss() calls; drives warm-up and λ_KL
 
     def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
         return self.text_head(self.backbone_states(text), text.mask)  # (B, E)
@@ -82,8 +112,33 @@ class UML(CCRMethod):
         u = [losses.dirichlet_uncertainty(a) for a in alphas]  # each (B,)
         return u[0] if len(u) == 1 else losses.combine_view_uncertainty(u[0], u[1], self.config.view_combination)
 
-    def _pair_uncertainty(self, v: torch.Tensor, s: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
-        return self._uncertainty_from(self._view_alphas(v, s, t))  # (B,)
+    def noise_detector(self, v: torch.Tensor, s: torch.Tensor | None, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The detector training uses: ``(score (B,), flagged (B,) bool)`` of aligned pairs, no gradient.
+
+        Per view (image, then English if ``s`` is given) DECL's rule (:func:`losses.decl_noise_scores`);
+        the score combines the views by ``view_combination``, the flag by ``flag_views``."""
+        per_view = [losses.decl_noise_scores(x @ t.T, self.config.evidence_temperature) for x in ([v] if s is None else [v, s])]
+        scores = torch.stack([score for score, _ in per_view])  # (views, B)
+        flags = torch.stack([flag for _, flag in per_view])  # (views, B)
+        score = scores.mean(dim=0) if self.config.view_combination == "mean" else scores.max(dim=0).values
+        flagged = flags.all(dim=0) if self.config.flag_views == "all" else flags.any(dim=0)
+        return score, flagged
+
+    def in_warmup(self) -> bool:
+        return int(self.step) < self.config.warmup_steps
+
+    def training_weights(self, v: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a training step gives each pair: ``{"score", "flagged", "certainty", "weight"}`` (each (B,)).
+
+        ``weight`` = c_i · (1 − f_i) is the pair's weight in the ranking (AML pull) term; in warm-up every
+        pair has certainty and weight 1 and no flag."""
+        score, flagged = self.noise_detector(v, s, t)
+        if self.in_warmup():
+            flagged = torch.zeros_like(flagged)
+            certainty = torch.ones_like(score)
+        else:
+            certainty = 1.0 - score
+        return {"score": score, "flagged": flagged, "certainty": certainty, "weight": certainty * (~flagged).to(score.dtype)}
 
     @torch.no_grad()
     def pair_scores(
@@ -94,31 +149,24 @@ class UML(CCRMethod):
         t = self.encode_text(text)  # (B, E)
         v = self.encode_visual(visual, frames, frame_mask)  # (B, E)
         s = None if source is None else self.encode_text(source, "en")  # (B, E)
-        alphas = self._view_alphas(v, s, t)
-        own = torch.stack([a.diagonal() / a.sum(dim=1) for a in alphas]).mean(dim=0)  # (B,) p̂_ii, mean over views
-        return {"uncertainty": self._uncertainty_from(alphas), "mismatch": 1.0 - own}
+        score, _ = self.noise_detector(v, s, t)
+        return {"uncertainty": self._uncertainty_from(self._view_alphas(v, s, t)), "mismatch": score}
 
     def uncertainty(
         self, text: TextBatch, visual: torch.Tensor, source: TextBatch | None = None, frames=None, frame_mask=None
     ) -> torch.Tensor:
-        """Per-pair uncertainty u_i ∈ (0, 1] of aligned pairs (text[i], visual[i]); row i's candidate
-        set is the batch given. With ``source`` (the English captions of the same items), the English
-        view is combined in as in training; without it, the image view alone."""
+        """Per-pair uncertainty u_i = B / S_i ∈ (0, 1] of aligned pairs (text[i], visual[i]) (methods.md);
+        row i's candidate set is the batch given. With ``source`` (the English captions of the same
+        items) the English view is combined in; without it, the image view alone. Reported beside
+        :meth:`mismatch`, which is the detector training uses."""
         return self.pair_scores(text, visual, source, frames, frame_mask)["uncertainty"]
 
     def mismatch(
         self, text: TextBatch, visual: torch.Tensor, source: TextBatch | None = None, frames=None, frame_mask=None
     ) -> torch.Tensor:
-        """[ours] How unlikely each aligned pair (text[i], visual[i]) is to match: 1 − p̂_ii, where
-        p̂_ii = α_ii / S_i is the Dirichlet's expected probability of the pair's own candidate in its
-        batch row (mean of the image and English views when ``source`` is given). In (0, 1).
-
-        Why beside :meth:`uncertainty`: u_i = B / S_i (methods.md) measures how much evidence a row
-        holds in total, not whether the evidence sits on the pair's own candidate, so a mismatched
-        caption that resembles other images of the batch looks as certain as a clean one. On the demo
-        world at 40% injected noise, u ranks noisy pairs at AUROC ≈ 0.53, this score at ≈ 0.99
-        (``python -m ccr_core.experiments --world demo-world``, RESULTS.md). Training still uses u.
-        """
+        """The noise score training uses (:meth:`noise_detector`): 1 − the pair's own share of the
+        symmetric, row-normalised evidence, mean of the image and English views when ``source`` is
+        given. In (0, 1); high for a likely mismatched pair."""
         return self.pair_scores(text, visual, source, frames, frame_mask)["mismatch"]
 
     @torch.no_grad()
@@ -139,13 +187,17 @@ class UML(CCRMethod):
         return losses.dirichlet_uncertainty(self._alpha(top))  # (Q,)
 
     # -- loss --------------------------------------------------------------------------------------
-    def _evidential(self, sim: torch.Tensor, u: torch.Tensor, kl_weight: float) -> torch.Tensor:
+    def _evidential(self, sim: torch.Tensor, weights: dict[str, torch.Tensor], kl_weight: float) -> torch.Tensor:
         """Fisher-weighted EDL on the rows and the columns of one view's (B, B) similarities."""
+        soft, hard = losses.clean_pair_labels(weights["certainty"], weights["flagged"])  # (B, B) each
         terms = []
         for view in (sim, sim.T):  # (B, B): anchor → candidates, then candidates → anchor
             alpha = self._alpha(view)  # (B, B)
-            labels = losses.certainty_softened_labels(u, alpha)  # (B, B) detached
-            terms.append(losses.fisher_edl_loss(alpha, labels, kl_weight, self.config.fisher_weight))
+            labels = soft
+            if self.config.label_spread == "fisher":
+                spread = losses.certainty_softened_labels(1.0 - weights["certainty"], alpha)  # (B, B)
+                labels = spread * (~weights["flagged"]).to(spread.dtype)[:, None]
+            terms.append(losses.fisher_edl_loss(alpha, labels, kl_weight, self.config.fisher_weight, kl_labels=hard))
         return torch.stack(terms).mean()
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -154,21 +206,23 @@ class UML(CCRMethod):
         s = self.encode_text(batch["text"]["en"], "en")  # (B, E)
         contrastive = losses.info_nce(v, s, c.temperature)
         kl_weight = self.current_kl_weight()
-        if self.training:
-            self.step += 1
-        per_target = []  # rows: (evidential, mutual, mean uncertainty)
+        per_target = []  # rows: (evidential, mutual, mean uncertainty u, flagged fraction)
         for lang in batch.get("targets", []):
             t = self.encode_text(batch["text"][lang], lang)  # (B, E)
-            u = self._pair_uncertainty(v, s, t)  # (B,)
-            evidential = (self._evidential(v @ t.T, u, kl_weight) + self._evidential(s @ t.T, u, kl_weight)) / 2
+            weights = self.training_weights(v.detach(), s.detach(), t.detach())
+            with torch.no_grad():
+                u = self._uncertainty_from(self._view_alphas(v, s, t))  # (B,) reported, not used
+            evidential = (self._evidential(v @ t.T, weights, kl_weight) + self._evidential(s @ t.T, weights, kl_weight)) / 2
             mutual = losses.adaptive_mutual_learning_loss(
-                v, s, t, u, c.temperature, c.aml_margin, c.aml_push_weight
+                v, s, t, weights["certainty"], weights["flagged"], c.temperature, c.aml_margin, c.aml_push_weight
             )
-            per_target.append(torch.stack([evidential, mutual, u.detach().mean()]))
+            per_target.append(torch.stack([evidential, mutual, u.mean(), weights["flagged"].float().mean()]))
+        if self.training:
+            self.step += 1
         if per_target:
-            evidential, mutual, mean_u = torch.stack(per_target).mean(dim=0)
+            evidential, mutual, mean_u, flagged = torch.stack(per_target).mean(dim=0)
         else:
-            evidential = mutual = mean_u = v.new_zeros(())
+            evidential = mutual = mean_u = flagged = v.new_zeros(())
         total = c.contrastive_weight * contrastive + c.evidential_weight * evidential + c.mutual_weight * mutual
         return {
             "loss": total,
@@ -176,4 +230,5 @@ class UML(CCRMethod):
             "evidential": evidential,
             "mutual": mutual,
             "mean_uncertainty": mean_u.detach(),
+            "flagged_fraction": flagged.detach(),
         }
