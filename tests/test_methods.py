@@ -432,3 +432,35 @@ def test_one_to_k_temperature_stays_clamped():
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()
+
+
+COMMON = [n for n in ALL if n != "floor"]  # the floor is the common encoder itself
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+@pytest.mark.parametrize("name", COMMON)
+def test_common_encoder_setting_puts_every_objective_on_the_floors_heads(name, head):
+    """methods.md §8: in the common-encoder setting the test-time encoders are the floor's (sentence embedding
+    / pooled feature through a linear map or MLP), so a difference between methods is one of objective."""
+    from ccr_core.methods.heads import FeatureVisualHead, SentenceTextHead
+
+    model = build(name, head=head)
+    batch = make_batch(video=True)
+    out = model.loss(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    assert isinstance(model.text_head, SentenceTextHead) and isinstance(model.visual, FeatureVisualHead)
+    model.eval()
+    text = batch["text"]["de"]
+    with torch.no_grad():
+        t = model.encode_text(text, "de")
+        v = model.encode_visual(batch["visual"], batch["frames"], batch["frame_mask"])
+        expected = model.text_head(text.states, text.mask)
+    torch.testing.assert_close(t, expected)  # the test-time text embedding is the common head's
+    assert v.shape == (B, EMBED_DIM)
+    assert all(p.grad is not None for p in model.text_head.parameters())
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="head must be one of"):
+        build("baseline", head="transformer")

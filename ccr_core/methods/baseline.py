@@ -8,7 +8,7 @@ import torch
 
 from ccr_core.methods import losses
 from ccr_core.methods.base import METHODS, CCRMethod, TextBatch
-from ccr_core.methods.heads import EncoderConfig, PooledTextHead, VisualTower, encode_batch_visual
+from ccr_core.methods.heads import EncoderConfig, encode_batch_visual, make_text_head, make_visual_head
 
 
 @dataclass
@@ -38,8 +38,8 @@ class Baseline(CCRMethod):
             raise ValueError(f"loss_kind must be 'infonce' or 'triplet', got {config.loss_kind!r}")
         if config.train_languages not in ("all", "en"):
             raise ValueError(f"train_languages must be 'all' or 'en', got {config.train_languages!r}")
-        self.text_head = PooledTextHead(config.text_dim, config.embed_dim, config.dropout)
-        self.visual = VisualTower(config)
+        self.text_head = make_text_head(config)
+        self.visual = make_visual_head(config)
 
     def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
         return self.text_head(self.backbone_states(text), text.mask)  # (B, E)

@@ -11,7 +11,7 @@ from torch import nn
 
 from ccr_core.methods import losses
 from ccr_core.methods.base import METHODS, CCRMethod, TextBatch
-from ccr_core.methods.heads import EncoderConfig, PooledTextHead, VisualTower, encode_batch_visual, masked_mean
+from ccr_core.methods.heads import EncoderConfig, encode_batch_visual, make_text_head, make_visual_head, masked_mean
 
 
 @dataclass
@@ -47,8 +47,8 @@ class CL2CM(CCRMethod):
 
     def __init__(self, config: CL2CMConfig, text_top=None):
         super().__init__(config, text_top)
-        self.text_head = PooledTextHead(config.text_dim, config.embed_dim, config.dropout)  # cross-modal
-        self.visual = VisualTower(config)
+        self.text_head = make_text_head(config)  # cross-modal
+        self.visual = make_visual_head(config)
         self.lingual_tokens = nn.Linear(config.text_dim, config.embed_dim)  # cross-lingual network
 
     def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:

@@ -22,6 +22,10 @@ class EncoderConfig(MethodConfig):
     max_text_tokens: int = 256  # learned text position embeddings (NRCCR: 250); longer captions are refused
     max_frames: int = 80  # learned frame position embeddings of the temporal encoder (NRCCR: 80)
     video: bool = True  # build the temporal encoder (the trainer turns it off for worlds without video)
+    # "native": the method's own towers (the "as published" setting); "linear" / "mlp": the floor's heads for
+    # every method -- e5 sentence embedding and pooled visual feature, one linear map (or a small MLP) each --
+    # so that methods differ only in their objective (the "common encoder" setting, methods.md §8)
+    head: str = "native"
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -157,3 +161,62 @@ class VisualTower(nn.Module):
 def encode_batch_visual(method, batch: dict) -> torch.Tensor:
     """``method.encode_visual`` on a batch dict, passing frames when the batch holds video."""
     return method.encode_visual(batch["visual"], batch.get("frames"), batch.get("frame_mask"))
+
+
+HEADS = ("native", "linear", "mlp")
+
+
+def _map(in_dim: int, out_dim: int, kind: str, hidden_dim: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+
+
+class SentenceTextHead(nn.Module):
+    """The floor's text head: e5's sentence embedding (L2-normalised mean of the token states) through
+    one linear map (or a one-hidden-layer MLP), L2-normalised."""
+
+    def __init__(self, text_dim: int, embed_dim: int, kind: str = "linear", hidden_dim: int = 512):
+        super().__init__()
+        self.map = _map(text_dim, embed_dim, kind, hidden_dim)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        sentence = F.normalize(masked_mean(states, mask), dim=-1)  # (B, Dt)
+        return F.normalize(self.map(sentence), dim=-1)  # (B, E)
+
+
+class FeatureVisualHead(nn.Module):
+    """The floor's visual head: the pooled feature (a video: the mean of its frame features, no temporal
+    model) through one linear map (or a one-hidden-layer MLP), L2-normalised."""
+
+    def __init__(self, visual_dim: int, embed_dim: int, kind: str = "linear", hidden_dim: int = 512):
+        super().__init__()
+        self.map = _map(visual_dim, embed_dim, kind, hidden_dim)
+
+    def forward(self, visual: torch.Tensor, frames: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if frames is not None:
+            if frame_mask is None:
+                frame_mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)  # (B, T)
+            visual = masked_mean(frames, frame_mask)  # (B, Dv)
+        return F.normalize(self.map(visual), dim=-1)  # (B, E)
+
+
+def _check_head(config: EncoderConfig) -> None:
+    if config.head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {config.head!r}")
+
+
+def make_text_head(config: EncoderConfig) -> nn.Module:
+    """The pooled text head of baseline, CL2CM, UML and 1-to-K: their own (``head="native"``) or the floor's."""
+    _check_head(config)
+    if config.head == "native":
+        return PooledTextHead(config.text_dim, config.embed_dim, config.dropout)
+    return SentenceTextHead(config.text_dim, config.embed_dim, config.head, config.hidden_dim)
+
+
+def make_visual_head(config: EncoderConfig) -> nn.Module:
+    """The visual tower (``head="native"``) or the floor's visual head."""
+    _check_head(config)
+    if config.head == "native":
+        return VisualTower(config)
+    return FeatureVisualHead(config.visual_dim, config.embed_dim, config.head, config.hidden_dim)

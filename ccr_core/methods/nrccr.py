@@ -31,8 +31,9 @@ from ccr_core.methods.heads import (
     EncoderConfig,
     MappingHead,
     TokenProjection,
-    VisualTower,
     encode_batch_visual,
+    make_text_head,
+    make_visual_head,
     masked_mean,
 )
 
@@ -76,7 +77,10 @@ class NRCCR(CCRMethod):
         self.text_proj = TokenProjection(c.text_dim, c.hidden_dim, c.max_text_tokens, c.attention_dropout)
         self.attention = AttentionLayer(c.hidden_dim, c.num_heads, c.attention_dropout)  # shared by all calls
         self.text_mapping = MappingHead(c.hidden_dim, c.embed_dim, c.dropout)
-        self.visual = VisualTower(c)
+        self.visual = make_visual_head(c)
+        # Common-encoder setting (head "linear"/"mlp"): c^S, c^T, c^B come from the floor's text head; the
+        # attention tower then serves only the cross-attention pseudo-target h^C (the denoised teacher).
+        self.text_head = None if c.head == "native" else make_text_head(c)
         if c.discriminator_hidden > 0:
             self.discriminator = nn.Sequential(
                 nn.Linear(c.text_dim, c.discriminator_hidden), nn.Tanh(), nn.Linear(c.discriminator_hidden, 1)
@@ -95,7 +99,13 @@ class NRCCR(CCRMethod):
         h = self.attention(tokens, tokens, mask)  # (B, L, H)
         return self.text_mapping(masked_mean(h, mask))  # (B, E)
 
+    def _sentence(self, states: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """c^S / c^T / c^B: the tower's self-attention embedding, or the common head's (B, E)."""
+        return self._self_embedding(tokens, mask) if self.text_head is None else self.text_head(states, mask)
+
     def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
+        if self.text_head is not None:
+            return self.text_head(self.backbone_states(text), text.mask)  # (B, E)
         return self._self_embedding(self._tokens(text)[1], text.mask)  # (B, E)
 
     def encode_visual(self, visual, frames=None, frame_mask=None) -> torch.Tensor:
@@ -146,14 +156,14 @@ class NRCCR(CCRMethod):
         v = encode_batch_visual(self, batch)  # (B, E)
         source = batch["text"]["en"]
         states_s, tokens_s = self._tokens(source)  # (B, Ls, Dt), (B, Ls, H)
-        c_s = self._self_embedding(tokens_s, source.mask)  # (B, E)
+        c_s = self._sentence(states_s, tokens_s, source.mask)  # (B, E)
         pooled_s = masked_mean(states_s, source.mask)  # (B, Dt) discriminator input, English
 
         target_terms, back_terms, pooled_targets = [], [], []
         for lang in batch.get("targets", []):
             target = batch["text"][lang]
             states_t, tokens_t = self._tokens(target)  # (B, Lt, Dt), (B, Lt, H)
-            c_t = self._self_embedding(tokens_t, target.mask)  # (B, E)
+            c_t = self._sentence(states_t, tokens_t, target.mask)  # (B, E)
             cross = self.attention(tokens_s, tokens_t, target.mask, residual=False)  # (B, Ls, H)
             joint = torch.cat([cross, tokens_t], dim=1)  # (B, Ls + Lt, H)
             joint_mask = torch.cat([source.mask, target.mask], dim=1)  # (B, Ls + Lt)

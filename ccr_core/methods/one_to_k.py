@@ -9,7 +9,7 @@ import torch
 
 from ccr_core.methods import losses
 from ccr_core.methods.base import METHODS, CCRMethod, TextBatch
-from ccr_core.methods.heads import EncoderConfig, PooledTextHead, VisualTower, encode_batch_visual
+from ccr_core.methods.heads import EncoderConfig, encode_batch_visual, make_text_head, make_visual_head
 
 
 @dataclass
@@ -30,8 +30,8 @@ class OneToK(CCRMethod):
 
     def __init__(self, config: OneToKConfig, text_top=None):
         super().__init__(config, text_top)
-        self.text_head = PooledTextHead(config.text_dim, config.embed_dim, config.dropout)
-        self.visual = VisualTower(config)
+        self.text_head = make_text_head(config)
+        self.visual = make_visual_head(config)
         self.temperature = losses.LearnableTemperature(
             config.temperature_init, config.temperature_min, config.temperature_max
         )

@@ -15,7 +15,7 @@ import torch
 
 from ccr_core.methods import losses
 from ccr_core.methods.base import METHODS, CCRMethod, TextBatch
-from ccr_core.methods.heads import EncoderConfig, PooledTextHead, VisualTower, encode_batch_visual
+from ccr_core.methods.heads import EncoderConfig, encode_batch_visual, make_text_head, make_visual_head
 
 
 @dataclass
@@ -85,8 +85,8 @@ class UML(CCRMethod):
             raise ValueError(f"flag_views must be 'all' or 'any', got {config.flag_views!r}")
         if config.label_spread not in ("none", "fisher"):
             raise ValueError(f"label_spread must be 'none' or 'fisher', got {config.label_spread!r}")
-        self.text_head = PooledTextHead(config.text_dim, config.embed_dim, config.dropout)
-        self.visual = VisualTower(config)
+        self.text_head = make_text_head(config)
+        self.visual = make_visual_head(config)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # training loss() calls; drives warm-up and λ_KL
 
     def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
