@@ -152,73 +152,59 @@ def _back_translations(bundle: Bundle, caps) -> list | None:
 def every_training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
     """Per-pair uncertainty of every (image, English, target) training pair, labelled or not, computed
     in deterministic batches as in training (the batch matters: UML's evidence is batch-relative).
-    Returns ``{"caption_ids", "item_ids", "langs", "scores" (P,), "mismatch" (P,) or None}`` (mismatch:
-    UML's own-candidate score, see ``UML.mismatch``), or None when the method has no uncertainty. The noise audit tab and :func:`training_pair_uncertainty` both read this."""
-    if not hasattr(model.method, "uncertainty"):
+    Returns ``{"caption_ids", "item_ids", "langs", "scores" (P,) u, "mismatch" (P,) or None,
+    "detectors": {name: (P,)}}`` (mismatch: the noise score UML trains with, see ``UML.mismatch``;
+    detectors: those and the trivial ones, see :mod:`ccr_core.eval.detectors`), or None when the method
+    has no uncertainty. The noise audit tab and :func:`training_pair_uncertainty` both read this."""
+    if not hasattr(model.method, "pair_scores"):
         return None
-    from ccr_core.training.data import BatchSource, training_examples
+    from ccr_core.eval.detectors import training_pair_scores
 
-    cfg = model.meta.get("train_config", {})
-    examples = training_examples(bench.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation")))
-    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
-    takes_source = _takes_source(model.method)
-    has_mismatch = hasattr(model.method, "pair_scores")  # UML: u and the mismatch score from one encoding
-    out: dict = {"caption_ids": [], "item_ids": [], "langs": [], "scores": [], "mismatch": [] if has_mismatch else None}
-    for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
-        batch = source.make_batch(indices, seed=b)
-        for lang in batch["targets"]:
-            extra = {"source": batch["text"]["en"]} if takes_source else {}
-            if has_mismatch:
-                scores = model.method.pair_scores(batch["text"][lang], batch["visual"], **extra)
-                u = scores["uncertainty"]
-                out["mismatch"] += scores["mismatch"].tolist()
-            else:
-                u = model.method.uncertainty(batch["text"][lang], batch["visual"], **extra)
-            if u is None:
-                return None
-            out["caption_ids"] += batch["caption_ids"][lang]
-            out["item_ids"] += batch["item_ids"]
-            out["langs"] += [lang] * len(indices)
-            out["scores"] += u.tolist()
-    out["scores"] = np.array(out["scores"], dtype=np.float64)
-    if has_mismatch:
-        out["mismatch"] = np.array(out["mismatch"], dtype=np.float64)
-    return out
+    every = training_pair_scores(model, bench, batch_size)
+    return {**every, "scores": every["detectors"]["uncertainty"], "mismatch": every["detectors"]["mismatch"]}
 
 
-def training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
-    """Uncertainty quality on the training pairs that carry a noise label. Positives are
-    noisy-correspondence pairs; returns scores, labels and AUROC/AUPRC/precision@100, plus the AUROC
-    against any label other than clean, and for UML the same for its mismatch score (``*_mismatch``)."""
+def training_pair_detectors(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
+    """Every noise detector of the model (:mod:`ccr_core.eval.detectors`: the trivial cosine and per-pair
+    loss, and UML's own) on the training pairs that carry a noise label; positives are the injected
+    noisy-correspondence pairs. Returns ``{"caption_ids", "labels", "kinds", "noisy_fraction",
+    "scores": {name: (P,)}, "detectors": {name: {"auroc", "auprc", "precision_at_100", "precision_at_n_noisy"}}}``,
+    or None without noise labels."""
     if not bench.bundle.noise:
         return None
-    every = every_training_pair_uncertainty(model, bench, batch_size)
-    if every is None:
-        return None
+    from ccr_core.eval.detectors import detector_report, training_pair_scores
+
+    every = training_pair_scores(model, bench, batch_size)
     keep = [k for k, cid in enumerate(every["caption_ids"]) if cid in bench.bundle.noise]
-    caption_ids = [every["caption_ids"][k] for k in keep]
-    kinds = [bench.bundle.noise[cid] for cid in caption_ids]
-    s = every["scores"][keep]
+    kinds = [bench.bundle.noise[every["caption_ids"][k]] for k in keep]
     # The injected noise is noisy correspondence; simulated MT errors are reported apart.
     noisy = np.array([k == "noisy-correspondence" for k in kinds], dtype=int)
     if not keep or len(set(noisy.tolist())) < 2:
         return None
-    any_error = np.array([k != "clean" for k in kinds], dtype=int)
-    extra = {}
-    if every.get("mismatch") is not None:
-        m = every["mismatch"][keep]
-        extra = {"mismatch_scores": m, "auroc_mismatch": metrics.auroc(m, noisy), "auprc_mismatch": metrics.auprc(m, noisy),
-                 "precision_at_100_mismatch": metrics.precision_at_k(m, noisy, min(100, len(m)))}
-    return {**extra, "caption_ids": caption_ids, "scores": s, "labels": noisy, "kinds": kinds,
-            "auroc": metrics.auroc(s, noisy), "auprc": metrics.auprc(s, noisy),
-            "precision_at_100": metrics.precision_at_k(s, noisy, min(100, len(s))), "noisy_fraction": float(noisy.mean()),
-            "auroc_any_error": metrics.auroc(s, any_error) if 0 < any_error.sum() < len(any_error) else None}
+    scores = {name: values[keep] for name, values in every["detectors"].items()}
+    return {"caption_ids": [every["caption_ids"][k] for k in keep], "labels": noisy, "kinds": kinds,
+            "noisy_fraction": float(noisy.mean()), "scores": scores,
+            "detectors": {name: detector_report(values, noisy) for name, values in scores.items()}}
 
 
-def _takes_source(method) -> bool:
-    import inspect
-
-    return "source" in inspect.signature(method.uncertainty).parameters
+def training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128) -> dict | None:
+    """UML's uncertainty quality on the labelled training pairs (:func:`training_pair_detectors`), in the
+    flat form the audit tab and reports read: scores/labels/AUROC/AUPRC/precision@100 of u, the AUROC
+    against any label other than clean, the same for its mismatch score (``*_mismatch``), and every
+    detector's report under ``"detectors"``. None for a method without uncertainty."""
+    if not hasattr(model.method, "pair_scores"):
+        return None
+    found = training_pair_detectors(model, bench, batch_size)
+    if found is None:
+        return None
+    s, m, noisy, d = found["scores"]["uncertainty"], found["scores"]["mismatch"], found["labels"], found["detectors"]
+    any_error = np.array([k != "clean" for k in found["kinds"]], dtype=int)
+    return {"caption_ids": found["caption_ids"], "scores": s, "labels": noisy, "kinds": found["kinds"],
+            "auroc": d["uncertainty"]["auroc"], "auprc": d["uncertainty"]["auprc"], "precision_at_100": d["uncertainty"]["precision_at_100"],
+            "noisy_fraction": found["noisy_fraction"],
+            "auroc_any_error": metrics.auroc(s, any_error) if 0 < any_error.sum() < len(any_error) else None,
+            "mismatch_scores": m, "auroc_mismatch": d["mismatch"]["auroc"], "auprc_mismatch": d["mismatch"]["auprc"],
+            "precision_at_100_mismatch": d["mismatch"]["precision_at_100"], "detectors": d, "detector_scores": found["scores"]}
 
 
 def markdown_table(results: list[dict], metric: str = "SumR") -> str:

@@ -210,9 +210,8 @@ def test_retrieval_report_matches_brute_force(seed, n_captions, n_images, decima
         for k in (1, 5, 10):
             assert report[f"{direction}_R@{k}"] == pytest.approx(ref_recall(ranks, k))
             sum_r += ref_recall(ranks, k)
-        # Reference code: floor(median of 0-based ranks) + 1.
-        median_0_based = statistics.median(map(float, ranks - 1))
-        assert report[f"{direction}_MedR"] == math.floor(median_0_based) + 1
+        # NRCCR's evaluation (util/metrics.py eval_q2m): np.median of the 1-based ranks, halves kept
+        assert report[f"{direction}_MedR"] == statistics.median(map(float, ranks))
         assert report[f"{direction}_mean_rank"] == pytest.approx(statistics.mean(map(float, ranks)))
     assert report["SumR"] == pytest.approx(sum_r)
     assert report["mean_recall"] == pytest.approx(sum_r / 6)
@@ -225,7 +224,8 @@ def test_recall_and_median_hand_computed():
     assert recall_at_k(np.array([1, 2, 6, 11]), ks=(1, 5, 10)) == {1: 25.0, 5: 50.0, 10: 75.0}
     assert recall_at_k([3], ks=(1, 3)) == {1: 0.0, 3: 100.0}
     assert median_rank(np.array([4, 1, 3])) == 3.0
-    assert median_rank(np.array([1, 2, 5, 9])) == 3.0  # np.median is 3.5
+    assert median_rank(np.array([1, 2, 5, 9])) == 3.5  # an even number of queries: the mean of the middle two
+    assert median_rank(np.array([4, 5, 6, 7, 1, 9])) == 5.5  # NRCCR's eval_q2m gives np.median = 5.5
     with pytest.raises(ValueError, match="1-based"):
         recall_at_k(np.array([0, 1]))
 

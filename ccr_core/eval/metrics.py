@@ -22,7 +22,6 @@ a fraction of a second on two cores.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -302,12 +301,14 @@ def recall_at_k(ranks: Any, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
 
 
 def median_rank(ranks: Any) -> float:
-    """MedR: the median of the 1-based ranks, rounded down to a whole rank.
+    """MedR: the median of the 1-based ranks; with an even number of queries, the mean of the two
+    middle ranks (so it can end in .5).
 
-    The reference code (VSE++ lineage, used by NRCCR) computes ``floor(median(r0)) + 1`` on
-    0-based ranks ``r0``, which is ``floor(median(r))`` on 1-based ranks; with an even number of
-    queries this can be half a rank below ``np.median``. We follow the reference so numbers compare
-    with published ones.
+    This is what NRCCR's evaluation reports: ``validate.py`` (lines 18 and 22) scores both directions
+    with ``util/metrics.py``'s ``eval_q2m``, whose MedR is ``np.median`` of 1-based ranks (line 153;
+    HuiGuanLab/nrccr). The same file's older ``t2v``/``v2t`` (VSE++ lineage, ``floor(median(r0)) + 1`` on
+    0-based ranks, lines 26 and 55) round half ranks down, but NRCCR's validation and tests do not call
+    them. Rounding would also hide half a rank of difference between two models.
 
     Args:
         ranks: 1-based ranks ``(n_queries,)``.
@@ -317,10 +318,10 @@ def median_rank(ranks: Any) -> float:
 
     Example:
         >>> median_rank(np.array([1, 2, 5, 9]))
-        3.0
+        3.5
     """
     ranks = _check_ranks(ranks)
-    return float(math.floor(float(np.median(ranks))))
+    return float(np.median(ranks))
 
 
 def retrieval_report(
