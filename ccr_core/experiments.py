@@ -1,122 +1,37 @@
-"""The experiment grid behind ``RESULTS.md`` and the shipped checkpoints, in one command:
+"""The experiments behind ``RESULTS.md`` and the shipped checkpoints, one resumable command per world:
 
-    python -m ccr_core.experiments [--world demo-world flickr8k-ml] [--methods ...] [--ship]
+    python -m ccr_core.experiments --world demo-world          # the demo-world grid (methods.md §8)
+    python -m ccr_core.experiments --world flickr8k-ml         # the real-photo grid
+    python -m ccr_core.experiments --world demo-world --budget # time a few steps per method, print the grid's cost
+    python -m ccr_core.experiments --world demo-world --ship   # copy each method's seed-0 model into checkpoints/
+    python -m ccr_core.experiments --plots                     # docs/protocol-<world>.png (needs chromium)
+    python -m ccr_core.experiments --markdown-only             # rewrite RESULTS.md from results/*.json
 
-For each world it trains every method (at noise 0 and, on the demo world, at 0.4 noisy
-correspondence), skipping runs that already finished; evaluates every best checkpoint on the test
-split; writes ``results/<world>.json``; with ``--ship`` copies the checkpoints with their metrics into
-``checkpoints/<world>/<model>/``; and rewrites ``RESULTS.md`` from all result files, answering the
-research questions from the numbers.
+The grid (``ccr_core.protocol``): every method at the same steps and target-language exposures, in the
+"published" setting (own heads) and the "common encoder" setting (the floor's heads), at 3 seeds, over
+the world's noise rates; finished runs are skipped, killed ones resume. Its per-run results are
+collected into ``results/protocol-<world>.json``. ``--ship`` evaluates the shipped float16 copies and
+merges their numbers into ``results/<world>.json``, the table of the models the dashboard serves.
+RESULTS.md is written from those files alone.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from ccr_core import protocol
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
-from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT, workspace_dir
+from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
 
 RESULTS_DIR = REPO_ROOT / "results"
-METHODS = ["baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k"]
-
-
-@dataclass
-class Experiment:
-    world: str
-    method: str
-    noise: float = 0.0
-    overrides: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.method + (f"@noise{self.noise:g}" if self.noise else "")
-
-
-# Per world: training settings that keep one method within the CPU budget (5 min demo, 20 min Flickr8k-ML).
-# One target language per batch (1-to-K always takes all K): NRCCR and CL2CM run several attention
-# and transport branches per language, and five languages per step would cost five times as much.
-WORLD_SETTINGS = {
-    "demo-world": {"epochs": 4, "batch_size": 128, "lr": 5e-4, "targets_per_batch": 1, "method_config": {"hidden_dim": 256}},
-    # Model selection on Chinese, the one target language with native (not translated) test captions.
-    "flickr8k-ml": {"epochs": 6, "batch_size": 128, "lr": 5e-4, "targets_per_batch": 1, "select_lang": "zh"},
-}
-
-
-def grid(world: str, methods: list[str]) -> list[Experiment]:
-    out = []
-    if world == "flickr8k-ml":
-        # The issue's floor: English + the Baidu/Google Chinese MT only. Its temperature and rate are the best of
-        # a small sweep (ccr train --method floor temperature=0.05|0.08|0.1|0.15, lr=1e-4|5e-4|2e-3): a floor
-        # left untuned would flatter every method measured against it.
-        out.append(Experiment(world, "floor", 0.0, {"target_langs": ["zh"], "target_sources": ["mt:"], "epochs": 12, "lr": 1e-4,
-                                                    "method_config": {"temperature": 0.08}}))
-    for method in methods:
-        # NRCCR's attention towers make it the slowest (~4 min per Flickr8k-ML epoch on 2 cores): 4 epochs keep it
-        # inside the issue's 20-minute budget.
-        slow = {"epochs": 4} if world == "flickr8k-ml" and method == "nrccr" else {}
-        out.append(Experiment(world, method, 0.0, slow))
-        if world == "demo-world" and method != "baseline-en":
-            out.append(Experiment(world, method, 0.4))
-    return out
-
-
-def run_dir(exp: Experiment, seed: int = 0) -> Path:
-    tag = f"-noise{exp.noise:g}" if exp.noise else ""
-    return workspace_dir() / "runs" / f"{exp.world}-{exp.method}{tag}-seed{seed}"
-
-
-def run_world(world: str, methods: list[str], ship: bool, seed: int = 0, progress: bool = True) -> list[dict]:
-    import torch
-
-    from ccr_core.evaluate import evaluate_model, load_trained, training_pair_uncertainty
-    from ccr_core.training.checkpoint import convert_weights
-    from ccr_core.training.train import TrainConfig, _noisy, prepare_workbench, train
-
-    base = TrainConfig(data=world, seed=seed, **WORLD_SETTINGS.get(world, {}))
-    bench = prepare_workbench(base, workspace_dir(), progress=progress)
-    results = []
-    for exp in grid(world, methods):
-        cfg = TrainConfig(**{**base.__dict__, "method": exp.method, "noise": exp.noise, **exp.overrides})
-        folder = run_dir(exp, seed)
-        exp_bench = bench
-        if exp.noise:
-            exp_bench = type(bench)(_noisy(bench.bundle, cfg), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
-        if not (folder / "summary.json").exists():
-            print(f"== train {world} {exp.name}", flush=True)
-            train(cfg, folder, progress=progress, bench=exp_bench, resume=(folder / "last" / "manifest.json").exists())
-        summary = read_json(folder / "summary.json")
-        checkpoint = folder / "best"
-        if ship:  # what ships is a float16 copy; its own numbers are the ones reported
-            checkpoint = CHECKPOINTS_DIR / world / exp.name.replace("@", "-")
-            if checkpoint.exists():
-                shutil.rmtree(checkpoint)
-            shutil.copytree(folder / "best", checkpoint)
-            convert_weights(checkpoint, torch.float16)
-        model = load_trained(checkpoint, bench, exp.name)
-        result = evaluate_model(model, bench)
-        result.update({"noise_rate": exp.noise, "seed": seed, "train_seconds": summary["train_seconds"],
-                       "epochs": summary["epochs"], "best_epoch": summary["best_epoch"], "captions_per_s": summary["captions_per_s"],
-                       "weights": "float16" if ship else "float32",
-                       "train_config": {k: v for k, v in cfg.__dict__.items() if k in ("target_langs", "target_sources", "epochs", "batch_size", "lr")}})
-        if exp.noise:
-            unc = training_pair_uncertainty(model, exp_bench)
-            if unc:
-                result["noise"] = {k: unc[k] for k in ("auroc", "auprc", "precision_at_100", "noisy_fraction", "auroc_any_error",
-                                                       "auroc_mismatch", "auprc_mismatch", "precision_at_100_mismatch") if k in unc}
-        if (bench.bundle.root / "scenes.jsonl").exists():
-            result["free_queries"] = free_query_report(model, bench)
-        results.append(result)
-        print(json.dumps({"model": exp.name, **{g: round(r["SumR"], 1) for g, r in result["groups"].items()}}), flush=True)
-        if ship:
-            write_json_atomic(checkpoint / "metrics.json", result)
-    write_json_atomic(RESULTS_DIR / f"{world}.json", results)
-    return results
+WORLDS = tuple(protocol.PROTOCOL)
+# What ships per world: the "published" setting's seed-0 model at these noise rates (and the floor, the
+# common encoder itself); the dashboard serves them.
+SHIP_NOISE = {"demo-world": (0.0, 0.4), "flickr8k-ml": (0.0,)}
 
 
 def free_query_report(model, bench) -> dict:
@@ -145,26 +60,28 @@ def _fmt(x, digits=1):
 
 
 def _noise_cell(noise: dict | None) -> str:
-    """Noise AUROC of the uncertainty u, and of UML's mismatch score where measured."""
+    """Noise AUROC of the uncertainty u, and of UML's DECL score where measured."""
     if not noise:
         return ""
     return _fmt(noise.get("auroc"), 3) + (f" / {noise['auroc_mismatch']:.3f}" if noise.get("auroc_mismatch") is not None else "")
 
 
 def results_markdown(all_results: dict[str, list[dict]]) -> str:
+    """The shipped models' table: one row per model the dashboard serves (seed 0, float16 as shipped)."""
     lines = ["# Results", "",
-             "Regenerate with `python -m ccr_core.experiments --ship` (or `make results`); the numbers below are read from",
-             "`results/<world>.json`, which that command writes. Test split; R@K in percent; SumR = R@1+5+10 of both directions",
-             "(max 600); MRV over the languages with native test captions (lower is better); seed 0 for every run.", ""]
+             "Written by `python -m ccr_core.experiments --world W --ship` from `results/<world>.json`. Test split; R@K in percent; SumR =",
+             "R@1+5+10 of both directions (max 600); MRV over the languages with native test captions (lower is better). One seed:",
+             "gaps here are not findings (the comparison above has the intervals). *budget*: `equal` = the protocol's equal-budget run",
+             "(steps / target-language caption updates); `earlier` = trained before the protocol, one target language per step.", ""]
     for world, results in all_results.items():
-        lines += [f"## {world}", ""]
+        lines += [f"### {world}", ""]
         groups = sorted({g for r in results for g in r["groups"]})
-        lines.append("| model | noise | " + " | ".join(f"{g} SumR" for g in groups) + " | MRV i2t / t2i | noise AUROC u / 1−p̂ | train s |")
-        lines.append("|---|---|" + "---|" * len(groups) + "---|---|---|")
+        lines.append("| model | noise | " + " | ".join(f"{g} SumR" for g in groups) + " | MRV i2t / t2i | noise AUROC u / DECL score | train s | budget |")
+        lines.append("|---|---|" + "---|" * len(groups) + "---|---|---|---|")
         for r in results:
             m = r.get("mrv", {})
             lines.append(f"| {r['model']} | {r['noise_rate']:g} | " + " | ".join(_fmt(r["groups"].get(g, {}).get("SumR")) for g in groups)
-                         + f" | {_fmt(m.get('mrv_i2t'), 2)} / {_fmt(m.get('mrv_t2i'), 2)} | {_noise_cell(r.get('noise'))} | {_fmt(r.get('train_seconds'), 0)} |")
+                         + f" | {_fmt(m.get('mrv_i2t'), 2)} / {_fmt(m.get('mrv_t2i'), 2)} | {_noise_cell(r.get('noise'))} | {_fmt(r.get('train_seconds'), 0)} | {_budget_cell(r)} |")
         lines += ["", "<details><summary>R@1 / R@5 / R@10 per direction and language</summary>", "",
                   "| model | group | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 | SumR | images |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in results:
@@ -174,7 +91,7 @@ def results_markdown(all_results: dict[str, list[dict]]) -> str:
         free = [(r["model"], r["free_queries"]) for r in results if r.get("free_queries")]
         if free:
             langs = sorted(free[0][1])
-            lines += ["### Free-typed queries", "",
+            lines += ["#### Free-typed queries", "",
                       "Precision@10 of queries written outside the generator's templates (`ccr_core/eval/free_queries.py`: synonyms such as",
                       "\"a crimson disc beside a star\", \"eine knallrote Scheibe\", \"真紅の円盤\"); a hit is a test image holding an object of the named",
                       "colour and shape. Chance = the share of test images holding one.", "",
@@ -182,13 +99,15 @@ def results_markdown(all_results: dict[str, list[dict]]) -> str:
                       "| chance | " + " | ".join(f"{free[0][1][l]['chance']:.2f}" for l in langs) + " |"]
             lines += [f"| {name} | " + " | ".join(f"{fq[l]['precision_at_10']:.2f}" for l in langs) + " |" for name, fq in free]
             lines.append("")
-        lines += research_answers(world, results)
+        lines += floor_comparison(results)
     return "\n".join(lines) + "\n"
 
 
-def _target_sumr(result: dict) -> float | None:
-    vals = [rep["SumR"] for g, rep in result["groups"].items() if g != "en" and "/" not in g]
-    return sum(vals) / len(vals) if vals else None
+def _budget_cell(result: dict) -> str:
+    budget = result.get("budget")
+    if result.get("protocol") != "equal-budget" or not budget:
+        return "earlier"
+    return f"equal: {budget['steps']} / {budget['target_exposures']:,}" if budget.get("target_exposures") else f"equal: {budget['steps']}"
 
 
 # The issue's floor on Flickr8k-ML (frozen e5 + EfficientNet-Lite0, one linear map per side, en + zh MT) and
@@ -222,58 +141,159 @@ def floor_comparison(results: list[dict]) -> list[str]:
                   "`python -m ccr_core.probe_finetune` (a measurement, not a shipped model).", ""]
 
 
-def research_answers(world: str, results: list[dict]) -> list[str]:
-    by = {(r["method"], r["noise_rate"]): r for r in results}
-    out = ["### Research questions (computed from the table above)", ""]
-    out += floor_comparison(results)
-    if any(noise for _, noise in by):
-        out.append("**Under 40% noisy correspondence, which methods keep more of their target-language SumR?** "
-                   "(mean SumR over the non-English languages, noisy / clean)")
-        out.append("")
-        for method in sorted({m for m, _ in by}):
-            clean, noisy = by.get((method, 0.0)), by.get((method, 0.4))
-            if clean and noisy and _target_sumr(clean):
-                out.append(f"- {method}: {_target_sumr(noisy):.1f} / {_target_sumr(clean):.1f} = {100 * _target_sumr(noisy) / _target_sumr(clean):.1f}% kept")
-        out.append("")
-    mrvs = {m: r["mrv"]["mrv_mean"] for (m, n), r in by.items() if n == 0 and "mrv_mean" in r.get("mrv", {})}
-    if "one_to_k" in mrvs:
-        out.append(f"**Does 1-to-K lower MRV?** Mean MRV (both directions) at noise 0: " + ", ".join(f"{m} {v:.2f}" for m, v in sorted(mrvs.items(), key=lambda kv: kv[1])) + ".")
-        out.append("")
-    noisy_runs = [r for r in results if r.get("noise")]
-    if noisy_runs:
-        parts = []
-        for r in noisy_runs:
-            n = r["noise"]
-            part = f"{r['model']}: uncertainty u = B/S (methods.md) AUROC {n['auroc']:.3f} ({'met' if n['auroc'] >= 0.9 else 'not met'})"
-            if n.get("auroc_mismatch") is not None:
-                part += (f"; its Dirichlet mass on the pair's own candidate, 1 − p̂_ii ([ours], `UML.mismatch`), AUROC "
-                         f"{n['auroc_mismatch']:.3f} ({'met' if n['auroc_mismatch'] >= 0.9 else 'not met'})")
-            parts.append(part)
-        out.append("**Does UML's uncertainty find the injected noisy pairs (goal AUROC ≥ 0.9)?** " + "; ".join(parts) + ".")
-        out.append("")
+def ship(world: str, progress: bool = True) -> list[dict]:
+    """Copy each method's seed-0 "published" model (and the floor's) into ``checkpoints/<world>/``, as float16,
+    evaluate that copy, and merge its numbers into ``results/<world>.json`` (other models' rows stay)."""
+    import torch
+
+    from ccr_core.training.checkpoint import convert_weights
+
+    benches = protocol.Benches(progress)
+    shipped = []
+    for run in protocol.grid(world, seeds=(0,)):
+        wanted = run.setting == "published" or run.method == "floor"
+        if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)) or not (run.folder() / "result.json").exists():
+            continue
+        name = run.method + (f"@noise{run.noise:g}" if run.noise else "")
+        target = CHECKPOINTS_DIR / world / name.replace("@", "-")
+        protocol.copy_checkpoint(run.folder() / "best", target)
+        convert_weights(target, torch.float16)
+        bench = benches.get(run)
+        summary = read_json(run.folder() / "summary.json")
+        result = protocol.evaluate_run(target, bench, summary, name)
+        found = result.get("detectors", {})
+        if "uncertainty" in found:  # the flat noise cell of the shipped table
+            result["noise"] = {"auroc": found["uncertainty"]["auroc"], "auroc_mismatch": found["mismatch"]["auroc"],
+                               "auprc_mismatch": found["mismatch"]["auprc"]}
+        if (bench.bundle.root / "scenes.jsonl").exists():
+            from ccr_core.evaluate import load_trained
+
+            result["free_queries"] = free_query_report(load_trained(target, bench, name), bench)
+        result.update({"noise_rate": run.noise, "seed": 0, "setting": run.setting, "weights": "float16",
+                       "train_seconds": summary["train_seconds"], "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
+                       "captions_per_s": summary["captions_per_s"], "protocol": "equal-budget"})
+        write_json_atomic(target / "metrics.json", result)
+        shipped.append(result)
+        print(f"shipped {world}/{name}", flush=True)
+    path = RESULTS_DIR / f"{world}.json"
+    names = {r["model"] for r in shipped}
+    kept = [r for r in (read_json(path) if path.exists() else []) if r["model"] not in names]
+    write_json_atomic(path, kept + shipped)
+    return shipped
+
+
+def run_grid(world: str, progress: bool = True, **narrow) -> list[dict]:
+    """Every run of the world's grid (narrowed by methods/settings/seeds/noise), then its results file."""
+    benches = protocol.Benches(progress)
+    runs = protocol.grid(world, **narrow)
+    for k, run in enumerate(runs, 1):
+        if (run.folder() / "result.json").exists():
+            continue
+        start = time.perf_counter()
+        print(f"== [{k}/{len(runs)}] {run.label}", flush=True)
+        result = protocol.run_one(run, benches, progress=progress)
+        print(json.dumps({"run": run.label, "target_SumR": round(protocol.target_sumr(result) or 0, 1),
+                          "seconds": round(time.perf_counter() - start)}), flush=True)
+    return write_protocol_results(world)
+
+
+def write_protocol_results(world: str) -> list[dict]:
+    results = protocol.collect(world)
+    if results:
+        write_json_atomic(RESULTS_DIR / f"protocol-{world}.json", results)
+    return results
+
+
+def write_plots() -> list[Path]:
+    """docs/protocol-<world>.png for every world with protocol results: the plotly figure rendered by chromium."""
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    out = []
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 940, "height": 560})
+        for world in WORLDS:
+            path = RESULTS_DIR / f"protocol-{world}.json"
+            if not path.exists():
+                continue
+            html = Path(tmp) / f"{world}.html"
+            protocol.noise_figure(world, read_json(path)).write_html(html, include_plotlyjs=True, full_html=True)
+            page.goto(html.as_uri())
+            page.wait_for_selector(".main-svg")
+            target = protocol.PLOT_DIR / f"protocol-{world}.png"
+            page.locator(".plotly-graph-div").screenshot(path=str(target))
+            out.append(target)
+        browser.close()
     return out
 
 
+def render_results_md() -> str:
+    """RESULTS.md from results/*.json: the protocol sections, then the shipped models' table."""
+    shipped = {p.stem: read_json(p) for p in sorted(RESULTS_DIR.glob("*.json")) if not p.stem.startswith("protocol-")}
+    lines = ["# Results", "",
+             "Two kinds of numbers. **The comparison** (first): every method at the same budget, in two settings, at 3 seeds with "
+             "95% intervals (`ccr_core/protocol.py`, methods.md §8); only those support research answers. **The shipped models** "
+             "(after it): the one seed-0 model per method the dashboard serves, evaluated as shipped (float16).", "",
+             "## The comparison", ""]
+    any_protocol = False
+    for world in WORLDS:
+        path = RESULTS_DIR / f"protocol-{world}.json"
+        if path.exists():
+            any_protocol = True
+            lines += protocol.protocol_markdown(world, read_json(path))
+    if not any_protocol:
+        lines += ["No protocol runs yet: `python -m ccr_core.experiments --world demo-world`.", ""]
+    lines.append(results_markdown(shipped).replace("# Results\n", "## The shipped models\n", 1))
+    return "\n".join(lines)
+
+
 def write_results_md() -> Path:
-    all_results = {p.stem: read_json(p) for p in sorted(RESULTS_DIR.glob("*.json"))}
     path = REPO_ROOT / "RESULTS.md"
-    write_text_atomic(path, results_markdown(all_results))
+    write_text_atomic(path, render_results_md())
     return path
+
+
+def print_budget(world: str, progress: bool = True) -> None:
+    benches = protocol.Benches(progress)
+    per_step = protocol.measure_seconds_per_step(world, benches)
+    runs = protocol.collect(world)
+    evals = [r["budget"]["eval_seconds"] for r in runs if r.get("budget", {}).get("eval_seconds")]
+    eval_seconds = sum(evals) / len(evals) if evals else 30.0
+    total, lines = protocol.budget(world, per_step, eval_seconds)
+    print("\n".join(lines))
+    print(f"evaluation per run: {eval_seconds:.0f} s ({'measured on ' + str(len(evals)) + ' finished runs' if evals else 'a guess: no run finished yet'})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ccr_core.experiments", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", nargs="+", default=["demo-world", "flickr8k-ml"])
-    parser.add_argument("--methods", nargs="+", default=METHODS)
-    parser.add_argument("--ship", action="store_true", help="copy best checkpoints and metrics into checkpoints/<world>/")
+    parser.add_argument("--world", nargs="+", default=[], choices=WORLDS, help="worlds whose grid to run (default: none; with --markdown-only or --plots, every world's files are read)")
+    parser.add_argument("--methods", nargs="+", help="only these methods (default: every method of the protocol)")
+    parser.add_argument("--settings", nargs="+", choices=protocol.SETTINGS, help="only these settings")
+    parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default 0 1 2)")
+    parser.add_argument("--noise", nargs="+", type=float, help="only these noise rates")
+    parser.add_argument("--budget", action="store_true", help="time a few steps of every (setting, method) and print the grid's estimated cost; trains nothing")
+    parser.add_argument("--ship", action="store_true", help="after the grid, copy each method's seed-0 model into checkpoints/<world>/ and update results/<world>.json")
+    parser.add_argument("--plots", action="store_true", help="render docs/protocol-<world>.png (headless chromium)")
     parser.add_argument("--markdown-only", action="store_true", help="only rewrite RESULTS.md from results/*.json")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    narrow = {"methods": args.methods, "settings": args.settings, "seeds": args.seeds, "noise": args.noise}
+    if args.budget:
+        for world in args.world:
+            print_budget(world, progress=not args.quiet)
+        return 0
     if not args.markdown_only:
         for world in args.world:
             start = time.perf_counter()
-            run_world(world, args.methods, args.ship, progress=not args.quiet)
-            print(f"== {world} done in {time.perf_counter() - start:.0f} s", flush=True)
+            run_grid(world, progress=not args.quiet, **narrow)
+            print(f"== {world} grid done in {time.perf_counter() - start:.0f} s", flush=True)
+            if args.ship:
+                ship(world, progress=not args.quiet)
+    if args.plots:
+        for path in write_plots():
+            print(f"wrote {path}")
     print(f"wrote {write_results_md()}")
     return 0
 

@@ -319,6 +319,7 @@ def train(
         return earlier + time.perf_counter() - start_time
 
     seen = 0
+    target_exposures = int(state.get("target_exposures", 0))  # target-language captions trained on (the budget's unit)
     stop = False
     while state["epoch"] < cfg.epochs and not stop:
         epoch = state["epoch"]
@@ -346,10 +347,12 @@ def train(
                 for key, value in terms.items():
                     terms_sum[key] = terms_sum.get(key, 0.0) + float(value.detach()) / len(mine)
                 seen += len(indices) * (1 + len(batch["targets"]))  # captions (English + each target)
+                target_exposures += len(indices) * len(batch["targets"])
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             state["step"] += 1
+            state["target_exposures"] = target_exposures
             running = terms_sum["loss"] if running is None else 0.9 * running + 0.1 * terms_sum["loss"]
             elapsed = time.perf_counter() - start_time
             bar.set_postfix(loss=f"{running:.4f}", caps_per_s=f"{seen / max(elapsed, 1e-9):.0f}")
@@ -384,7 +387,7 @@ def train(
         if state["stale"] >= cfg.patience:
             break
     summary = {"method": cfg.method, "bundle": bench.bundle.name, "best_epoch": state["best_epoch"], "best_val_t2i_recall_sum": state["best_score"],
-               "epochs": state["epoch"], "steps": state["step"], "train_seconds": run_seconds(),
+               "epochs": state["epoch"], "steps": state["step"], "target_exposures": target_exposures, "train_seconds": run_seconds(),
                "captions_per_s": seen / max(time.perf_counter() - start_time, 1e-9), "select_lang": select_lang, "history": state["history"]}
     if rank == 0:
         write_json_atomic(run_dir / "summary.json", summary)

@@ -1,0 +1,110 @@
+"""The equal-budget comparison protocol (ccr_core/protocol.py): the grid's budgets, resumable run folders,
+intervals and research answers computed from per-seed results, and one tiny grid run end to end."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from ccr_core import protocol
+from ccr_core.protocol import PROTOCOL, Run, WorldProtocol
+
+from conftest import make_tiny_bundle
+
+
+@pytest.fixture
+def known_epochs(monkeypatch):
+    """steps_per_epoch without a built bundle: 82 demo-world steps, 234 Flickr8k-ML steps per epoch."""
+    monkeypatch.setattr(protocol, "_EPOCH_STEPS", {("demo-world", 128): 82, ("flickr8k-ml", 128): 234})
+
+
+def test_every_run_of_a_world_has_the_same_budget(known_epochs):
+    for world, proto in PROTOCOL.items():
+        runs = protocol.grid(world)
+        configs = [r.train_config() for r in runs]
+        assert {c.max_steps for c in configs} == {proto.steps}
+        assert {c.batch_size for c in configs} == {proto.train["batch_size"]}
+        assert {c.targets_per_batch for c in configs} == {0}  # every target language in every step, as 1-to-K
+        assert all(c.epochs * protocol.steps_per_epoch(world, c.batch_size) >= c.max_steps for c in configs)
+        assert all(c.patience > c.epochs for c in configs)  # no early stop: nobody trains less
+        common = [(r, c) for r, c in zip(runs, configs) if r.setting == "common" and r.method != "floor"]
+        assert common and all(c.method_config.get("head") == "linear" for _, c in common)
+        assert all("head" not in c.method_config for r, c in zip(runs, configs) if r.setting == "published")
+        assert {r.method for r in runs if r.method == "floor"} <= {"floor"} and all(r.setting == "common" for r in runs if r.method == "floor")
+        assert {r.seed for r in runs} == {0, 1, 2}
+    demo = protocol.grid("demo-world")
+    assert {r.noise for r in demo if r.setting == "common"} == {0.0, 0.2, 0.4, 0.6}
+    assert {r.noise for r in demo if r.setting == "published"} == {0.0, 0.4}
+
+
+def test_run_folder_names_carry_the_config(known_epochs, monkeypatch, tmp_path):
+    a, b = Run("demo-world", "common", "uml", 0.4, 0), Run("demo-world", "common", "uml", 0.4, 1)
+    assert a.folder(tmp_path) != b.folder(tmp_path) and a.folder(tmp_path) == Run("demo-world", "common", "uml", 0.4, 0).folder(tmp_path)
+    before = a.folder(tmp_path)
+    monkeypatch.setitem(PROTOCOL, "demo-world", WorldProtocol(**{**PROTOCOL["demo-world"].__dict__, "steps": 100}))
+    assert a.folder(tmp_path) != before  # a changed config gets a new folder, the old run is not reused
+
+
+def test_t_interval_and_verdicts():
+    mean, hw = protocol.t_interval([1.0, 2.0, 4.0])
+    sd = math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    assert mean == pytest.approx(7 / 3) and hw == pytest.approx(stats.t.ppf(0.975, 2) * sd / math.sqrt(3))
+    assert math.isnan(protocol.t_interval([5.0])[1])
+    assert protocol.verdict(3.0, 1.0, 3) == "holds"
+    assert protocol.verdict(-3.0, 1.0, 3) == "does not hold"
+    assert protocol.verdict(0.5, 1.0, 3) == "not resolved at 3 seeds"
+    assert protocol.verdict(-3.0, 1.0, 3, better="lower") == "holds"
+    assert protocol.verdict(3.0, float("nan"), 1).startswith("not resolved")
+
+
+def _result(method, noise, seed, target, en=500.0, auroc=None, setting="common"):
+    r = {"setting": setting, "method": method, "noise_rate": noise, "seed": seed,
+         "groups": {"en": {"SumR": en}, "de": {"SumR": target}, "zh/human-translation": {"SumR": 1.0}},
+         "mrv": {"mrv_mean": 2.0 + seed}, "budget": {"steps": 10, "target_exposures": 100, "train_seconds": 5.0}}
+    if auroc:
+        r["detectors"] = {name: {"auroc": value, "auprc": 0.5, "precision_at_n_noisy": 0.5} for name, value in auroc.items()}
+    return r
+
+
+def test_research_answers_come_from_paired_seed_differences():
+    results = []
+    for seed in (0, 1, 2):
+        results += [_result("baseline", 0.0, seed, 400.0 + seed), _result("baseline", 0.4, seed, 300.0 + seed,
+                                                                         auroc={"cosine": 0.97 + 0.01 * seed, "pair_loss": 0.9}),
+                    _result("uml", 0.0, seed, 400.0 + seed), _result("uml", 0.4, seed, 340.0 + 2 * seed,
+                                                                  auroc={"cosine": 0.9, "pair_loss": 0.9, "uncertainty": 0.5, "mismatch": 0.99})]
+    table = protocol.cells(results)
+    share = protocol.kept_share(table, "common", "uml", 0.4)
+    assert share[1] == pytest.approx(100 * 342 / 401)  # target SumR ignores English and the "/" groups
+    mean, hw, n = protocol.paired(share, protocol.kept_share(table, "common", "baseline", 0.4))
+    assert n == 3 and mean > 0
+    text = "\n".join(protocol.research_answers("demo-world", table))
+    assert "uml − baseline: difference +" in text and "**holds**" in text
+    assert "UML u − baseline cosine: difference -0.48" in text and "**does not hold**" in text
+    targets = "\n".join(protocol.uml_targets(table))
+    assert "UML keeps ≥ baseline's share + 5 points" in targets and "**met**" in targets
+    md = "\n".join(protocol.protocol_markdown("demo-world", results))
+    assert "| uml | 0.4 | 3 |" in md and "raw cosine (trivial)" in md
+
+
+def test_tiny_grid_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
+    bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
+    monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(
+        train={"batch_size": 4, "lr": 1e-3, "targets_per_batch": 0, "text_backbone": "tiny-text", "visual_backbone": "tiny-visual"},
+        steps=5, noise={"common": (0.0, 0.5), "published": (0.0,)}, methods=("floor", "uml"), seeds=(0,), data=str(bundle)))
+    from ccr_core import experiments
+    from ccr_core.experiments import run_grid
+
+    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "results")
+    results = run_grid("tiny", progress=False)
+    assert len(results) == len(protocol.grid("tiny")) == 2 * 2 + 1  # the floor runs in the common setting only
+    assert all(r["budget"]["steps"] == 5 and r["budget"]["target_exposures"] == 5 * 4 * 2 for r in results)
+    noisy = [r for r in results if r["noise_rate"] == 0.5]
+    assert noisy and all({"cosine", "pair_loss"} <= set(r["detectors"]) for r in noisy)
+    assert all({"uncertainty", "mismatch"} <= set(r["detectors"]) for r in noisy if r["method"] == "uml")
+    stamps = {r.label: r.folder().joinpath("result.json").stat().st_mtime_ns for r in protocol.grid("tiny")}
+    again = run_grid("tiny", progress=False)  # everything finished: nothing is retrained or re-evaluated
+    assert len(again) == len(results) and (tmp_path / "results" / "protocol-tiny.json").exists()
+    assert stamps == {r.label: r.folder().joinpath("result.json").stat().st_mtime_ns for r in protocol.grid("tiny")}
