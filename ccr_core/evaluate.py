@@ -10,7 +10,6 @@ over the images captioned in every one of those languages.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,19 +17,11 @@ import numpy as np
 import torch
 
 from ccr_core.data.bundle import Bundle
-from ccr_core.devices import module_device
+from ccr_core.encoding import TrainedModel, embed_captions, embed_items  # also importable from here, their old home
 from ccr_core.eval import metrics
 from ccr_core.training.checkpoint import check_compatible, load_weights, verify_checkpoint
 
 NATIVE_SOURCES = ("human", "generated")
-
-
-@dataclass
-class TrainedModel:
-    name: str  # display name, e.g. "nrccr" or "nrccr@noise0.4"
-    method: torch.nn.Module
-    meta: dict
-    folder: Path
 
 
 def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedModel:
@@ -92,21 +83,6 @@ def group_queries(bundle: Bundle, split: str, position: dict[str, int]):
         gallery = sorted({position[c.item] for c in caps})  # items captioned in this group
         remap = {g: k for k, g in enumerate(gallery)}
         yield group, lang, caps, gallery, np.array([remap[position[c.item]] for c in caps])
-
-
-@torch.no_grad()
-def embed_items(model: TrainedModel, bench, items) -> torch.Tensor:
-    from ccr_core.training.train import _encode_items
-
-    return torch.cat([_encode_items(model.method, bench, items[b : b + 512]) for b in range(0, len(items), 512)]) if items else torch.zeros(0, 0)
-
-
-@torch.no_grad()
-def embed_captions(model: TrainedModel, bench, captions, lang: str) -> torch.Tensor:
-    device = module_device(model.method)
-    chunks = [model.method.encode_text(bench.text_states.batch([c.text for c in captions[b : b + 512]]).to(device), lang).cpu()
-              for b in range(0, len(captions), 512)]
-    return torch.cat(chunks) if chunks else torch.zeros(0, 0)
 
 
 def evaluate_model(model: TrainedModel, bench, split: str = "test", kind: str = "image", mrv_languages: Sequence[str] | None = None) -> dict:

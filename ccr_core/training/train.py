@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ccr_core.data.bundle import Bundle, load_bundle
-from ccr_core.devices import batch_to, module_device, resolve_device
+from ccr_core.devices import batch_to, resolve_device
+from ccr_core.encoding import TrainedModel, embed_captions, embed_items
 from ccr_core.features import FeatureCache
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.training.checkpoint import CheckpointError, load_optimizer_state, load_weights, save_checkpoint, verify_checkpoint
@@ -172,8 +173,6 @@ def build_run_method(cfg: TrainConfig, bench: Workbench):
 
 def embed_split(method, bench: Workbench, split: str, lang: str, sources=None):
     """Embeddings of a split's items and of its captions in ``lang``: (images (N, E), captions (M, E), caption->image index, captions)."""
-    from ccr_core.evaluate import TrainedModel, embed_captions, embed_items
-
     method.eval()
     items = bench.bundle.items_in(split)
     position = {it.id: i for i, it in enumerate(items)}
@@ -182,33 +181,6 @@ def embed_split(method, bench: Workbench, split: str, lang: str, sources=None):
         caps = [c for c in caps if any(c.source == s or (s.endswith(":") and c.source.startswith(s)) for s in sources)]
     model = TrainedModel(method.name, method, {}, Path())
     return embed_items(model, bench, items), embed_captions(model, bench, caps, lang), np.array([position[c.item] for c in caps], dtype=np.int64), caps
-
-
-def _encode_items(method, bench: Workbench, items) -> torch.Tensor:
-    """Visual embeddings of items, videos through the temporal encoder (grouped by kind, order kept)."""
-    out = [None] * len(items)
-    for kind in ("image", "video"):
-        idx = [k for k, it in enumerate(items) if it.kind == kind]
-        if not idx:
-            continue
-        ids = [items[k].id for k in idx]
-        visual = torch.from_numpy(np.ascontiguousarray(bench.features.rows(ids), dtype=np.float32))
-        frames = mask = None
-        if kind == "video":
-            seqs = [bench.features.video_frames(i) for i in ids]
-            t_max = max(s.shape[0] for s in seqs)
-            frames = torch.zeros(len(seqs), t_max, seqs[0].shape[1])
-            mask = torch.zeros(len(seqs), t_max, dtype=torch.bool)
-            for k, s in enumerate(seqs):
-                frames[k, : s.shape[0]] = torch.from_numpy(np.array(s, dtype=np.float32))
-                mask[k, : s.shape[0]] = True
-        device = module_device(method)
-        if device.type != "cpu":
-            visual, frames, mask = (None if x is None else x.to(device) for x in (visual, frames, mask))
-        emb = method.encode_visual(visual, frames, mask).cpu()
-        for k, e in zip(idx, emb):
-            out[k] = e
-    return torch.stack(out)
 
 
 VALIDATION_SOURCES = ("human", "generated", "human-translation")
