@@ -167,7 +167,7 @@ def cmd_eval(args) -> int:
         if cfg.noise:
             from ccr_core.training.train import _noisy
 
-            noisy_bench = type(bench)(_noisy(bench.bundle, cfg), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
+            noisy_bench = bench.with_bundle(_noisy(bench.bundle, cfg))
             unc = training_pair_uncertainty(model, noisy_bench)
             if unc:
                 result["noise"] = {k: v for k, v in unc.items() if k in ("auroc", "auprc", "precision_at_100", "noisy_fraction", "auroc_mismatch", "auprc_mismatch")}

@@ -28,6 +28,7 @@ def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedM
     """Load a checkpoint folder (or a run folder's ``best/``) for the backbones in ``bench``."""
     import ccr_core.methods  # noqa: F401  (registers every method)
     from ccr_core.methods.base import build_method
+    from ccr_core.training.image_cache import ImageTop
     from ccr_core.training.text_cache import TextTop
 
     folder = Path(folder)
@@ -43,6 +44,19 @@ def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedM
         raise CheckpointError(f"{folder}: config.json does not describe a usable {meta['method']!r} method ({str(exc)[:300]})") from None
     if meta.get("text_trainable_layers", 0) > 0:
         method.text_top = TextTop(bench.text_encoder, meta["text_trainable_layers"])
+    image_blocks = int(meta.get("visual_trainable_blocks", 0) or 0)
+    if image_blocks > 0:  # the trained copy of the top blocks is in the weights; the frozen rest comes from the bench
+        if getattr(bench, "visual_backbone", None) is None:
+            from ccr_core.training.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{folder}: fine-tunes {image_blocks} image blocks, but the workbench has no visual backbone to run below them")
+        try:
+            method.visual_top = ImageTop(bench.visual_backbone, image_blocks)
+        except ValueError as exc:
+            from ccr_core.training.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{folder}: config.json asks for {image_blocks} fine-tuned image blocks ({exc})") from None
+        bench.feature_maps(image_blocks)  # computed once per workspace, then read from disk
     state = load_weights(folder)
     try:
         method.load_state_dict(state)
@@ -136,12 +150,14 @@ def every_training_pair_uncertainty(model: TrainedModel, bench, batch_size: int 
 
     cfg = model.meta.get("train_config", {})
     examples = training_examples(bench.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation")))
-    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
+    top = getattr(model.method, "visual_top", None)
+    maps = bench.feature_maps(top.trainable_blocks) if top is not None else None
+    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle, maps)
     takes_source = _takes_source(model.method)
     has_mismatch = hasattr(model.method, "pair_scores")  # UML: u and the mismatch score from one encoding
     out: dict = {"caption_ids": [], "item_ids": [], "langs": [], "scores": [], "mismatch": [] if has_mismatch else None}
     for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
-        batch = source.make_batch(indices, seed=b)
+        batch = model.method.with_visual_top(source.make_batch(indices, seed=b, flip=False))
         for lang in batch["targets"]:
             extra = {"source": batch["text"]["en"]} if takes_source else {}
             if has_mismatch:
