@@ -1,7 +1,10 @@
 """Training: ``ccr train --method M --data BUNDLE [--noise p] [--config FILE] [key=value ...]``.
 
 One loop for every method. Frozen parts are computed once (visual feature cache, text-state cache),
-so an epoch only runs the trainable heads. Each epoch ends with validation on the target-language
+so an epoch only runs what trains: the heads, plus the backbone tops a run fine-tunes -- the top
+``trainable_layers`` e5 layers over cached lower-layer states, the last ``trainable_image_blocks``
+EfficientNet-Lite0 blocks and head conv over cached feature maps (with flips; BatchNorm statistics
+frozen), both at ``backbone_lr``. Each epoch ends with validation on the target-language
 text->image recall sum (R@1+5+10), which selects the best checkpoint; the learning rate decays by
 ``lr_decay`` per epoch and halves after ``halve_after`` epochs without improvement; training stops
 early after ``patience`` such epochs. ``last/`` holds the newest checkpoint with optimiser state, so
