@@ -65,7 +65,7 @@ say "python $("$PY" -c 'import sys; print(sys.version.split()[0])'), torch $("$P
 
 # 2. the GPU test that skips without CUDA
 if [ -n "$gpu" ]; then
-    if timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs "tests/test_training.py::test_training_on_gpu_matches_cpu" > "$OUT_DIR/pytest_gpu.log" 2>&1; then
+    if timeout 150 "$PY" -m pytest -q -p no:cacheprovider -rs "tests/test_training.py::test_training_on_gpu_matches_cpu" > "$OUT_DIR/pytest_gpu.log" 2>&1; then
         say "PASS: test_training_on_gpu_matches_cpu ($(tail -1 "$OUT_DIR/pytest_gpu.log"))"
     else
         say "FAIL: test_training_on_gpu_matches_cpu (see pytest_gpu.log: $(tail -1 "$OUT_DIR/pytest_gpu.log"))"; status=1
@@ -75,7 +75,7 @@ else
 fi
 
 # 3. whole-backbone fine-tuning on CPU and GPU
-if timeout 420 "$PY" -m benchmarks.gpu_check --out "$OUT_DIR" --steps "$STEPS" --images "$IMAGES" --batch-size "$BATCH" \
+if timeout 300 "$PY" -m benchmarks.gpu_check --out "$OUT_DIR" --steps "$STEPS" --images "$IMAGES" --batch-size "$BATCH" \
         --method "$METHOD" ${GPU_CHECK_TEXT:+--text-backbone "$GPU_CHECK_TEXT"} > "$OUT_DIR/train.log" 2>&1; then
     say "PASS: whole-backbone fine-tuning ($( [ -n "$gpu" ] && echo "CPU and GPU losses agree" || echo "CPU only; GPU half skipped"))"
 else
