@@ -157,7 +157,21 @@ def test_a_tiny_fine_tuning_run_trains_saves_loads_evaluates_and_serves(world, t
     with torch.no_grad():
         served = model.method.encode_visual(pooled_image_features(model.method, bench.visual_backbone, images))
     cached = embed_items(model, bench, test_items)
-    assert torch.allclose(served, cached, atol=2e-2)
+    cosines = served @ cached.T  # (6, 6), unit vectors
+    assert bool((cosines.diagonal() > 0.999).all()) and cosines.argmax(dim=1).tolist() == list(range(len(test_items)))
+    # and the dashboard loads it like any checkpoint: gallery embeddings and an uploaded picture agree
+    import shutil
+
+    from ccr_core.dashboard.world import load_world
+
+    shutil.copytree(run / "best", tmp_path / "checkpoints" / "floor-ft")
+    world_ = load_world(bundle.root, tmp_path / "checkpoints", root / "ws")
+    entry = world_.model("floor-ft")
+    assert entry.trained.method.visual_top is not None
+    assert np.allclose(entry.image_emb, embed_items(model, bench, world_.gallery).numpy(), atol=1e-5)
+    upload = world_.encode_image_file(bundle.image_path(world_.gallery[0]), [entry])["floor-ft"]
+    cosines = entry.image_emb @ upload  # unit vectors
+    assert cosines[0] > 0.999 and int(np.argmax(cosines)) == 0
     # a frozen-backbone model is unchanged by all this: its visual features are the cache's
     assert torch.equal(pooled_image_features(build_floor(), bench.visual_backbone, images[:2]), bench.visual_backbone(images[:2]))
 
