@@ -2,7 +2,7 @@
 blocks that methods run on them -- the image-side twin of :mod:`ccr_core.training.text_cache`.
 
 A method may fine-tune the last ``k`` MBConv blocks of EfficientNet-Lite0 plus its 1x1 head convolution
-(``trainable_image_blocks = k``, 1..16). Everything below block ``16 - k`` is frozen, so the feature map
+(``trainable_image_blocks = k``, 1..16; at 16 every block trains and only the stem convolution stays frozen). Everything below block ``16 - k`` is frozen, so the feature map
 at that block's input is a pure function of the image: this module computes it once for every image of
 a bundle, for the image and its mirror (training draws one of the two per image and batch; evaluation
 uses the unflipped one), and stores it as float16::
