@@ -167,7 +167,7 @@ def cmd_eval(args) -> int:
         if cfg.noise:
             from ccr_core.training.train import _noisy
 
-            noisy_bench = type(bench)(_noisy(bench.bundle, cfg), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
+            noisy_bench = bench.with_bundle(_noisy(bench.bundle, cfg))
             unc = training_pair_uncertainty(model, noisy_bench)
             if unc:
                 result["noise"] = {k: v for k, v in unc.items() if k in ("auroc", "auprc", "precision_at_100", "noisy_fraction", "auroc_mismatch", "auprc_mismatch")}
@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a CCR method. Frozen features and text states are computed once and cached; each epoch validates on the "
                                    "target language (text->image R@1+5+10), keeps the best checkpoint, decays the learning rate and stops early. "
                                    "Extra key=value pairs set TrainConfig fields (epochs=5, lr=3e-4, target_langs='[\"zh\"]') or, for other keys, "
-                                   "the method's own config (temperature=0.05).")
+                                   "the method's own config (temperature=0.05). Backbone tops train for any method: trainable_layers=K (top K e5 layers), "
+                                   "trainable_image_blocks=K (last K of EfficientNet-Lite0's 16 blocks + head conv, from feature maps cached once, "
+                                   "with flips, BatchNorm statistics frozen), backbone_lr=1e-4 (their learning rate; default lr).")
     p.add_argument("--method", required=True, help="baseline, baseline-en, nrccr, cl2cm, uml, one_to_k, or floor (the linear quality floor)")
     p.add_argument("--data", required=True, help="bundle folder or name (demo-world, flickr8k-ml)")
     p.add_argument("--noise", type=float, help="inject noisy correspondence into this fraction of training pairs")

@@ -10,7 +10,6 @@ over the images captioned in every one of those languages.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,25 +17,18 @@ import numpy as np
 import torch
 
 from ccr_core.data.bundle import Bundle
-from ccr_core.devices import module_device
+from ccr_core.encoding import TrainedModel, embed_captions, embed_items  # also importable from here, their old home
 from ccr_core.eval import metrics
 from ccr_core.training.checkpoint import check_compatible, load_weights, verify_checkpoint
 
 NATIVE_SOURCES = ("human", "generated")
 
 
-@dataclass
-class TrainedModel:
-    name: str  # display name, e.g. "nrccr" or "nrccr@noise0.4"
-    method: torch.nn.Module
-    meta: dict
-    folder: Path
-
-
 def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedModel:
     """Load a checkpoint folder (or a run folder's ``best/``) for the backbones in ``bench``."""
     import ccr_core.methods  # noqa: F401  (registers every method)
     from ccr_core.methods.base import build_method
+    from ccr_core.training.image_cache import ImageTop
     from ccr_core.training.text_cache import TextTop
 
     folder = Path(folder)
@@ -52,6 +44,19 @@ def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedM
         raise CheckpointError(f"{folder}: config.json does not describe a usable {meta['method']!r} method ({str(exc)[:300]})") from None
     if meta.get("text_trainable_layers", 0) > 0:
         method.text_top = TextTop(bench.text_encoder, meta["text_trainable_layers"])
+    image_blocks = int(meta.get("visual_trainable_blocks", 0) or 0)
+    if image_blocks > 0:  # the trained copy of the top blocks is in the weights; the frozen rest comes from the bench
+        if getattr(bench, "visual_backbone", None) is None:
+            from ccr_core.training.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{folder}: fine-tunes {image_blocks} image blocks, but the workbench has no visual backbone to run below them")
+        try:
+            method.visual_top = ImageTop(bench.visual_backbone, image_blocks)
+        except ValueError as exc:
+            from ccr_core.training.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{folder}: config.json asks for {image_blocks} fine-tuned image blocks ({exc})") from None
+        bench.feature_maps(image_blocks)  # computed once per workspace, then read from disk
     state = load_weights(folder)
     try:
         method.load_state_dict(state)
@@ -92,21 +97,6 @@ def group_queries(bundle: Bundle, split: str, position: dict[str, int]):
         gallery = sorted({position[c.item] for c in caps})  # items captioned in this group
         remap = {g: k for k, g in enumerate(gallery)}
         yield group, lang, caps, gallery, np.array([remap[position[c.item]] for c in caps])
-
-
-@torch.no_grad()
-def embed_items(model: TrainedModel, bench, items) -> torch.Tensor:
-    from ccr_core.training.train import _encode_items
-
-    return torch.cat([_encode_items(model.method, bench, items[b : b + 512]) for b in range(0, len(items), 512)]) if items else torch.zeros(0, 0)
-
-
-@torch.no_grad()
-def embed_captions(model: TrainedModel, bench, captions, lang: str) -> torch.Tensor:
-    device = module_device(model.method)
-    chunks = [model.method.encode_text(bench.text_states.batch([c.text for c in captions[b : b + 512]]).to(device), lang).cpu()
-              for b in range(0, len(captions), 512)]
-    return torch.cat(chunks) if chunks else torch.zeros(0, 0)
 
 
 def evaluate_model(model: TrainedModel, bench, split: str = "test", kind: str = "image", mrv_languages: Sequence[str] | None = None) -> dict:

@@ -137,8 +137,9 @@ def floor_comparison(results: list[dict]) -> list[str]:
         goal = issue_goals()[group]
         ours_v = ours["groups"].get(group, {}).get("SumR")
         out.append(f"| {group} | {floor:.0f} | {_fmt(ours_v)} | {goal} | {name} | {best:.1f} | {'yes' if best >= goal else '**no**'} |")
-    return out + ["", "How far fine-tuning the top of the backbones moves the floor recipe: `results/probes/README.md`, written by",
-                  "`python -m ccr_core.probe_finetune` (a measurement, not a shipped model).", ""]
+    return out + ["", "How far fine-tuning the top of the backbones moves the floor recipe: `results/probes/README.md`, measured by",
+                  "the older probe (`ccr_core/probe_finetune.py`, since removed; not shipped models). The trainer reproduces",
+                  "each of its rows with `ccr train --method floor … trainable_image_blocks=K trainable_layers=T` (commands in README.md).", ""]
 
 
 def ship(world: str, progress: bool = True) -> list[dict]:

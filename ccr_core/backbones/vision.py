@@ -137,6 +137,30 @@ class EfficientNetLite0(VisualBackbone):
         return self.net(images)
 
 
+def efficientnet_blocks(backbone) -> torch.nn.ModuleList:
+    """The MBConv blocks of an EfficientNet backbone (16 for Lite0); ValueError for any other backbone."""
+    blocks = getattr(getattr(backbone, "net", None), "_blocks", None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise ValueError(f"visual backbone {getattr(backbone, 'name', type(backbone).__name__)!r} has no EfficientNet blocks "
+                         f"to fine-tune; trainable_image_blocks needs efficientnet-lite0")
+    return blocks
+
+
+@torch.no_grad()
+def efficientnet_feature_map(backbone, images: torch.Tensor, first_block: int) -> torch.Tensor:
+    """The frozen network's feature map at the input of block ``first_block`` (eval mode, no drop-connect):
+    stem, then blocks ``0 .. first_block - 1``. images (B, 3, S, S) preprocessed -> (B, C, H, W);
+    for Lite0 at 224 px, block 12's input is (B, 192, 7, 7) and block 0's (B, 32, 112, 112)."""
+    net = backbone.net
+    blocks = efficientnet_blocks(backbone)
+    if not 0 <= first_block <= len(blocks):
+        raise ValueError(f"first_block must be in 0..{len(blocks)}, got {first_block}")
+    h = net._swish(net._bn0(net._conv_stem(images)))  # (B, 32, S/2, S/2)
+    for block in blocks[:first_block]:
+        h = block(h)
+    return h
+
+
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet class names (from torchvision's bundled metadata; no download)."""
     from torchvision.models._meta import _IMAGENET_CATEGORIES

@@ -395,13 +395,18 @@ class World:
             raise InputError(f"That picture is too large to decode ({exc}). Upload a smaller picture.") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise InputError(f"Could not read that file as a picture ({type(exc).__name__}). Upload a JPEG, PNG, WebP or GIF image.") from None
-        features: dict[str, torch.Tensor] = {}
+        from ccr_core.encoding import pooled_image_features
+
+        features: dict[tuple, torch.Tensor] = {}
         out = {}
         for m in models:
             spec = m.trained.meta.get("train_config", {}).get("visual_backbone") or m.text_config[1]
-            if spec not in features:
-                features[spec] = self.visual_backbone(spec).encode_pil([image]).float()  # (1, Dv)
-            out[m.name] = m.trained.method.encode_visual(features[spec]).numpy()[0].astype(np.float32)
+            top = getattr(m.trained.method, "visual_top", None)
+            key = (spec, None) if top is None else (spec, id(m.trained.method))  # a fine-tuned image top is the model's own
+            if key not in features:
+                backbone = self.visual_backbone(spec)
+                features[key] = pooled_image_features(m.trained.method, backbone, backbone.preprocess(image)[None])  # (1, Dv)
+            out[m.name] = m.trained.method.encode_visual(features[key]).numpy()[0].astype(np.float32)
         return out
 
     # -- thumbnails ---------------------------------------------------------------------------------
@@ -477,15 +482,13 @@ def _text_config(meta: dict) -> tuple:
 
 def noisy_bench(bench, noise: float, seed: int):
     """The workbench a noise-trained model saw: the same caches over the bundle with injected noise."""
-    from ccr_core.training.train import Workbench
-
     try:
         from ccr_core.data.noise import inject_noise
     except ImportError:
         return None
     captions, labels = inject_noise(bench.bundle, noise, seed=seed)
     bundle = Bundle(bench.bundle.root, bench.bundle.manifest, bench.bundle.items, captions, labels)
-    return Workbench(bundle, bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
+    return bench.with_bundle(bundle)
 
 
 def resolve_world(world: str, workspace: Path) -> Path:

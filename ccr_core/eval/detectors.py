@@ -56,14 +56,16 @@ def training_pair_scores(model, bench, batch_size: int = 128) -> dict:
     method.eval()
     cfg = model.meta.get("train_config", {})
     examples = training_examples(bench.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation")))
-    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
+    top = getattr(method, "visual_top", None)  # a trained image top runs on cached feature maps
+    maps = bench.feature_maps(top.trainable_blocks) if top is not None else None
+    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle, maps)
     tau = pair_loss_temperature(method)
     learned = hasattr(method, "pair_scores")
     takes_source = _takes_source(method)
     names = TRIVIAL + (("uncertainty", "mismatch") if learned else ())
     out: dict = {"caption_ids": [], "item_ids": [], "langs": [], "detectors": {name: [] for name in names}}
     for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
-        batch = source.make_batch(indices, seed=b)
+        batch = method.with_visual_top(source.make_batch(indices, seed=b, flip=False))
         v = method.encode_visual(batch["visual"], batch.get("frames"), batch.get("frame_mask"))  # (B, E)
         for lang in batch["targets"]:
             t = method.encode_text(batch["text"][lang], lang)  # (B, E)

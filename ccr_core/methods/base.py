@@ -3,7 +3,8 @@
 Training is affordable on a CPU because the frozen parts are computed once: visual features come
 from the feature cache, and the frozen lower layers of the text backbone are run once per caption
 (``TextBatch.states`` holds their output). A method owns only what it trains: optionally the top
-``trainable_layers`` of the text backbone (``text_top``), and its own heads.
+``trainable_layers`` of the text backbone (``text_top``), the last ``trainable_image_blocks`` of the
+visual backbone (``visual_top``, over cached feature maps), and its own heads.
 
 A batch is a dict::
 
@@ -15,6 +16,9 @@ A batch is a dict::
       "back":       {lang: TextBatch}  optional back-translations into English of text[lang]
       "targets":    list of the target languages in this batch (text keys other than "en")
       "item_ids":   list[str] of length B (bookkeeping; never used by losses)
+      "visual_maps": (B, C, H, W) float  instead of "visual" when the method fine-tunes image blocks
+                    (``visual_top``): cached EfficientNet feature maps, which ``with_visual_top`` turns
+                    into "visual" before ``loss`` sees the batch
     }
 
 ``loss(batch)`` returns a dict of named scalar tensors with the total under ``"loss"``.
@@ -75,14 +79,25 @@ class CCRMethod(nn.Module):
         # The trainable top layers of the text backbone, applied to cached frozen states:
         # callable(states (B, L, Dt), mask (B, L)) -> states (B, L, Dt). None = backbone fully frozen.
         self.text_top = text_top
+        # The trainable top blocks of the visual backbone (ccr_core.training.image_cache.ImageTop):
+        # callable(maps (B, C, H, W)) -> pooled features (B, Dv). None = pooled frozen features.
+        self.visual_top = None
 
     def backbone_states(self, text: TextBatch) -> torch.Tensor:
         """Run the trainable top layers (if any) over cached frozen states: (B, L, Dt)."""
         return text.states if self.text_top is None else self.text_top(text.states, text.mask)
 
+    def with_visual_top(self, batch: dict) -> dict:
+        """The batch with ``"visual"`` computed from ``"visual_maps"`` by the trainable image top (when the
+        method has one and the batch carries maps); otherwise the batch unchanged."""
+        if self.visual_top is None or "visual_maps" not in batch:
+            return batch
+        return {**batch, "visual": self.visual_top(batch["visual_maps"])}  # (B, Dv)
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        """``loss(batch)``: forward() is what DistributedDataParallel wraps to average gradients."""
-        return self.loss(batch)
+        """``loss(batch)`` after the image top: forward() is what the trainer calls and what
+        DistributedDataParallel wraps to average gradients."""
+        return self.loss(self.with_visual_top(batch))
 
     def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
         """L2-normalised caption embeddings (B, E), as used at test time."""
@@ -105,6 +120,11 @@ class CCRMethod(nn.Module):
         ``discriminator_step(batch)``), returned so a trainer can checkpoint them. Default: none.
         Return the same optimiser objects on every call, so their state persists."""
         return []
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the backbone tops (``text_top``, ``visual_top``), which a trainer may
+        give their own, smaller learning rate."""
+        return [p for top in (self.text_top, self.visual_top) if top is not None for p in top.parameters() if p.requires_grad]
 
     def main_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters for the main optimiser: all but those an extra optimiser owns."""

@@ -1,7 +1,9 @@
 """Checkpoints: safetensors weights + JSON config + a manifest of SHA-256 hashes, written atomically.
 
-Only what a method trains is stored; the frozen backbones are referenced by identity (name and a
-hash of their weights), so a checkpoint is never paired with the wrong backbone. The manifest is
+Only what a method trains is stored -- its heads and any fine-tuned backbone tops (``text_top.*``,
+``visual_top.*``: trained copies of the top e5 layers and EfficientNet blocks); the frozen backbones are
+referenced by identity (name and a hash of their weights, in ``config.json`` with ``text_trainable_layers``
+and ``visual_trainable_blocks``), so a checkpoint is never paired with the wrong backbone. The manifest is
 removed first and written last: a folder whose writer was killed has no manifest and is refused.
 Nothing here unpickles anything.
 """

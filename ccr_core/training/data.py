@@ -83,6 +83,7 @@ class BatchSource:
     features: FeatureCache
     texts: TextStateCache
     bundle: Bundle
+    maps: object = None  # a FeatureMapCache: batches then carry "visual_maps" instead of pooled "visual"
 
     def __post_init__(self):
         self.text_of = {c.id: c.text for c in self.bundle.captions}
@@ -111,15 +112,20 @@ class BatchSource:
         rng.shuffle(batches)
         return batches
 
-    def make_batch(self, indices: Sequence[int], seed: int, targets_per_batch: int = 0) -> dict:
+    def make_batch(self, indices: Sequence[int], seed: int, targets_per_batch: int = 0, flip: bool = True) -> dict:
         """One method batch. ``targets_per_batch`` > 0 keeps that many of the shared target languages,
-        drawn at random per batch (each step then costs a fraction; over an epoch every language is seen)."""
+        drawn at random per batch (each step then costs a fraction; over an epoch every language is seen).
+        With feature maps, each image is mirrored with probability 1/2 when ``flip`` (training), never otherwise."""
         rng = random.Random(seed)
         exs = [self.examples[i] for i in indices]
         item_ids = [ex.item_id for ex in exs]
         batch: dict = {"item_ids": item_ids}
         kind = self.bundle.item(item_ids[0]).kind
-        batch["visual"] = torch.from_numpy(np.ascontiguousarray(self.features.rows(item_ids), dtype=np.float32))  # (B, Dv)
+        if self.maps is not None and kind == "image":
+            flips = [flip and rng.random() < 0.5 for _ in item_ids]
+            batch["visual_maps"] = torch.from_numpy(self.maps.rows(item_ids, flips))  # (B, C, H, W)
+        else:
+            batch["visual"] = torch.from_numpy(np.ascontiguousarray(self.features.rows(item_ids), dtype=np.float32))  # (B, Dv)
         if kind == "video":
             frames = [self.features.video_frames(i) for i in item_ids]
             t_max = max(f.shape[0] for f in frames)

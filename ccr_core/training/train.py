@@ -1,7 +1,10 @@
 """Training: ``ccr train --method M --data BUNDLE [--noise p] [--config FILE] [key=value ...]``.
 
 One loop for every method. Frozen parts are computed once (visual feature cache, text-state cache),
-so an epoch only runs the trainable heads. Each epoch ends with validation on the target-language
+so an epoch only runs what trains: the heads, plus the backbone tops a run fine-tunes -- the top
+``trainable_layers`` e5 layers over cached lower-layer states, the last ``trainable_image_blocks``
+EfficientNet-Lite0 blocks and head conv over cached feature maps (with flips; BatchNorm statistics
+frozen), both at ``backbone_lr``. Each epoch ends with validation on the target-language
 text->image recall sum (R@1+5+10), which selects the best checkpoint; the learning rate decays by
 ``lr_decay`` per epoch and halves after ``halve_after`` epochs without improvement; training stops
 early after ``patience`` such epochs. ``last/`` holds the newest checkpoint with optimiser state, so
@@ -16,7 +19,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ccr_core.data.bundle import Bundle, load_bundle
-from ccr_core.devices import batch_to, module_device, resolve_device
+from ccr_core.devices import batch_to, resolve_device
+from ccr_core.encoding import TrainedModel, embed_captions, embed_items
 from ccr_core.features import FeatureCache
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.training.checkpoint import CheckpointError, load_optimizer_state, load_weights, save_checkpoint, verify_checkpoint
@@ -51,6 +55,8 @@ class TrainConfig:
     grad_clip: float = 2.0  # gradient-norm clip
     text_backbone: str = "e5-small"
     trainable_layers: int = 0  # top text-backbone layers to fine-tune (0: frozen, cached once)
+    trainable_image_blocks: int = 0  # last EfficientNet-Lite0 blocks (+ head conv) to fine-tune over cached maps (0: frozen; 16: all)
+    backbone_lr: float = 0.0  # learning rate of the fine-tuned backbone tops (0: the same as lr)
     text_prefix: str = "query: "  # e5's prefix for short texts
     visual_backbone: str = "efficientnet-lite0"
     target_langs: list[str] | None = None  # None: every language with training translations
@@ -97,10 +103,29 @@ class Workbench:
     text_encoder: object
     text_states: object
     visual_identity: dict
+    visual_backbone: object = None  # the loaded frozen visual backbone (needed to fine-tune its top blocks)
+    workspace: Path | None = None  # where lazily built caches (feature maps) go
+    maps: dict = field(default_factory=dict)  # first fine-tuned block -> FeatureMapCache, built on first use
 
     @property
     def text_identity(self) -> dict:
         return self.text_encoder.identity()
+
+    def with_bundle(self, bundle: Bundle) -> "Workbench":
+        """The same caches over another version of the bundle (e.g. with injected noise: same items)."""
+        return replace(self, bundle=bundle)
+
+    def feature_maps(self, trainable_blocks: int, progress: bool = False):
+        """The cached feature maps below the last ``trainable_blocks`` visual blocks (computed once per workspace)."""
+        from ccr_core.training.image_cache import build_feature_maps, feature_map_dir, first_trained_block
+
+        if self.visual_backbone is None or self.workspace is None:
+            raise ValueError("this workbench was made without its visual backbone and workspace; build it with prepare_workbench")
+        first = first_trained_block(self.visual_backbone, trainable_blocks)
+        if first not in self.maps:
+            folder = feature_map_dir(self.workspace, self.bundle.name, self.visual_backbone, first)
+            self.maps[first] = build_feature_maps(self.bundle, self.visual_backbone, first, folder, progress=progress)
+        return self.maps[first]
 
 
 def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None = None, progress: bool = True,
@@ -118,6 +143,10 @@ def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None =
     if bundle is None:
         bundle = load_bundle(resolve_bundle(cfg.data))
     backbone = load_visual_backbone(cfg.visual_backbone)
+    if cfg.trainable_image_blocks:
+        from ccr_core.training.image_cache import check_fine_tunable
+
+        check_fine_tunable(bundle, backbone, cfg.trainable_image_blocks)  # before any cache is computed
     features = extract_features(bundle, backbone, cache_dir_for(workspace, bundle, backbone), progress=progress)
     encoder = load_text_encoder(cfg.text_backbone)
     identity = cache_identity(encoder, cfg.trainable_layers, cfg.text_prefix)
@@ -127,7 +156,10 @@ def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None =
         examples = training_examples(bundle, "train", cfg.target_langs, cfg.target_sources)
         texts += [text_of[cid] for cid in needed_captions(examples)]
     states = build_text_cache(encoder, texts, text_cache_dir(workspace, bundle.name, identity), cfg.trainable_layers, cfg.text_prefix, progress=progress)
-    return Workbench(bundle, features, encoder, states, backbone.identity())
+    bench = Workbench(bundle, features, encoder, states, backbone.identity(), backbone, Path(workspace))
+    if cfg.trainable_image_blocks > 0:
+        bench.feature_maps(cfg.trainable_image_blocks, progress=progress)
+    return bench
 
 
 def resolve_bundle(data: str) -> Path:
@@ -157,6 +189,7 @@ def method_config_class(name: str):
 def build_run_method(cfg: TrainConfig, bench: Workbench):
     import ccr_core.methods  # noqa: F401  (registers every method)
     from ccr_core.methods.base import build_method
+    from ccr_core.training.image_cache import ImageTop
     from ccr_core.training.text_cache import TextTop
 
     langs = ["en"] + sorted(set(cfg.target_langs or [l for l in bench.bundle.languages if l != "en"]))
@@ -167,13 +200,13 @@ def build_run_method(cfg: TrainConfig, bench: Workbench):
     method = build_method(cfg.method, None, **overrides)
     if cfg.trainable_layers > 0:
         method.text_top = TextTop(bench.text_encoder, cfg.trainable_layers)
+    if cfg.trainable_image_blocks > 0:
+        method.visual_top = ImageTop(bench.visual_backbone, cfg.trainable_image_blocks)
     return method
 
 
 def embed_split(method, bench: Workbench, split: str, lang: str, sources=None):
     """Embeddings of a split's items and of its captions in ``lang``: (images (N, E), captions (M, E), caption->image index, captions)."""
-    from ccr_core.evaluate import TrainedModel, embed_captions, embed_items
-
     method.eval()
     items = bench.bundle.items_in(split)
     position = {it.id: i for i, it in enumerate(items)}
@@ -182,33 +215,6 @@ def embed_split(method, bench: Workbench, split: str, lang: str, sources=None):
         caps = [c for c in caps if any(c.source == s or (s.endswith(":") and c.source.startswith(s)) for s in sources)]
     model = TrainedModel(method.name, method, {}, Path())
     return embed_items(model, bench, items), embed_captions(model, bench, caps, lang), np.array([position[c.item] for c in caps], dtype=np.int64), caps
-
-
-def _encode_items(method, bench: Workbench, items) -> torch.Tensor:
-    """Visual embeddings of items, videos through the temporal encoder (grouped by kind, order kept)."""
-    out = [None] * len(items)
-    for kind in ("image", "video"):
-        idx = [k for k, it in enumerate(items) if it.kind == kind]
-        if not idx:
-            continue
-        ids = [items[k].id for k in idx]
-        visual = torch.from_numpy(np.ascontiguousarray(bench.features.rows(ids), dtype=np.float32))
-        frames = mask = None
-        if kind == "video":
-            seqs = [bench.features.video_frames(i) for i in ids]
-            t_max = max(s.shape[0] for s in seqs)
-            frames = torch.zeros(len(seqs), t_max, seqs[0].shape[1])
-            mask = torch.zeros(len(seqs), t_max, dtype=torch.bool)
-            for k, s in enumerate(seqs):
-                frames[k, : s.shape[0]] = torch.from_numpy(np.array(s, dtype=np.float32))
-                mask[k, : s.shape[0]] = True
-        device = module_device(method)
-        if device.type != "cpu":
-            visual, frames, mask = (None if x is None else x.to(device) for x in (visual, frames, mask))
-        emb = method.encode_visual(visual, frames, mask).cpu()
-        for k, e in zip(idx, emb):
-            out[k] = e
-    return torch.stack(out)
 
 
 VALIDATION_SOURCES = ("human", "generated", "human-translation")
@@ -272,12 +278,13 @@ def train(
     examples = training_examples(bench.bundle, "train", cfg.target_langs, cfg.target_sources)
     if not examples:
         raise ValueError(f"{bench.bundle.name}: no English training captions to train on")
-    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle)
     _set_seed(cfg.seed)
     method = build_run_method(cfg, bench).to(device)
+    maps = bench.feature_maps(cfg.trainable_image_blocks, progress=progress and rank == 0) if cfg.trainable_image_blocks > 0 else None
+    source = BatchSource(examples, bench.features, bench.text_states, bench.bundle, maps)
     select_lang = cfg.select_lang or (method.config.languages[1] if len(method.config.languages) > 1 else "en")
     params = method.main_parameters()
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    optimizer = torch.optim.Adam(_param_groups(method, params, cfg), lr=cfg.lr)
     extra_opts = {f"extra{i}": o for i, o in enumerate(method.extra_optimizers())}
     model = method
     if world > 1:
@@ -296,8 +303,7 @@ def train(
             if st:
                 opt.load_state_dict(st)
         state = meta["train_state"]
-    for group in optimizer.param_groups:
-        group["lr"] = state["lr"]
+    _set_lr(optimizer, state["lr"])
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / "train_config.json", asdict(cfg))
@@ -310,6 +316,7 @@ def train(
         "text_trainable_layers": cfg.trainable_layers,
         "text_prefix": cfg.text_prefix,
         "visual_backbone": bench.visual_identity,
+        "visual_trainable_blocks": cfg.trainable_image_blocks,
         "select_lang": select_lang,
     }
     start_time = time.perf_counter()
@@ -340,7 +347,7 @@ def train(
                                           targets_per_batch=0 if cfg.method == "one_to_k" else cfg.targets_per_batch)
                 if device.type != "cpu":
                     batch = batch_to(batch, device)
-                terms = model.loss(batch) if world == 1 else _ddp_loss(model, batch)
+                terms = model(batch)  # the method's forward (image top, then loss), DDP-wrapped when distributed
                 (terms["loss"] / len(mine)).backward()
                 if hasattr(method, "discriminator_step"):
                     method.discriminator_step(batch)
@@ -374,8 +381,7 @@ def train(
                 state["lr"] /= 2
         state["lr"] *= cfg.lr_decay
         state["seconds"] = run_seconds()
-        for group in optimizer.param_groups:
-            group["lr"] = state["lr"]
+        _set_lr(optimizer, state["lr"])
         if rank == 0:
             meta = {**base_meta, "train_state": state, "val": score, "train_seconds": run_seconds()}
             if improved:
@@ -405,9 +411,22 @@ def _broadcast(obj, world: int):
     return box[0]
 
 
-def _ddp_loss(model, batch):
-    # DistributedDataParallel hooks gradient averaging onto forward(); route loss() through it.
-    return model(batch)
+def _param_groups(method, params, cfg: TrainConfig) -> list[dict]:
+    """The main optimiser's groups: heads at ``lr``; fine-tuned backbone tops at ``backbone_lr`` (when set)."""
+    tops = {id(p) for p in method.backbone_parameters()}
+    heads = [p for p in params if id(p) not in tops]
+    backbone = [p for p in params if id(p) in tops]
+    scale = cfg.backbone_lr / cfg.lr if cfg.backbone_lr > 0 and backbone else 1.0
+    groups = [{"params": heads, "lr_scale": 1.0}]
+    if backbone:
+        groups.append({"params": backbone, "lr_scale": scale})
+    return groups
+
+
+def _set_lr(optimizer, lr: float) -> None:
+    """Every group at ``lr`` times its scale (the schedule's decay and halving move both together)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def _noisy(bundle: Bundle, cfg: TrainConfig) -> Bundle:
