@@ -147,7 +147,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import json
 
-    from ccr_core.evaluate import evaluate_model, load_trained, markdown_table, training_pair_uncertainty
+    from ccr_core.evaluate import detector_table, evaluate_model, load_trained, markdown_table, training_pair_detectors
     from ccr_core.io import read_json, write_json_atomic, write_text_atomic
     from ccr_core.training.checkpoint import verify_checkpoint
     from ccr_core.training.train import TrainConfig, prepare_workbench
@@ -168,15 +168,22 @@ def cmd_eval(args) -> int:
             from ccr_core.training.train import _noisy
 
             noisy_bench = bench.with_bundle(_noisy(bench.bundle, cfg))
-            unc = training_pair_uncertainty(model, noisy_bench)
-            if unc:
-                result["noise"] = {k: v for k, v in unc.items() if k in ("auroc", "auprc", "precision_at_100", "noisy_fraction", "auroc_mismatch", "auprc_mismatch")}
+            found = training_pair_detectors(model, noisy_bench)
+            if found:
+                result["detectors"] = found["detectors"]
+                result["noisy_fraction"] = found["noisy_fraction"]
+                if "uncertainty" in found["detectors"]:
+                    result["noise"] = {"auroc": found["detectors"]["uncertainty"]["auroc"], "auroc_mismatch": found["detectors"]["mismatch"]["auroc"],
+                                       "auprc_mismatch": found["detectors"]["mismatch"]["auprc"], "noisy_fraction": found["noisy_fraction"]}
         results.append(result)
         print(json.dumps({"model": name, **{g: round(r["SumR"], 1) for g, r in result.get("groups", {}).items()}}))
     out = args.out or workspace_dir() / "eval"
     write_json_atomic(Path(out) / "results.json", results)
-    write_text_atomic(Path(out) / "results.md", markdown_table(results))
+    write_text_atomic(Path(out) / "results.md", markdown_table(results) + ("\n" + detector_table(results) if detector_table(results) else ""))
     print(markdown_table(results))
+    detectors = detector_table(results)
+    if detectors:
+        print(detectors)
     print(f"wrote {Path(out) / 'results.json'} and results.md")
     return 0
 

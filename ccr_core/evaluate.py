@@ -213,3 +213,19 @@ def markdown_table(results: list[dict], metric: str = "SumR") -> str:
         row.append(f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def detector_table(results: list[dict]) -> str:
+    """One row per model evaluated on noisy training pairs: every detector's AUROC / AUPRC / precision at
+    the number of noisy pairs, the trivial ones (cosine, per-pair loss) first. Empty without such rows."""
+    rows = [r for r in results if r.get("detectors")]
+    if not rows:
+        return ""
+    names = [n for n in ("cosine", "pair_loss", "uncertainty", "mismatch") if any(n in r["detectors"] for r in rows)]
+    labels = {"cosine": "1 − cosine (trivial)", "pair_loss": "per-pair loss (trivial)", "uncertainty": "UML u = B/S", "mismatch": "UML DECL score"}
+    lines = ["Noise detectors on the injected noisy pairs (AUROC / AUPRC / precision@#noisy):", "",
+             "| model | noisy share | " + " | ".join(labels[n] for n in names) + " |", "|" + "---|" * (len(names) + 2)]
+    for r in rows:
+        cells = [" / ".join(f"{r['detectors'][n][k]:.3f}" for k in ("auroc", "auprc", "precision_at_n_noisy")) if n in r["detectors"] else "" for n in names]
+        lines.append(f"| {r['model']} | {r.get('noisy_fraction', 0):.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -155,6 +155,22 @@ def test_uml_noise_audit_on_injected_noise(world, tmp_path):
     assert len(audit["scores"]) == len(audit["labels"]) == 40  # 20 pairs x 2 target languages
     assert ((audit["scores"] > 0) & (audit["scores"] <= 1)).all()
     assert audit["labels"].sum() == sum(noisy_bench.bundle.noise[c] == "noisy-correspondence" for c in audit["caption_ids"])
+    # every detector is reported beside the trivial ones, on the same labelled pairs
+    assert set(audit["detectors"]) == {"cosine", "pair_loss", "uncertainty", "mismatch"}
+    assert audit["detectors"]["uncertainty"]["auroc"] == audit["auroc"] and audit["detectors"]["mismatch"]["auroc"] == audit["auroc_mismatch"]
+    assert all(len(audit["detector_scores"][name]) == 40 for name in audit["detectors"])
+    # and `ccr eval` prints them: the trivial detectors first
+    from ccr_core.cli import main
+
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["eval", str(tmp_path / "uml"), "--data", str(bundle.root), "--quiet", "--out", str(tmp_path / "eval")]) == 0
+    text = out.getvalue()
+    assert "| 1 − cosine (trivial) | per-pair loss (trivial) | UML u = B/S | UML DECL score |" in text
+    assert f"{audit['detectors']['cosine']['auroc']:.3f}" in text and "1 − cosine (trivial)" in (tmp_path / "eval" / "results.md").read_text()
 
 
 def test_float16_shipping_copy_loads_and_matches(world, tmp_path):
