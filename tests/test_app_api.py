@@ -167,7 +167,7 @@ def test_consistency_views(client, server):
 def test_audit_views(client):
     status, hist, curves, precision, start, gallery, table, page = client.predict("uml", 0, 6, api_name="/audit")
     assert "AUROC" in status and hist["type"] == curves["type"] == "plotly" and precision["data"]
-    assert len(gallery) == 6 and len(table["data"]) == 6 and "highest mismatch 1−p̂ first" in page and "AUROC" in status and status.count("AUROC") >= 2
+    assert len(gallery) == 6 and len(table["data"]) == 6 and "highest DECL score first" in page and "AUROC" in status and status.count("AUROC") >= 2
     start, gallery, table, page = client.predict("uml", 0, 6, api_name="/audit_next")
     assert start == 6 and table["data"][0][0] == 7
     start, *_ = client.predict("uml", 6, 6, api_name="/audit_prev")

@@ -328,12 +328,17 @@ def test_audit_scores_match_training_pair_uncertainty(world):
     # UML also has the mismatch score; the list and precision@k are ranked by it
     assert np.allclose(view.scores.mismatch[[k for k, c in enumerate(view.scores.caption_ids) if c in set(reference["caption_ids"])]],
                        reference["mismatch_scores"])
-    assert f"{reference['auroc_mismatch']:.3f}" in view.status and len(view.curves.data) == 2 * 2 + 2  # two scorers + chance lines
+    # one ROC/PR pair per detector -- u, the DECL score and the two trivial ones -- plus the chance lines
+    assert f"{reference['auroc_mismatch']:.3f}" in view.status and len(view.curves.data) == 4 * 2 + 2
+    assert len(view.scores.trivial) == 2 and "Against the trivial detector" in view.status
+    for name, values in view.scores.trivial.items():  # each trivial detector's AUROC is the one shown, on the same pairs
+        mask = view.scores.labels >= 0
+        assert f"{metrics.auroc(values[mask], view.scores.labels[mask]):.3f}" in " ".join(t.name for t in view.curves.data)
     at_10 = view.precision.set_index("k").loc[10, "precision@k (share noisy)"]
     assert at_10 == round(metrics.precision_at_k(reference["mismatch_scores"], reference["labels"], 10), 3)
     gallery, table, status = audit.uncertain_pairs(world, "uml", 0, 5)
     assert len(gallery) == len(table) == 5 and list(table["mismatch"]) == sorted(table["mismatch"], reverse=True)
-    assert "highest mismatch" in status and "1−p̂=" in gallery[0][1]
+    assert "highest DECL score" in status and "DECL=" in gallery[0][1]
     assert set(table["true label"]) <= {"clean", "noisy-correspondence"} and Path(gallery[0][0]).exists()
     with pytest.raises(InputError, match="Start"):
         audit.uncertain_pairs(world, "uml", 10_000, 5)

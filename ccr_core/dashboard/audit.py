@@ -1,8 +1,9 @@
 """Uncertainty and noise audit tab (UML): the per-pair uncertainty of every (image, English, target)
 training pair, from ``ccr_core.evaluate.every_training_pair_uncertainty`` (the same batches, so the same
 scores as the noise AUROC in RESULTS.md), keeping pairs without a noise label too. Where labels exist:
-ROC and precision-recall curves, AUROC/AUPRC and precision at k; and a browsable list of the most
-uncertain pairs with thumbnail, caption, source and true label."""
+ROC and precision-recall curves of every detector -- u, the DECL score UML trains with, and the trivial
+ones (the plain baseline's 1 − cosine and per-pair loss) -- AUROC/AUPRC and precision at k; and a
+browsable list of the most likely noisy pairs with thumbnail, caption, source and true label."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,7 +31,10 @@ class PairScores:
     scores: np.ndarray  # (P,) uncertainty in (0, 1]
     labels: np.ndarray | None  # (P,) 1 = noisy, 0 = clean, -1 = unlabelled; None if no pair is labelled
     noise_names: list[str]  # the label text of each pair ("" if unlabelled)
-    mismatch: np.ndarray | None = None  # (P,) UML's 1 − p̂_ii (``UML.mismatch``), where the method has it
+    mismatch: np.ndarray | None = None  # (P,) the DECL score UML trains with (``UML.mismatch``), where the method has it
+    # the trivial detectors beside it, each (P,) aligned with the pairs: the cosine and per-pair loss of the
+    # world's plain baseline trained at the same noise rate (or, without one, of this model itself)
+    trivial: dict[str, np.ndarray] | None = None
 
     @property
     def ranking(self) -> np.ndarray:
@@ -40,7 +44,7 @@ class PairScores:
 
     @property
     def ranking_name(self) -> str:
-        return "mismatch 1−p̂" if self.mismatch is not None else "uncertainty u"
+        return "DECL score" if self.mismatch is not None else "uncertainty u"
 
 
 def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128) -> PairScores:
@@ -59,9 +63,29 @@ def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128) -> 
     names = [noise.get(c, "") for c in every["caption_ids"]]
     labels = np.array([-1 if not n else int(n != "clean") for n in names])
     result = PairScores(every["caption_ids"], every["item_ids"], every["langs"], every["scores"], labels if (labels >= 0).any() else None, names,
-                        every.get("mismatch"))
+                        every.get("mismatch"), trivial_detectors(world, model, every))
     memo[key] = result
     return result
+
+
+def trivial_detectors(world: World, model: ModelEntry, every: dict) -> dict[str, np.ndarray]:
+    """1 − cosine and the per-pair contrastive loss of each pair, from the world's baseline trained at the
+    model's noise rate (same noisy pairs) where there is one, else from the model itself; named by source."""
+    from ccr_core.eval.detectors import training_pair_scores
+
+    baseline = next((m for m in world.model_list() if m.method == "baseline" and m.noise == model.noise), None)
+    if baseline is None:
+        own = every["detectors"]
+        return {f"{model.name}'s own 1 − cosine (trivial)": own["cosine"], f"{model.name}'s own per-pair loss (trivial)": own["pair_loss"]}
+    other = training_pair_scores(baseline.trained, baseline.bench)
+    row = {key: k for k, key in enumerate(zip(other["caption_ids"], other["item_ids"], other["langs"]))}
+    keys = list(zip(every["caption_ids"], every["item_ids"], every["langs"]))
+    if any(key not in row for key in keys):  # not the same training pairs: the model's own scores instead
+        own = every["detectors"]
+        return {f"{model.name}'s own 1 − cosine (trivial)": own["cosine"], f"{model.name}'s own per-pair loss (trivial)": own["pair_loss"]}
+    order = np.array([row[key] for key in keys])
+    return {f"{baseline.name} 1 − cosine (trivial)": other["detectors"]["cosine"][order],
+            f"{baseline.name} per-pair loss (trivial)": other["detectors"]["pair_loss"][order]}
 
 
 @dataclass
@@ -105,7 +129,8 @@ def audit(world: World, model_name: str | None = None) -> AuditView:
         y = ps.labels[mask]
         curves = make_subplots(rows=1, cols=2, subplot_titles=("ROC", "Precision–recall"))
         found = []
-        scorers = [("uncertainty u", ps.scores, "#4C78A8")] + ([("mismatch 1−p̂ (ours)", ps.mismatch, "#E45756")] if ps.mismatch is not None else [])
+        scorers = [("UML u = B/S", ps.scores, "#4C78A8")] + ([("UML DECL score (trains with)", ps.mismatch, "#E45756")] if ps.mismatch is not None else [])
+        scorers += [(name, values, colour) for (name, values), colour in zip((ps.trivial or {}).items(), ("#72B7B2", "#B279A2"))]
         for name, values, colour in scorers:
             s = values[mask]
             fpr, tpr, _ = metrics.roc_curve(s, y)
@@ -128,8 +153,14 @@ def audit(world: World, model_name: str | None = None) -> AuditView:
         lines.append(f"Noise labels on {mask.sum()} pairs ({100 * y.mean():.1f}% noisy; chance: AUROC 0.5, AUPRC {y.mean():.3f}) — "
                      + "; ".join(found) + ".")
         if ps.mismatch is not None:
-            lines.append("u = B/S (the paper's uncertainty) measures how much evidence a pair's batch row holds in total; the mismatch "
-                         "score 1 − p̂ is how little of it sits on the pair's own image or English caption. The list below is ranked by it.")
+            lines.append("u = B/S (the paper's uncertainty) measures how much evidence a pair's batch row holds in total; the DECL "
+                         "score (what UML trains with) is how little of the pair's symmetric evidence sits on its own image or English "
+                         "caption. The list below is ranked by it.")
+        if ps.trivial and ps.mismatch is not None:
+            own = metrics.auroc(ps.mismatch[mask], y)
+            best_name, best = max(((n, metrics.auroc(v[mask], y)) for n, v in ps.trivial.items()), key=lambda kv: kv[1])
+            lines.append(f"Against the trivial detector: the best of them ({best_name}) reaches AUROC {best:.3f}, UML's DECL score {own:.3f} — "
+                         + ("**UML's detector is no better than the trivial one here.**" if own <= best + 0.005 else f"UML's is better by {own - best:.3f}."))
     else:
         lines.append("This world has no noise labels for these pairs, so only the distribution is shown.")
     return AuditView("\n\n".join(lines), hist, curves, precision, ps)
@@ -156,7 +187,7 @@ def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0,
     for r, j in enumerate(order, start=start + 1):
         cap = text_of[ps.caption_ids[j]]
         label = ps.noise_names[j] or "unlabelled"
-        shown = f"u={ps.scores[j]:.3f}" + (f" · 1−p̂={ps.mismatch[j]:.3f}" if ps.mismatch is not None else "")
+        shown = f"u={ps.scores[j]:.3f}" + (f" · DECL={ps.mismatch[j]:.3f}" if ps.mismatch is not None else "")
         gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · {shown} · {label} · [{cap.lang}] {cap.text[:80]}"))
         rows.append({"#": r, "uncertainty": round(float(ps.scores[j]), 4),
                      **({"mismatch": round(float(ps.mismatch[j]), 4)} if ps.mismatch is not None else {}), "true label": label, "language": cap.lang, "caption": cap.text,
