@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from ccr_core.paths import bundle_dir, cache_dir, shared_data_dir, workspace_dir
@@ -104,12 +105,31 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_data_import(args) -> int:
-    from ccr_core.data.importer import import_captions
-
-    out = import_captions(args.images, args.captions, args.out, fmt=args.format, name=args.name, licence=args.licence, lang=args.lang)
     from ccr_core.data.bundle import load_bundle
+    from ccr_core.data.importer import format_import_summary, import_captions
 
-    print(load_bundle(out).format_stats())
+    langs = args.lang.split(",") if args.lang and "," in args.lang else args.lang
+    out = import_captions(
+        args.images, args.captions, args.out, fmt=args.format, name=args.name, licence=args.licence, description=args.description,
+        lang=langs, split=args.split, split_file=args.split_file, ratios=args.ratios, seed=args.seed,
+        unsplit="skip" if args.skip_unsplit else "error", copy_images=args.copy_images, mt_system=args.mt_system, strict=args.strict,
+        image_map=args.image_map, only_existing=args.only_existing, id_rule=not args.exact_names, image_list=args.image_list, force=args.force,
+    )
+    bundle = load_bundle(out)
+    print(format_import_summary(bundle))
+    print(bundle.format_stats())
+    print(f"bundle written to {out}")
+    return 0
+
+
+def cmd_data_merge(args) -> int:
+    from ccr_core.data.bundle import load_bundle
+    from ccr_core.data.importer import merge_bundles
+
+    out = merge_bundles(args.bundles, args.out, name=args.name, force=args.force)
+    bundle = load_bundle(out)
+    print(bundle.format_stats())
+    print(f"merged {len(args.bundles)} bundles into {out}")
     return 0
 
 
@@ -257,15 +277,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, help="a local mirror to read instead of the network")
     p.set_defaults(func=cmd_data_fetch)
 
-    p = data.add_parser("import", help="a folder of images + a captions file -> a bundle")
-    p.add_argument("images", type=Path)
-    p.add_argument("captions", type=Path, help="CSV/JSONL (image, lang, text[, source][, split]), Flickr8k-CN, NRCCR, xFlickr&CO JSONL, COCO Karpathy JSON")
-    p.add_argument("out", type=Path)
-    p.add_argument("--format", default="auto")
-    p.add_argument("--name", default=None)
-    p.add_argument("--licence", default="unspecified")
-    p.add_argument("--lang", help="language of captions whose file does not name it (xFlickr&CO; CSV/JSONL rows without one)")
+    from ccr_core.data.importer import DEFAULT_SPLIT, FORMATS, MAX_ABSENT_FRACTION, SPLIT_CHOICES
+
+    p = data.add_parser(
+        "import", help="a folder of images + caption files -> a bundle",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Build a bundle that points at IMAGES from one or more caption files (one per language, or multilingual CSV/JSONL). "
+            "Forgiving by default: captions with empty text or an absent image are skipped, counted and reported with file:line "
+            "(also in the bundle's manifest.json); --strict refuses instead. Nothing is half-written, and an existing bundle in OUT "
+            "is replaced only with --force.", 100),
+        epilog="formats (--format):\n" + "\n".join(f"  {k:<11}{v}" for k, v in FORMATS.items())
+               + "\n\nimage names are resolved by --image-map, then as written (with a common suffix, or the last path part),\n"
+                 "then by the Flickr30k-id rule: 1007129816.jpg <-> 1007129816_e794419615.jpg (the numeric prefix;\n"
+                 "--exact-names turns it off).\n\n"
+                 f"splits: without --split/--split-file, splits the files carry are kept and everything else goes to {DEFAULT_SPLIT}.",
+    )
+    p.add_argument("images", type=Path, help="the folder the captions' image names are relative to (referenced, not copied)")
+    p.add_argument("captions", type=Path, nargs="+", help="caption file(s); several are imported into one bundle")
+    p.add_argument("out", type=Path, help="bundle folder to write (its name is the default bundle name)")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], metavar="FORMAT",
+                   help="format of every caption file: auto (guess from name and first line; lines when --image-list is given) or one listed below")
+    p.add_argument("--lang", help="language of files that do not name one (xflickrco, lines; CSV/JSONL rows without one): one code for all "
+                                  "files, or a comma list with one per file; default: a .<lang> suffix or <lang>/ folder in the path")
+    p.add_argument("--image-list", type=Path, help="--format lines: the image list; line i names the image of caption line i of every file")
+    p.add_argument("--image-map", type=Path, help="two-column file: image name in the captions, file in IMAGES (tab, comma or spaces)")
+    p.add_argument("--exact-names", action="store_true", help="do not apply the Flickr30k-id <-> Flickr8k-name rule")
+    p.add_argument("--only-existing", action="store_true",
+                   help=f"import the captions of the images present however many are absent (otherwise more than {MAX_ABSENT_FRACTION * 100:.0f}%% absent is refused)")
+    p.add_argument("--strict", action="store_true", help="refuse the import at the first bad line (empty caption, absent image) instead of skipping it")
+    p.add_argument("--split", choices=SPLIT_CHOICES,
+                   help=f"put every image in train, val or test, or seeded: a reproducible --ratios split of images (default: the files' own splits, else {DEFAULT_SPLIT})")
+    p.add_argument("--split-file", type=Path, help="file of '<image> <split>' lines naming each image's split (not with --split)")
+    p.add_argument("--skip-unsplit", action="store_true", help="with --split-file: leave out images it does not name (default: refuse)")
+    p.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"), help="--split seeded: proportions (default 0.8 0.1 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="--split seeded: seed (default 0)")
+    p.add_argument("--name", default=None, help="bundle name (default: the name of OUT)")
+    p.add_argument("--licence", default="unspecified", help="licence of the data, recorded in the manifest")
+    p.add_argument("--description", default="", help="one line about the data, recorded in the manifest")
+    p.add_argument("--mt-system", default="unknown", help="nrccr: the MT system behind enc2<l> captions")
+    p.add_argument("--copy-images", action="store_true", help="copy the images into OUT/images instead of referencing IMAGES")
+    p.add_argument("--force", action="store_true", help="replace the bundle in OUT if there is one (a folder that is not a bundle is never replaced)")
     p.set_defaults(func=cmd_data_import)
+
+    p = data.add_parser("merge", help="combine bundles (e.g. one per language) into one",
+                        description="Merge bundles: items matched by id (the same id must be the same image file and split), captions "
+                                    "concatenated (identical ones kept once, a clashing id renumbered), noise labels kept. Images are referenced.")
+    p.add_argument("bundles", type=_bundle_arg, nargs="+", help="bundle folders or names (two or more)")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--name", help="bundle name (default: the name of --out)")
+    p.add_argument("--force", action="store_true", help="replace the bundle in --out if there is one")
+    p.set_defaults(func=cmd_data_merge)
 
     p = data.add_parser("noise", help="inject noisy correspondence into a bundle's training captions",
                         description="Replace the target-language training caption of a fraction of items by another item's (noisy correspondence), recording ground-truth labels.")
@@ -288,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (BundleError, FeatureCacheError, CheckpointError, TextCacheError, FileNotFoundError, ValueError) as exc:
+    except (BundleError, FeatureCacheError, CheckpointError, TextCacheError, FileNotFoundError, FileExistsError, ValueError) as exc:
         if os.environ.get("CCR_DEBUG"):
             raise
         print(f"ccr: error: {exc}", file=sys.stderr)
