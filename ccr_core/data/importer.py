@@ -130,6 +130,7 @@ def read_image_map(path: str | os.PathLike) -> dict[str, str]:
     """
     path = Path(path)
     out: dict[str, str] = {}
+    first = True
     for lineno, line in enumerate(formats.read_lines(path), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -137,7 +138,8 @@ def read_image_map(path: str | os.PathLike) -> dict[str, str]:
         parts = [p for p in parts if p]
         if len(parts) != 2:
             raise FormatError(f"{path}:{lineno}: expected two columns '<name in the captions> <file in the image folder>', got {line[:80]!r}")
-        if lineno == 1 and parts[1].lower() in ("file", "path", "filename", "target"):
+        header, first = first and parts[1].lower() in ("file", "path", "filename", "target"), False
+        if header:
             continue
         name, target = parts
         if out.get(name, target) != target:
@@ -464,7 +466,7 @@ def import_captions(
     skipped_unsplit: list[str] = []
     items_in_order = list(dict.fromkeys(item_of[r.image] for r in rows))
     if split in SPLITS:
-        split_from = f"split={split}"
+        split_from = f"as asked: {split}"
         split_of = {item: split for item in items_in_order}
     elif split == "seeded":
         split_from = f"seeded {list(ratios)} seed {seed}"
@@ -484,7 +486,7 @@ def import_captions(
             split_of[item] = found
     else:
         with_split = {r.file for r in rows if r.split is not None}  # files that carry splits
-        split_from = "the caption files" if with_split else f"default ({DEFAULT_SPLIT}: the files name no split)"
+        split_from = "from the caption files" if with_split else f"none named, so {DEFAULT_SPLIT}"
         for row in rows:
             if row.split is None:
                 continue
@@ -498,7 +500,7 @@ def import_captions(
             if row.split is None and row.file in with_split:
                 raise FormatError(f"{row.where}: no split, while other captions in the file have one")
         if with_split and any(item not in split_of for item in items_in_order):
-            split_from += f"; images no file splits: {DEFAULT_SPLIT}"
+            split_from += f"; images no file splits go to {DEFAULT_SPLIT}"
         for item in items_in_order:
             split_of.setdefault(item, DEFAULT_SPLIT)
     if skipped_unsplit:
