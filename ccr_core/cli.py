@@ -172,19 +172,32 @@ def cmd_eval(args) -> int:
     from ccr_core.training.checkpoint import verify_checkpoint
     from ccr_core.training.train import TrainConfig, prepare_workbench
 
-    results, bench = [], None
+    results, bench, bench_splits = [], None, ()
     for folder in args.checkpoints:
         ckpt = folder / "best" if (folder / "best").is_dir() else folder
         meta = verify_checkpoint(ckpt)
         cfg = TrainConfig.from_dict(meta["train_config"])
+        trained_on = meta.get("bundle") or Path(str(cfg.data)).name  # the bundle the checkpoint was trained on
         if args.data:
             cfg.data = str(args.data)
         if bench is None:
-            bench = prepare_workbench(cfg, workspace_dir(), progress=not args.quiet)
+            from ccr_core.data.bundle import load_bundle
+            from ccr_core.training.train import resolve_bundle
+
+            bundle = load_bundle(resolve_bundle(cfg.data))
+            # on a bundle the model was not trained on, only its test captions need text states
+            bench_splits = ("train", "val", "test") if bundle.name == trained_on else ("test",)
+            bench = prepare_workbench(cfg, workspace_dir(), bundle=bundle, progress=not args.quiet, splits=bench_splits)
+        foreign = bench.bundle.name != trained_on
         name = meta["method"] + (f"@noise{cfg.noise:g}" if cfg.noise else "")
         model = load_trained(ckpt, bench, name)
         result = evaluate_model(model, bench, mrv_languages=args.mrv_languages)
-        if cfg.noise:
+        if not result:
+            raise ValueError(f"{bench.bundle.root}: the bundle has no test images to evaluate on")
+        result["trained_on"], result["evaluated_on"] = trained_on, bench.bundle.name
+        if foreign:  # its training time and training-noise detection say nothing about this bundle
+            result.pop("train_seconds", None)
+        if cfg.noise and not foreign and "train" in bench_splits:
             from ccr_core.training.train import _noisy
 
             noisy_bench = type(bench)(_noisy(bench.bundle, cfg), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
@@ -198,6 +211,18 @@ def cmd_eval(args) -> int:
     write_text_atomic(Path(out) / "results.md", markdown_table(results))
     print(markdown_table(results))
     print(f"wrote {Path(out) / 'results.json'} and results.md")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from ccr_core.eval.benchmark import BenchmarkConfig, benchmark_table, run_benchmark, write_benchmark
+
+    cfg = BenchmarkConfig(args.benchmark, args.images, args.annotations, list(args.checkpoints), exclude_trained=args.exclude_trained,
+                          image_map=args.image_map, strict=args.strict)
+    run = run_benchmark(cfg, workspace_dir(), progress=not args.quiet)
+    print(benchmark_table(run), end="")
+    json_path, md_path = write_benchmark(run, args.out or Path(run["bundle"]) / "results")
+    print(f"wrote {json_path} and {md_path.name}; {run['seconds']:.0f} s")
     return 0
 
 
@@ -253,6 +278,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder for results.json and results.md (default <workspace>/eval)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    from ccr_core.eval.benchmark import BENCHMARKS, MULTI30K_TEST_SPLIT
+
+    bench = sub.add_parser("benchmark", help="a standard benchmark from its upstream files: build, evaluate checkpoints, print the table",
+                           description="Build a standard test set from its files as published, over your photo folder (the images at hand are "
+                                       "used, the rest are counted), evaluate every checkpoint on it and print per language R@1/5/10 both ways "
+                                       "and SumR (and MRV). Warns, with the count, when gallery images are in a checkpoint's training split.")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for key, about in BENCHMARKS.items():
+        p = bench_sub.add_parser(key, help=about, description=about + ". Results go to <bundle>/results unless --out.")
+        p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT", help="run folders or checkpoint folders")
+        p.add_argument("--images", type=Path, required=True, help="photo folder (e.g. Flickr8k's); Flickr30k ids are matched to Flickr8k names")
+        if key == "xflickrco":
+            p.add_argument("--annotations", type=Path, required=True, help="IGLUE's datasets/xFlickrCO/annotations folder (<lang>/test.jsonl)")
+        else:
+            p.add_argument("--annotations", type=Path, default=shared_data_dir() / "multi30k" / "data",
+                           help=f"Multi30K's data/ folder (task1/raw, task1/image_splits; split {MULTI30K_TEST_SPLIT}); default the mirror's")
+        p.add_argument("--exclude-trained", action="store_true", help="drop gallery images that are in a checkpoint's training split")
+        p.add_argument("--image-map", type=Path, help="two-column file: image name in the benchmark, file in --images")
+        p.add_argument("--strict", action="store_true", help="refuse empty captions instead of skipping them")
+        p.add_argument("--out", type=Path, help="folder for results.json and results.md")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=cmd_benchmark)
 
     data = sub.add_parser("data", help="build, fetch, import and inspect dataset bundles").add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data.add_parser("stats", help="counts per split x language x source", description="Validate a bundle and print item counts and caption counts per split x language x source.")

@@ -390,7 +390,7 @@ def import_captions(
         FormatError: a malformed caption, split or map file, or (strict) a bad line; the message
             names the file and line. BundleExistsError: ``out_dir`` is taken.
     """
-    images_dir = Path(images_dir).absolute()
+    images_dir = Path(os.path.abspath(images_dir))  # absolute and normalised (no "..": it is shown and recorded)
     out_dir = Path(out_dir)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"{images_dir}: image folder not found")
