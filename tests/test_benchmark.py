@@ -179,3 +179,39 @@ def test_cli_eval_on_a_foreign_bundle_names_the_training_bundle(capsys, world, w
     code, out, err = ccr_main(capsys, "eval", world["run"], "--quiet", "--out", world["root"] / "ev-own")  # its own bundle: seconds shown
     assert code == 0, err
     assert "train s" in next(line for line in out.splitlines() if line.startswith("| model"))
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_multi30k_on_the_real_mirror_finds_the_flickr8k_photos_and_the_training_overlap(capsys, shared_data, tmp_path, monkeypatch):
+    """Multi30K test_2016_flickr over the Flickr8k photos with two shipped Flickr8k-ML checkpoints: the 243 test images that are
+    Flickr8k photos are found, and the overlap with Flickr8k's train split (which those models trained on) is counted."""
+    from conftest import REPO
+    from ccr_core.data import formats
+    from ccr_core.data.flickr8k_ml import build_flickr8k_ml
+
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path))
+    build_flickr8k_ml(shared_data, tmp_path / "bundles" / "flickr8k-ml", progress=False)
+    # the expected counts, independently: test ids -> Flickr8k names by prefix -> Flickr8k's train list
+    test_ids = [name.removesuffix(".jpg") for name in formats.read_image_list(shared_data / "multi30k/data/task1/image_splits/test_2016_flickr.txt")]
+    photo_of = {p.name.split("_")[0]: p.stem for p in (shared_data / "flickr8k/images").iterdir()}
+    train = set(formats.read_image_list(shared_data / "flickr8kcn/data/flickr8ktrain.txt"))
+    found = [photo_of[i] for i in test_ids if i in photo_of]
+    in_train = sum(stem in train for stem in found)
+    assert len(found) == 243 and 0 < in_train < 243
+
+    checkpoints = [REPO / "checkpoints/flickr8k-ml/baseline", REPO / "checkpoints/flickr8k-ml/nrccr"]
+    started = time.perf_counter()
+    code, out, err = ccr_main(capsys, "benchmark", "multi30k", "--annotations", shared_data / "multi30k/data",
+                              "--images", shared_data / "flickr8k/images", *checkpoints, "--quiet", "--out", tmp_path / "res")
+    seconds = time.perf_counter() - started
+    assert code == 0, err
+    assert "images: 243 of the 1000 named found" in out and "(243 by flickr30k-id); 757 absent" in out
+    for name in ("baseline", "nrccr"):
+        assert f"WARNING {name}: {in_train} of the 243 gallery images are in the training split of flickr8k-ml" in out
+    run = json.loads((tmp_path / "res" / "results.json").read_text())
+    for result in run["results"]:
+        assert [result["groups"][lang]["n_images"] for lang in ("en", "de", "fr", "cs")] == [243] * 4
+        assert result["groups"]["en"]["t2i_R@10"] > 5 * 100 * 10 / 243  # far above chance (4.1 %)
+        assert result["mrv"]["languages"] == ["en", "de", "fr", "cs"] and result["mrv"]["n_instances"] == 243
+    print(f"ccr benchmark multi30k, two checkpoints, cold caches: {seconds:.0f} s")
