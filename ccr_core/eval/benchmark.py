@@ -89,7 +89,7 @@ def _inputs_digest(paths: Sequence[Path], images: Path, image_map: Path | None) 
     digest = hashlib.sha256()
     for path in list(paths) + ([image_map] if image_map else []):
         digest.update(path.name.encode() + b"\0" + sha256_file(path).encode())
-    digest.update(str(images.absolute()).encode())
+    digest.update(os.path.abspath(images).encode())
     digest.update("\n".join(sorted(os.listdir(images))).encode())
     return digest.hexdigest()[:10]
 
