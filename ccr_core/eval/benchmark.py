@@ -17,6 +17,7 @@ Layouts read (see :func:`xflickrco_files`, :func:`multi30k_files`):
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -146,16 +147,21 @@ def _flickr_id(image: str) -> str | None:
     return match[1] if match else None
 
 
-_HASHES: dict[tuple[str, str], dict[str, str]] = {}  # (bundle root, split) -> {sha256: item id}, per process
+@functools.lru_cache(maxsize=None)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def image_sha256(path: Path) -> str:
+    """SHA-256 of an image file, computed once per process while the file is unchanged."""
+    stat = path.stat()
+    return _file_sha256(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 def image_hashes(bundle: Bundle, split: str | None = None) -> dict[str, str]:
-    """``{sha256 of the image file: item id}`` for a bundle's image items (of one split)."""
-    key = (str(bundle.root.absolute()), split or "")
-    if key not in _HASHES:
-        _HASHES[key] = {sha256_file(bundle.image_path(it)): it.id for it in bundle.items
-                        if it.kind == "image" and (split is None or it.split == split) and bundle.image_path(it).is_file()}
-    return _HASHES[key]
+    """``{sha256 of the image file: item id}`` for a bundle's image items (of one split) whose file exists."""
+    return {image_sha256(bundle.image_path(it)): it.id for it in bundle.items
+            if it.kind == "image" and (split is None or it.split == split) and bundle.image_path(it).is_file()}
 
 
 def training_overlap(gallery: Bundle, meta: dict) -> TrainingOverlap:
@@ -169,7 +175,7 @@ def training_overlap(gallery: Bundle, meta: dict) -> TrainingOverlap:
         return TrainingOverlap(trained_on, False, note=f"its training bundle is not at hand ({str(exc)[:200]}); overlap not checked")
     trained = image_hashes(train_bundle, "train")
     test_items = [it for it in gallery.items if it.split == "test" and it.kind == "image"]
-    by_content = [it.id for it in test_items if sha256_file(gallery.image_path(it)) in trained]
+    by_content = [it.id for it in test_items if image_sha256(gallery.image_path(it)) in trained]
     train_ids = {fid for it in train_bundle.items_in("train") if (fid := _flickr_id(it.image))}
     by_id = [it.id for it in test_items if (fid := _flickr_id(it.image)) and fid in train_ids]
     return TrainingOverlap(train_bundle.name, True, by_content, by_id)
