@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from benchmark_fixtures import FLICKR_IDS, flickr8k_name, make_flickr8k_folder, make_multi30k, make_xflickrco, write_photo
-from ccr_core.data.bundle import load_bundle
 from ccr_core.eval.benchmark import BenchmarkConfig, build_benchmark_bundle, training_overlap, xflickrco_files
 
 PRESENT = [0, 1, 2, 3, 5, 6, 8, 9, 11]  # 9 of the 12 Flickr images at hand, no COCO image
