@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("captions", type=Path, nargs="+", help="caption file(s); several are imported into one bundle")
     p.add_argument("out", type=Path, help="bundle folder to write (its name is the default bundle name)")
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], metavar="FORMAT",
-                   help="format of every caption file: auto (guess from name and first line; lines when --image-list is given) or one listed below")
+                   help="format of every caption file: auto (guess each from its name and first line; plain text with --image-list is lines) or one listed below")
     p.add_argument("--lang", help="language of files that do not name one (xflickrco, lines; CSV/JSONL rows without one): one code for all "
                                   "files, or a comma list with one per file; default: a .<lang> suffix or <lang>/ folder in the path")
     p.add_argument("--image-list", type=Path, help="--format lines: the image list; line i names the image of caption line i of every file")

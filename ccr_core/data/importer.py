@@ -311,7 +311,14 @@ def _caption_files(captions_file, fmt: str, lang, image_list) -> list[CaptionFil
         path = Path(cf.path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: caption file not found")
-        file_fmt = cf.fmt if cf.fmt != "auto" else ("lines" if image_list is not None else detect_format(path))
+        file_fmt = cf.fmt
+        if file_fmt == "auto":
+            try:
+                file_fmt = detect_format(path)
+            except FormatError:
+                if image_list is None:
+                    raise
+                file_fmt = "lines"  # plain text with an image list: parallel line files
         if file_fmt not in FORMATS:
             raise ValueError(f"unknown caption format {file_fmt!r}; expected auto or one of {', '.join(FORMATS)}")
         file_lang = cf.lang or (infer_lang(path) if file_fmt in ("xflickrco", "lines") else None)
