@@ -538,7 +538,7 @@ def import_captions(
     for c in captions:
         split_captions[c.split][c.lang] += 1
     report = {
-        "files": [{"path": str(cf.path.absolute()), "format": cf.fmt, "lang": cf.lang, "captions": n} for cf, n in zip(files, read_per_file)],
+        "files": [{"path": os.path.abspath(cf.path), "format": cf.fmt, "lang": cf.lang, "captions": n} for cf, n in zip(files, read_per_file)],
         "mode": "strict" if strict else "forgiving" + (", only existing images" if only_existing else ""),
         "images": {"named": named, "found": len(image_of), "absent": len(absent), "by_rule": dict(rule_counts),
                    "items": len(items), "folder": str(images_dir)},
@@ -555,7 +555,7 @@ def import_captions(
                                      f"({', '.join(formats_used)}) with images in {images_dir}."),
         image_root=str(images_dir),
         extra={
-            "imported_from": str(first.absolute()) if len(files) == 1 else [str(cf.path.absolute()) for cf in files],
+            "imported_from": os.path.abspath(first) if len(files) == 1 else [os.path.abspath(cf.path) for cf in files],
             "format": formats_used[0] if len(formats_used) == 1 else formats_used,
             "split_from": split_from,
             "skipped_unsplit_images": skipped_unsplit,
