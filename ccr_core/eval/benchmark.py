@@ -169,16 +169,37 @@ def training_overlap(gallery: Bundle, meta: dict) -> TrainingOverlap:
     from ccr_core.training.train import resolve_bundle
 
     trained_on = str(meta.get("train_config", {}).get("data") or meta.get("bundle") or "")
+    note = ""
     try:
         train_bundle = load_bundle(resolve_bundle(trained_on), check_images=False, check_hashes=False)
     except (FileNotFoundError, ValueError) as exc:
-        return TrainingOverlap(trained_on, False, note=f"its training bundle is not at hand ({str(exc)[:200]}); overlap not checked")
+        train_bundle = _rebuildable_bundle(trained_on)
+        if train_bundle is None:
+            return TrainingOverlap(trained_on, False, note=f"its training bundle is not at hand ({str(exc)[:200]}); overlap not checked")
+        note = f"{trained_on} is not built; its splits were read from the upstream files in {train_bundle.root}"
     trained = image_hashes(train_bundle, "train")
     test_items = [it for it in gallery.items if it.split == "test" and it.kind == "image"]
     by_content = [it.id for it in test_items if image_sha256(gallery.image_path(it)) in trained]
     train_ids = {fid for it in train_bundle.items_in("train") if (fid := _flickr_id(it.image))}
     by_id = [it.id for it in test_items if (fid := _flickr_id(it.image)) and fid in train_ids]
-    return TrainingOverlap(train_bundle.name, True, by_content, by_id)
+    return TrainingOverlap(train_bundle.name, True, by_content, by_id, note)
+
+
+def _rebuildable_bundle(name: str) -> Bundle | None:
+    """A bundle CCR Lab builds from upstream files (Flickr8k-ML), assembled in memory from the
+    real-data mirror when it was never built into the workspace; None when that is not possible."""
+    from ccr_core.data import flickr8k_ml
+    from ccr_core.data.bundle import Manifest
+    from ccr_core.paths import shared_data_dir
+
+    if name != flickr8k_ml.NAME:
+        return None
+    source = shared_data_dir()
+    try:
+        items, _, _ = flickr8k_ml.flickr8k_ml_records(source)
+    except (FileNotFoundError, ValueError):
+        return None
+    return Bundle(source, Manifest(name, image_root=str((source / flickr8k_ml.IMAGES_DIR).absolute())), items, [])
 
 
 def without_items(bundle: Bundle, drop: set[str]) -> Bundle:
@@ -224,6 +245,8 @@ def run_benchmark(cfg: BenchmarkConfig, workspace: str | os.PathLike, progress: 
         model = load_trained(ckpt, bench, name)
         overlap = training_overlap(bundle, meta)
         n_gallery = len(bundle.items_in("test"))
+        if overlap.checked and overlap.note:
+            log(f"{name}: {overlap.note}")
         if not overlap.checked:
             log(f"{name}: trained on {overlap.trained_on}: {overlap.note}")
         elif overlap.items:
