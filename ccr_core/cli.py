@@ -221,7 +221,7 @@ def cmd_benchmark(args) -> int:
                           image_map=args.image_map, strict=args.strict)
     run = run_benchmark(cfg, workspace_dir(), progress=not args.quiet)
     print(benchmark_table(run), end="")
-    json_path, md_path = write_benchmark(run, args.out or Path(run["bundle"]) / "results")
+    json_path, md_path = write_benchmark(run, args.out or workspace_dir() / "eval" / Path(run["bundle"]).name)
     print(f"wrote {json_path} and {md_path.name}; {run['seconds']:.0f} s")
     return 0
 
@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "and SumR (and MRV). Warns, with the count, when gallery images are in a checkpoint's training split.")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for key, about in BENCHMARKS.items():
-        p = bench_sub.add_parser(key, help=about, description=about + ". Results go to <bundle>/results unless --out.")
+        p = bench_sub.add_parser(key, help=about, description=about + ". The bundle is built under <workspace>/benchmarks/ (reused while "
+                                                                      "its inputs are unchanged); results go to <workspace>/eval/<bundle> unless --out.")
         p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT", help="run folders or checkpoint folders")
         p.add_argument("--images", type=Path, required=True, help="photo folder (e.g. Flickr8k's); Flickr30k ids are matched to Flickr8k names")
         if key == "xflickrco":
@@ -298,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--exclude-trained", action="store_true", help="drop gallery images that are in a checkpoint's training split")
         p.add_argument("--image-map", type=Path, help="two-column file: image name in the benchmark, file in --images")
         p.add_argument("--strict", action="store_true", help="refuse empty captions instead of skipping them")
-        p.add_argument("--out", type=Path, help="folder for results.json and results.md")
+        p.add_argument("--out", type=Path, help="folder for results.json and results.md (default <workspace>/eval/<bundle>)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=cmd_benchmark)
 
