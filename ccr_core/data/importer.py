@@ -194,8 +194,8 @@ class ImageResolver:
                     try:
                         target = str(Path(target).relative_to(self.images_dir))
                     except ValueError:
-                        return None, f"mapped to {target!r}, which is outside the image folder"
-                return (target, "image-map") if self._exists(target) else (None, f"mapped to {target!r}, which is missing")
+                        return None, f"is mapped to {target!r}, which is outside"
+                return (target, "image-map") if self._exists(target) else (None, f"is mapped to {target!r}, which is missing")
         candidates = [ref] + [ref + suffix for suffix in IMAGE_SUFFIXES]
         if "/" in ref:  # a Karpathy "train2014/x.jpg" also matches a flat folder of x.jpg
             candidates.append(base)
@@ -211,7 +211,7 @@ class ImageResolver:
                 if len(hits) == 1:
                     return hits[0], "flickr30k-id"
                 if len(hits) > 1:
-                    return None, f"its Flickr id {number} matches {len(hits)} files ({', '.join(sorted(hits)[:3])})"
+                    return None, f"has a Flickr id ({number}) shared by {len(hits)} files ({', '.join(sorted(hits)[:3])})"
         return None, "not found"
 
 
