@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from ccr_core.paths import bundle_dir, cache_dir, shared_data_dir, workspace_dir
@@ -104,12 +105,31 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_data_import(args) -> int:
-    from ccr_core.data.importer import import_captions
-
-    out = import_captions(args.images, args.captions, args.out, fmt=args.format, name=args.name, licence=args.licence, lang=args.lang)
     from ccr_core.data.bundle import load_bundle
+    from ccr_core.data.importer import format_import_summary, import_captions
 
-    print(load_bundle(out).format_stats())
+    langs = args.lang.split(",") if args.lang and "," in args.lang else args.lang
+    out = import_captions(
+        args.images, args.captions, args.out, fmt=args.format, name=args.name, licence=args.licence, description=args.description,
+        lang=langs, split=args.split, split_file=args.split_file, ratios=args.ratios, seed=args.seed,
+        unsplit="skip" if args.skip_unsplit else "error", copy_images=args.copy_images, mt_system=args.mt_system, strict=args.strict,
+        image_map=args.image_map, only_existing=args.only_existing, id_rule=not args.exact_names, image_list=args.image_list, force=args.force,
+    )
+    bundle = load_bundle(out)
+    print(format_import_summary(bundle))
+    print(bundle.format_stats())
+    print(f"bundle written to {out}")
+    return 0
+
+
+def cmd_data_merge(args) -> int:
+    from ccr_core.data.bundle import load_bundle
+    from ccr_core.data.importer import merge_bundles
+
+    out = merge_bundles(args.bundles, args.out, name=args.name, force=args.force)
+    bundle = load_bundle(out)
+    print(bundle.format_stats())
+    print(f"merged {len(args.bundles)} bundles into {out}")
     return 0
 
 
@@ -152,19 +172,32 @@ def cmd_eval(args) -> int:
     from ccr_core.training.checkpoint import verify_checkpoint
     from ccr_core.training.train import TrainConfig, prepare_workbench
 
-    results, bench = [], None
+    results, bench, bench_splits = [], None, ()
     for folder in args.checkpoints:
         ckpt = folder / "best" if (folder / "best").is_dir() else folder
         meta = verify_checkpoint(ckpt)
         cfg = TrainConfig.from_dict(meta["train_config"])
+        trained_on = meta.get("bundle") or Path(str(cfg.data)).name  # the bundle the checkpoint was trained on
         if args.data:
             cfg.data = str(args.data)
         if bench is None:
-            bench = prepare_workbench(cfg, workspace_dir(), progress=not args.quiet)
+            from ccr_core.data.bundle import load_bundle
+            from ccr_core.training.train import resolve_bundle
+
+            bundle = load_bundle(resolve_bundle(cfg.data))
+            # on a bundle the model was not trained on, only its test captions need text states
+            bench_splits = ("train", "val", "test") if bundle.name == trained_on else ("test",)
+            bench = prepare_workbench(cfg, workspace_dir(), bundle=bundle, progress=not args.quiet, splits=bench_splits)
+        foreign = bench.bundle.name != trained_on
         name = meta["method"] + (f"@noise{cfg.noise:g}" if cfg.noise else "")
         model = load_trained(ckpt, bench, name)
         result = evaluate_model(model, bench, mrv_languages=args.mrv_languages)
-        if cfg.noise:
+        if not result:
+            raise ValueError(f"{bench.bundle.root}: the bundle has no test images to evaluate on")
+        result["trained_on"], result["evaluated_on"] = trained_on, bench.bundle.name
+        if foreign:  # its training time and training-noise detection say nothing about this bundle
+            result.pop("train_seconds", None)
+        if cfg.noise and not foreign and "train" in bench_splits:
             from ccr_core.training.train import _noisy
 
             noisy_bench = bench.with_bundle(_noisy(bench.bundle, cfg))
@@ -185,6 +218,18 @@ def cmd_eval(args) -> int:
     if detectors:
         print(detectors)
     print(f"wrote {Path(out) / 'results.json'} and results.md")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from ccr_core.eval.benchmark import BenchmarkConfig, benchmark_table, run_benchmark, write_benchmark
+
+    cfg = BenchmarkConfig(args.benchmark, args.images, args.annotations, list(args.checkpoints), exclude_trained=args.exclude_trained,
+                          image_map=args.image_map, strict=args.strict)
+    run = run_benchmark(cfg, workspace_dir(), progress=not args.quiet)
+    print(benchmark_table(run), end="")
+    json_path, md_path = write_benchmark(run, args.out or workspace_dir() / "eval" / Path(run["bundle"]).name)
+    print(f"wrote {json_path} and {md_path.name}; {run['seconds']:.0f} s")
     return 0
 
 
@@ -243,6 +288,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
+    from ccr_core.eval.benchmark import BENCHMARKS, MULTI30K_TEST_SPLIT
+
+    bench = sub.add_parser("benchmark", help="a standard benchmark from its upstream files: build, evaluate checkpoints, print the table",
+                           description="Build a standard test set from its files as published, over your photo folder (the images at hand are "
+                                       "used, the rest are counted), evaluate every checkpoint on it and print per language R@1/5/10 both ways "
+                                       "and SumR (and MRV). Warns, with the count, when gallery images are in a checkpoint's training split.")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for key, about in BENCHMARKS.items():
+        p = bench_sub.add_parser(key, help=about, description=about + ". The bundle is built under <workspace>/benchmarks/ (reused while "
+                                                                      "its inputs are unchanged); results go to <workspace>/eval/<bundle> unless --out.")
+        p.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT", help="run folders or checkpoint folders")
+        p.add_argument("--images", type=Path, required=True, help="photo folder (e.g. Flickr8k's); Flickr30k ids are matched to Flickr8k names")
+        if key == "xflickrco":
+            p.add_argument("--annotations", type=Path, required=True, help="IGLUE's datasets/xFlickrCO/annotations folder (<lang>/test.jsonl)")
+        else:
+            p.add_argument("--annotations", type=Path, default=shared_data_dir() / "multi30k" / "data",
+                           help=f"Multi30K's data/ folder (task1/raw, task1/image_splits; split {MULTI30K_TEST_SPLIT}); default the mirror's")
+        p.add_argument("--exclude-trained", action="store_true", help="drop gallery images that are in a checkpoint's training split")
+        p.add_argument("--image-map", type=Path, help="two-column file: image name in the benchmark, file in --images")
+        p.add_argument("--strict", action="store_true", help="refuse empty captions instead of skipping them")
+        p.add_argument("--out", type=Path, help="folder for results.json and results.md (default <workspace>/eval/<bundle>)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=cmd_benchmark)
+
     data = sub.add_parser("data", help="build, fetch, import and inspect dataset bundles").add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data.add_parser("stats", help="counts per split x language x source", description="Validate a bundle and print item counts and caption counts per split x language x source.")
     p.add_argument("bundle", type=_bundle_arg)
@@ -266,15 +335,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", type=Path, help="a local mirror to read instead of the network")
     p.set_defaults(func=cmd_data_fetch)
 
-    p = data.add_parser("import", help="a folder of images + a captions file -> a bundle")
-    p.add_argument("images", type=Path)
-    p.add_argument("captions", type=Path, help="CSV/JSONL (image, lang, text[, source][, split]), Flickr8k-CN, NRCCR, xFlickr&CO JSONL, COCO Karpathy JSON")
-    p.add_argument("out", type=Path)
-    p.add_argument("--format", default="auto")
-    p.add_argument("--name", default=None)
-    p.add_argument("--licence", default="unspecified")
-    p.add_argument("--lang", help="language of captions whose file does not name it (xFlickr&CO; CSV/JSONL rows without one)")
+    from ccr_core.data.importer import DEFAULT_SPLIT, FORMATS, MAX_ABSENT_FRACTION, SPLIT_CHOICES
+
+    p = data.add_parser(
+        "import", help="a folder of images + caption files -> a bundle",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Build a bundle that points at IMAGES from one or more caption files (one per language, or multilingual CSV/JSONL). "
+            "Forgiving by default: captions with empty text or an absent image are skipped, counted and reported with file:line "
+            "(also in the bundle's manifest.json); --strict refuses instead. Nothing is half-written, and an existing bundle in OUT "
+            "is replaced only with --force.", 100),
+        epilog="formats (--format):\n" + "\n".join(f"  {k:<11}{v}" for k, v in FORMATS.items())
+               + "\n\nimage names are resolved by --image-map, then as written (with a common suffix, or the last path part),\n"
+                 "then by the Flickr30k-id rule: 1007129816.jpg <-> 1007129816_e794419615.jpg (the numeric prefix;\n"
+                 "--exact-names turns it off).\n\n"
+                 f"splits: without --split/--split-file, splits the files carry are kept and everything else goes to {DEFAULT_SPLIT}.",
+    )
+    p.add_argument("images", type=Path, help="the folder the captions' image names are relative to (referenced, not copied)")
+    p.add_argument("captions", type=Path, nargs="+", help="caption file(s); several are imported into one bundle")
+    p.add_argument("out", type=Path, help="bundle folder to write (its name is the default bundle name)")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], metavar="FORMAT",
+                   help="format of every caption file: auto (guess each from its name and first line; plain text with --image-list is lines) or one listed below")
+    p.add_argument("--lang", help="language of files that do not name one (xflickrco, lines; CSV/JSONL rows without one): one code for all "
+                                  "files, or a comma list with one per file; default: a .<lang> suffix or <lang>/ folder in the path")
+    p.add_argument("--image-list", type=Path, help="--format lines: the image list; line i names the image of caption line i of every file")
+    p.add_argument("--image-map", type=Path, help="two-column file: image name in the captions, file in IMAGES (tab, comma or spaces)")
+    p.add_argument("--exact-names", action="store_true", help="do not apply the Flickr30k-id <-> Flickr8k-name rule")
+    p.add_argument("--only-existing", action="store_true",
+                   help=f"import the captions of the images present however many are absent (otherwise more than {MAX_ABSENT_FRACTION * 100:.0f}%% absent is refused)")
+    p.add_argument("--strict", action="store_true", help="refuse the import at the first bad line (empty caption, absent image) instead of skipping it")
+    p.add_argument("--split", choices=SPLIT_CHOICES,
+                   help=f"put every image in train, val or test, or seeded: a reproducible --ratios split of images (default: the files' own splits, else {DEFAULT_SPLIT})")
+    p.add_argument("--split-file", type=Path, help="file of '<image> <split>' lines naming each image's split (not with --split)")
+    p.add_argument("--skip-unsplit", action="store_true", help="with --split-file: leave out images it does not name (default: refuse)")
+    p.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"), help="--split seeded: proportions (default 0.8 0.1 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="--split seeded: seed (default 0)")
+    p.add_argument("--name", default=None, help="bundle name (default: the name of OUT)")
+    p.add_argument("--licence", default="unspecified", help="licence of the data, recorded in the manifest")
+    p.add_argument("--description", default="", help="one line about the data, recorded in the manifest")
+    p.add_argument("--mt-system", default="unknown", help="nrccr: the MT system behind enc2<l> captions")
+    p.add_argument("--copy-images", action="store_true", help="copy the images into OUT/images instead of referencing IMAGES")
+    p.add_argument("--force", action="store_true", help="replace the bundle in OUT if there is one (a folder that is not a bundle is never replaced)")
     p.set_defaults(func=cmd_data_import)
+
+    p = data.add_parser("merge", help="combine bundles (e.g. one per language) into one",
+                        description="Merge bundles: items matched by id (the same id must be the same image file and split), captions "
+                                    "concatenated (identical ones kept once, a clashing id renumbered), noise labels kept. Images are referenced.")
+    p.add_argument("bundles", type=_bundle_arg, nargs="+", help="bundle folders or names (two or more)")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--name", help="bundle name (default: the name of --out)")
+    p.add_argument("--force", action="store_true", help="replace the bundle in --out if there is one")
+    p.set_defaults(func=cmd_data_merge)
 
     p = data.add_parser("noise", help="inject noisy correspondence into a bundle's training captions",
                         description="Replace the target-language training caption of a fraction of items by another item's (noisy correspondence), recording ground-truth labels.")
@@ -297,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (BundleError, FeatureCacheError, CheckpointError, TextCacheError, FileNotFoundError, ValueError) as exc:
+    except (BundleError, FeatureCacheError, CheckpointError, TextCacheError, FileNotFoundError, FileExistsError, ValueError) as exc:
         if os.environ.get("CCR_DEBUG"):
             raise
         print(f"ccr: error: {exc}", file=sys.stderr)

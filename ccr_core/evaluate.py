@@ -198,9 +198,12 @@ def training_pair_uncertainty(model: TrainedModel, bench, batch_size: int = 128)
 
 
 def markdown_table(results: list[dict], metric: str = "SumR") -> str:
-    """One row per model: R@1/5/10 both directions and SumR per query group, MRV, noise AUROC."""
+    """One row per model: R@1/5/10 both directions and SumR per query group, MRV, noise AUROC, and
+    training seconds -- or, when some model is evaluated on a bundle it was not trained on, the
+    bundle each was trained on instead."""
     groups = sorted({g for r in results for g in r.get("groups", {})})
-    header = ["model"] + [f"{g} {metric}" for g in groups] + ["MRV (i2t/t2i)", "noise AUROC", "train s"]
+    foreign = any(r.get("trained_on") not in (None, r.get("evaluated_on")) for r in results)
+    header = ["model"] + [f"{g} {metric}" for g in groups] + ["MRV (i2t/t2i)", "noise AUROC", "trained on" if foreign else "train s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         row = [r["model"]]
@@ -210,7 +213,10 @@ def markdown_table(results: list[dict], metric: str = "SumR") -> str:
         m = r.get("mrv", {})
         row.append(f"{m['mrv_i2t']:.2f} / {m['mrv_t2i']:.2f}" if "mrv_i2t" in m else "")
         row.append(f"{r['noise']['auroc']:.3f}" if r.get("noise") else "")
-        row.append(f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "")
+        if foreign:
+            row.append(str(r.get("trained_on", "")))
+        else:
+            row.append(f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

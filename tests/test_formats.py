@@ -244,7 +244,7 @@ def test_import_csv_with_seeded_split_points_at_the_folder(tmp_path):
     images = _images(tmp_path / "photos", names)
     rows = [CaptionRow(n, lang, f"{lang} {n} ä", "human") for n in names for lang in ("en", "de")]
     formats.write_captions_csv(tmp_path / "caps.csv", rows)
-    out = import_captions(images, tmp_path / "caps.csv", tmp_path / "bundle", name="mine", licence="CC-BY")
+    out = import_captions(images, tmp_path / "caps.csv", tmp_path / "bundle", name="mine", licence="CC-BY", split="seeded")
     bundle = load_bundle(out)
     assert Path(bundle.manifest.image_root) == images.absolute() and Path(bundle.manifest.image_root).is_absolute()
     assert not (out / "images").exists()  # nothing copied
@@ -252,7 +252,7 @@ def test_import_csv_with_seeded_split_points_at_the_folder(tmp_path):
     assert {s: len(bundle.items_in(s)) for s in ("train", "val", "test")} == {"train": 16, "val": 2, "test": 2}
     assert len(bundle.captions) == 40 and bundle.languages == ["de", "en"]
     assert bundle.captions[1].id == "img00#de#0" and bundle.captions[1].text == "de img00.jpg ä"
-    again = import_captions(images, tmp_path / "caps.csv", tmp_path / "bundle2")
+    again = import_captions(images, tmp_path / "caps.csv", tmp_path / "bundle2", split="seeded")
     assert [it.split for it in load_bundle(again).items] == [it.split for it in bundle.items]  # seeded
 
 
@@ -261,7 +261,11 @@ def test_import_missing_image_names_the_caption_line(tmp_path):
     rows = [CaptionRow("a.jpg", "en", "x"), CaptionRow("b", "en", "y"), CaptionRow("gone.jpg", "en", "z")]
     formats.write_captions_jsonl(tmp_path / "caps.jsonl", rows)
     with pytest.raises(FormatError, match=r"caps\.jsonl:3: image 'gone\.jpg' not found in .*photos"):
-        import_captions(images, tmp_path / "caps.jsonl", tmp_path / "bundle")
+        import_captions(images, tmp_path / "caps.jsonl", tmp_path / "bundle", strict=True)
+    assert not (tmp_path / "bundle").exists()
+    bundle = load_bundle(import_captions(images, tmp_path / "caps.jsonl", tmp_path / "bundle"))  # forgiving: skipped, recorded
+    assert [it.id for it in bundle.items] == ["a", "b"]
+    assert bundle.manifest.extra["import"]["skipped"]["first"]["image not found"][0].startswith(f"{tmp_path / 'caps.jsonl'}:3: image 'gone.jpg'")
 
 
 def test_import_flickr8kcn_with_split_lists_and_copy(tmp_path):
@@ -306,7 +310,7 @@ def test_import_xflickrco_and_karpathy(tmp_path):
     images = _images(tmp_path / "photos", ["1.jpg", "val2014/2.jpg"])
     formats.write_xflickrco(tmp_path / "test-ja.jsonl", [XFlickrCOImage("1", "1.jpg", ("猫がいる。", "白い猫。"), "ja")])
     assert detect_format(tmp_path / "test-ja.jsonl") == "xflickrco"
-    bundle = load_bundle(import_captions(images, tmp_path / "test-ja.jsonl", tmp_path / "b1", lang="ja", ratios=(0, 0, 1)))
+    bundle = load_bundle(import_captions(images, tmp_path / "test-ja.jsonl", tmp_path / "b1", lang="ja"))  # no split named: test
     assert [(c.id, c.lang, c.split) for c in bundle.captions] == [("1#ja#0", "ja", "test"), ("1#ja#1", "ja", "test")]
     (tmp_path / "d.json").write_text(json.dumps({"images": [
         {"filepath": "val2014", "filename": "2.jpg", "split": "restval", "sentences": [{"raw": "a dog"}]}]}))

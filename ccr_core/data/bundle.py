@@ -23,10 +23,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ccr_core.io import atomic_path, read_json, sha256_file, write_json_atomic
 
@@ -51,6 +53,10 @@ ITEMS_FILE, CAPTIONS_FILE, NOISE_FILE, MANIFEST_FILE = "items.jsonl", "captions.
 
 class BundleError(ValueError):
     """A bundle file is malformed; the message names the file and, where it applies, the line."""
+
+
+class BundleExistsError(FileExistsError):
+    """The output folder is taken (a bundle, or other files) and replacing it was not asked for."""
 
 
 @dataclass(frozen=True)
@@ -312,3 +318,73 @@ def save_bundle(
     manifest.files = files
     write_json_atomic(root / MANIFEST_FILE, asdict(manifest))
     return root
+
+
+def _describe_folder(folder: Path) -> str:
+    manifest = folder / MANIFEST_FILE
+    if manifest.is_file():
+        try:
+            raw = read_json(manifest)
+            name = raw.get("name", "?") if isinstance(raw, dict) else "?"
+        except (ValueError, OSError):
+            name = "?"
+        return f"it holds the bundle {name!r}"
+    return "it holds files that are not a bundle"
+
+
+def check_output_folder(out_dir: str | os.PathLike, force: bool = False, keep: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse an output folder that is taken, before any work is done.
+
+    A missing or empty folder is fine. An existing bundle folder (one with a manifest) is replaced
+    only with ``force``; a non-empty folder that is not a bundle is never replaced. ``keep`` are
+    folders that must survive (e.g. the image folder being imported): one inside ``out_dir`` is refused.
+    """
+    out = Path(out_dir).absolute()
+    for path in keep:
+        inner = Path(path).absolute()
+        if inner == out or out in inner.parents:
+            raise BundleExistsError(f"{out}: the folder {inner} lies inside it; write the bundle somewhere else")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BundleExistsError(f"{out}: exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    is_bundle = (out / MANIFEST_FILE).is_file()
+    if not is_bundle:
+        raise BundleExistsError(f"{out}: already exists and {_describe_folder(out)}; choose another folder (it is never replaced)")
+    if not force:
+        raise BundleExistsError(
+            f"{out}: already exists and {_describe_folder(out)}; pass --force to replace it, write to another folder, "
+            "or combine bundles with `ccr data merge`"
+        )
+
+
+def publish_bundle(out_dir: str | os.PathLike, write: Callable[[Path], object], force: bool = False,
+                   keep: Sequence[str | os.PathLike] = ()) -> Path:
+    """Build a bundle with ``write(folder)`` in a hidden folder beside ``out_dir``, validate it, then
+    move it into place in one rename, so ``out_dir`` holds either its old content or the complete
+    new bundle, never a half-written one. An existing bundle there is replaced only with ``force``
+    (see :func:`check_output_folder`)."""
+    out = Path(out_dir).absolute()
+    check_output_folder(out, force, keep)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.writing-", dir=out.parent))
+    old = None
+    try:
+        write(staging)
+        load_bundle(staging, check_images=False)  # ids, codes, splits and hashes
+        if out.exists():
+            check_output_folder(out, force, keep)  # still true after the (possibly long) build
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+            os.replace(out, old / "bundle")
+        os.replace(staging, out)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.replace(old / "bundle", out)  # put the old bundle back
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return out

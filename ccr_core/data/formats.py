@@ -5,6 +5,11 @@ file and line of anything malformed; the bundle builders and :mod:`ccr_core.data
 records into a bundle. Formats: Multi30K raw files, Flickr8k-CN and NRCCR ``<id>#<tag>#<n> <text>``
 caption files, IGLUE xFlickr&CO JSONL, COCO Karpathy-split JSON, and a generic CSV / JSONL.
 
+Bad lines: a caption line that is well-formed but carries no caption (empty text, as some public
+test files have) raises by default; a reader given a ``bad_lines`` list records it there as a
+:class:`BadLine` and skips it instead, so an importer can be forgiving while still saying what it
+dropped. Malformed files (broken JSON, a wrong header, mismatched line counts) always raise.
+
 Caption text is returned stripped of surrounding whitespace (a few upstream lines end in spaces);
 lines are split on ``\\n`` only, so a stray U+2028 or form feed inside a caption does not shift the
 line-to-image alignment that Multi30K relies on.
@@ -88,10 +93,26 @@ def make_caption_id(item: str, lang: str, source: str, n: int) -> str:
     return f"{item}#{caption_tag(lang, source)}#{n}"
 
 
-def _text(path: Path, lineno: int, text: str) -> str:
+@dataclass(frozen=True)
+class BadLine:
+    """A caption a forgiving reader or importer skipped: where it was and why."""
+    where: str  # "file:line" (or "file: images[i]" for a whole-file JSON)
+    reason: str  # a short kind, e.g. "empty caption", "image not found"
+    detail: str = ""  # the full message, as strict mode would raise it
+
+    def __str__(self) -> str:
+        return self.detail or f"{self.where}: {self.reason}"
+
+
+def _text(path: Path, lineno: int | str, text: str, bad_lines: list[BadLine] | None = None) -> str | None:
+    """The stripped caption text; an empty one raises, or is recorded in ``bad_lines`` (then None)."""
     text = text.strip()
     if not text:
-        raise FormatError(f"{path}:{lineno}: caption text is empty")
+        where = f"{path}:{lineno}" if isinstance(lineno, int) else f"{path}{lineno}"
+        if bad_lines is None:
+            raise FormatError(f"{where}: caption text is empty")
+        bad_lines.append(BadLine(where, "empty caption", f"{where}: caption text is empty"))
+        return None
     return text
 
 
@@ -142,11 +163,13 @@ def write_image_list(path: PathLike, names: Iterable[str]) -> Path:
 
 
 def read_parallel(
-    image_list: PathLike, caption_file: PathLike, lang: str, n: int | None = None, images: Sequence[str] | None = None
+    image_list: PathLike, caption_file: PathLike, lang: str, n: int | None = None, images: Sequence[str] | None = None,
+    bad_lines: list[BadLine] | None = None,
 ) -> list[Multi30kCaption]:
     """Pair line i of a caption file with image i of an image list; a count mismatch is an error.
 
     ``images`` is the already-read content of ``image_list``, to spare re-reading it for each language.
+    An empty line raises, or with ``bad_lines`` is recorded and skipped (the others keep their image).
     """
     images = read_image_list(image_list) if images is None else images
     caption_file = Path(caption_file)
@@ -156,10 +179,12 @@ def read_parallel(
             f"{caption_file}:{min(len(lines), len(images)) + 1}: has {len(lines)} lines but the image list "
             f"{image_list} has {len(images)}; line i must describe image i"
         )
-    return [
-        Multi30kCaption(image, lang, _text(caption_file, i + 1, text), i, n)
-        for i, (image, text) in enumerate(zip(images, lines))
-    ]
+    out = []
+    for i, (image, text) in enumerate(zip(images, lines)):
+        text = _text(caption_file, i + 1, text, bad_lines)
+        if text is not None:
+            out.append(Multi30kCaption(image, lang, text, i, n))
+    return out
 
 
 _TASK1_NAME = r"^{split}\.(?P<lang>[a-z]{{2,3}}(?:-[a-z]+)?)(?:\.gz)?$"
@@ -254,8 +279,9 @@ class TaggedCaption:
 _TAGGED_ID = re.compile(r"^(?P<image>.+)#(?P<tag>[A-Za-z0-9_\-]+)#(?P<n>\d+)$")
 
 
-def read_tagged_captions(path: PathLike) -> list[TaggedCaption]:
-    """Lines ``<image>#<tag>#<n> <text>``, split on the first space (or tab)."""
+def read_tagged_captions(path: PathLike, bad_lines: list[BadLine] | None = None) -> list[TaggedCaption]:
+    """Lines ``<image>#<tag>#<n> <text>``, split on the first space (or tab); an id without text raises
+    or, with ``bad_lines``, is recorded and skipped."""
     path = Path(path)
     records = []
     for lineno, line in enumerate(read_lines(path), start=1):
@@ -265,8 +291,9 @@ def read_tagged_captions(path: PathLike) -> list[TaggedCaption]:
         match = _TAGGED_ID.match(parts[0])
         if not match:
             raise FormatError(f"{path}:{lineno}: expected '<image>#<tag>#<n> <text>', got {line[:80]!r}")
-        text = parts[1] if len(parts) > 1 else ""
-        records.append(TaggedCaption(match["image"], match["tag"], int(match["n"]), _text(path, lineno, text), lineno))
+        text = _text(path, lineno, parts[1] if len(parts) > 1 else "", bad_lines)
+        if text is not None:
+            records.append(TaggedCaption(match["image"], match["tag"], int(match["n"]), text, lineno))
     return records
 
 
@@ -338,10 +365,12 @@ def nrccr_tag(lang: str, source: str, target_lang: str) -> str:
     return {"human": lang, "mt": f"enc2{lang}"}[kind]
 
 
-def read_nrccr_captions(path: PathLike, mt_system: str = "unknown") -> list[tuple[TaggedCaption, str, str]]:
+def read_nrccr_captions(
+    path: PathLike, mt_system: str = "unknown", bad_lines: list[BadLine] | None = None
+) -> list[tuple[TaggedCaption, str, str]]:
     """(record, lang, source) for each line of an NRCCR caption file."""
     out = []
-    for rec in read_tagged_captions(path):
+    for rec in read_tagged_captions(path, bad_lines):
         try:
             lang, source = nrccr_tag_meaning(rec.tag, mt_system)
         except ValueError as exc:
@@ -397,21 +426,31 @@ class XFlickrCOImage:
     line: int = field(default=0, compare=False)
 
 
-def read_xflickrco(path: PathLike, lang: str) -> list[XFlickrCOImage]:
-    """One IGLUE xFlickr&CO JSONL file; ``lang`` is the file's language (the file does not say)."""
+def read_xflickrco(path: PathLike, lang: str, bad_lines: list[BadLine] | None = None) -> list[XFlickrCOImage]:
+    """One IGLUE xFlickr&CO JSONL file; ``lang`` is the file's language (the file does not say).
+
+    Lines are ``{"sentences": [...], "id": ..., "img_path": ...}``; ``id`` is a string for the
+    Flickr30k images and an int for the COCO ones. The public test files hold lines whose only
+    sentence is ``""``: they raise, or with ``bad_lines`` are recorded and skipped (an image whose
+    every sentence is empty is dropped; ``"sentences": []`` counts as one empty caption).
+    """
     path = Path(path)
     out = []
     for lineno, rec in _iter_json_lines(path):
         sentences = rec.get("sentences")
         if isinstance(sentences, str):
             sentences = [sentences]
-        if not isinstance(sentences, list) or not sentences:
+        if not isinstance(sentences, list) or (not sentences and bad_lines is None):
             raise FormatError(f"{path}:{lineno}: field 'sentences' must be a non-empty list of strings")
         texts = []
-        for s in sentences:
+        for s in sentences or [""]:
             if not isinstance(s, str):
                 raise FormatError(f"{path}:{lineno}: field 'sentences' holds a {type(s).__name__}, not a string")
-            texts.append(_text(path, lineno, s))
+            text = _text(path, lineno, s, bad_lines)
+            if text is not None:
+                texts.append(text)
+        if not texts:
+            continue
         out.append(XFlickrCOImage(
             _string(rec.get("id"), path, lineno, "id"), _string(rec.get("img_path"), path, lineno, "img_path"),
             tuple(texts), lang, lineno,
@@ -444,8 +483,9 @@ class KarpathyImage:
 KARPATHY_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
 
 
-def read_karpathy(path: PathLike) -> list[KarpathyImage]:
-    """Karpathy-split JSON; ``restval`` becomes ``train``. Errors name the file and ``images[i]``."""
+def read_karpathy(path: PathLike, bad_lines: list[BadLine] | None = None) -> list[KarpathyImage]:
+    """Karpathy-split JSON; ``restval`` becomes ``train``. Errors name the file and ``images[i]``;
+    a sentence without text raises, or with ``bad_lines`` is recorded and skipped."""
     path = Path(path)
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
@@ -476,8 +516,13 @@ def read_karpathy(path: PathLike) -> list[KarpathyImage]:
             if raw is None and isinstance(sent, dict) and isinstance(sent.get("tokens"), list):
                 raw = " ".join(sent["tokens"])
             if not isinstance(raw, str) or not raw.strip():
-                raise FormatError(f"{where}.sentences[{j}]: no 'raw' text")
+                if bad_lines is None:
+                    raise FormatError(f"{where}.sentences[{j}]: no 'raw' text")
+                bad_lines.append(BadLine(f"{where}.sentences[{j}]", "empty caption", f"{where}.sentences[{j}]: no 'raw' text"))
+                continue
             texts.append(raw.strip())
+        if not texts:
+            continue
         image_id = img.get("cocoid", img.get("imgid", i))
         out.append(KarpathyImage(img["filename"], img.get("filepath") or "", split, str(image_id), tuple(texts), i))
     return out
@@ -500,21 +545,27 @@ class CaptionRow:
 GENERIC_COLUMNS = ("image", "lang", "text", "source", "split")
 
 
-def _row(rec: dict, path: Path, lineno: int, default_lang: str | None) -> CaptionRow:
+def _row(rec: dict, path: Path, lineno: int, default_lang: str | None, bad_lines: list[BadLine] | None = None) -> CaptionRow | None:
     lang = _string(rec.get("lang"), path, lineno, "lang", required=default_lang is None) or default_lang
     text = rec.get("text")
     if not isinstance(text, str):
         raise FormatError(f"{path}:{lineno}: field 'text' is missing or not a string")
+    image = _string(rec.get("image"), path, lineno, "image")
+    text = _text(path, lineno, text, bad_lines)
+    if text is None:
+        return None
     return CaptionRow(
-        _string(rec.get("image"), path, lineno, "image"), lang, _text(path, lineno, text),
+        image, lang, text,
         _string(rec.get("source"), path, lineno, "source", required=False) or "human",
         _string(rec.get("split"), path, lineno, "split", required=False), lineno,
     )
 
 
-def read_captions_jsonl(path: PathLike, default_lang: str | None = None) -> list[CaptionRow]:
+def read_captions_jsonl(path: PathLike, default_lang: str | None = None, bad_lines: list[BadLine] | None = None) -> list[CaptionRow]:
+    """JSON lines ``{"image", "text"[, "lang"][, "source"][, "split"]}``; empty text as in :func:`read_captions_csv`."""
     path = Path(path)
-    return [_row(rec, path, lineno, default_lang) for lineno, rec in _iter_json_lines(path)]
+    rows = (_row(rec, path, lineno, default_lang, bad_lines) for lineno, rec in _iter_json_lines(path))
+    return [r for r in rows if r is not None]
 
 
 def write_captions_jsonl(path: PathLike, rows: Iterable[CaptionRow]) -> Path:
@@ -524,8 +575,10 @@ def write_captions_jsonl(path: PathLike, rows: Iterable[CaptionRow]) -> Path:
     ))
 
 
-def read_captions_csv(path: PathLike, default_lang: str | None = None) -> list[CaptionRow]:
-    """A CSV (or, for ``.tsv``, tab-separated) file with a header naming at least image and text."""
+def read_captions_csv(path: PathLike, default_lang: str | None = None, bad_lines: list[BadLine] | None = None) -> list[CaptionRow]:
+    """A CSV (or, for ``.tsv``, tab-separated) file with a header naming at least image and text.
+
+    A row with empty text raises, or with ``bad_lines`` is recorded and skipped."""
     path = Path(path)
     try:
         content = path.read_bytes().decode("utf-8-sig")
@@ -548,7 +601,9 @@ def read_captions_csv(path: PathLike, default_lang: str | None = None) -> list[C
                 raise FormatError(f"{path}:{lineno}: more fields than the header has columns")
             if all(not (v or "").strip() for v in rec.values()):
                 continue
-            rows.append(_row(rec, path, lineno, default_lang))
+            row = _row(rec, path, lineno, default_lang, bad_lines)
+            if row is not None:
+                rows.append(row)
     except csv.Error as exc:
         raise FormatError(f"{path}:{reader.line_num}: {exc}") from None
     return rows
