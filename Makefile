@@ -40,4 +40,4 @@ bench: models
 
 results: demo
 	$(BIN)/ccr data build flickr8k-ml
-	$(BIN)/python -m ccr_core.experiments --ship
+	$(BIN)/python -m ccr_core.experiments --world demo-world flickr8k-ml --ship

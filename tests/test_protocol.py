@@ -108,3 +108,29 @@ def test_tiny_grid_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     again = run_grid("tiny", progress=False)  # everything finished: nothing is retrained or re-evaluated
     assert len(again) == len(results) and (tmp_path / "results" / "protocol-tiny.json").exists()
     assert stamps == {r.label: r.folder().joinpath("result.json").stat().st_mtime_ns for r in protocol.grid("tiny")}
+
+
+def test_leaderboard_and_about_read_the_grid(tmp_path, monkeypatch):
+    """The Leaderboard tab's intervals and plot, and the About tab's findings, come from results/protocol-<world>.json."""
+    from types import SimpleNamespace
+
+    import ccr_core.paths
+    from ccr_core.dashboard import about, leaderboard
+    from ccr_core.io import write_json_atomic
+
+    results = [_result(m, n, seed, t + seed, auroc={"cosine": 0.9, "pair_loss": 0.9, "uncertainty": 0.5, "mismatch": 0.95} if n else None,
+                       setting="published")
+               for m in ("baseline", "uml") for n, t in ((0.0, 400.0), (0.4, 300.0)) for seed in (0, 1, 2)]
+    write_json_atomic(tmp_path / "results" / "protocol-w.json", results)
+    monkeypatch.setattr(ccr_core.paths, "REPO_ROOT", tmp_path)
+    world = SimpleNamespace(name="w", memo={})
+    cell = leaderboard._interval(world, SimpleNamespace(method="uml", noise=0.4), "de")
+    mean, hw = protocol.t_interval([300.0, 301.0, 302.0])
+    assert cell == f"{mean:.1f} ± {hw:.1f} (3 seeds)"
+    assert leaderboard._interval(world, SimpleNamespace(method="nrccr", noise=0.0), "de") is None  # not in the grid
+    table = leaderboard.interval_table(world)
+    assert len(table) == 4 and set(table["seeds"]) == {3} and table.iloc[0]["target SumR"].startswith("401.0 ±")
+    fig = leaderboard.noise_plot(world, "published")
+    assert {t.name for t in fig.data} == {"baseline", "uml"} and list(fig.data[0].x) == [0.0, 0.4]
+    findings = about.measured_findings(world)
+    assert "does UML's detector beat the raw cosine" in findings and "UML DECL score − baseline cosine" in findings

@@ -140,7 +140,7 @@ def test_two_process_ddp_matches_single_process_accumulation(world, tmp_path):
     assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["steps"] == json.loads((tmp_path / "single" / "summary.json").read_text())["steps"]
 
 
-def test_uml_noise_audit_on_injected_noise(world, tmp_path):
+def test_uml_noise_audit_on_injected_noise(world, tmp_path, monkeypatch):
     from ccr_core.evaluate import training_pair_uncertainty
     from ccr_core.training.train import _noisy
 
@@ -162,6 +162,7 @@ def test_uml_noise_audit_on_injected_noise(world, tmp_path):
     # and `ccr eval` prints them: the trivial detectors first
     from ccr_core.cli import main
 
+    monkeypatch.setenv("CCR_WORKSPACE", str(root / "ws"))
     import contextlib
     import io
 

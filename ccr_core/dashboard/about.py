@@ -41,12 +41,14 @@ where $T^*$ is the Sinkhorn optimal transport between the tokens of $s$ and $t$ 
 
 ### UML — uncertainty-aware and mutual learning
 *"Uncertainty-aware and Mutual Learning for Noise-robust Cross-lingual Cross-modal Retrieval", Science China Information Sciences 2025.*
-Evidential learning gives each pair an uncertainty from a Dirichlet over the batch:
-$$e_{ij} = \exp(\tanh(s_{ij})/\tau_e),\quad \alpha = e + 1,\quad u_i = \frac{B}{\sum_j \alpha_{ij}} \in (0,1],$$
-from two views (image → $t$ and English → $t$). Labels are softened by certainty ($\tilde y_{ii} = 1-u_i$), a Fisher-information-weighted
-evidential loss is applied, and the adaptive mutual learning loss pulls $v,s,t$ together with weight $1-u_i$ and pushes a likely-noisy $t$
-away with weight $u_i$. The uncertainty is also an output: it flags noisy training pairs (Audit tab) and tells how sure a ranking is (Search tab).
-*Our interpretation; the authors' code is not public.*
+Evidential learning gives each pair a Dirichlet over its batch, from two views (image → $t$ and English → $t$):
+$$e_{ij} = \exp(\tanh(s_{ij})/\tau_e),\quad \alpha = e + 1,\quad u_i = \frac{B}{\sum_j \alpha_{ij}} \in (0,1].$$
+Noisy pairs are found as DECL does (after a warm-up with one-hot labels): the symmetric evidence $E+E^\top$ is row-normalised and a
+pair is flagged when its own candidate is not its row's argmax; its score is $1-$ its normalised own evidence, certainty $c_i = 1-$score.
+A flagged pair loses its label in the Fisher-weighted evidential loss (whose KL term always keeps the hard label) and leaves the ranking
+term; the adaptive mutual learning loss pulls $v,s,t$ of clean pairs together with weight $c_i$ and pushes only flagged $t$ below their
+hardest clean negative. $u$ is still an output (Audit tab, Search tab), shown beside the detector training uses and the trivial ones.
+*Our interpretation; the authors' code is not public (DECL's and I-EDL's are, and their pieces were checked against it).*
 
 ### 1-to-K contrastive learning
 *Z. Nie et al., "Improving the Consistency in Cross-Lingual Cross-Modal Retrieval with 1-to-K Contrastive Learning", KDD 2024.*
@@ -87,5 +89,20 @@ def dataset_card(world: World) -> str:
     return "\n".join(lines)
 
 
+def measured_findings(world: World) -> str:
+    """What the equal-budget comparison found on this world (results/protocol-<world>.json), stated plainly:
+    the research answers, including where UML's detector is no better than the trivial one."""
+    from ccr_core import protocol
+    from ccr_core.io import read_json
+    from ccr_core.paths import REPO_ROOT
+
+    path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
+    if not path.exists():
+        return "## What the comparison found\n\nNo equal-budget comparison has been run for this world yet (`python -m ccr_core.experiments --world ...`)."
+    table = protocol.cells(read_json(path))
+    return "\n".join(["## What the comparison found", "", "From the equal-budget grid (3 seeds, 95% intervals; RESULTS.md has the tables).", "",
+                      *protocol.research_answers(world.name, table)])
+
+
 def about_markdown(world: World) -> str:
-    return METHODS_MD + "\n\n" + dataset_card(world)
+    return METHODS_MD + "\n\n" + measured_findings(world) + "\n\n" + dataset_card(world)

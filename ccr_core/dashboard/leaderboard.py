@@ -14,7 +14,7 @@ from ccr_core.dashboard.world import InputError, ModelEntry, World, json_dump, l
 
 METRICS = ("SumR", "mean_recall", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_MedR", "i2t_MedR")
 COLUMNS = ["model", "method", "train noise", "group", "queries", "images", "t2i_R@1", "t2i_R@5", "t2i_R@10",
-           "i2t_R@1", "i2t_R@5", "i2t_R@10", "SumR", "fused SumR", "MRV i2t", "MRV t2i", "MRV mean"]
+           "i2t_R@1", "i2t_R@5", "i2t_R@10", "SumR", "SumR over seeds (95% CI)", "fused SumR", "MRV i2t", "MRV t2i", "MRV mean"]
 _eval_lock = threading.Lock()  # one evaluation at a time (they share two CPU cores)
 
 
@@ -57,8 +57,57 @@ def all_results(world: World) -> list[dict]:
     return [model_result(world, m) for m in world.model_list()]
 
 
+def protocol_cells(world: World) -> dict:
+    """The equal-budget grid's cells for this world (``ccr_core.protocol.cells`` of results/protocol-<world>.json),
+    or {} when it has not been run; read once per world."""
+    if "protocol_cells" not in world.memo:
+        from ccr_core import protocol
+        from ccr_core.paths import REPO_ROOT
+
+        path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
+        world.memo["protocol_cells"] = protocol.cells(load_json(path)) if path.exists() else {}
+    return world.memo["protocol_cells"]
+
+
+def _interval(world: World, model: ModelEntry, group: str) -> str | None:
+    """'mean ± half-width (n seeds)' of the model's method at its noise rate, published setting (the floor: common)."""
+    cell = protocol_cells(world).get(("common" if model.method == "floor" else "published", model.method, float(model.noise)))
+    stat = cell["stats"].get(f"SumR {group}") if cell else None
+    if not stat:
+        return None
+    mean, hw = stat
+    return f"{mean:.1f}" + ("" if hw != hw else f" ± {hw:.1f}") + f" ({len(cell['seeds'])} seeds)"
+
+
+def interval_table(world: World) -> pd.DataFrame:
+    """One row per cell of the equal-budget grid: target and English SumR, MRV and kept share, mean ± 95% CI."""
+    from ccr_core import protocol
+
+    table = protocol_cells(world)
+    rows = []
+    for (setting, method, noise), cell in sorted(table.items(), key=lambda kv: (kv[0][0], protocol.METHOD_ORDER.index(kv[0][1]) if kv[0][1] in protocol.METHOD_ORDER else 99, kv[0][2])):
+        st = cell["stats"]
+        share = protocol.kept_share(table, setting, method, noise) if noise else {}
+        rows.append({"setting": setting, "method": method, "train noise": noise, "seeds": len(cell["seeds"]),
+                     "target SumR": protocol._pm(st.get("target SumR")), "en SumR": protocol._pm(st.get("SumR en")),
+                     "MRV mean": protocol._pm(st.get("mrv_mean"), 2), "kept %": protocol._pm(protocol.t_interval(list(share.values()))) if share else "",
+                     "UML DECL AUROC": protocol._pm(st.get("mismatch auroc"), 3), "1 − cosine AUROC": protocol._pm(st.get("cosine auroc"), 3)})
+    return pd.DataFrame(rows, columns=["setting", "method", "train noise", "seeds", "target SumR", "en SumR", "MRV mean", "kept %",
+                                       "UML DECL AUROC", "1 − cosine AUROC"])
+
+
+def noise_plot(world: World, setting: str = "common"):
+    """Target SumR against the noise rate per method (mean ± 95% CI over seeds), or None without a grid."""
+    from ccr_core import protocol
+    from ccr_core.paths import REPO_ROOT
+
+    path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
+    return protocol.noise_figure(world.name, load_json(path), setting) if path.exists() else None
+
+
 def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | None = None) -> pd.DataFrame:
-    """One row per model x query group, sorted by ``sort_by`` (descending; ranks and MRV ascending)."""
+    """One row per model x query group, sorted by ``sort_by`` (descending; ranks and MRV ascending). Beside each
+    shipped (seed-0) SumR: the mean ± 95% CI over the equal-budget grid's seeds for that method and noise rate."""
     rows = []
     for m in world.model_list():
         r = model_result(world, m)
@@ -70,6 +119,7 @@ def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | N
                 "model": m.label, "method": m.method, "train noise": m.noise, "group": group,
                 "queries": rep["n_captions"], "images": rep["n_images"],
                 **{k: round(rep[k], 2) for k in ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "SumR")},
+                "SumR over seeds (95% CI)": _interval(world, m, group),
                 "fused SumR": round(rep["fused"]["SumR"], 2) if "fused" in rep else None,
                 "MRV i2t": round(mrv["mrv_i2t"], 3) if "mrv_i2t" in mrv else None,
                 "MRV t2i": round(mrv["mrv_t2i"], 3) if "mrv_t2i" in mrv else None,
