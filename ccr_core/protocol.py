@@ -55,10 +55,11 @@ class WorldProtocol:
 
 
 PROTOCOL = {
-    # 82 steps per epoch (10,600 English training captions at batch 128): 4 epochs
+    # 82 steps per epoch (10,600 English training captions at batch 128): 2 epochs, each step with all five
+    # target languages (820 target-language batches, 2.5x the 328 of the earlier one-target-per-step runs)
     "demo-world": WorldProtocol(
         train={"batch_size": 128, "lr": 5e-4, "targets_per_batch": 0},
-        steps=328, noise={"common": (0.0, 0.2, 0.4, 0.6), "published": (0.0, 0.4)},
+        steps=164, noise={"common": (0.0, 0.2, 0.4, 0.6), "published": (0.0, 0.4)},
         published_config={"hidden_dim": 256},
     ),
     # 234 steps per epoch (30,000 English training captions): 3 epochs; selection on native Chinese
@@ -433,12 +434,20 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
     proto = PROTOCOL[world]
     seeds = sorted({r["seed"] for r in results})
     exposures = sorted({r["budget"].get("target_exposures") for r in results if r["budget"].get("target_exposures")})
-    out = [f"### {world}: equal-budget protocol ({len(results)} runs)", "",
+    done = {(r["setting"], r["method"], r["noise_rate"], r["seed"]) for r in results}
+    missing = [r for r in grid(world) if (r.setting, r.method, r.noise, r.seed) not in done]
+    out = [f"### {world}: equal-budget protocol ({len(results)} of {len(results) + len(missing)} runs)", "",
            f"Every run: {proto.steps} optimiser steps at batch {proto.train['batch_size']}, every target language in every step "
            f"(target-language caption updates per run: {', '.join(f'{e:,}' for e in exposures)}), seeds {', '.join(map(str, seeds))}, "
            "noisy pairs drawn with noise seed 0 (the same pairs for every method and seed). Cells: mean ± 95% t-interval over seeds. "
            "Frozen backbones (e5-small, EfficientNet-Lite0) in both settings: the papers fine-tune their text encoders.",
            f"Regenerate: `python -m ccr_core.experiments --world {world}` (resumable); runs under `workspace/runs/protocol/{world}/`.", ""]
+    if missing:
+        by = {}
+        for r in missing:
+            by.setdefault((r.setting, r.method), []).append(r)
+        out += ["**Not run yet** (the grid's cost did not fit this sitting; `--budget` prints it): "
+                + "; ".join(f"{m} {s} ({len(rs)} runs: noise {', '.join(sorted({f'{r.noise:g}' for r in rs}))})" for (s, m), rs in sorted(by.items())) + ".", ""]
     groups = sorted({k.split(" ", 1)[1] for c in table.values() for k in c["stats"] if k.startswith("SumR ")})
     for setting in SETTINGS:
         keys = _ordered(table, setting)

@@ -224,7 +224,7 @@ TOTALS = {  # the published / documented combination of each method's terms
     "nrccr": lambda o: o["source"] + 0.6 * o["target"] + 0.4 * o["similarity_view"] + 0.1 * o["feature_view"]
     + o["back_translation_weight"] * o["back_translation"] + 0.001 * o["adversarial"],
     "cl2cm": lambda o: o["cross_modal"] + o["cross_lingual"] + o["knowledge_transfer"],
-    "uml": lambda o: o["contrastive"] + o["evidential"] + o["mutual"],
+    "uml": lambda o: o["contrastive"] + 0.1 * o["evidential"] + 3.0 * o["mutual"],  # UMLConfig's weights
     "baseline": lambda o: o["visual_source"] + o["visual_target"],
 }
 
