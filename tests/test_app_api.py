@@ -77,7 +77,7 @@ def test_every_api_name_is_exposed(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     expected = {"/search", "/pick_caption", "/caption_list", "/image_to_text", "/many_languages", "/instance_texts", "/consistency",
                 "/consistency_instance", "/consistency_pick", "/audit", "/audit_page", "/audit_prev", "/audit_next", "/projection",
-                "/leaderboard", "/train_start", "/train_status", "/train_stop", "/refresh_models"}
+                "/leaderboard", "/train_start", "/train_status", "/train_stop", "/refresh_models", "/find_captions", "/train_plan"}
     assert expected <= names and {f"/pick_result_{i}" for i in range(len(ALL) + 3)} <= names
 
 
@@ -152,10 +152,55 @@ def test_many_languages(client, server):
     assert "3 languages" in status and plot["type"] == "plotly" and len(table["data"]) == len(ALL)
     assert "spread (σ, MRV)" in table["headers"]
     assert client.predict("", ALL, "", " ", "", api_name="/many_languages")[0].startswith("⚠")
+    # An added language (not one of the world's) gets its own rank of the same image.
+    status, plot, table = client.predict(item, ALL, en, de, zh, "es", "un cuadrado de colores", api_name="/many_languages")
+    assert "4 languages" in status and "Spanish" in status and "rank es" in table["headers"]
+
+
+def test_enter_submits_the_search_boxes(server):
+    """Enter searches: the query box is one line that grows (Gradio submits on Enter there, Shift+Enter adds a line)."""
+    config = server["demo"].get_config_file()
+    boxes = {c["props"].get("elem_id"): c for c in config["components"] if c.get("type") == "textbox"}
+    for elem_id in ("query", "i2t-item", "ml-text-en", "ml-text-zh"):
+        props = boxes[elem_id]["props"]
+        assert props["lines"] == 1 and (props.get("max_lines") or 20) > 1, elem_id  # a multi-line box submits on Shift+Enter only
+    submits = {(t[0], t[1]) for d in config["dependencies"] for t in d["targets"] if t[1] == "submit"}
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    assert {(ids["query"], "submit"), (ids["i2t-item"], "submit"), (ids["ml-text-de"], "submit")} <= submits
+
+
+def test_caption_search_is_server_side(client, server):
+    world = server["world"]
+    hits = client.predict("CAPTION 1", "de", api_name="/find_captions")  # every word, in any case
+    expected = {c.id for c in world.captions if c.lang == "de" and "caption" in c.text and "1" in c.text + c.id}
+    assert hits and {cid for _, cid in hits} == expected and all(label.startswith("[de]") for label, _ in hits)
+    assert client.predict("IMG8#zh#0", "all", api_name="/find_captions")[0][1] == "img8#zh#0"  # by id
+    assert client.predict("no such words", "all", api_name="/find_captions") == []
+    # A typed text that is not an id picks its first match.
+    text, lang, status, *_ = client.predict("编号 14", ALL, 3, api_name="/pick_caption")
+    assert lang == "zh" and "编号14" in text and "marked ✓" in status
+
+
+def test_search_in_a_language_the_world_lacks(client):
+    status, *_ = client.predict("un perro corriendo en la nieve", "auto", ["baseline"], 3, api_name="/search")
+    assert "Spanish (es, detected)" in status
+    status, *_ = client.predict("a query", "nl", ["baseline"], 3, api_name="/search")
+    assert "Dutch (nl)" in status
+
+
+def test_every_tab_opens_with_something_to_look_at(server):
+    config = server["demo"].get_config_file()
+    props = {c["props"].get("elem_id"): c["props"] for c in config["components"] if c["props"].get("elem_id")}
+    assert props["ml-plot"]["value"] and "languages" in props["ml-status"]["value"]  # Many languages: drawn
+    assert all(props[f"ml-text-{l}"]["value"] for l in ("en", "de", "zh"))
+    assert props["i2t-table"]["value"]["data"] and props["i2t-table"]["value"]["headers"][0] == "method"
+    assert props["search-summary"]["value"]["headers"] == ["method", "ground-truth rank", "top-1 image", "top-1 score", "UML uncertainty"]
+    assert "New here?" in props["search-status"]["value"]
+    assert "A run will" in props["ex-plan"]["value"]
 
 
 def test_consistency_views(client, server):
-    status, summary, hist, worst = client.predict("t2i", "baseline", api_name="/consistency")
+    status, summary, hist, worst, instance = client.predict("t2i", "baseline", api_name="/consistency")
     assert [row[0] for row in summary["data"]] == ALL and hist["type"] == "plotly" and worst["data"]
     item = worst["data"][0][0]
     caps, heat, text = client.predict(item, "i2t", api_name="/consistency_instance")
@@ -183,6 +228,12 @@ def test_projection_and_its_cache(client):
     status, *_ = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, False, api_name="/projection")
     assert status.count("memory") == 2
     assert client.predict("baseline", "uml", [], "PCA", 10, 15, 0.1, False, api_name="/projection")[0].startswith("⚠")
+
+
+def test_experiment_plan_says_what_a_run_will_do(client):
+    plan = client.predict("baseline", 0.3, 40, api_name="/train_plan")
+    assert "`baseline` for **40 steps**" in plan and "30%" in plan and "training pairs" in plan
+    assert client.predict("magic", 0.3, 40, api_name="/train_plan").startswith("⚠")
 
 
 def test_leaderboard_and_downloads(client):

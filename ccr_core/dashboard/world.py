@@ -63,7 +63,9 @@ class WorldNotBuilt(RuntimeError):
 
 
 def language_name(code: str) -> str:
-    return LANGUAGE_NAMES.get(code, code)
+    from ccr_core.dashboard.detect import ENCODER_LANGUAGES
+
+    return LANGUAGE_NAMES.get(code) or ENCODER_LANGUAGES.get(code, code)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,12 +241,28 @@ class World:
         present = {c.lang for c in self.captions}
         return [l for l in self.bundle.languages if l in present] or sorted(present)
 
+    @property
+    def query_languages(self) -> list[str]:
+        """Languages a query may be in: the world's first, then every other one the text encoder knows."""
+        from ccr_core.dashboard.detect import ENCODER_LANGUAGES
+
+        rest = sorted((l for l in ENCODER_LANGUAGES if l not in self.languages), key=language_name)
+        return [*self.languages, *rest]
+
+    def detect_language(self, text: str) -> str:
+        """The language of a typed text, among every language the text encoder knows (``detect``)."""
+        from ccr_core.dashboard.detect import detect_language
+
+        return detect_language(text, self.languages, fallback=self.guesser.guess)
+
     def resolve_language(self, lang: str | None, text: str) -> tuple[str, bool]:
-        """(language, guessed?) for a query; ``auto`` / empty guesses from the text."""
+        """(language, guessed?) for a query; ``auto`` / empty detects it from the text."""
+        from ccr_core.dashboard.detect import known_language
+
         if not lang or lang == "auto":
-            return self.guesser.guess(text), True
-        if lang not in self.languages:
-            raise InputError(f"Language {lang!r} is not in this world (choose one of: auto, {', '.join(self.languages)}).")
+            return self.detect_language(text), True
+        if lang not in self.languages and not known_language(lang):
+            raise InputError(f"Language {lang!r} is not one the text encoder knows (choose auto, or one of: {', '.join(self.query_languages[:12])}, ...).")
         return lang, False
 
     # -- models -------------------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""Gradio glue shared by the tab builders (``build_tab`` in each tab module): handlers that turn bad
+input into a warning instead of an error page, the field of a select event, and :class:`Page`, what
+one page's tabs share (the world, the model pickers a finished training run refreshes).
+
+Gradio is imported inside the functions only, so ``import ccr_core.dashboard`` (and the whole core)
+works without it; only ``app.py`` calls the builders."""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+
+from ccr_core.dashboard.world import InputError, World
+
+log = logging.getLogger("ccr.app")
+
+SEARCH_CHOICES = 50  # choices a server-side search dropdown shows at a time (the page never holds them all)
+
+
+def guarded(n_outputs: int, status_at: int = 0):
+    """Decorate a handler: an :class:`InputError` (or any crash) becomes a warning toast and a
+    ``⚠ message`` in output ``status_at``; the other outputs are left as they are."""
+    import gradio as gr
+
+    def decorator(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except InputError as exc:
+                message = str(exc)
+                gr.Warning(message)
+            except Exception as exc:  # noqa: BLE001 -- logged with its traceback; the user gets one line
+                log.exception("%s failed", fn.__name__)
+                message = f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). The server log has the details."
+                gr.Warning(message)
+            out = [gr.skip()] * n_outputs
+            out[status_at] = f"⚠ {message}"
+            return out[0] if n_outputs == 1 else tuple(out)
+
+        return wrapper
+
+    return decorator
+
+
+def selected(evt, key: str):
+    """A field of a select event's data; a call without a selection (e.g. from a script) is a user error.
+
+    Handlers are annotated with gr.EventData, not gr.SelectData, whose constructor fails on a call
+    that carries no event data before the handler could answer."""
+    data = getattr(evt, "_data", None) or {}
+    if data.get(key) is None:
+        raise InputError("Click an entry to pick it (this event needs a selection).")
+    return data[key]
+
+
+def typed_text(evt) -> str:
+    """What the user has typed into a dropdown so far (a key_up event), '' for a call without one."""
+    data = getattr(evt, "_data", None) or {}
+    return str(data.get("input_value") or "")
+
+
+@dataclass
+class Page:
+    """What the tabs of one page share: the world and the components other tabs update."""
+
+    world: World
+    model_pickers: list = field(default_factory=list)  # components whose choices are the world's models
+    uncertainty_pickers: list = field(default_factory=list)  # components whose choices are the UML models
+    components: dict = field(default_factory=dict)  # named components one tab hands to another
+
+    def model_choice_updates(self) -> list:
+        """Updates that give every model picker the world's current models (after a training run)."""
+        import gradio as gr
+
+        from ccr_core.dashboard import audit
+
+        names = self.world.model_names()
+        uml = audit.uncertainty_models(self.world)
+        return [gr.update(choices=names) for _ in self.model_pickers] + [gr.update(choices=uml) for _ in self.uncertainty_pickers]
+
+    @property
+    def choice_targets(self) -> list:
+        return [*self.model_pickers, *self.uncertainty_pickers]
