@@ -118,6 +118,45 @@ def test_language_guesser_uses_the_worlds_captions_and_scripts(world):
     assert world.resolve_language("de", "anything") == ("de", False)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("un perro corriendo en la nieve", "es"), ("een hond die in de sneeuw rent", "nl"), ("собака бежит по снегу", "ru"),
+    ("karda koşan bir köpek", "tr"), ("seekor anjing berlari di salju", "id"), ("Muž v modré košili", "cs"),
+    ("un chien qui court dans la neige", "fr"), ("雪の中を走る犬", "ja"), ("一只狗在雪地里奔跑", "zh"),
+    ("ein Hund rennt im Schnee", "de"), ("a dog running in the snow", "en"),
+    # too short or too odd for langid to be sure: the world's own caption guesser decides among en/de/zh
+    ("de caption 99", "de"), ("en caption 12", "en"),
+])
+def test_language_detection_is_not_limited_to_the_worlds_languages(world, text, expected):
+    assert world.resolve_language("auto", text) == (expected, True)
+
+
+def test_any_language_the_encoder_knows_can_be_chosen(world):
+    from ccr_core.dashboard import search
+    from ccr_core.dashboard.world import language_name
+
+    assert world.resolve_language("es", "x") == ("es", False) and language_name("es") == "Spanish"
+    assert world.query_languages[:3] == world.languages and len(world.query_languages) > 80
+    result = search.text_search(world, "un cuadrado rojo", "auto", ["baseline"], 3)
+    assert result.lang == "es" and "Spanish (es, detected)" in result.status()
+
+
+def test_caption_and_instance_search_find_by_words_and_id(world):
+    from ccr_core.dashboard import InputError, consistency, languages, search
+
+    zh = search.find_captions(world, "编号14", "zh")
+    assert [cid for _, cid in zh] == [c.id for c in world.captions if c.lang == "zh" and "编号14" in c.text]
+    assert search.find_captions(world, "img14#DE#0", "all")[0][1] == "img14#de#0"  # exact id first, any case
+    assert len(search.find_captions(world, "", "all", limit=7)) == 7 and search.find_captions(world, "zzz", "all") == []
+    assert search.caption_by_id(world, "de caption 14").id == "img14#de#0"  # typed words pick the first match
+    with pytest.raises(InputError, match="Choose a test caption"):
+        search.caption_by_id(world, "nothing like this")
+    assert [v for _, v in languages.find_instances(world, "编号14")] == ["img14"]
+    assert [v for _, v in languages.find_instances(world, "img2")] == [it.id for it in world.gallery if "img2" in it.id]
+    found = consistency.find_instances(world, "caption", "baseline", "t2i", limit=5)
+    assert [v for _, v in found] == [v for _, v in consistency.instance_choices(world, "baseline", "t2i", limit=5)]
+    assert [v for _, v in consistency.find_instances(world, "img14", "baseline")] == ["img14"]
+
+
 # --------------------------------------------------------------------------------------------------
 # search
 
@@ -189,7 +228,7 @@ def test_uml_reports_query_uncertainty_and_others_do_not(world):
     ("", {}, "empty"), ("   \n\t", {}, "empty"), (None, {}, "empty"),
     ("a query", {"k": 0}, "between 1 and 50"), ("a query", {"k": 51}, "between 1 and 50"), ("a query", {"k": "many"}, "whole number"),
     ("a query", {"methods": []}, "at least one method"), ("a query", {"methods": ["nope"]}, "No model named"),
-    ("a query", {"lang": "xx"}, "not in this world"), ("a query", {"caption_id": "nope#1"}, "Unknown test caption"),
+    ("a query", {"lang": "xx"}, "not one the text encoder knows"), ("a query", {"caption_id": "nope#1"}, "Unknown test caption"),
 ])
 def test_search_bad_inputs_give_messages(world, query, kwargs, message):
     from ccr_core.dashboard import InputError, search
@@ -270,6 +309,20 @@ def test_many_languages_without_an_instance_targets_the_english_top1(world):
         languages.many_languages(world, {"en": " ", "de": ""}, None, ["baseline"])
     with pytest.raises(InputError, match="not a test image"):
         languages.many_languages(world, {"en": "x"}, "img0", ["baseline"])
+
+
+def test_many_languages_takes_a_language_the_world_lacks(world):
+    from ccr_core.dashboard import languages, search
+
+    item = languages.default_instance(world)
+    assert item == world.gallery[0].id  # every fixture image has en/de/zh captions
+    texts = {**languages.instance_texts(world, item), "es": "un cuadrado de colores", "xx": "ignored"}
+    result = languages.many_languages(world, texts, item, ["baseline"])
+    assert list(result.texts) == ["en", "de", "zh", "es"] and any("'xx'" in n for n in result.notes)
+    model = world.model("baseline")
+    encoded, _ = world.encode_texts(["un cuadrado de colores"], "es", [model])
+    assert result.methods[0].ranks["es"] == search.rank_of(model.image_emb @ encoded["baseline"][0], world.gallery_pos[item])
+    assert "rank es" in result.table().columns
 
 
 # --------------------------------------------------------------------------------------------------
@@ -367,6 +420,9 @@ def test_projections_have_the_right_shape_and_are_cached(world, world_paths):
         projection.project(world, "baseline", ["de"], "UMAP", sample=15, n_neighbors=1)
     with pytest.raises(InputError, match="sample"):
         projection.project(world, "baseline", ["de"], "PCA", sample=10**6)
+    # The tab opens on cached maps only: never computes one on the way.
+    assert projection.project(world, "baseline", ["de"], "PCA", sample=20, cached_only=True) is None
+    assert projection.project(world, "baseline", ["en", "zh"], "PCA", sample=10, cached_only=True).source == "memory"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,6 +490,8 @@ def test_experiment_trains_in_the_background_and_registers_the_model(world_paths
     assert search.text_search(own, "de caption 5", "auto", [name], 3).methods[0].target_rank is not None
     assert name + " (trained here)" in set(leaderboard.leaderboard_table(own)["model"])
     assert "Finished" in job.status_markdown() and "6 / 6" in job.progress_html() and len(job.loss_figure().data) == 2
+    plan = jobs.plan("uml", 0.4, 50)
+    assert "`uml` for **50 steps**" in plan and "40%" in plan and "Last run:" in plan and "Finished" in plan
     stopped = jobs.start("baseline", 0.0, 2000)
     jobs.stop(stopped.id)
     assert _wait(stopped).status in ("stopped", "done") and stopped.step < 2000
