@@ -299,3 +299,51 @@ def test_cli_explains_how_to_build_a_missing_world(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "app.py"), "--world", "flickr8k-ml", "--workspace", str(tmp_path)],
                             capture_output=True, text=True, timeout=120, env={**os.environ, "CCR_WORKSPACE": str(tmp_path)})
     assert result.returncode == 2 and "ccr data build flickr8k-ml" in result.stderr and "Traceback" not in result.stderr
+
+
+def build_big_world(base: Path, fixture: dict, n_images: int = 600, per_lang: int = 4) -> dict:
+    """A world of ``n_images`` test images with ``per_lang`` captions in each of en/de/zh (7,200 test
+    captions by default: the old pickers would have put 1,000 captions and 600 instances into the page),
+    over the fixture's tiny checkpoints."""
+    from PIL import Image
+
+    from ccr_core.data.bundle import Caption, Item, Manifest, save_bundle
+
+    root = base / "bundle"
+    if (base / "READY").exists():
+        return {"bundle": root, "checkpoints": fixture["checkpoints"], "workspace": base / "ws"}
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    items, captions = [], []
+    for i in range(n_images):
+        Image.new("RGB", (36, 36), ((37 * i) % 256, (91 * i) % 256, (13 * i) % 256)).save(root / "images" / f"p{i}.png")
+        items.append(Item(f"p{i}", f"p{i}.png", "test"))
+        for lang in ("en", "de", "zh"):
+            for n in range(per_lang):
+                captions.append(Caption(f"p{i}#{lang}#{n}", f"p{i}", lang, f"{lang} photo {i} variant {n} of a coloured square", "human", "test"))
+    save_bundle(root, Manifest("big", languages=["en", "de", "zh"]), items, captions)
+    (base / "READY").write_text("ok")
+    return {"bundle": root, "checkpoints": fixture["checkpoints"], "workspace": base / "ws"}
+
+
+def test_page_config_stays_small_on_a_world_with_many_captions(tmp_path_factory, server, client):
+    import httpx
+
+    small = len(httpx.get(server["url"] + "config", timeout=60).content)  # the 15-image fixture world
+    paths = build_big_world(tmp_path_factory.getbasetemp() / "big-world", server["paths"])
+    app, world, demo, url = start_server(paths)
+    try:
+        assert len(world.captions) == 7_200
+        config = httpx.get(url + "config", timeout=60)
+        assert config.status_code == 200
+        size = len(config.content)
+        assert size <= 200_000, f"page config is {size:,} bytes"
+        assert size - small < 25_000, f"the page grows with the world: {small:,} -> {size:,} bytes"
+        # the pickers hold one page of choices; the rest are found by typing
+        components = {c["props"].get("elem_id"): c for c in config.json()["components"]}
+        assert len(components["caption-pick"]["props"]["choices"]) <= 50 and len(components["ml-instance"]["props"]["choices"]) <= 51
+        assert "api_info" not in components["gallery-0"]  # the page never reads it; /info (gradio_client) still has it
+    finally:
+        demo.close()
+    # The API description the client reads is intact: a search still returns its galleries.
+    status, summary, *galleries = client.predict("de caption 5", "auto", ALL, 5, api_name="/search")
+    assert len([g for g in galleries if g.get("visible")]) == len(ALL)

@@ -82,3 +82,65 @@ class Page:
     @property
     def choice_targets(self) -> list:
         return [*self.model_pickers, *self.uncertainty_pickers]
+
+
+# Per-component API schemas in Gradio's page config: the browser never reads them (its API page and
+# gradio_client read /info, which the server builds from its own copy of the config), yet they are
+# most of the page: a Gallery carries ~9 KB of them, so twelve result galleries alone weigh 110 KB.
+PAGE_CONFIG_API_KEYS = ("api_info", "api_info_as_input", "api_info_as_output", "example_inputs")
+
+
+class SlimPageConfig:
+    """ASGI middleware: drops :data:`PAGE_CONFIG_API_KEYS` from the components of the ``/config``
+    JSON the page loads (``launch(app_kwargs={"middleware": [Middleware(SlimPageConfig)]})``)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") != "http" or scope.get("method") != "GET" or not scope.get("path", "").endswith("/config"):
+            await self.app(scope, receive, send)
+            return
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                await send_slim(b"".join(body))
+                return
+            await send(message)
+
+        async def send_slim(raw: bytes):
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            is_json = any(k.lower() == b"content-type" and b"json" in v for k, v in headers)
+            encoded = any(k.lower() == b"content-encoding" for k, _ in headers)
+            if start.get("status") == 200 and is_json and not encoded:
+                raw = slim_config_bytes(raw)
+            headers.append((b"content-length", str(len(raw)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": raw})
+
+        await self.app(scope, receive, capture)
+
+
+def slim_config_bytes(raw: bytes) -> bytes:
+    """The page config JSON without the per-component API schemas (unchanged if it is not such a config)."""
+    import json
+
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(config, dict) or not isinstance(config.get("components"), list):
+        return raw
+    for component in config["components"]:
+        if isinstance(component, dict):
+            for key in PAGE_CONFIG_API_KEYS:
+                component.pop(key, None)
+    return json.dumps(config, ensure_ascii=False, separators=(",", ":")).encode()
