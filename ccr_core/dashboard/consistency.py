@@ -164,7 +164,7 @@ def build_tab(world: World, page) -> None:
     """The Consistency tab: MRV per model, the spread histogram, the worst instances and one instance's detail."""
     import gradio as gr
 
-    from ccr_core.dashboard.ui import guarded, selected, typed_text
+    from ccr_core.dashboard.ui import guarded, selected, takes_event
 
     names = world.model_names()
     with gr.Tab("Consistency", id="consistency") as tab:
@@ -178,7 +178,9 @@ def build_tab(world: World, page) -> None:
         with gr.Row():
             hist = gr.Plot(label="Rank spread per instance", elem_id="cons-hist")
             worst = gr.Dataframe(interactive=False, label="Most inconsistent instances (click a row)", elem_id="cons-worst")
-        instance = gr.Dropdown([], label="Instance (type an id or words to find one)", filterable=True, allow_custom_value=True, elem_id="cons-instance")
+        with gr.Row():
+            find = gr.Textbox(value="", label="Find an instance (words of a caption or an id)", lines=1, max_lines=1, scale=1, elem_id="cons-find")
+            instance = gr.Dropdown([], label="Instance", filterable=True, allow_custom_value=True, scale=2, elem_id="cons-instance")
         inst_status = gr.Markdown()
         with gr.Row():
             inst_caps = gr.Dataframe(interactive=False, wrap=True, label="Its captions")
@@ -199,13 +201,15 @@ def build_tab(world: World, page) -> None:
 
     instance.input(do_instance, [instance, direction], [inst_caps, inst_heat, inst_status], api_name="consistency_instance")
 
-    def type_instance(name, dirn, evt: gr.EventData):
-        return gr.update(choices=find_instances(world, typed_text(evt), name, dirn))
+    def show_matches(text, name, dirn):  # server-side search (see search.build_tab for why a separate box)
+        return gr.update(choices=find_instances(world, text, name, dirn))
 
-    instance.key_up(type_instance, [model, direction], instance, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    gr.on([find.change, find.submit], show_matches, [find, model, direction], instance, trigger_mode="always_last", show_progress="hidden",
+          api_visibility="private")
 
+    @takes_event
     @guarded(4, status_at=3)
-    def pick_worst(dirn, evt: gr.EventData):
+    def pick_worst(dirn, evt=None):
         item = selected(evt, "row_value")[0]
         return (item, *do_instance(item, dirn))
 

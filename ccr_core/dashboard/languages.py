@@ -206,7 +206,7 @@ def build_tab(world: World, page) -> None:
     import gradio as gr
 
     from ccr_core.dashboard.detect import ENCODER_LANGUAGES
-    from ccr_core.dashboard.ui import guarded, typed_text
+    from ccr_core.dashboard.ui import guarded
 
     names = world.model_names()
     start = default_instance(world)
@@ -222,8 +222,10 @@ def build_tab(world: World, page) -> None:
             picks = [NO_INSTANCE] + instance_choices(world)
             if start and start not in [v for _, v in picks]:
                 picks.insert(1, (_instance_label(world, start), start))
-            ml_instance = gr.Dropdown(picks, value=start or "", label="Intended image (test instance; type an id or words to find one)",
-                                      filterable=True, allow_custom_value=True, scale=3, elem_id="ml-instance")
+            with gr.Column(scale=3):
+                ml_find = gr.Textbox(value="", label="Find a test instance (words of a caption or an id)", lines=1, max_lines=1, elem_id="ml-find")
+                ml_instance = gr.Dropdown(picks, value=start or "", label="Intended image (test instance)", filterable=True,
+                                          allow_custom_value=True, elem_id="ml-instance")
             ml_methods = gr.CheckboxGroup(names, value=names, label="Methods", scale=3)
         with gr.Row():
             ml_texts = [gr.Textbox(value=start_texts.get(l, ""), label=f"{language_name(l)} ({l})", lines=1, max_lines=4, elem_id=f"ml-text-{l}")
@@ -254,10 +256,11 @@ def build_tab(world: World, page) -> None:
 
     ml_instance.input(fill_instance, ml_instance, [*ml_texts, ml_status], api_name="instance_texts")
 
-    def type_instance(evt: gr.EventData):
-        return gr.update(choices=[NO_INSTANCE] + find_instances(world, typed_text(evt)))
+    def show_matches(text):  # server-side search (see search.build_tab for why a separate box)
+        return gr.update(choices=[NO_INSTANCE] + find_instances(world, text))
 
-    ml_instance.key_up(type_instance, None, ml_instance, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    gr.on([ml_find.change, ml_find.submit], show_matches, ml_find, ml_instance, trigger_mode="always_last", show_progress="hidden",
+          api_visibility="private")
 
     def add_language(count):
         count = min(int(count or 0) + 1, EXTRA_LANGUAGES)

@@ -21,6 +21,12 @@ MAX_K = 50
 UNCERTAINTY_TOP_K = 10  # candidates UML's query uncertainty looks at
 
 
+def markdown_escape(text: str) -> str:
+    """User text shown inside Markdown: its formatting characters escaped, line breaks as spaces."""
+    text = " ".join(text.split())
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~" else ch for ch in text)
+
+
 def clean_query(text: str | None) -> tuple[str, list[str]]:
     """The query stripped and cut to ``MAX_QUERY_CHARS``; empty is a user error."""
     text = (text or "").strip()
@@ -103,7 +109,8 @@ class SearchResult:
 
     def status(self) -> str:
         lang = f"{language_name(self.lang)} ({self.lang}{', detected' if self.lang_guessed else ''})"
-        lines = [f"**Query** in {lang}, {len(self.methods)} method(s), {self.seconds * 1000:.0f} ms."]
+        shown = self.query if len(self.query) <= 80 else self.query[:80] + "…"
+        lines = [f"**Query** “{markdown_escape(shown)}” in {lang}, {len(self.methods)} method(s), {self.seconds * 1000:.0f} ms."]
         if self.caption:
             lines.append(f"This is test caption `{self.caption.id}` of image `{self.caption.item}`: its image is marked ✓; "
                          "ranks are over all " + "test images.")
@@ -318,7 +325,7 @@ def build_tab(world: World, page) -> None:
     """The Search tab: text -> image galleries per method, and image -> text."""
     import gradio as gr
 
-    from ccr_core.dashboard.ui import guarded, selected, typed_text
+    from ccr_core.dashboard.ui import SEARCH_CHOICES, guarded, selected, takes_event
 
     names = world.model_names()
     slots = min(MAX_SLOTS, len(names) + 3)
@@ -343,8 +350,10 @@ def build_tab(world: World, page) -> None:
             with gr.Column(scale=2):
                 gr.Markdown("**…or find a test caption** (type words or an id; its image is then marked ✓ with its rank per method)")
                 browse_lang = gr.Dropdown([("all languages", "all")] + world_langs, value="all", label="Captions in")
-                caption = gr.Dropdown(caption_choices(world, "all"), value=None, label="Test caption (type to search)", filterable=True,
-                                      allow_custom_value=True, elem_id="caption-pick")
+                caption_find = gr.Textbox(value="", label="Find a test caption (words or an id; the list below follows as you type)", lines=1,
+                                          max_lines=1, elem_id="caption-find")
+                caption = gr.Dropdown(caption_choices(world, "all"), value=None, label=f"Test caption ({SEARCH_CHOICES} matches at a time)",
+                                      filterable=True, allow_custom_value=True, elem_id="caption-pick")
         status = gr.Markdown(HINT, elem_id="search-status")
         with gr.Row(elem_id="examples"):
             example_buttons = [(gr.Button(f"{text[:48]}{'…' if len(text) > 48 else ''} ({code})", size="sm", elem_classes="ccr-example"), text, code)
@@ -402,12 +411,16 @@ def build_tab(world: World, page) -> None:
         return (cap.text, cap.lang, cap.id, *do_search(cap.text, cap.lang, chosen, top_k, cap.id))
 
     caption.input(pick_caption, [caption, methods, k], [query, lang, caption_id, *search_outputs], api_name="pick_caption")
-    browse_lang.change(lambda l: gr.update(choices=caption_choices(world, l), value=None), browse_lang, caption, api_name="caption_list")
+    browse_lang.change(lambda language, text: show_matches(text, language), [browse_lang, caption_find], caption, api_name="caption_list")
 
-    def type_caption(language, evt: gr.EventData):
-        return gr.update(choices=find_captions(world, typed_text(evt), language))
+    # Server-side search: the page holds one page of matches, never the world's thousands of captions.
+    # (A separate box, not the dropdown's own typing: changing a dropdown's choices while it is being
+    # typed in stops Gradio 6 from taking a mouse click on an option.)
+    def show_matches(text, language):
+        return gr.update(choices=find_captions(world, text, language, SEARCH_CHOICES), value=None)
 
-    caption.key_up(type_caption, browse_lang, caption, trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    gr.on([caption_find.change, caption_find.submit], show_matches, [caption_find, browse_lang], caption,
+          trigger_mode="always_last", show_progress="hidden", api_visibility="private")
 
     i2t_outputs = [i2t_status, i2t_preview, i2t_table]
 
@@ -419,8 +432,9 @@ def build_tab(world: World, page) -> None:
     gr.on([i2t_btn.click, i2t_image.upload, i2t_item.submit], do_image_to_text, [i2t_item, i2t_image, methods, i2t_k], i2t_outputs, api_name="image_to_text")
 
     def make_pick(slot):
+        @takes_event
         @guarded(2 + len(i2t_outputs), status_at=2)
-        def pick_result(items, chosen, top_k, evt: gr.EventData):
+        def pick_result(items, chosen, top_k, evt=None):
             index = selected(evt, "index")
             item = items[slot][index[0] if isinstance(index, (list, tuple)) else index]
             return (item, None, *do_image_to_text(item, None, chosen, top_k))

@@ -43,6 +43,19 @@ def guarded(n_outputs: int, status_at: int = 0):
     return decorator
 
 
+def takes_event(fn):
+    """Mark a handler's ``evt`` parameter as Gradio event data. The tab modules use postponed
+    annotations (``from __future__ import annotations``) and import gradio only inside the builder,
+    so Gradio could not resolve a written ``evt: gr.EventData`` and would not pass the event."""
+    import gradio as gr
+
+    target = fn
+    while target is not None:
+        target.__annotations__ = {**getattr(target, "__annotations__", {}), "evt": gr.EventData}
+        target = getattr(target, "__wrapped__", None)
+    return fn
+
+
 def selected(evt, key: str):
     """A field of a select event's data; a call without a selection (e.g. from a script) is a user error.
 
@@ -52,12 +65,6 @@ def selected(evt, key: str):
     if data.get(key) is None:
         raise InputError("Click an entry to pick it (this event needs a selection).")
     return data[key]
-
-
-def typed_text(evt) -> str:
-    """What the user has typed into a dropdown so far (a key_up event), '' for a call without one."""
-    data = getattr(evt, "_data", None) or {}
-    return str(data.get("input_value") or "")
 
 
 @dataclass
