@@ -84,6 +84,15 @@ def warm_up(world) -> None:
         log.exception("warm-up failed")
 
 
+def finish_training(world) -> None:
+    """Build the training-pair caches after the page is up (background thread); logs how long it took."""
+    try:
+        world.finish_training_caches(progress=True)
+        log.info("%s", world.training_status)
+    except Exception:  # noqa: BLE001 -- the audit and experiment tabs show the error; search keeps working
+        log.exception("preparing the training pairs failed")
+
+
 def launch(demo, world, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
     import gradio as gr
     from starlette.middleware import Middleware
@@ -121,6 +130,8 @@ def main(argv=None) -> int:
         print(f"ccr dashboard: {exc}", file=sys.stderr)
         return 2
     log.info("world loaded in %.1f s: %s", world.load_seconds, world.describe())
+    if world.pending_training:  # the test split is ready; the audit and experiment tabs wait for the training pairs
+        threading.Thread(target=finish_training, args=(world,), name="ccr-training-pairs", daemon=True).start()
     demo = build_app(world)
     if not args.no_warm:
         threading.Thread(target=warm_up, args=(world,), name="ccr-warm-up", daemon=True).start()

@@ -157,6 +157,37 @@ def test_caption_and_instance_search_find_by_words_and_id(world):
     assert [v for _, v in consistency.find_instances(world, "img14", "baseline")] == ["img14"]
 
 
+def test_a_fresh_workspace_opens_on_the_test_split_and_adds_the_training_pairs_later(world, world_paths, tmp_path):
+    from ccr_core.dashboard import InputError, audit, experiment, search
+    from ccr_core.dashboard.world import load_world
+    from ccr_core.training.text_cache import load_text_cache
+
+    fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws")
+    (config, bench), = fresh.benches.items()
+    assert config in fresh.pending_training and not bench.complete
+    assert set(bench.features.ids) == {it.id for it in fresh.gallery}  # features of the test images only
+    test_texts = {c.text for c in fresh.captions}
+    assert set(bench.text_states.meta["texts"]) == test_texts  # text states of the test captions only
+    result = search.text_search(fresh, "de caption 5", "auto", ["baseline"], 3)
+    assert result.methods[0].target_rank is not None  # search works at once
+    with pytest.raises(InputError, match="Preparing the training pairs"):
+        audit.audit(fresh, "uml")
+    with pytest.raises(InputError, match="Preparing the training pairs"):
+        experiment.experiments(fresh).start("baseline", 0.0, 5)
+    assert "Starting a run waits for it" in experiment.experiments(fresh).plan("baseline", 0.0, 5)
+
+    fresh.finish_training_caches()
+    assert not fresh.pending_training and fresh.training_ready.is_set() and "ready" in fresh.training_status
+    assert len(bench.features.ids) == len(fresh.bundle.items)
+    cache = load_text_cache(bench.text_states.root)
+    assert len(cache.meta["texts"]) == len(set(cache.meta["texts"])) > len(test_texts)  # appended, each text once
+    assert cache.meta["texts"][: len(test_texts)] == sorted(test_texts)  # the test captions first, not recomputed
+    # The audit over the swapped-in caches gives the scores of a world whose caches were complete from the start.
+    assert np.allclose(audit.audit(fresh, "uml").scores.scores, audit.audit(world, "uml").scores.scores, atol=1e-4)
+    # A second start finds the complete caches: nothing pending.
+    assert not load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws").pending_training
+
+
 # --------------------------------------------------------------------------------------------------
 # search
 

@@ -50,6 +50,7 @@ def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128) -> 
         return memo[key]
     from ccr_core.evaluate import every_training_pair_uncertainty
 
+    world.require_training_pairs()  # the test split opens first; the training pairs follow in the background
     every = every_training_pair_uncertainty(model.trained, model.bench, batch_size)
     if every is None:
         raise InputError(f"{model.name} does not estimate uncertainty.")

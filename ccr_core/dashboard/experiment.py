@@ -110,6 +110,7 @@ class Experiments:
                 import ccr_core.data.noise  # noqa: F401
             except ImportError:
                 raise InputError("Training with injected noise needs ccr_core.data.noise, which this installation lacks; use noise 0.") from None
+        self.world.require_training_pairs()
         with self._lock:
             if any(j.active for j in self.jobs.values()):
                 raise InputError("A training run is already going in this world (the machine is shared); wait for it or stop it.")
@@ -193,6 +194,8 @@ class Experiments:
                  f"{n_examples:,} training pairs of **{self.world.name}**), on {swapped}, with the shipped models' frozen backbones "
                  f"(`{cfg.text_backbone}`, `{cfg.visual_backbone}`) and learning rate {cfg.lr:g}.",
                  "The loss is drawn live below; the finished model is then searchable in every tab, labelled *trained here*."]
+        if self.world.pending_training:
+            lines.append(f"_{self.world.training_status}_ Starting a run waits for it.")
         last = self.last()
         if last is not None:
             lines.append(f"Last run: {last.status_markdown()}")
