@@ -78,7 +78,10 @@ def run() -> list[Result]:
         plain_s.append(best_of(plain, repeats=1))
         fast_s.append(best_of(extraction, repeats=1))
     plain_rate, fast_rate = len(photos) / min(plain_s), len(photos) / min(fast_s)
-    note = f"{len(photos)} {source}, batch {BATCH}, {torch.get_num_threads()} threads, best of 2 interleaved"
+    import os
+
+    load = os.getloadavg()[0]  # the machine is shared: other jobs' load during the run, for reading the numbers
+    note = f"{len(photos)} {source}, batch {BATCH}, {torch.get_num_threads()} threads, best of 2 interleaved, load average {load:.1f} at the end"
     return [
         Result("EfficientNet-Lite0 cold load (import + weights)", cold, "s", note="first load in this process"),
         Result("EfficientNet-Lite0 extraction, the path before (old preprocess, NCHW eager, decode then forward)", plain_rate, "images/s", note=note),

@@ -381,7 +381,7 @@ def build_tab(world: World, page) -> None:
                 i2t_image = gr.File(type="filepath", label="Upload a picture (JPEG, PNG, WebP, GIF)", height=120, elem_id="i2t-upload")
                 i2t_item = gr.Textbox(value=first.item_id if first else "", label="…or a test image id (clicking a result fills it; Enter looks it up)",
                                       elem_id="i2t-item")
-                i2t_k = gr.Number(value=3, precision=0, label="Captions per language (1–20)")
+                i2t_k = gr.Number(value=1, precision=0, label="Captions per language (1–20)")
                 i2t_btn = gr.Button("Closest captions", elem_id="i2t-btn")
             with gr.Column(scale=3):
                 with gr.Row():
@@ -453,4 +453,4 @@ def _first_image_to_text(world: World, names: list[str]) -> ImageSearchResult | 
     """What the image -> text panel opens with: the first test image's closest caption per language."""
     if not world.gallery or not names:
         return None
-    return image_to_text(world, world.gallery[0].id, None, names, 3)
+    return image_to_text(world, world.gallery[0].id, None, names, 1)
