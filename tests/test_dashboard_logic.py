@@ -188,6 +188,26 @@ def test_a_fresh_workspace_opens_on_the_test_split_and_adds_the_training_pairs_l
     assert not load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws").pending_training
 
 
+def test_shipped_features_are_used_and_only_the_text_states_wait(world_paths, tmp_path):
+    """The demo world ships its feature cache: a fresh workspace with it extracts no image again."""
+    import shutil
+
+    import ccr_core.features
+    from ccr_core.dashboard.world import load_world
+
+    shutil.copytree(world_paths["workspace"] / "features", tmp_path / "ws" / "features")
+    calls = []
+    real = ccr_core.features._encode_paths
+    ccr_core.features._encode_paths = lambda *a: (calls.append(1), real(*a))[1]
+    try:
+        fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws")
+    finally:
+        ccr_core.features._encode_paths = real
+    (config, bench), = fresh.benches.items()
+    assert not calls and len(bench.features.ids) == len(fresh.bundle.items)  # the full, shipped cache
+    assert config in fresh.pending_training  # the training captions' text states are still to come
+
+
 # --------------------------------------------------------------------------------------------------
 # search
 
