@@ -347,3 +347,22 @@ def test_page_config_stays_small_on_a_world_with_many_captions(tmp_path_factory,
     # The API description the client reads is intact: a search still returns its galleries.
     status, summary, *galleries = client.predict("de caption 5", "auto", ALL, 5, api_name="/search")
     assert len([g for g in galleries if g.get("visible")]) == len(ALL)
+
+
+def test_a_fresh_workspace_serves_search_while_the_training_pairs_are_prepared(server, tmp_path):
+    from gradio_client import Client
+
+    paths = {**server["paths"], "workspace": tmp_path / "ws"}  # nothing cached yet
+    app, world, demo, url = start_server(paths)
+    try:
+        assert world.pending_training
+        config = demo.get_config_file()
+        status = next(c for c in config["components"] if c["props"].get("elem_id") == "audit-status")
+        assert "Preparing the training pairs" in status["props"]["value"]
+        fresh = Client(url, verbose=False)
+        assert "img5#de#0" in fresh.predict("de caption 5", "auto", ALL, 3, api_name="/search")[0]  # search works at once
+        assert "Preparing the training pairs" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
+        app.finish_training(world)  # what the background thread of app.main runs
+        assert not world.pending_training and "AUROC" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
+    finally:
+        demo.close()

@@ -182,7 +182,9 @@ def build_tab(world: World, page) -> None:
                     "its uncertainty u = B/S, and how little of its evidence sits on the pair's own image and caption "
                     "(mismatch 1 − p̂). Where the world knows which pairs are noisy, see how well each finds them.")
         model = gr.Dropdown(uml_names, value=uml_names[0] if uml_names else None, label="Model", allow_custom_value=True)
-        status = gr.Markdown(elem_id="audit-status")
+        status = gr.Markdown(f"⏳ {world.training_status}" if world.pending_training else "", elem_id="audit-status")
+        # While the training pairs are prepared in the background: show how far, then draw the audit.
+        waiting = gr.Timer(5.0, active=bool(world.pending_training))
         with gr.Row():
             hist = gr.Plot(label="Uncertainty distribution", elem_id="audit-hist")
             curves = gr.Plot(label="ROC and precision–recall", elem_id="audit-curves")
@@ -209,6 +211,13 @@ def build_tab(world: World, page) -> None:
         return (view.status, view.histogram, view.curves, view.precision, *do_page(name, start, size))
 
     page_outputs = [page_start, pair_gallery, pair_table, page_status]
+
+    def poll(name, start, size):
+        if world.pending_training and not world.training_error:
+            return (f"⏳ {world.training_status}", *[gr.skip()] * 7, gr.Timer(active=True))
+        return (*do_audit(name, start, size), gr.Timer(active=False))
+
+    waiting.tick(poll, [model, page_start, page_size], [status, hist, curves, precision, *page_outputs, waiting], api_visibility="private")
     gr.on([tab.select, model.change], do_audit, [model, page_start, page_size], [status, hist, curves, precision, *page_outputs], api_name="audit")
     gr.on([page_start.submit, page_size.release], do_page, [model, page_start, page_size], page_outputs, api_name="audit_page")
     prev_btn.click(lambda m, s, n: do_page(m, max(0, int(s or 0) - int(n)), n), [model, page_start, page_size], page_outputs, api_name="audit_prev")
