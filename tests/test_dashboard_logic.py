@@ -166,6 +166,7 @@ def test_a_fresh_workspace_opens_on_the_test_split_and_adds_the_training_pairs_l
     (config, bench), = fresh.benches.items()
     assert config in fresh.pending_training and not bench.complete
     assert set(bench.features.ids) == {it.id for it in fresh.gallery}  # features of the test images only
+    interim = bench.features.root
     test_texts = {c.text for c in fresh.captions}
     assert set(bench.text_states.meta["texts"]) == test_texts  # text states of the test captions only
     result = search.text_search(fresh, "de caption 5", "auto", ["baseline"], 3)
@@ -178,7 +179,7 @@ def test_a_fresh_workspace_opens_on_the_test_split_and_adds_the_training_pairs_l
 
     fresh.finish_training_caches()
     assert not fresh.pending_training and fresh.training_ready.is_set() and "ready" in fresh.training_status
-    assert len(bench.features.ids) == len(fresh.bundle.items)
+    assert len(bench.features.ids) == len(fresh.bundle.items) and not interim.exists()  # the interim cache is gone
     cache = load_text_cache(bench.text_states.root)
     assert len(cache.meta["texts"]) == len(set(cache.meta["texts"])) > len(test_texts)  # appended, each text once
     assert cache.meta["texts"][: len(test_texts)] == sorted(test_texts)  # the test captions first, not recomputed

@@ -253,6 +253,7 @@ class World:
                                 f"{len(self.bundle.items):,} images and text states of the training captions. The test split is ready.")
         full = prepare_workbench(cfg, self.workspace, self.bundle, progress=progress)
         old = self.benches[config]
+        interim = old.features.root if old.features.root.name.endswith(TEST_SPLIT_SUFFIX) else None
         with self._lock:
             # The clean workbench and the noisy ones made from it (noisy_bench) share its caches.
             for bench in {id(m.bench): m.bench for m in self._models.values()}.values():
@@ -261,6 +262,10 @@ class World:
             old.features, old.text_states = full.features, full.text_states
             old.complete = True
             del self.pending_training[config]
+        if interim is not None:  # the test split's own feature cache, now covered by the full one
+            import shutil
+
+            shutil.rmtree(interim, ignore_errors=True)
         self.training_status = f"Training pairs ready ({time.perf_counter() - start:.0f} s in the background)."
 
     def require_training_pairs(self) -> None:
@@ -641,6 +646,9 @@ def load_world(
     return world
 
 
+TEST_SPLIT_SUFFIX = "-test-split"  # feature cache of the test images alone, until the full one is built
+
+
 def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[Item], captions: list[Caption], progress: bool = False):
     """A workbench for what search needs: the complete caches when they exist, else features of the
     test gallery and text states of the test captions only (caches of their own, so nothing of the
@@ -679,7 +687,7 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
         features = full_features
     else:
         test_bundle = Bundle(bundle.root, bundle.manifest, list(gallery), list(captions), {})
-        features = extract_features(test_bundle, backbone, feature_dir.with_name(feature_dir.name + "-test-split"), progress=progress)
+        features = extract_features(test_bundle, backbone, feature_dir.with_name(feature_dir.name + TEST_SPLIT_SUFFIX), progress=progress)
     # Text states of the test captions go into the one text cache (it is keyed by text and appends),
     # so the background pass later adds only the training captions.
     # (Every test caption, not only the searchable ones: the leaderboard evaluates them all.)
