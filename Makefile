@@ -10,6 +10,7 @@ STAMP  := $(VENV)/.ccr-installed
 
 help:
 	@echo "make run    set up (venv, pinned deps, offline models, demo world) and start the dashboard"
+	@echo "make run WORLD=flickr8k-ml [SOURCE=DIR]  build the real-photo world once (from ../shared/data or DIR) and open it"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make bench  run the benchmarks and rewrite benchmarks/RESULTS.md"
 	@echo "make results  train and evaluate every method on both worlds, ship checkpoints, rewrite RESULTS.md"
@@ -29,8 +30,11 @@ models: setup
 demo: models
 	$(BIN)/python -m ccr_core.setup_demo
 
-run: demo
-	$(BIN)/python app.py $(ARGS)
+# make run WORLD=flickr8k-ml [SOURCE=folder with flickr8k/, flickr8kcn/, multi30k/; default ../shared/data]
+WORLD ?= demo-world
+run: $(if $(filter demo-world,$(WORLD)),demo,models)
+	$(if $(filter demo-world,$(WORLD)),,test -d "$$($(BIN)/python -c 'from ccr_core.paths import bundle_dir; print(bundle_dir("$(WORLD)"))')" || $(BIN)/ccr data build $(WORLD) $(if $(SOURCE),--source $(SOURCE)))
+	$(BIN)/python app.py --world $(WORLD) $(ARGS)
 
 test: models
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -35,6 +35,7 @@ METHODS = ("baseline", "nrccr", "cl2cm", "uml", "one_to_k")
 START_TARGET_S = 15.0
 FIRST_SEARCH_TARGET_S = 1.0
 TIMEOUT_S = 180.0
+CONFIG_TARGET_KB = 200
 QUERIES = ["ein kleines rotes Dreieck links von einem blauen Kreis", "a big green cross under a small black square",
            "un petit cercle jaune", "malý modrý kruh vpravo", "红色的大三角形", "小さい緑の十字", "two small blue squares and a circle",
            "zwei große schwarze Kreuze", "un grand triangle vert au-dessus", "蓝色的圆和黑色的正方形", "three red circles"]
@@ -77,6 +78,15 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def page_sizes(url: str) -> tuple[int, int]:
+    """Bytes of the page config (``/config``, what the page loads) and of the API description (``/gradio_api/info``)."""
+    sizes = []
+    for path in ("config", "gradio_api/info"):
+        with urllib.request.urlopen(url + path, timeout=30) as resp:
+            sizes.append(len(resp.read()))
+    return sizes[0], sizes[1]
+
+
 def measure(methods: list[str], warm: bool) -> dict:
     """Start the app, time the page and the first searches, always kill it."""
     from gradio_client import Client
@@ -103,6 +113,7 @@ def measure(methods: list[str], warm: bool) -> dict:
                 raise RuntimeError(f"no HTTP 200 from {url} within {TIMEOUT_S:.0f} s")
             time.sleep(0.1)
         out["http_s"] = time.perf_counter() - start
+        out["config_bytes"], out["info_bytes"] = page_sizes(url)
         t = time.perf_counter()
         client = Client(url, verbose=False, download_files=False)
         out["client_s"] = time.perf_counter() - t
@@ -152,6 +163,10 @@ def run() -> list[Result]:
                            "HTTP + queue + search + Gradio gallery post-processing + JSON, thumbnails not downloaded"))
         rows.append(Result(f"{label}: next 10 searches, client round trip p50", round(m["next_p50_s"] * 1e3, 1), "ms",
                            note="same client, free-text queries in 6 languages"))
+    rows.append(Result("page config (GET /config)", round(m["config_bytes"] / 1000, 1), "KB", f"<= {CONFIG_TARGET_KB} KB",
+                       m["config_bytes"] <= CONFIG_TARGET_KB * 1000, "demo world; the JSON the page loads before it draws"))
+    rows.append(Result("API description (GET /gradio_api/info)", round(m["info_bytes"] / 1000, 1), "KB",
+                       note="what gradio_client (and the page's 'Use via API') read"))
     return rows
 
 

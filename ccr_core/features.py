@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -95,10 +96,47 @@ def _frame_count(bundle: Bundle, item: Item) -> int:
     return len(_video_frame_files(path))
 
 
-@torch.no_grad()
+def _load_batch(backbone: VisualBackbone, paths: Sequence[Path]) -> torch.Tensor:
+    """Decode and preprocess pictures: (B, 3, S, S). PIL releases the GIL here, so this runs in a
+    worker thread while the backbone encodes the previous batch (see :class:`_Prefetcher`)."""
+    return torch.stack([backbone.preprocess(load_rgb(p)) for p in paths])
+
+
+class _Prefetcher:
+    """Decodes the next batch in one worker thread while the current one is encoded: on 2 cores the
+    JPEG decode and resize (PIL, GIL released) overlap the forward pass instead of adding to it."""
+
+    def __init__(self, backbone: VisualBackbone):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.backbone = backbone
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccr-decode")
+        self.pending: dict[tuple, object] = {}
+
+    def submit(self, paths: Sequence[Path]) -> None:
+        key = tuple(map(str, paths))
+        if key and key not in self.pending:
+            self.pending[key] = self.pool.submit(_load_batch, self.backbone, list(paths))
+
+    def take(self, paths: Sequence[Path]) -> torch.Tensor | None:
+        future = self.pending.pop(tuple(map(str, paths)), None)
+        return None if future is None else future.result()
+
+    def close(self) -> None:
+        self.pending.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_prefetch = threading.local()  # the extraction running in this thread, if any: its _Prefetcher
+
+
 def _encode_paths(backbone: VisualBackbone, paths: Sequence[Path]) -> np.ndarray:
-    batch = torch.stack([backbone.preprocess(load_rgb(p)) for p in paths])  # (B, 3, S, S)
-    return backbone(batch.to(module_device(backbone))).float().cpu().numpy()  # (B, D): a backbone moved to a GPU runs there
+    prefetcher = getattr(_prefetch, "current", None)
+    batch = prefetcher.take(paths) if prefetcher is not None else None
+    if batch is None:
+        batch = _load_batch(backbone, paths)  # (B, 3, S, S)
+    with torch.inference_mode():
+        return backbone(batch.to(module_device(backbone))).float().cpu().numpy()  # (B, D): a backbone moved to a GPU runs there
 
 
 def extract_features(
@@ -178,8 +216,37 @@ def _extract_features(bundle, backbone, out_dir: Path, batch_size, progress, thr
         for k, frame in enumerate(_video_frame_files(path)):
             if start + k >= done_frames:
                 frame_jobs.append((frame, start + k))
+    batches = [[p for p, _ in frame_jobs[b : b + batch_size]] for b in range(0, len(frame_jobs), batch_size)]
+    image_rows = [(i, it) for i, it in enumerate(bundle.items) if it.kind == "image" and i >= done_items]
+    batches += [[bundle.image_path(it) for _, it in image_rows[b : b + batch_size]] for b in range(0, len(image_rows), batch_size)]
+    _prefetch.current = prefetcher = _Prefetcher(backbone)
+    try:
+        _encode_all(bundle, backbone, features, frames, frame_jobs, image_rows, batches, batch_size, videos, frame_offsets, video_pos,
+                    total_frames, done_items, bar, checkpoint, prefetcher)
+    finally:
+        _prefetch.current = None
+        prefetcher.close()
+    bar.close()
+    features.flush()
+    del features
+    return _finish(bundle, backbone, out_dir, identity, ids, frame_offsets, frames, part_features, part_frames, progress_path)
+
+
+def _encode_all(bundle, backbone, features, frames, frame_jobs, image_rows, batches, batch_size, videos, frame_offsets, video_pos,
+                total_frames, done_items, bar, checkpoint, prefetcher) -> None:
+    """Encode the frame batches, then the image batches, each batch's successor decoding meanwhile."""
+    upcoming = iter(batches[1:])
+
+    def prefetch_next() -> None:
+        nxt = next(upcoming, None)
+        if nxt is not None:
+            prefetcher.submit(nxt)
+
+    if batches:
+        prefetcher.submit(batches[0])
     for b in range(0, len(frame_jobs), batch_size):
         chunk = frame_jobs[b : b + batch_size]
+        prefetch_next()
         frames[[j for _, j in chunk]] = _encode_paths(backbone, [p for p, _ in chunk])
         bar.update(len(chunk))
         checkpoint(done_items, chunk[-1][1] + 1)
@@ -188,15 +255,16 @@ def _extract_features(bundle, backbone, out_dir: Path, batch_size, progress, thr
             start, stop = frame_offsets[it.id]
             features[video_pos[it.id]] = frames[start:stop].mean(axis=0)
     done_frames = total_frames
-    image_rows = [(i, it) for i, it in enumerate(bundle.items) if it.kind == "image" and i >= done_items]
     for b in range(0, len(image_rows), batch_size):
         chunk = image_rows[b : b + batch_size]
+        prefetch_next()
         features[[i for i, _ in chunk]] = _encode_paths(backbone, [bundle.image_path(it) for _, it in chunk])
         bar.update(len(chunk))
         checkpoint(chunk[-1][0] + 1, done_frames)
-    bar.close()
-    features.flush()
-    del features
+
+
+def _finish(bundle, backbone, out_dir: Path, identity, ids, frame_offsets, frames, part_features, part_frames, progress_path) -> FeatureCache:
+    """Rename the finished arrays into place, then write meta.json (last: a cache without it is never loaded)."""
     os.replace(part_features, out_dir / FEATURES_FILE)
     hashes = {FEATURES_FILE: sha256_file(out_dir / FEATURES_FILE)}
     if frames is not None:

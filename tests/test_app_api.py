@@ -77,7 +77,7 @@ def test_every_api_name_is_exposed(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     expected = {"/search", "/pick_caption", "/caption_list", "/image_to_text", "/many_languages", "/instance_texts", "/consistency",
                 "/consistency_instance", "/consistency_pick", "/audit", "/audit_page", "/audit_prev", "/audit_next", "/projection",
-                "/leaderboard", "/train_start", "/train_status", "/train_stop", "/refresh_models"}
+                "/leaderboard", "/train_start", "/train_status", "/train_stop", "/refresh_models", "/find_captions", "/train_plan"}
     assert expected <= names and {f"/pick_result_{i}" for i in range(len(ALL) + 3)} <= names
 
 
@@ -152,10 +152,55 @@ def test_many_languages(client, server):
     assert "3 languages" in status and plot["type"] == "plotly" and len(table["data"]) == len(ALL)
     assert "spread (σ, MRV)" in table["headers"]
     assert client.predict("", ALL, "", " ", "", api_name="/many_languages")[0].startswith("⚠")
+    # An added language (not one of the world's) gets its own rank of the same image.
+    status, plot, table = client.predict(item, ALL, en, de, zh, "es", "un cuadrado de colores", api_name="/many_languages")
+    assert "4 languages" in status and "Spanish" in status and "rank es" in table["headers"]
+
+
+def test_enter_submits_the_search_boxes(server):
+    """Enter searches: the query box is one line that grows (Gradio submits on Enter there, Shift+Enter adds a line)."""
+    config = server["demo"].get_config_file()
+    boxes = {c["props"].get("elem_id"): c for c in config["components"] if c.get("type") == "textbox"}
+    for elem_id in ("query", "i2t-item", "ml-text-en", "ml-text-zh"):
+        props = boxes[elem_id]["props"]
+        assert props["lines"] == 1 and (props.get("max_lines") or 20) > 1, elem_id  # a multi-line box submits on Shift+Enter only
+    submits = {(t[0], t[1]) for d in config["dependencies"] for t in d["targets"] if t[1] == "submit"}
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    assert {(ids["query"], "submit"), (ids["i2t-item"], "submit"), (ids["ml-text-de"], "submit")} <= submits
+
+
+def test_caption_search_is_server_side(client, server):
+    world = server["world"]
+    hits = client.predict("CAPTION 1", "de", api_name="/find_captions")  # every word, in any case
+    expected = {c.id for c in world.captions if c.lang == "de" and "caption" in c.text and "1" in c.text + c.id}
+    assert hits and {cid for _, cid in hits} == expected and all(label.startswith("[de]") for label, _ in hits)
+    assert client.predict("IMG8#zh#0", "all", api_name="/find_captions")[0][1] == "img8#zh#0"  # by id
+    assert client.predict("no such words", "all", api_name="/find_captions") == []
+    # A typed text that is not an id picks its first match.
+    text, lang, status, *_ = client.predict("编号 14", ALL, 3, api_name="/pick_caption")
+    assert lang == "zh" and "编号14" in text and "marked ✓" in status
+
+
+def test_search_in_a_language_the_world_lacks(client):
+    status, *_ = client.predict("un perro corriendo en la nieve", "auto", ["baseline"], 3, api_name="/search")
+    assert "Spanish (es, detected)" in status
+    status, *_ = client.predict("a query", "nl", ["baseline"], 3, api_name="/search")
+    assert "Dutch (nl)" in status
+
+
+def test_every_tab_opens_with_something_to_look_at(server):
+    config = server["demo"].get_config_file()
+    props = {c["props"].get("elem_id"): c["props"] for c in config["components"] if c["props"].get("elem_id")}
+    assert props["ml-plot"]["value"] and "languages" in props["ml-status"]["value"]  # Many languages: drawn
+    assert all(props[f"ml-text-{l}"]["value"] for l in ("en", "de", "zh"))
+    assert props["i2t-table"]["value"]["data"] and props["i2t-table"]["value"]["headers"][0] == "method"
+    assert props["search-summary"]["value"]["headers"] == ["method", "ground-truth rank", "top-1 image", "top-1 score", "UML uncertainty"]
+    assert "New here?" in props["search-status"]["value"]
+    assert "A run will" in props["ex-plan"]["value"]
 
 
 def test_consistency_views(client, server):
-    status, summary, hist, worst = client.predict("t2i", "baseline", api_name="/consistency")
+    status, summary, hist, worst, instance = client.predict("t2i", "baseline", api_name="/consistency")
     assert [row[0] for row in summary["data"]] == ALL and hist["type"] == "plotly" and worst["data"]
     item = worst["data"][0][0]
     caps, heat, text = client.predict(item, "i2t", api_name="/consistency_instance")
@@ -183,6 +228,12 @@ def test_projection_and_its_cache(client):
     status, *_ = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, False, api_name="/projection")
     assert status.count("memory") == 2
     assert client.predict("baseline", "uml", [], "PCA", 10, 15, 0.1, False, api_name="/projection")[0].startswith("⚠")
+
+
+def test_experiment_plan_says_what_a_run_will_do(client):
+    plan = client.predict("baseline", 0.3, 40, api_name="/train_plan")
+    assert "`baseline` for **40 steps**" in plan and "30%" in plan and "training pairs" in plan
+    assert client.predict("magic", 0.3, 40, api_name="/train_plan").startswith("⚠")
 
 
 def test_leaderboard_and_downloads(client):
@@ -248,3 +299,70 @@ def test_cli_explains_how_to_build_a_missing_world(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "app.py"), "--world", "flickr8k-ml", "--workspace", str(tmp_path)],
                             capture_output=True, text=True, timeout=120, env={**os.environ, "CCR_WORKSPACE": str(tmp_path)})
     assert result.returncode == 2 and "ccr data build flickr8k-ml" in result.stderr and "Traceback" not in result.stderr
+
+
+def build_big_world(base: Path, fixture: dict, n_images: int = 600, per_lang: int = 4) -> dict:
+    """A world of ``n_images`` test images with ``per_lang`` captions in each of en/de/zh (7,200 test
+    captions by default: the old pickers would have put 1,000 captions and 600 instances into the page),
+    over the fixture's tiny checkpoints."""
+    from PIL import Image
+
+    from ccr_core.data.bundle import Caption, Item, Manifest, save_bundle
+
+    root = base / "bundle"
+    if (base / "READY").exists():
+        return {"bundle": root, "checkpoints": fixture["checkpoints"], "workspace": base / "ws"}
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    items, captions = [], []
+    for i in range(n_images):
+        Image.new("RGB", (36, 36), ((37 * i) % 256, (91 * i) % 256, (13 * i) % 256)).save(root / "images" / f"p{i}.png")
+        items.append(Item(f"p{i}", f"p{i}.png", "test"))
+        for lang in ("en", "de", "zh"):
+            for n in range(per_lang):
+                captions.append(Caption(f"p{i}#{lang}#{n}", f"p{i}", lang, f"{lang} photo {i} variant {n} of a coloured square", "human", "test"))
+    save_bundle(root, Manifest("big", languages=["en", "de", "zh"]), items, captions)
+    (base / "READY").write_text("ok")
+    return {"bundle": root, "checkpoints": fixture["checkpoints"], "workspace": base / "ws"}
+
+
+def test_page_config_stays_small_on_a_world_with_many_captions(tmp_path_factory, server, client):
+    import httpx
+
+    small = len(httpx.get(server["url"] + "config", timeout=60).content)  # the 15-image fixture world
+    paths = build_big_world(tmp_path_factory.getbasetemp() / "big-world", server["paths"])
+    app, world, demo, url = start_server(paths)
+    try:
+        assert len(world.captions) == 7_200
+        config = httpx.get(url + "config", timeout=60)
+        assert config.status_code == 200
+        size = len(config.content)
+        assert size <= 200_000, f"page config is {size:,} bytes"
+        assert size - small < 25_000, f"the page grows with the world: {small:,} -> {size:,} bytes"
+        # the pickers hold one page of choices; the rest are found by typing
+        components = {c["props"].get("elem_id"): c for c in config.json()["components"]}
+        assert len(components["caption-pick"]["props"]["choices"]) <= 50 and len(components["ml-instance"]["props"]["choices"]) <= 51
+        assert "api_info" not in components["gallery-0"]  # the page never reads it; /info (gradio_client) still has it
+    finally:
+        demo.close()
+    # The API description the client reads is intact: a search still returns its galleries.
+    status, summary, *galleries = client.predict("de caption 5", "auto", ALL, 5, api_name="/search")
+    assert len([g for g in galleries if g.get("visible")]) == len(ALL)
+
+
+def test_a_fresh_workspace_serves_search_while_the_training_pairs_are_prepared(server, tmp_path):
+    from gradio_client import Client
+
+    paths = {**server["paths"], "workspace": tmp_path / "ws"}  # nothing cached yet
+    app, world, demo, url = start_server(paths)
+    try:
+        assert world.pending_training
+        config = demo.get_config_file()
+        status = next(c for c in config["components"] if c["props"].get("elem_id") == "audit-status")
+        assert "Preparing the training pairs" in status["props"]["value"]
+        fresh = Client(url, verbose=False)
+        assert "img5#de#0" in fresh.predict("de caption 5", "auto", ALL, 3, api_name="/search")[0]  # search works at once
+        assert "Preparing the training pairs" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
+        app.finish_training(world)  # what the background thread of app.main runs
+        assert not world.pending_training and "AUROC" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
+    finally:
+        demo.close()

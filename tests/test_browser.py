@@ -148,3 +148,78 @@ def test_bad_input_shows_a_message_not_an_error_page(page):
     open_tab(page, "Search")
     search(page, "   ")
     page.locator("#search-status").get_by_text("empty").wait_for()
+
+
+def platform_fonts(page, selector: str) -> dict[str, int]:
+    """The fonts Chromium really drew a node's text with (family -> glyphs), via the DevTools protocol."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    assert node, f"no element {selector}"
+    fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    cdp.detach()
+    return {f["familyName"]: f["glyphCount"] for f in fonts}
+
+
+def test_enter_searches_and_czech_renders_in_the_declared_latin_font(page):
+    open_tab(page, "Search")
+    box = page.locator("#query textarea")
+    box.fill("Muž v modré košili")
+    box.press("Shift+Enter")  # adds a line, does not search
+    assert box.input_value() == "Muž v modré košili\n"
+    box.press("Backspace")
+    box.press("Enter")  # searches
+    page.locator("#search-status").get_by_text("Czech (cs, detected)").wait_for()
+    page.locator("#gallery-0 img").first.wait_for(state="visible")
+    family = page.locator("#search-status p").first.evaluate("el => getComputedStyle(el).fontFamily")
+    assert family.startswith('"Noto Sans"'), family
+    drawn = platform_fonts(page, "#search-status p")
+    assert "Noto Sans" in drawn and not any("CJK" in f for f in drawn), drawn  # "Muž" with its own Latin glyphs
+    shot(page, "search-czech")
+
+
+def test_search_opens_with_a_hint_and_one_click_examples(page):
+    page.goto(page.url)  # a fresh visit
+    page.locator("#search-status").get_by_text("New here?").wait_for()
+    example = page.locator("#examples button").first
+    label = example.inner_text()
+    example.click()
+    page.locator("#gallery-0 img").first.wait_for(state="visible")
+    assert page.locator("#query textarea").input_value()[:20] in label
+    assert page.locator("#i2t-table").get_by_text("own caption").count() >= 1  # image -> text opens filled, real headers
+
+
+def test_caption_picker_searches_on_the_server(page):
+    open_tab(page, "Search")
+    page.locator("#caption-find textarea, #caption-find input").first.press_sequentially("编号14", delay=30)
+    page.wait_for_timeout(1500)  # the matches come from the server
+    page.locator("#caption-pick input").click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    assert options.count() == 1  # only the match is in the page
+    options.filter(has_text="编号14").first.click()
+    page.locator("#search-status").get_by_text("img14#zh#0").wait_for()
+
+
+def test_many_languages_opens_drawn_and_adds_a_language(page):
+    open_tab(page, "Many languages")
+    wait_plot(page, "ml-plot")  # drawn before any click
+    page.locator("#ml-status").get_by_text("3 languages").wait_for()
+    assert page.locator("#ml-text-zh textarea").input_value()
+    page.locator("#ml-add").click()
+    page.locator("#ml-extra-0").wait_for(state="visible")
+    page.locator("#ml-extra-lang-0 input").click()
+    page.locator("#ml-extra-lang-0 input").fill("Spanish")
+    page.get_by_role("option", name="Spanish (es)").click()
+    page.locator("#ml-extra-text-0 textarea").fill("un cuadrado de colores")
+    page.locator("#ml-extra-text-0 textarea").press("Enter")
+    page.locator("#ml-status").get_by_text("4 languages").wait_for()
+    visible_text(page, "ml-table", "rank es")
+    shot(page, "many-languages-added")
+
+
+def test_experiment_says_what_a_run_will_do(page):
+    open_tab(page, "Experiment")
+    page.locator("#ex-plan").get_by_text("A run will").wait_for()

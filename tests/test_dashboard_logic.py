@@ -118,6 +118,97 @@ def test_language_guesser_uses_the_worlds_captions_and_scripts(world):
     assert world.resolve_language("de", "anything") == ("de", False)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("un perro corriendo en la nieve", "es"), ("een hond die in de sneeuw rent", "nl"), ("собака бежит по снегу", "ru"),
+    ("karda koşan bir köpek", "tr"), ("seekor anjing berlari di salju", "id"), ("Muž v modré košili", "cs"),
+    ("un chien qui court dans la neige", "fr"), ("雪の中を走る犬", "ja"), ("一只狗在雪地里奔跑", "zh"),
+    ("ein Hund rennt im Schnee", "de"), ("a dog running in the snow", "en"),
+    # too short or too odd for langid to be sure: the world's own caption guesser decides among en/de/zh
+    ("de caption 99", "de"), ("en caption 12", "en"),
+])
+def test_language_detection_is_not_limited_to_the_worlds_languages(world, text, expected):
+    assert world.resolve_language("auto", text) == (expected, True)
+
+
+def test_any_language_the_encoder_knows_can_be_chosen(world):
+    from ccr_core.dashboard import search
+    from ccr_core.dashboard.world import language_name
+
+    assert world.resolve_language("es", "x") == ("es", False) and language_name("es") == "Spanish"
+    assert world.query_languages[:3] == world.languages and len(world.query_languages) > 80
+    result = search.text_search(world, "un cuadrado rojo", "auto", ["baseline"], 3)
+    assert result.lang == "es" and "Spanish (es, detected)" in result.status()
+
+
+def test_caption_and_instance_search_find_by_words_and_id(world):
+    from ccr_core.dashboard import InputError, consistency, languages, search
+
+    zh = search.find_captions(world, "编号14", "zh")
+    assert [cid for _, cid in zh] == [c.id for c in world.captions if c.lang == "zh" and "编号14" in c.text]
+    assert search.find_captions(world, "img14#DE#0", "all")[0][1] == "img14#de#0"  # exact id first, any case
+    assert len(search.find_captions(world, "", "all", limit=7)) == 7 and search.find_captions(world, "zzz", "all") == []
+    assert search.caption_by_id(world, "de caption 14").id == "img14#de#0"  # typed words pick the first match
+    with pytest.raises(InputError, match="Choose a test caption"):
+        search.caption_by_id(world, "nothing like this")
+    assert [v for _, v in languages.find_instances(world, "编号14")] == ["img14"]
+    assert [v for _, v in languages.find_instances(world, "img2")] == [it.id for it in world.gallery if "img2" in it.id]
+    found = consistency.find_instances(world, "caption", "baseline", "t2i", limit=5)
+    assert [v for _, v in found] == [v for _, v in consistency.instance_choices(world, "baseline", "t2i", limit=5)]
+    assert [v for _, v in consistency.find_instances(world, "img14", "baseline")] == ["img14"]
+
+
+def test_a_fresh_workspace_opens_on_the_test_split_and_adds_the_training_pairs_later(world, world_paths, tmp_path):
+    from ccr_core.dashboard import InputError, audit, experiment, search
+    from ccr_core.dashboard.world import load_world
+    from ccr_core.training.text_cache import load_text_cache
+
+    fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws")
+    (config, bench), = fresh.benches.items()
+    assert config in fresh.pending_training and not bench.complete
+    assert set(bench.features.ids) == {it.id for it in fresh.gallery}  # features of the test images only
+    interim = bench.features.root
+    test_texts = {c.text for c in fresh.captions}
+    assert set(bench.text_states.meta["texts"]) == test_texts  # text states of the test captions only
+    result = search.text_search(fresh, "de caption 5", "auto", ["baseline"], 3)
+    assert result.methods[0].target_rank is not None  # search works at once
+    with pytest.raises(InputError, match="Preparing the training pairs"):
+        audit.audit(fresh, "uml")
+    with pytest.raises(InputError, match="Preparing the training pairs"):
+        experiment.experiments(fresh).start("baseline", 0.0, 5)
+    assert "Starting a run waits for it" in experiment.experiments(fresh).plan("baseline", 0.0, 5)
+
+    fresh.finish_training_caches()
+    assert not fresh.pending_training and fresh.training_ready.is_set() and "ready" in fresh.training_status
+    assert len(bench.features.ids) == len(fresh.bundle.items) and not interim.exists()  # the interim cache is gone
+    cache = load_text_cache(bench.text_states.root)
+    assert len(cache.meta["texts"]) == len(set(cache.meta["texts"])) > len(test_texts)  # appended, each text once
+    assert cache.meta["texts"][: len(test_texts)] == sorted(test_texts)  # the test captions first, not recomputed
+    # The audit over the swapped-in caches gives the scores of a world whose caches were complete from the start.
+    assert np.allclose(audit.audit(fresh, "uml").scores.scores, audit.audit(world, "uml").scores.scores, atol=1e-4)
+    # A second start finds the complete caches: nothing pending.
+    assert not load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws").pending_training
+
+
+def test_shipped_features_are_used_and_only_the_text_states_wait(world_paths, tmp_path):
+    """The demo world ships its feature cache: a fresh workspace with it extracts no image again."""
+    import shutil
+
+    import ccr_core.features
+    from ccr_core.dashboard.world import load_world
+
+    shutil.copytree(world_paths["workspace"] / "features", tmp_path / "ws" / "features")
+    calls = []
+    real = ccr_core.features._encode_paths
+    ccr_core.features._encode_paths = lambda *a: (calls.append(1), real(*a))[1]
+    try:
+        fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws")
+    finally:
+        ccr_core.features._encode_paths = real
+    (config, bench), = fresh.benches.items()
+    assert not calls and len(bench.features.ids) == len(fresh.bundle.items)  # the full, shipped cache
+    assert config in fresh.pending_training  # the training captions' text states are still to come
+
+
 # --------------------------------------------------------------------------------------------------
 # search
 
@@ -189,7 +280,7 @@ def test_uml_reports_query_uncertainty_and_others_do_not(world):
     ("", {}, "empty"), ("   \n\t", {}, "empty"), (None, {}, "empty"),
     ("a query", {"k": 0}, "between 1 and 50"), ("a query", {"k": 51}, "between 1 and 50"), ("a query", {"k": "many"}, "whole number"),
     ("a query", {"methods": []}, "at least one method"), ("a query", {"methods": ["nope"]}, "No model named"),
-    ("a query", {"lang": "xx"}, "not in this world"), ("a query", {"caption_id": "nope#1"}, "Unknown test caption"),
+    ("a query", {"lang": "xx"}, "not one the text encoder knows"), ("a query", {"caption_id": "nope#1"}, "Unknown test caption"),
 ])
 def test_search_bad_inputs_give_messages(world, query, kwargs, message):
     from ccr_core.dashboard import InputError, search
@@ -270,6 +361,20 @@ def test_many_languages_without_an_instance_targets_the_english_top1(world):
         languages.many_languages(world, {"en": " ", "de": ""}, None, ["baseline"])
     with pytest.raises(InputError, match="not a test image"):
         languages.many_languages(world, {"en": "x"}, "img0", ["baseline"])
+
+
+def test_many_languages_takes_a_language_the_world_lacks(world):
+    from ccr_core.dashboard import languages, search
+
+    item = languages.default_instance(world)
+    assert item == world.gallery[0].id  # every fixture image has en/de/zh captions
+    texts = {**languages.instance_texts(world, item), "es": "un cuadrado de colores", "xx": "ignored"}
+    result = languages.many_languages(world, texts, item, ["baseline"])
+    assert list(result.texts) == ["en", "de", "zh", "es"] and any("'xx'" in n for n in result.notes)
+    model = world.model("baseline")
+    encoded, _ = world.encode_texts(["un cuadrado de colores"], "es", [model])
+    assert result.methods[0].ranks["es"] == search.rank_of(model.image_emb @ encoded["baseline"][0], world.gallery_pos[item])
+    assert "rank es" in result.table().columns
 
 
 # --------------------------------------------------------------------------------------------------
@@ -372,6 +477,9 @@ def test_projections_have_the_right_shape_and_are_cached(world, world_paths):
         projection.project(world, "baseline", ["de"], "UMAP", sample=15, n_neighbors=1)
     with pytest.raises(InputError, match="sample"):
         projection.project(world, "baseline", ["de"], "PCA", sample=10**6)
+    # The tab opens on cached maps only: never computes one on the way.
+    assert projection.project(world, "baseline", ["de"], "PCA", sample=20, cached_only=True) is None
+    assert projection.project(world, "baseline", ["en", "zh"], "PCA", sample=10, cached_only=True).source == "memory"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -439,6 +547,8 @@ def test_experiment_trains_in_the_background_and_registers_the_model(world_paths
     assert search.text_search(own, "de caption 5", "auto", [name], 3).methods[0].target_rank is not None
     assert name + " (trained here)" in set(leaderboard.leaderboard_table(own)["model"])
     assert "Finished" in job.status_markdown() and "6 / 6" in job.progress_html() and len(job.loss_figure().data) == 2
+    plan = jobs.plan("uml", 0.4, 50)
+    assert "`uml` for **50 steps**" in plan and "40%" in plan and "Last run:" in plan and "Finished" in plan
     stopped = jobs.start("baseline", 0.0, 2000)
     jobs.stop(stopped.id)
     assert _wait(stopped).status in ("stopped", "done") and stopped.step < 2000

@@ -77,10 +77,11 @@ class VisualBackbone(torch.nn.Module):
         w, h = image.size
         left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
         image = image.crop((left, top, left + self.image_size, top + self.image_size))
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, S, S)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
+        # Normalised in NumPy on the (S, S, 3) array, then viewed as (3, S, S): the same float32
+        # arithmetic as torch's, ~100x faster than broadcasting over a permuted (strided) tensor.
+        x = np.asarray(image, dtype=np.float32) / np.float32(255.0)  # (S, S, 3)
+        x = (x - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        return torch.from_numpy(x).permute(2, 0, 1)  # (3, S, S)
 
     def weights_hash(self) -> str:
         if not hasattr(self, "_weights_hash"):
@@ -123,12 +124,15 @@ class EfficientNetLite0(VisualBackbone):
         state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
         self.net.load_state_dict(state)
         self.net.eval()
+        # channels_last: oneDNN's depthwise and pointwise convolutions run ~1.4x faster on CPU in
+        # NHWC than in NCHW (benchmarks/bench_vision.py); features equal to 1e-5.
+        self.net.to(memory_format=torch.channels_last)
         self._weights_hash = sha256_file(self.weights_path)
         for p in self.parameters():
             p.requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        fmap = self.net.extract_features(images)  # (B, 1280, 7, 7)
+        fmap = self.net.extract_features(images.contiguous(memory_format=torch.channels_last))  # (B, 1280, 7, 7)
         return fmap.mean(dim=(2, 3))  # (B, 1280)
 
     @torch.no_grad()

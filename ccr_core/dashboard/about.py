@@ -106,3 +106,14 @@ def measured_findings(world: World) -> str:
 
 def about_markdown(world: World) -> str:
     return METHODS_MD + "\n\n" + measured_findings(world) + "\n\n" + dataset_card(world)
+
+
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+
+def build_tab(world: World, page) -> None:
+    """The About tab: methods, formulas, citations and the dataset card."""
+    import gradio as gr
+
+    with gr.Tab("About", id="about"):
+        gr.Markdown(about_markdown(world), latex_delimiters=LATEX, elem_id="about")

@@ -54,6 +54,7 @@ def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128) -> 
         return memo[key]
     from ccr_core.evaluate import every_training_pair_uncertainty
 
+    world.require_training_pairs()  # the test split opens first; the training pairs follow in the background
     every = every_training_pair_uncertainty(model.trained, model.bench, batch_size)
     if every is None:
         raise InputError(f"{model.name} does not estimate uncertainty.")
@@ -194,3 +195,62 @@ def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0,
                      "source": cap.source, "image": ps.item_ids[j], "caption id": cap.id})
     status = f"Pairs {start + 1}–{start + len(order)} of {len(ps.scores)}, highest {ps.ranking_name} first ({model.label})."
     return gallery, pd.DataFrame(rows), status
+
+
+# --------------------------------------------------------------------------------------------------
+# the tab (Gradio layout and wiring; gradio is imported here only)
+
+
+def build_tab(world: World, page) -> None:
+    """The Uncertainty audit tab: the distribution, detection curves, precision at k and a pager of pairs."""
+    import gradio as gr
+
+    from ccr_core.dashboard.ui import guarded
+
+    uml_names = uncertainty_models(world)
+    with gr.Tab("Uncertainty audit", id="audit") as tab:
+        gr.Markdown("UML estimates how uncertain each training pair is (image, English caption, machine-translated caption): "
+                    "its uncertainty u = B/S, and how little of its evidence sits on the pair's own image and caption "
+                    "(the DECL score it trains with), beside the trivial detectors (the plain baseline's 1 − cosine and per-pair loss). "
+                    "Where the world knows which pairs are noisy, see how well each finds them.")
+        model = gr.Dropdown(uml_names, value=uml_names[0] if uml_names else None, label="Model", allow_custom_value=True)
+        status = gr.Markdown(f"⏳ {world.training_status}" if world.pending_training else "", elem_id="audit-status")
+        # While the training pairs are prepared in the background: show how far, then draw the audit.
+        waiting = gr.Timer(5.0, active=bool(world.pending_training))
+        with gr.Row():
+            hist = gr.Plot(label="Uncertainty distribution", elem_id="audit-hist")
+            curves = gr.Plot(label="ROC and precision–recall", elem_id="audit-curves")
+        precision = gr.Dataframe(interactive=False, label="Precision at k (the top-k pairs of the list below)")
+        gr.Markdown("**Training pairs most likely mismatched** (by the DECL score where the model has it, else by u)")
+        with gr.Row():
+            page_start = gr.Number(value=0, precision=0, label="Start at (0 = most likely mismatched)", minimum=0)
+            page_size = gr.Slider(1, 100, value=PAGE, step=1, label="Pairs per page")
+            prev_btn, next_btn = gr.Button("◀ Previous"), gr.Button("Next ▶")
+        page_status = gr.Markdown()
+        pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=True, label="Pairs", object_fit="contain")
+        pair_table = gr.Dataframe(interactive=False, wrap=True, label="Pairs")
+
+    page.uncertainty_pickers.append(model)
+
+    @guarded(4, status_at=3)
+    def do_page(name, start, size):
+        gallery, table, text = uncertain_pairs(world, name, start, size)
+        return int(start or 0), gallery, table, text
+
+    @guarded(5 + 3)
+    def do_audit(name, start, size):
+        view = audit(world, name)
+        return (view.status, view.histogram, view.curves, view.precision, *do_page(name, start, size))
+
+    page_outputs = [page_start, pair_gallery, pair_table, page_status]
+
+    def poll(name, start, size):
+        if world.pending_training and not world.training_error:
+            return (f"⏳ {world.training_status}", *[gr.skip()] * 7, gr.Timer(active=True))
+        return (*do_audit(name, start, size), gr.Timer(active=False))
+
+    waiting.tick(poll, [model, page_start, page_size], [status, hist, curves, precision, *page_outputs, waiting], api_visibility="private")
+    gr.on([tab.select, model.change], do_audit, [model, page_start, page_size], [status, hist, curves, precision, *page_outputs], api_name="audit")
+    gr.on([page_start.submit, page_size.release], do_page, [model, page_start, page_size], page_outputs, api_name="audit_page")
+    prev_btn.click(lambda m, s, n: do_page(m, max(0, int(s or 0) - int(n)), n), [model, page_start, page_size], page_outputs, api_name="audit_prev")
+    next_btn.click(lambda m, s, n: do_page(m, int(s or 0) + int(n), n), [model, page_start, page_size], page_outputs, api_name="audit_next")

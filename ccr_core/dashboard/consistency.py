@@ -131,10 +131,86 @@ def instance_detail(world: World, item_id: str | None, models: Sequence[str] | N
     return caps, fig, status
 
 
-def instance_choices(world: World, model: str | None = None, direction: str = "t2i", limit: int = 500) -> list[tuple[str, str]]:
+def instance_choices(world: World, model: str | None = None, direction: str = "t2i", limit: int = 50) -> list[tuple[str, str]]:
     """(label, item id) of MRV instances, most inconsistent first for ``model`` (the first model if None)."""
+    return find_instances(world, "", model, direction, limit)
+
+
+def find_instances(world: World, text: str | None, model: str | None = None, direction: str = "t2i", limit: int = 50) -> list[tuple[str, str]]:
+    """(label, item id) of up to ``limit`` MRV instances whose id or one of whose captions contains every
+    word of ``text`` (case-insensitive), most inconsistent first: the instance picker's server-side search."""
     m = world.model(model) if model else world.model_list()[0]
     t = rank_tables(world, m)
     sigma = np.std(t[_direction(direction)].astype(np.float64), axis=1)
-    order = np.argsort(-sigma, kind="stable")[:limit]
-    return [(f"{t['items'][j]} · σ {sigma[j]:.2f}", t["items"][j]) for j in order]
+    words = (text or "").strip().casefold().split()
+    out = []
+    for j in np.argsort(-sigma, kind="stable"):
+        item = t["items"][j]
+        if words:
+            texts = [item.casefold()] + [world.captions[i].text.casefold() for i in world.captions_of_item[item]]
+            if not all(any(w in x for x in texts) for w in words):
+                continue
+        out.append((f"{item} · σ {sigma[j]:.2f}", item))
+        if len(out) >= limit:
+            break
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the tab (Gradio layout and wiring; gradio is imported here only)
+
+
+def build_tab(world: World, page) -> None:
+    """The Consistency tab: MRV per model, the spread histogram, the worst instances and one instance's detail."""
+    import gradio as gr
+
+    from ccr_core.dashboard.ui import guarded, selected, takes_event
+
+    names = world.model_names()
+    with gr.Tab("Consistency", id="consistency") as tab:
+        gr.Markdown("**MRV** (mean rank variance): for each test image with a caption in every language, the spread (σ) of the ranks "
+                    "the languages give it; MRV is the mean over images. Lower is more consistent.")
+        with gr.Row():
+            direction = gr.Radio([(v, k) for k, v in DIRECTIONS.items()], value="t2i", label="Direction")
+            model = gr.Dropdown(names, value=names[0], label="Model for the 'most inconsistent' list", allow_custom_value=True)
+        status = gr.Markdown()
+        summary = gr.Dataframe(interactive=False, label="MRV per model", elem_id="cons-summary")
+        with gr.Row():
+            hist = gr.Plot(label="Rank spread per instance", elem_id="cons-hist")
+            worst = gr.Dataframe(interactive=False, label="Most inconsistent instances (click a row)", elem_id="cons-worst")
+        with gr.Row():
+            find = gr.Textbox(value="", label="Find an instance (words of a caption or an id)", lines=1, max_lines=1, scale=1, elem_id="cons-find")
+            instance = gr.Dropdown([], label="Instance", filterable=True, allow_custom_value=True, scale=2, elem_id="cons-instance")
+        inst_status = gr.Markdown()
+        with gr.Row():
+            inst_caps = gr.Dataframe(interactive=False, wrap=True, label="Its captions")
+            inst_heat = gr.Plot(label="Ranks: language × method", elem_id="cons-heat")
+
+    @guarded(5)
+    def do_consistency(dirn, name):
+        return ("", mrv_summary(world), spread_histogram(world, None, dirn), inconsistent_instances(world, name, dirn),
+                gr.update(choices=instance_choices(world, name, dirn)))
+
+    gr.on([tab.select, direction.change, model.change], do_consistency, [direction, model], [status, summary, hist, worst, instance],
+          api_name="consistency")
+
+    @guarded(3, status_at=2)
+    def do_instance(item, dirn):
+        caps, fig, text = instance_detail(world, item, None, dirn)
+        return caps, fig, text
+
+    instance.input(do_instance, [instance, direction], [inst_caps, inst_heat, inst_status], api_name="consistency_instance")
+
+    def show_matches(text, name, dirn):  # server-side search (see search.build_tab for why a separate box)
+        return gr.update(choices=find_instances(world, text, name, dirn))
+
+    gr.on([find.change, find.submit], show_matches, [find, model, direction], instance, trigger_mode="always_last", show_progress="hidden",
+          api_visibility="private")
+
+    @takes_event
+    @guarded(4, status_at=3)
+    def pick_worst(dirn, evt=None):
+        item = selected(evt, "row_value")[0]
+        return (item, *do_instance(item, dirn))
+
+    worst.select(pick_worst, [direction], [instance, inst_caps, inst_heat, inst_status], api_name="consistency_pick")

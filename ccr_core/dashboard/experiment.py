@@ -110,6 +110,7 @@ class Experiments:
                 import ccr_core.data.noise  # noqa: F401
             except ImportError:
                 raise InputError("Training with injected noise needs ccr_core.data.noise, which this installation lacks; use noise 0.") from None
+        self.world.require_training_pairs()
         with self._lock:
             if any(j.active for j in self.jobs.values()):
                 raise InputError("A training run is already going in this world (the machine is shared); wait for it or stop it.")
@@ -168,6 +169,38 @@ class Experiments:
         finally:
             job.finished = time.time()
 
+    def last(self) -> Job | None:
+        """The most recent run of this world, if any."""
+        with self._lock:
+            return list(self.jobs.values())[-1] if self.jobs else None
+
+    def plan(self, method: str, noise: float = 0.0, steps: int = 200) -> str:
+        """What a run with these settings will do (Markdown), before it is started."""
+        import ccr_core.methods  # noqa: F401  (registers every method)
+        from ccr_core.methods import METHODS
+        from ccr_core.training.data import training_examples
+
+        if method not in METHODS:
+            raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS.list())}.")
+        try:
+            noise, steps = float(noise), int(steps)
+        except (TypeError, ValueError):
+            raise InputError("Noise must be a number and steps a whole number.") from None
+        cfg = self._config(Job("plan", method, noise, steps, self.world.cache_dir / "experiments" / "plan"))
+        n_examples = len(training_examples(self.world.bundle, "train", cfg.target_langs, cfg.target_sources))
+        epochs = steps * cfg.batch_size / max(n_examples, 1)
+        swapped = f"**{noise:.0%}** of the machine-translated captions swapped with other images' (noisy correspondence)" if noise > 0 else "the clean training pairs (no injected noise)"
+        lines = [f"**A run will** train `{method}` for **{steps} steps** of {cfg.batch_size} pairs (≈ {epochs:.2f} passes over the "
+                 f"{n_examples:,} training pairs of **{self.world.name}**), on {swapped}, with the shipped models' frozen backbones "
+                 f"(`{cfg.text_backbone}`, `{cfg.visual_backbone}`) and learning rate {cfg.lr:g}.",
+                 "The loss is drawn live below; the finished model is then searchable in every tab, labelled *trained here*."]
+        if self.world.pending_training:
+            lines.append(f"_{self.world.training_status}_ Starting a run waits for it.")
+        last = self.last()
+        if last is not None:
+            lines.append(f"Last run: {last.status_markdown()}")
+        return "\n\n".join(lines)
+
     def _count_of(self, job: Job) -> int:
         return list(self.jobs).index(job.id) + 1
 
@@ -178,3 +211,71 @@ def experiments(world: World) -> Experiments:
         if "experiments" not in world.memo:
             world.memo["experiments"] = Experiments(world)
         return world.memo["experiments"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the tab (Gradio layout and wiring; gradio is imported here only)
+
+
+def build_tab(world: World, page) -> None:
+    """The Experiment tab: what a run will do, start/stop, live progress and loss; new models reach the other tabs."""
+    import gradio as gr
+
+    import ccr_core.methods  # noqa: F401  (registers every method)
+    from ccr_core.dashboard.ui import guarded
+    from ccr_core.methods import METHODS
+
+    jobs = experiments(world)
+    first = "uml" if "uml" in METHODS else METHODS.list()[0]
+    with gr.Tab("Experiment", id="experiment"):
+        gr.Markdown("Train a method on this world for a few hundred steps, optionally with injected noisy correspondence, and watch "
+                    "the loss. The new model then appears next to the shipped ones in every tab (for every user of this server).")
+        with gr.Row():
+            method = gr.Dropdown(METHODS.list(), value=first, label="Method", allow_custom_value=True)
+            noise = gr.Slider(0.0, 0.8, value=0.2, step=0.05, label="Noise rate (share of swapped translations)")
+            steps = gr.Slider(STEP_LIMITS[0], 1000, value=200, step=5, label="Steps")
+        plan = gr.Markdown(_safe_plan(jobs, first, 0.2, 200), elem_id="ex-plan")
+        with gr.Row():
+            start = gr.Button("Start training", variant="primary", elem_id="ex-start")
+            stop = gr.Button("Stop", elem_id="ex-stop")
+        job_id = gr.Textbox(label="Run id", interactive=False, elem_id="ex-job")
+        status = gr.Markdown(elem_id="ex-status")
+        progress = gr.HTML()
+        plot = gr.Plot(label="Loss", elem_id="ex-plot")
+        timer = gr.Timer(1.0, active=False)
+
+    @guarded(1)
+    def show_plan(m, n, s):
+        return jobs.plan(m, n, s)
+
+    gr.on([method.change, noise.release, steps.release], show_plan, [method, noise, steps], plan, api_name="train_plan")
+
+    @guarded(5, status_at=1)
+    def train_start(m, n, s):
+        job = jobs.start(m, n, s)
+        return job.id, job.status_markdown(), job.progress_html(), job.loss_figure(), gr.Timer(active=True)
+
+    start.click(train_start, [method, noise, steps], [job_id, status, progress, plot, timer], api_name="train_start")
+
+    targets = page.choice_targets
+
+    @guarded(4 + len(targets))
+    def train_status(jid):
+        job = jobs.get(jid)
+        ups = page.model_choice_updates() if not job.active else [gr.skip()] * len(targets)
+        return (job.status_markdown(), job.progress_html(), job.loss_figure(), gr.Timer(active=job.active), *ups)
+
+    timer.tick(train_status, job_id, [status, progress, plot, timer, *targets], api_name="train_status")
+
+    @guarded(1)
+    def train_stop(jid):
+        return jobs.stop(jid).status_markdown() + "\n\nStopping after the current step…"
+
+    stop.click(train_stop, job_id, status, api_name="train_stop")
+
+
+def _safe_plan(jobs: Experiments, method: str, noise: float, steps: int) -> str:
+    try:
+        return jobs.plan(method, noise, steps)
+    except Exception as exc:  # noqa: BLE001 -- the tab still opens; starting a run reports the problem
+        return f"(Could not describe a run: {exc})"

@@ -19,18 +19,43 @@ from ccr_core.eval import metrics
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC", "#EECA3B")
 
 
-def instance_choices(world: World, limit: int = 2000) -> list[tuple[str, str]]:
-    """(label, item id) of test images captioned in at least two languages."""
+def _instance_label(world: World, item_id: str) -> str:
+    rows = world.captions_of_item[item_id]
+    first = next((world.captions[i].text for i in rows if world.captions[i].lang == "en"), None) or world.captions[rows[0]].text
+    return f"{item_id} · {first[:70]}"
+
+
+def instance_choices(world: World, limit: int = 50) -> list[tuple[str, str]]:
+    """(label, item id) of the first ``limit`` test images captioned in at least two languages."""
+    return find_instances(world, "", limit)
+
+
+def find_instances(world: World, text: str | None, limit: int = 50) -> list[tuple[str, str]]:
+    """(label, item id) of up to ``limit`` test images captioned in two or more languages whose id or
+    one of whose captions contains every word of ``text`` (case-insensitive): the picker's server-side search."""
+    words = (text or "").strip().casefold().split()
     out = []
     for item in world.gallery:
-        langs = {world.captions[i].lang for i in world.captions_of_item[item.id]}
-        if len(langs) >= 2:
-            first = next((world.captions[i].text for i in world.captions_of_item[item.id] if world.captions[i].lang == "en"), None)
-            first = first or world.captions[world.captions_of_item[item.id][0]].text
-            out.append((f"{item.id} · {first[:70]}", item.id))
-            if len(out) >= limit:
-                break
+        rows = world.captions_of_item[item.id]
+        if len({world.captions[i].lang for i in rows}) < 2:
+            continue
+        if words:
+            texts = [item.id.casefold()] + [world.captions[i].text.casefold() for i in rows]
+            if not all(any(w in t for t in texts) for w in words):
+                continue
+        out.append((_instance_label(world, item.id), item.id))
+        if len(out) >= limit:
+            break
     return out
+
+
+def default_instance(world: World) -> str | None:
+    """The instance the tab opens with: the first test image captioned in every world language."""
+    for item in world.gallery:
+        if {world.captions[i].lang for i in world.captions_of_item[item.id]} >= set(world.languages):
+            return item.id
+    found = instance_choices(world, 1)
+    return found[0][1] if found else None
 
 
 def instance_texts(world: World, item_id: str | None) -> dict[str, str]:
@@ -134,14 +159,18 @@ def many_languages(world: World, texts: dict[str, str | None], instance: str | N
     models = world.select_models(methods)
     filled: dict[str, str] = {}
     notes: list[str] = []
-    for lang in world.languages:
+    from ccr_core.dashboard.detect import known_language
+
+    ordered = [l for l in world.languages if l in texts] + [l for l in texts if l not in world.languages]
+    for lang in ordered:
         raw = (texts.get(lang) or "").strip()
-        if raw:
-            filled[lang], more = clean_query(raw)
-            notes += [f"{lang}: {n}" for n in more]
-    unknown = [l for l, t in texts.items() if (t or "").strip() and l not in world.languages]
-    if unknown:
-        notes.append(f"Ignored languages not in this world: {', '.join(unknown)}.")
+        if not raw:
+            continue
+        if lang not in world.languages and not known_language(lang):
+            notes.append(f"Ignored {lang!r}: not a language the text encoder knows.")
+            continue
+        filled[lang], more = clean_query(raw)
+        notes += [f"{lang}: {n}" for n in more]
     if not filled:
         raise InputError("Type the description in at least one language (or pick an instance to fill them in).")
     instance = (instance or "").strip() or None
@@ -163,3 +192,92 @@ def many_languages(world: World, texts: dict[str, str | None], instance: str | N
         ranks = {lang: rank_of(s, target) for lang, s in scores.items()}
         out.append(MethodSpread(m.label, world.gallery[target].id, ranks, top1))
     return ManyLanguagesResult(filled, instance, out, sorted(set(notes), key=notes.index), time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------------
+# the tab (Gradio layout and wiring; gradio is imported here only)
+
+EXTRA_LANGUAGES = 3  # "Add a language" rows: any language the text encoder knows, no ground-truth caption needed
+NO_INSTANCE = ("(none: use each method's top-1 for the English text)", "")
+
+
+def build_tab(world: World, page) -> None:
+    """The Many languages tab, opened on a test instance in every language with its result drawn."""
+    import gradio as gr
+
+    from ccr_core.dashboard.detect import ENCODER_LANGUAGES
+    from ccr_core.dashboard.ui import guarded
+
+    names = world.model_names()
+    start = default_instance(world)
+    start_texts = instance_texts(world, start)
+    opening = many_languages(world, start_texts, start, names) if start and any(start_texts.values()) else None
+    others = sorted((l for l in ENCODER_LANGUAGES if l not in world.languages), key=language_name)
+    with gr.Tab("Many languages", id="languages"):
+        gr.Markdown("Type **the same description in several languages** (or pick a test instance to fill them in). For each method: "
+                    "where does each language put the intended image, and how far apart are those ranks? The spread (σ) is the MRV of "
+                    "your own instance: 0 means every language agrees. **Add a language** the world has no captions in: its row shows "
+                    "where that language puts the same image.")
+        with gr.Row():
+            picks = [NO_INSTANCE] + instance_choices(world)
+            if start and start not in [v for _, v in picks]:
+                picks.insert(1, (_instance_label(world, start), start))
+            with gr.Column(scale=3):
+                ml_find = gr.Textbox(value="", label="Find a test instance (words of a caption or an id)", lines=1, max_lines=1, elem_id="ml-find")
+                ml_instance = gr.Dropdown(picks, value=start or "", label="Intended image (test instance)", filterable=True,
+                                          allow_custom_value=True, elem_id="ml-instance")
+            ml_methods = gr.CheckboxGroup(names, value=names, label="Methods", scale=3)
+        with gr.Row():
+            ml_texts = [gr.Textbox(value=start_texts.get(l, ""), label=f"{language_name(l)} ({l})", lines=1, max_lines=4, elem_id=f"ml-text-{l}")
+                        for l in world.languages]
+        extra_rows, extra_langs, extra_texts = [], [], []
+        for i in range(EXTRA_LANGUAGES):
+            with gr.Row(visible=False, elem_id=f"ml-extra-{i}") as row:
+                # value "" (a real choice): the API can leave these inputs out (a parameter with a default)
+                extra_langs.append(gr.Dropdown([("(choose a language)", "")] + [(f"{language_name(l)} ({l})", l) for l in others], value="", label="Language",
+                                               scale=1, elem_id=f"ml-extra-lang-{i}"))
+                extra_texts.append(gr.Textbox(value="", label="The same description in that language", lines=1, max_lines=4, scale=3,
+                                              elem_id=f"ml-extra-text-{i}"))
+            extra_rows.append(row)
+        with gr.Row():
+            ml_btn = gr.Button("Compare languages", variant="primary", elem_id="ml-btn")
+            add_btn = gr.Button("＋ Add a language", elem_id="ml-add")
+        shown = gr.State(0)
+        ml_status = gr.Markdown(opening.status() if opening else "", elem_id="ml-status")
+        ml_plot = gr.Plot(value=opening.figure() if opening else None, label="Ranks per language", elem_id="ml-plot")
+        ml_table = gr.Dataframe(value=opening.table() if opening else None, interactive=False, label="Ranks, spread and agreement", elem_id="ml-table")
+
+    page.model_pickers.append(ml_methods)
+
+    @guarded(len(ml_texts) + 1, status_at=len(ml_texts))
+    def fill_instance(item):
+        texts = instance_texts(world, item)
+        return (*[texts[l] for l in world.languages], f"Filled in the captions of `{item}`." if item else "Cleared.")
+
+    ml_instance.input(fill_instance, ml_instance, [*ml_texts, ml_status], api_name="instance_texts")
+
+    def show_matches(text):  # server-side search (see search.build_tab for why a separate box)
+        return gr.update(choices=[NO_INSTANCE] + find_instances(world, text))
+
+    gr.on([ml_find.change, ml_find.submit], show_matches, ml_find, ml_instance, trigger_mode="always_last", show_progress="hidden",
+          api_visibility="private")
+
+    def add_language(count):
+        count = min(int(count or 0) + 1, EXTRA_LANGUAGES)
+        return (count, *[gr.update(visible=i < count) for i in range(EXTRA_LANGUAGES)], gr.update(interactive=count < EXTRA_LANGUAGES))
+
+    add_btn.click(add_language, shown, [shown, *extra_rows, add_btn], queue=False, api_visibility="private")
+
+    n = len(world.languages)
+
+    @guarded(3)
+    def do_many(item, chosen, *values):
+        texts = dict(zip(world.languages, values[:n]))
+        for lang, text in zip(values[n::2], values[n + 1 :: 2]):  # (language, text) of each added row
+            if lang and (text or "").strip():
+                texts[lang] = text
+        result = many_languages(world, texts, item, chosen)
+        return result.status(), result.figure(), result.table()
+
+    gr.on([ml_btn.click, *[t.submit for t in ml_texts], *[t.submit for t in extra_texts]], do_many,
+          [ml_instance, ml_methods, *ml_texts, *[x for pair in zip(extra_langs, extra_texts) for x in pair]], [ml_status, ml_plot, ml_table], api_name="many_languages")

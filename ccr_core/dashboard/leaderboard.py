@@ -165,3 +165,47 @@ def export(world: World, df: pd.DataFrame) -> tuple[Path, Path]:
     tmp.replace(csv_path)
     json_dump(json_path, {"world": world.name, "rows": df.to_dict(orient="records"), "results": all_results(world)})
     return csv_path, json_path
+
+
+# --------------------------------------------------------------------------------------------------
+# the tab (Gradio layout and wiring; gradio is imported here only)
+
+
+def build_tab(world: World, page) -> None:
+    """The Leaderboard tab: the results table, recall and MRV charts, CSV and JSON downloads."""
+    import gradio as gr
+
+    from ccr_core.dashboard.ui import guarded
+
+    chosen_groups = groups(world)
+    with gr.Tab("Leaderboard", id="leaderboard") as tab:
+        with gr.Row():
+            sort = gr.Dropdown(COLUMNS, value="SumR", label="Sort by")
+            metric = gr.Dropdown(list(METRICS), value="SumR", label="Chart metric")
+            group_pick = gr.CheckboxGroup(chosen_groups, value=chosen_groups, label="Query groups (language / caption source)")
+        status = gr.Markdown()
+        table = gr.Dataframe(interactive=False, label="Results (click a header to sort)", elem_id="lb-table")
+        with gr.Row():
+            bars = gr.Plot(label="Recall", elem_id="lb-bars")
+            mrv = gr.Plot(label="MRV", elem_id="lb-mrv")
+        with gr.Row():
+            csv_file = gr.DownloadButton("Download CSV", elem_id="lb-csv")
+            json_file = gr.DownloadButton("Download JSON", elem_id="lb-json")
+        gr.Markdown("**The equal-budget comparison** (every method at the same steps and target-language exposures, 3 seeds, "
+                    "mean ± 95% interval; `python -m ccr_core.experiments`). The table above is one seed per method.")
+        intervals = gr.Dataframe(interactive=False, label="Grid cells: mean ± 95% CI over seeds", elem_id="lb-intervals")
+        noise_fig = gr.Plot(label="Target SumR against the noise rate (common encoder)", elem_id="lb-noise")
+
+    @guarded(8)
+    def do_leaderboard(sort_by, chart_metric, picked):
+        df = leaderboard_table(world, sort_by, picked or None)
+        bar_fig, mrv_fig = leaderboard_figures(df, chart_metric)
+        csv_path, json_path = export(world, df)
+        text = f"{df['model'].nunique()} models × {df['group'].nunique()} query groups, test split of **{world.name}**."
+        grid = interval_table(world)
+        if grid.empty:
+            text += " No equal-budget grid has been run for this world yet, so no intervals."
+        return text, df, bar_fig, mrv_fig, str(csv_path), str(json_path), grid, noise_plot(world)
+
+    gr.on([tab.select, sort.change, metric.change, group_pick.change], do_leaderboard, [sort, metric, group_pick],
+          [status, table, bars, mrv, csv_file, json_file, intervals, noise_fig], api_name="leaderboard")

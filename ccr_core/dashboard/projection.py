@@ -152,8 +152,9 @@ def _exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, None]:
 
 def project(world: World, model_name: str, langs: Sequence[str] | None = None, algorithm: str = "UMAP", sample: int = 200,
             n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
-            progress: Callable[[float, str], None] | None = None) -> Projection:
-    """A cached 2-D projection of one model's test embeddings (images + captions in ``langs``)."""
+            progress: Callable[[float, str], None] | None = None, cached_only: bool = False) -> Projection | None:
+    """A cached 2-D projection of one model's test embeddings (images + captions in ``langs``);
+    with ``cached_only``, None instead of computing one that is not cached yet."""
     start = time.perf_counter()
     algorithm, sample, n_neighbors, min_dist = _check(algorithm, sample, n_neighbors, min_dist)
     model = world.model(model_name)
@@ -177,6 +178,8 @@ def project(world: World, model_name: str, langs: Sequence[str] | None = None, a
             coords = np.load(npy, allow_pickle=False)
             memo[key] = Projection(model.label, coords, meta["points"], params, "disk", time.perf_counter() - start)
             return memo[key]
+    if cached_only:
+        return None
     if progress:
         progress(0.1, f"{model.label}: gathering embeddings")
     x, points = _points(world, model, langs, sample, int(seed))
@@ -228,3 +231,70 @@ def figure(p: Projection, lines: bool = False):
 
 def _wrap(text: str, width: int = 60) -> str:
     return "<br>".join(text[i : i + width] for i in range(0, min(len(text), 4 * width), width))
+
+
+def default_params(world: World) -> dict:
+    """The parameters the tab opens with (and the warm-up thread precomputes)."""
+    return {**{k: v for k, v in DEFAULTS.items() if k != "sample"}, "sample": min(DEFAULTS["sample"], len(world.gallery))}
+
+
+# --------------------------------------------------------------------------------------------------
+# the tab (Gradio layout and wiring; gradio is imported here only)
+
+
+def build_tab(world: World, page) -> None:
+    """The Embedding space tab: two models' maps side by side; opens on the cached default maps."""
+    import gradio as gr
+
+    from ccr_core.dashboard.ui import guarded
+
+    names = world.model_names()
+    second = names[1] if len(names) > 1 else names[0]
+    d = default_params(world)
+    with gr.Tab("Embedding space", id="projection") as tab:
+        gr.Markdown("Images (■) and their captions (●, one colour per language) in one 2-D map per model. Well-aligned models put an "
+                    "image's captions in every language next to it. Maps are cached; new parameters are computed in the background.")
+        with gr.Row():
+            model_a = gr.Dropdown(names, value=names[0], label="Left model", allow_custom_value=True)
+            model_b = gr.Dropdown(names, value=second, label="Right model", allow_custom_value=True)
+            langs = gr.CheckboxGroup([(language_name(l), l) for l in world.languages], value=world.languages, label="Caption languages")
+        with gr.Row():
+            algo = gr.Radio(list(ALGORITHMS), value=d["algorithm"], label="Method", elem_id="proj-algo")
+            sample = gr.Slider(*LIMITS["sample"], value=d["sample"], step=10, label="Images sampled")
+            nn = gr.Slider(*LIMITS["n_neighbors"], value=d["n_neighbors"], step=1, label="UMAP n_neighbors")
+            md = gr.Slider(0.0, 1.0, value=d["min_dist"], step=0.05, label="UMAP min_dist")
+            lines = gr.Checkbox(value=False, label="Join each image to its captions")
+        btn = gr.Button("Draw", variant="primary", elem_id="proj-btn")
+        status = gr.Markdown("Opening on the default maps…", elem_id="proj-status")
+        with gr.Row():
+            plot_a = gr.Plot(label="Left", elem_id="proj-a")
+            plot_b = gr.Plot(label="Right", elem_id="proj-b")
+        drawn = gr.State(False)
+
+    page.model_pickers += [model_a, model_b]
+
+    @guarded(3)
+    def do_projection(a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, progress=gr.Progress()):
+        pa = project(world, a, chosen, algorithm, n_sample, n_neighbors, min_dist, progress=lambda f, t: progress(f / 2, desc=t))
+        pb = project(world, b, chosen, algorithm, n_sample, n_neighbors, min_dist, progress=lambda f, t: progress(0.5 + f / 2, desc=t))
+        text = f"{pa.model}: {pa.source} in {pa.seconds:.1f} s · {pb.model}: {pb.source} in {pb.seconds:.1f} s"
+        return text, figure(pa, join), figure(pb, join)
+
+    def draw(*args):
+        out = do_projection(*args)
+        return (*out, not str(out[0]).startswith("⚠"))
+
+    btn.click(draw, [model_a, model_b, langs, algo, sample, nn, md, lines],
+              [status, plot_a, plot_b, drawn], api_name="projection", concurrency_id="projection", concurrency_limit=1)
+
+    def open_defaults(already):
+        """The default maps of the first two models, if cached (the warm-up thread computes them); never computes."""
+        if already:
+            return gr.skip(), gr.skip(), gr.skip(), True
+        maps = [project(world, name, world.languages, cached_only=True, **d) for name in (names[0], second)]
+        if any(m is None for m in maps):
+            return ("The default UMAP maps are still being computed in the background; press **Draw** to compute them now "
+                    "(or choose PCA, which takes a second).", gr.skip(), gr.skip(), False)
+        return f"Default maps ({d['algorithm']}, {d['sample']} images), from the cache.", figure(maps[0]), figure(maps[1]), True
+
+    tab.select(open_defaults, drawn, [status, plot_a, plot_b, drawn], api_visibility="private")

@@ -21,6 +21,12 @@ MAX_K = 50
 UNCERTAINTY_TOP_K = 10  # candidates UML's query uncertainty looks at
 
 
+def markdown_escape(text: str) -> str:
+    """User text shown inside Markdown: its formatting characters escaped, line breaks as spaces."""
+    text = " ".join(text.split())
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~" else ch for ch in text)
+
+
 def clean_query(text: str | None) -> tuple[str, list[str]]:
     """The query stripped and cut to ``MAX_QUERY_CHARS``; empty is a user error."""
     text = (text or "").strip()
@@ -103,7 +109,8 @@ class SearchResult:
 
     def status(self) -> str:
         lang = f"{language_name(self.lang)} ({self.lang}{', detected' if self.lang_guessed else ''})"
-        lines = [f"**Query** in {lang}, {len(self.methods)} method(s), {self.seconds * 1000:.0f} ms."]
+        shown = self.query if len(self.query) <= 80 else self.query[:80] + "…"
+        lines = [f"**Query** “{markdown_escape(shown)}” in {lang}, {len(self.methods)} method(s), {self.seconds * 1000:.0f} ms."]
         if self.caption:
             lines.append(f"This is test caption `{self.caption.id}` of image `{self.caption.item}`: its image is marked ✓; "
                          "ranks are over all " + "test images.")
@@ -260,18 +267,190 @@ def image_to_text(world: World, item_id: str | None = None, image_path: str | Pa
 # caption browser
 
 
-def caption_choices(world: World, lang: str | None = None, limit: int = 1000) -> list[tuple[str, str]]:
-    """(label, caption id) of test captions in ``lang`` (all languages for None/"all"), for a dropdown."""
-    out = []
-    for c in world.test_captions_in(lang):
-        out.append((f"[{c.lang}] {c.text}  ·  {c.item}", c.id))
+def caption_label(c: Caption) -> str:
+    return f"[{c.lang}] {c.text}  ·  {c.id}"
+
+
+def caption_choices(world: World, lang: str | None = None, limit: int = 50) -> list[tuple[str, str]]:
+    """(label, caption id) of the first ``limit`` test captions in ``lang`` (all languages for None/"all")."""
+    return find_captions(world, "", lang, limit)
+
+
+def find_captions(world: World, text: str | None, lang: str | None = None, limit: int = 50) -> list[tuple[str, str]]:
+    """(label, caption id) of up to ``limit`` test captions in ``lang`` whose text or id contains ``text``
+    (case-insensitive; every word of it, in any order), exact id matches first: the server-side search
+    behind the caption picker, so the page never holds thousands of choices."""
+    words = (text or "").strip().casefold().split()
+    pool = world.test_captions_in(lang)
+    if not words:
+        return [(caption_label(c), c.id) for c in pool[:limit]]
+    exact = [c for c in pool if c.id.casefold() == " ".join(words)]
+    out = list(exact)
+    for c in pool:
         if len(out) >= limit:
             break
-    return out
+        haystack = f"{c.text} {c.id}".casefold()
+        if c not in exact and all(w in haystack for w in words):
+            out.append(c)
+    return [(caption_label(c), c.id) for c in out[:limit]]
 
 
 def caption_by_id(world: World, caption_id: str | None) -> Caption:
+    """The test caption with this id; a typed text that is not an id picks its first match."""
     pos = world.caption_pos.get(caption_id or "")
     if pos is None:
-        raise InputError("Choose a test caption from the list.")
+        matches = find_captions(world, caption_id, None, 1) if (caption_id or "").strip() else []
+        if not matches:
+            raise InputError("Choose a test caption from the list (type a few words or an id to find one).")
+        pos = world.caption_pos[matches[0][1]]
     return world.captions[pos]
+
+
+# --------------------------------------------------------------------------------------------------
+# the tab (Gradio layout and wiring; gradio is imported here only)
+
+MAX_SLOTS = 12  # result columns (shipped models + room for trained ones)
+SUMMARY_COLUMNS = ["method", "ground-truth rank", "top-1 image", "top-1 score", "UML uncertainty"]
+I2T_COLUMNS = ["method", "language", "rank", "score", "caption", "own caption", "source", "image"]
+HINT = ("**New here?** Describe a picture in any language and press **Enter** (Shift+Enter adds a line), "
+        "pick a test caption on the right to see where its own image lands, or click an example below.")
+
+
+def language_choices(world: World) -> list[tuple[str, str]]:
+    """The Language menu: auto-detect, the world's languages, then every other one the text encoder knows."""
+    return [("auto-detect", "auto")] + [(f"{language_name(l)} ({l})", l) for l in world.query_languages]
+
+
+def build_tab(world: World, page) -> None:
+    """The Search tab: text -> image galleries per method, and image -> text."""
+    import gradio as gr
+
+    from ccr_core.dashboard.ui import SEARCH_CHOICES, guarded, selected, takes_event
+
+    names = world.model_names()
+    slots = min(MAX_SLOTS, len(names) + 3)
+    world_langs = [(f"{language_name(l)} ({l})", l) for l in world.languages]
+
+    def gallery_updates(result):
+        ups = [gr.update(visible=False, value=None) for _ in range(slots)]
+        for i, m in enumerate(result.methods[:slots]):
+            ups[i] = gr.update(visible=True, value=m.gallery(), label=m.title)
+        return ups
+
+    with gr.Tab("Search", id="search"):
+        with gr.Row():
+            with gr.Column(scale=3):
+                query = gr.Textbox(label="Query (any language)", placeholder="Describe a picture… (Enter searches, Shift+Enter adds a line)",
+                                   lines=1, max_lines=6, elem_id="query")
+                with gr.Row():
+                    lang = gr.Dropdown(language_choices(world), value="auto", label="Language", scale=1, elem_id="lang")
+                    k = gr.Number(value=8, precision=0, label=f"Results per method (1–{MAX_K})", scale=1, elem_id="k")
+                methods = gr.CheckboxGroup(names, value=names[:slots], label="Methods", elem_id="methods")
+                search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+            with gr.Column(scale=2):
+                gr.Markdown("**…or find a test caption** (type words or an id; its image is then marked ✓ with its rank per method)")
+                browse_lang = gr.Dropdown([("all languages", "all")] + world_langs, value="all", label="Captions in")
+                caption_find = gr.Textbox(value="", label="Find a test caption (words or an id; the list below follows as you type)", lines=1,
+                                          max_lines=1, elem_id="caption-find")
+                caption = gr.Dropdown(caption_choices(world, "all"), value=None, label=f"Test caption ({SEARCH_CHOICES} matches at a time)",
+                                      filterable=True, allow_custom_value=True, elem_id="caption-pick")
+        status = gr.Markdown(HINT, elem_id="search-status")
+        with gr.Row(elem_id="examples"):
+            example_buttons = [(gr.Button(f"{text[:48]}{'…' if len(text) > 48 else ''} ({code})", size="sm", elem_classes="ccr-example"), text, code)
+                               for text, code in world.example_queries(per_lang=1)]
+        # The caption search for scripts and tests (a key_up event carries the typed text only from a browser).
+        def find_test_captions(text: str, language: str = "all") -> list:
+            """Up to 50 (label, caption id) pairs of test captions whose text or id contains every word of ``text``."""
+            return [list(c) for c in find_captions(world, text, language)]
+
+        gr.api(find_test_captions, api_name="find_captions")
+        caption_id = gr.State(None)
+        slot_items = gr.State([[] for _ in range(slots)])
+        summary = gr.Dataframe(value=_empty(SUMMARY_COLUMNS), headers=SUMMARY_COLUMNS, label="Per method", interactive=False, elem_id="search-summary")
+        galleries = []
+        for row_start in range(0, slots, 4):
+            with gr.Row(equal_height=False):
+                for i in range(row_start, min(slots, row_start + 4)):
+                    galleries.append(gr.Gallery(label=f"slot {i}", visible=False, columns=2, height=520, object_fit="contain",
+                                                allow_preview=False, elem_classes="ccr-gallery", elem_id=f"gallery-{i}"))
+        gr.Markdown("### Image → text\nClick any result above, or upload a picture: the closest captions in every language, per method.")
+        first = _first_image_to_text(world, names)
+        with gr.Row():
+            with gr.Column(scale=1):
+                # A File, not an Image: our own check answers an unreadable upload with a clear message.
+                i2t_image = gr.File(type="filepath", label="Upload a picture (JPEG, PNG, WebP, GIF)", height=120, elem_id="i2t-upload")
+                i2t_item = gr.Textbox(value=first.item_id if first else "", label="…or a test image id (clicking a result fills it; Enter looks it up)",
+                                      elem_id="i2t-item")
+                i2t_k = gr.Number(value=1, precision=0, label="Captions per language (1–20)")
+                i2t_btn = gr.Button("Closest captions", elem_id="i2t-btn")
+            with gr.Column(scale=3):
+                with gr.Row():
+                    i2t_preview = gr.Image(value=first.thumb if first else None, label="Query picture", interactive=False, height=160, scale=1, buttons=[])
+                    i2t_status = gr.Markdown(first.status() if first else "", elem_id="i2t-status")
+                i2t_table = gr.Dataframe(value=first.table() if first else _empty(I2T_COLUMNS), headers=I2T_COLUMNS, interactive=False, wrap=True,
+                                         elem_id="i2t-table")
+
+    page.model_pickers.append(methods)
+    search_outputs = [status, summary, slot_items, *galleries]
+
+    @guarded(len(search_outputs))
+    def do_search(q, language, chosen, top_k, cap_id):
+        result = text_search(world, q, language, chosen, top_k, cap_id)
+        return (result.status(), result.summary_table(), [[h.item_id for h in m.hits] for m in result.methods[:slots]]
+                + [[] for _ in range(slots - len(result.methods[:slots]))], *gallery_updates(result))
+
+    gr.on([search_btn.click, query.submit], do_search, [query, lang, methods, k, caption_id], search_outputs, api_name="search")
+    # Editing the query after picking a caption makes it free text again (find_caption notes that).
+    for button, text, code in example_buttons:
+        button.click(lambda t=text, c=code: (t, c, None), None, [query, lang, caption_id], queue=False, api_visibility="private").then(
+            do_search, [query, lang, methods, k, caption_id], search_outputs, api_visibility="private")
+
+    @guarded(3 + len(search_outputs), status_at=3)
+    def pick_caption(cap_id, chosen, top_k):
+        cap = caption_by_id(world, cap_id)
+        return (cap.text, cap.lang, cap.id, *do_search(cap.text, cap.lang, chosen, top_k, cap.id))
+
+    caption.input(pick_caption, [caption, methods, k], [query, lang, caption_id, *search_outputs], api_name="pick_caption")
+    browse_lang.change(lambda language, text: show_matches(text, language), [browse_lang, caption_find], caption, api_name="caption_list")
+
+    # Server-side search: the page holds one page of matches, never the world's thousands of captions.
+    # (A separate box, not the dropdown's own typing: changing a dropdown's choices while it is being
+    # typed in stops Gradio 6 from taking a mouse click on an option.)
+    def show_matches(text, language):
+        return gr.update(choices=find_captions(world, text, language, SEARCH_CHOICES), value=None)
+
+    gr.on([caption_find.change, caption_find.submit], show_matches, [caption_find, browse_lang], caption,
+          trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+
+    i2t_outputs = [i2t_status, i2t_preview, i2t_table]
+
+    @guarded(len(i2t_outputs))
+    def do_image_to_text(item, image, chosen, top_k):
+        result = image_to_text(world, item, image, chosen, top_k)
+        return result.status(), result.thumb, result.table()
+
+    gr.on([i2t_btn.click, i2t_image.upload, i2t_item.submit], do_image_to_text, [i2t_item, i2t_image, methods, i2t_k], i2t_outputs, api_name="image_to_text")
+
+    def make_pick(slot):
+        @takes_event
+        @guarded(2 + len(i2t_outputs), status_at=2)
+        def pick_result(items, chosen, top_k, evt=None):
+            index = selected(evt, "index")
+            item = items[slot][index[0] if isinstance(index, (list, tuple)) else index]
+            return (item, None, *do_image_to_text(item, None, chosen, top_k))
+
+        return pick_result
+
+    for i, gal in enumerate(galleries):
+        gal.select(make_pick(i), [slot_items, methods, i2t_k], [i2t_item, i2t_image, *i2t_outputs], api_name=f"pick_result_{i}")
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=columns)
+
+
+def _first_image_to_text(world: World, names: list[str]) -> ImageSearchResult | None:
+    """What the image -> text panel opens with: the first test image's closest caption per language."""
+    if not world.gallery or not names:
+        return None
+    return image_to_text(world, world.gallery[0].id, None, names, 1)

@@ -39,6 +39,9 @@ METHOD_ORDER = ("baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k")
 # (a training run in the Experiment tab, the warm-up thread, other requests or jobs on the machine)
 # made that forward 10-60x slower on the 2-core dev machine (benchmarks/bench_query.py).
 QUERY_THREADS = 1
+# ... and the background pass over the training pairs (World.finish_training_caches) keeps to one
+# thread, so the other core answers searches while it runs.
+BACKGROUND_THREADS = 1
 
 
 @contextlib.contextmanager
@@ -63,7 +66,9 @@ class WorldNotBuilt(RuntimeError):
 
 
 def language_name(code: str) -> str:
-    return LANGUAGE_NAMES.get(code, code)
+    from ccr_core.dashboard.detect import ENCODER_LANGUAGES
+
+    return LANGUAGE_NAMES.get(code) or ENCODER_LANGUAGES.get(code, code)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,6 +209,11 @@ class World:
     _lock: threading.RLock = field(default_factory=threading.RLock)
     memo: dict = field(default_factory=dict)  # derived views computed once (consistency tables, ...)
     _visual_backbones: dict = field(default_factory=dict)
+    # Training-pair caches still to build after the test split (text_config -> TrainConfig), and how far that is.
+    pending_training: dict = field(default_factory=dict)
+    training_status: str = ""
+    training_error: str = ""
+    training_ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self):
         self.gallery_pos = {it.id: i for i, it in enumerate(self.gallery)}
@@ -217,6 +227,51 @@ class World:
         # What a model's cached embeddings are of (caption and gallery ids), hashed once for every model's cache key.
         ids = "\n".join(c.id for c in self.captions) + "|" + "\n".join(it.id for it in self.gallery)
         self.ids_digest = hashlib.sha256(ids.encode()).hexdigest()
+
+    # -- the training pairs, after the test split ---------------------------------------------------
+    def finish_training_caches(self, progress: bool = False) -> None:
+        """Build what the Uncertainty audit and Experiment tabs need -- features of every image and text
+        states of the training captions -- and swap them into every workbench (a background thread of
+        the app; the test split was ready before the page opened). A no-op when nothing is pending."""
+        try:
+            for config, cfg in list(self.pending_training.items()):
+                with _torch_threads(BACKGROUND_THREADS):
+                    self._finish_one(config, cfg, progress)
+        except Exception as exc:  # noqa: BLE001 -- reported in the tabs that need it; search keeps working
+            self.training_error = f"{type(exc).__name__}: {exc}"
+            self.training_status = f"Preparing the training pairs failed: {self.training_error}"
+            raise
+        finally:
+            if not self.pending_training or self.training_error:
+                self.training_ready.set()
+
+    def _finish_one(self, config: tuple, cfg, progress: bool) -> None:
+        from ccr_core.training.train import prepare_workbench
+
+        start = time.perf_counter()
+        self.training_status = (f"Preparing the training pairs in the background (since {time.strftime('%H:%M:%S')}): features of all "
+                                f"{len(self.bundle.items):,} images and text states of the training captions. The test split is ready.")
+        full = prepare_workbench(cfg, self.workspace, self.bundle, progress=progress)
+        old = self.benches[config]
+        interim = old.features.root if old.features.root.name.endswith(TEST_SPLIT_SUFFIX) else None
+        with self._lock:
+            # The clean workbench and the noisy ones made from it (noisy_bench) share its caches.
+            for bench in {id(m.bench): m.bench for m in self._models.values()}.values():
+                if bench.features is old.features or bench.text_states is old.text_states:
+                    bench.features, bench.text_states = full.features, full.text_states
+            old.features, old.text_states = full.features, full.text_states
+            old.complete = True
+            del self.pending_training[config]
+        if interim is not None:  # the test split's own feature cache, now covered by the full one
+            import shutil
+
+            shutil.rmtree(interim, ignore_errors=True)
+        self.training_status = f"Training pairs ready ({time.perf_counter() - start:.0f} s in the background)."
+
+    def require_training_pairs(self) -> None:
+        """Raise a user-facing message while the training pairs are still being prepared."""
+        if self.pending_training:
+            raise InputError(self.training_status or "The training pairs are still being prepared in the background; try again in a minute.")
 
     # -- folders ------------------------------------------------------------------------------------
     @property
@@ -239,12 +294,28 @@ class World:
         present = {c.lang for c in self.captions}
         return [l for l in self.bundle.languages if l in present] or sorted(present)
 
+    @property
+    def query_languages(self) -> list[str]:
+        """Languages a query may be in: the world's first, then every other one the text encoder knows."""
+        from ccr_core.dashboard.detect import ENCODER_LANGUAGES
+
+        rest = sorted((l for l in ENCODER_LANGUAGES if l not in self.languages), key=language_name)
+        return [*self.languages, *rest]
+
+    def detect_language(self, text: str) -> str:
+        """The language of a typed text, among every language the text encoder knows (``detect``)."""
+        from ccr_core.dashboard.detect import detect_language
+
+        return detect_language(text, self.languages, fallback=self.guesser.guess)
+
     def resolve_language(self, lang: str | None, text: str) -> tuple[str, bool]:
-        """(language, guessed?) for a query; ``auto`` / empty guesses from the text."""
+        """(language, guessed?) for a query; ``auto`` / empty detects it from the text."""
+        from ccr_core.dashboard.detect import known_language
+
         if not lang or lang == "auto":
-            return self.guesser.guess(text), True
-        if lang not in self.languages:
-            raise InputError(f"Language {lang!r} is not in this world (choose one of: auto, {', '.join(self.languages)}).")
+            return self.detect_language(text), True
+        if lang not in self.languages and not known_language(lang):
+            raise InputError(f"Language {lang!r} is not one the text encoder knows (choose auto, or one of: {', '.join(self.query_languages[:12])}, ...).")
         return lang, False
 
     # -- models -------------------------------------------------------------------------------------
@@ -553,7 +624,9 @@ def load_world(
         config = _text_config(meta)
         if config not in world.benches:
             cfg = TrainConfig(text_backbone=config[0], visual_backbone=config[1], trainable_layers=config[2], text_prefix=config[3], data=str(bundle.root))
-            world.benches[config] = prepare_workbench(cfg, workspace, bundle, progress=progress)
+            world.benches[config] = prepare_test_workbench(cfg, workspace, bundle, world.gallery, world.captions, progress=progress)
+            if not world.benches[config].complete:
+                world.pending_training[config] = cfg
         bench = world.benches[config]
         try:
             trained = load_trained(folder, bench, name=name)
@@ -567,8 +640,65 @@ def load_world(
                 noisy[key] = noisy_bench(bench, noise, key[2]) or bench
             model_bench = noisy[key]
         world.add_model(trained, model_bench, config, shipped=True)
+    if world.pending_training:
+        world.training_status = ("Preparing the training pairs in the background (features of all images, text states of the "
+                                 "training captions); the test split is ready.")
+    else:
+        world.training_ready.set()
     world.load_seconds = time.perf_counter() - start
     return world
+
+
+TEST_SPLIT_SUFFIX = "-test-split"  # feature cache of the test images alone, until the full one is built
+
+
+def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[Item], captions: list[Caption], progress: bool = False):
+    """A workbench for what search needs: the complete caches when they exist, else features of the
+    test gallery and text states of the test captions only (caches of their own, so nothing of the
+    full ones is replaced), with ``complete = False``: ``World.finish_training_caches`` adds the rest."""
+    from ccr_core.backbones.text import load_text_encoder
+    from ccr_core.backbones.vision import load_visual_backbone
+    from ccr_core.features import FeatureCacheError, cache_dir_for, extract_features, load_features
+    from ccr_core.training.text_cache import TextCacheError, build_text_cache, cache_identity, load_text_cache, text_cache_dir
+    from ccr_core.training.data import needed_captions, training_examples
+    from ccr_core.training.train import Workbench, prepare_workbench
+
+    backbone = load_visual_backbone(cfg.visual_backbone)
+    encoder = load_text_encoder(cfg.text_backbone)
+    identity = cache_identity(encoder, cfg.trainable_layers, cfg.text_prefix)
+    feature_dir = cache_dir_for(workspace, bundle, backbone)
+    text_dir = text_cache_dir(workspace, bundle.name, identity)
+    full_features = None
+    try:
+        cache = load_features(feature_dir, backbone.identity())
+        full_features = cache if cache.ids == [it.id for it in bundle.items] else None
+    except (FeatureCacheError, OSError, ValueError):
+        pass
+    try:
+        states = load_text_cache(text_dir, identity)
+        text_of = {c.id: c.text for c in bundle.captions}
+        examples = training_examples(bundle, "train", cfg.target_langs, cfg.target_sources)
+        needed = {c.text for c in bundle.captions if c.split != "train"} | {text_of[cid] for cid in needed_captions(examples)}
+        texts_complete = all(t in states for t in needed)
+    except (TextCacheError, OSError, ValueError):
+        texts_complete = False
+    if full_features is not None and texts_complete:  # a warm workspace: the complete caches
+        bench = prepare_workbench(cfg, workspace, bundle, progress=progress)
+        bench.complete = True
+        return bench
+    if full_features is not None:  # e.g. the demo world's shipped features: only the text states are missing
+        features = full_features
+    else:
+        test_bundle = Bundle(bundle.root, bundle.manifest, list(gallery), list(captions), {})
+        features = extract_features(test_bundle, backbone, feature_dir.with_name(feature_dir.name + TEST_SPLIT_SUFFIX), progress=progress)
+    # Text states of the test captions go into the one text cache (it is keyed by text and appends),
+    # so the background pass later adds only the training captions.
+    # (Every test caption, not only the searchable ones: the leaderboard evaluates them all.)
+    test_texts = sorted({c.text for c in bundle.captions if c.split == "test"})
+    states = build_text_cache(encoder, test_texts, text_dir, cfg.trainable_layers, cfg.text_prefix, progress=progress)
+    bench = Workbench(bundle, features, encoder, states, backbone.identity())
+    bench.complete = False
+    return bench
 
 
 def default_train_config(world: World) -> dict:

@@ -1,0 +1,153 @@
+"""Gradio glue shared by the tab builders (``build_tab`` in each tab module): handlers that turn bad
+input into a warning instead of an error page, the field of a select event, and :class:`Page`, what
+one page's tabs share (the world, the model pickers a finished training run refreshes).
+
+Gradio is imported inside the functions only, so ``import ccr_core.dashboard`` (and the whole core)
+works without it; only ``app.py`` calls the builders."""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+
+from ccr_core.dashboard.world import InputError, World
+
+log = logging.getLogger("ccr.app")
+
+SEARCH_CHOICES = 50  # choices a server-side search dropdown shows at a time (the page never holds them all)
+
+
+def guarded(n_outputs: int, status_at: int = 0):
+    """Decorate a handler: an :class:`InputError` (or any crash) becomes a warning toast and a
+    ``⚠ message`` in output ``status_at``; the other outputs are left as they are."""
+    import gradio as gr
+
+    def decorator(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except InputError as exc:
+                message = str(exc)
+                gr.Warning(message)
+            except Exception as exc:  # noqa: BLE001 -- logged with its traceback; the user gets one line
+                log.exception("%s failed", fn.__name__)
+                message = f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). The server log has the details."
+                gr.Warning(message)
+            out = [gr.skip()] * n_outputs
+            out[status_at] = f"⚠ {message}"
+            return out[0] if n_outputs == 1 else tuple(out)
+
+        return wrapper
+
+    return decorator
+
+
+def takes_event(fn):
+    """Mark a handler's ``evt`` parameter as Gradio event data. The tab modules use postponed
+    annotations (``from __future__ import annotations``) and import gradio only inside the builder,
+    so Gradio could not resolve a written ``evt: gr.EventData`` and would not pass the event."""
+    import gradio as gr
+
+    target = fn
+    while target is not None:
+        target.__annotations__ = {**getattr(target, "__annotations__", {}), "evt": gr.EventData}
+        target = getattr(target, "__wrapped__", None)
+    return fn
+
+
+def selected(evt, key: str):
+    """A field of a select event's data; a call without a selection (e.g. from a script) is a user error.
+
+    Handlers are annotated with gr.EventData, not gr.SelectData, whose constructor fails on a call
+    that carries no event data before the handler could answer."""
+    data = getattr(evt, "_data", None) or {}
+    if data.get(key) is None:
+        raise InputError("Click an entry to pick it (this event needs a selection).")
+    return data[key]
+
+
+@dataclass
+class Page:
+    """What the tabs of one page share: the world and the components other tabs update."""
+
+    world: World
+    model_pickers: list = field(default_factory=list)  # components whose choices are the world's models
+    uncertainty_pickers: list = field(default_factory=list)  # components whose choices are the UML models
+    components: dict = field(default_factory=dict)  # named components one tab hands to another
+
+    def model_choice_updates(self) -> list:
+        """Updates that give every model picker the world's current models (after a training run)."""
+        import gradio as gr
+
+        from ccr_core.dashboard import audit
+
+        names = self.world.model_names()
+        uml = audit.uncertainty_models(self.world)
+        return [gr.update(choices=names) for _ in self.model_pickers] + [gr.update(choices=uml) for _ in self.uncertainty_pickers]
+
+    @property
+    def choice_targets(self) -> list:
+        return [*self.model_pickers, *self.uncertainty_pickers]
+
+
+# Per-component API schemas in Gradio's page config: the browser never reads them (its API page and
+# gradio_client read /info, which the server builds from its own copy of the config), yet they are
+# most of the page: a Gallery carries ~9 KB of them, so twelve result galleries alone weigh 110 KB.
+PAGE_CONFIG_API_KEYS = ("api_info", "api_info_as_input", "api_info_as_output", "example_inputs")
+
+
+class SlimPageConfig:
+    """ASGI middleware: drops :data:`PAGE_CONFIG_API_KEYS` from the components of the ``/config``
+    JSON the page loads (``launch(app_kwargs={"middleware": [Middleware(SlimPageConfig)]})``)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") != "http" or scope.get("method") != "GET" or not scope.get("path", "").endswith("/config"):
+            await self.app(scope, receive, send)
+            return
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                await send_slim(b"".join(body))
+                return
+            await send(message)
+
+        async def send_slim(raw: bytes):
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            is_json = any(k.lower() == b"content-type" and b"json" in v for k, v in headers)
+            encoded = any(k.lower() == b"content-encoding" for k, _ in headers)
+            if start.get("status") == 200 and is_json and not encoded:
+                raw = slim_config_bytes(raw)
+            headers.append((b"content-length", str(len(raw)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": raw})
+
+        await self.app(scope, receive, capture)
+
+
+def slim_config_bytes(raw: bytes) -> bytes:
+    """The page config JSON without the per-component API schemas (unchanged if it is not such a config)."""
+    import json
+
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(config, dict) or not isinstance(config.get("components"), list):
+        return raw
+    for component in config["components"]:
+        if isinstance(component, dict):
+            for key in PAGE_CONFIG_API_KEYS:
+                component.pop(key, None)
+    return json.dumps(config, ensure_ascii=False, separators=(",", ":")).encode()
