@@ -113,7 +113,7 @@ def test_audit_tab(page):
     open_tab(page, "Uncertainty audit")
     wait_plot(page, "audit-hist")
     wait_plot(page, "audit-curves")
-    page.locator("#audit-status").get_by_text("AUROC").wait_for()
+    page.locator("#audit-status").get_by_text("AUROC").first.wait_for()
     shot(page, "audit")
 
 

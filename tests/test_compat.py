@@ -22,12 +22,20 @@ print("loaded", type(model).__name__, "ccr_core imported:", "ccr_core" in sys.mo
 """
 
 
-def _fresh_python(code: str, *args: str, site_dir: Path | None = None) -> subprocess.CompletedProcess:
+def _fresh_python(code: str, *args: str, site_dir: Path | None = None, without_pth: bool = False) -> subprocess.CompletedProcess:
     """A new interpreter that never imports ccr_core itself; ``site_dir`` is processed like site-packages
-    (``site.addsitedir`` is what ``site`` does at start-up for every site-packages folder, .pth files included)."""
+    (``site.addsitedir`` is what ``site`` does at start-up for every site-packages folder, .pth files included).
+    ``without_pth``: site-packages on the path but none of its .pth files run (``-S``), i.e. this venv as it
+    would be without the installed hook."""
+    import site
+
     prelude = f"import site; site.addsitedir({str(site_dir)!r})\n" if site_dir else ""
+    flags = []
+    if without_pth:
+        flags = ["-S"]
+        prelude = f"import sys; sys.path.extend({site.getsitepackages()!r})\n" + prelude
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-c", prelude + code, *args], capture_output=True, text=True, timeout=300, env=env, cwd="/")
+    return subprocess.run([sys.executable, *flags, "-c", prelude + code, *args], capture_output=True, text=True, timeout=300, env=env, cwd="/")
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +62,10 @@ def test_without_the_hook_this_torchvision_build_fails_the_same_script(tmp_path,
     probe = _fresh_python("import torch, glob, os, importlib.util as u\n"
                           "spec = u.find_spec('torchvision')\n"
                           "lib = glob.glob(os.path.join(spec.submodule_search_locations[0], '_C*.so'))\n"
-                          "torch.ops.load_library(lib[0])")
+                          "torch.ops.load_library(lib[0])", without_pth=True)
     if probe.returncode == 0:
         pytest.skip("this torchvision build loads with this torch: nothing to shim")
-    result = _fresh_python(USER_SCRIPT, str(e5_dir))
+    result = _fresh_python(USER_SCRIPT, str(e5_dir), without_pth=True)  # the venv's installed hook left out
     assert result.returncode != 0 and "torchvision::nms" in result.stderr + result.stdout
 
 

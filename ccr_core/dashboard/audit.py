@@ -11,16 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ccr_core.dashboard.world import InputError, ModelEntry, World
+from ccr_core.dashboard.world import InputError, ModelEntry, World, uncertainty_models
 from ccr_core.eval import metrics
 
 PAGE = 12
 
 
-def uncertainty_models(world: World) -> list[str]:
-    """Models that estimate uncertainty; noise-trained ones first (they are the interesting audit)."""
-    models = [m for m in world.model_list() if hasattr(m.trained.method, "uncertainty") and m.method == "uml"]
-    return [m.name for m in sorted(models, key=lambda m: -m.noise)]
 
 
 @dataclass

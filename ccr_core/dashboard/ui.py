@@ -80,10 +80,10 @@ class Page:
         """Updates that give every model picker the world's current models (after a training run)."""
         import gradio as gr
 
-        from ccr_core.dashboard import audit
+        from ccr_core.dashboard.world import uncertainty_models
 
         names = self.world.model_names()
-        uml = audit.uncertainty_models(self.world)
+        uml = uncertainty_models(self.world)
         return [gr.update(choices=names) for _ in self.model_pickers] + [gr.update(choices=uml) for _ in self.uncertainty_pickers]
 
     @property

@@ -545,6 +545,12 @@ def _make_thumbnail(bundle: Bundle, item: Item, out_dir: Path) -> Path:
     return out
 
 
+def uncertainty_models(world: "World") -> list[str]:
+    """Models that estimate uncertainty (UML); noise-trained ones first (they are the interesting audit)."""
+    models = [m for m in world.model_list() if hasattr(m.trained.method, "uncertainty") and m.method == "uml"]
+    return [m.name for m in sorted(models, key=lambda m: -m.noise)]
+
+
 def _text_config(meta: dict) -> tuple:
     cfg = meta.get("train_config", {})
     return (cfg.get("text_backbone", "e5-small"), cfg.get("visual_backbone", "efficientnet-lite0"),
