@@ -366,11 +366,11 @@ def _ordered(table: dict, setting: str) -> list[tuple]:
     return sorted(keys, key=lambda k: (METHOD_ORDER.index(k[1]) if k[1] in METHOD_ORDER else 99, k[2]))
 
 
-def _claim(label: str, diff: tuple[float, float, int], better: str, unit: str = "") -> str:
+def _claim(label: str, diff: tuple[float, float, int], better: str, unit: str = "", digits: int = 2) -> str:
     mean, hw, n = diff
     if n == 0:
         return f"- {label}: no runs yet."
-    return f"- {label}: difference {mean:+.2f}{unit} ± {0 if math.isnan(hw) else hw:.2f} ({n} seeds) — **{verdict(mean, hw, n, better)}**"
+    return f"- {label}: difference {mean:+.{digits}f}{unit} ± {0 if math.isnan(hw) else hw:.{digits}f} ({n} seeds) — **{verdict(mean, hw, n, better)}**"
 
 
 def research_answers(world: str, table: dict) -> list[str]:
@@ -406,9 +406,14 @@ def research_answers(world: str, table: dict) -> list[str]:
         for rate in rates:
             uml, base = table.get((setting, "uml", rate)), table.get((setting, "baseline", rate))
             if uml and base and "mismatch auroc" in uml["per_seed"] and "cosine auroc" in base["per_seed"]:
+                gap = paired(uml["per_seed"]["mismatch auroc"], base["per_seed"]["cosine auroc"])
                 out += [f"**{setting}, {rate:.0%} noise: does UML's detector beat the raw cosine of the baseline?** (AUROC)",
-                        _claim("UML DECL score − baseline cosine", paired(uml["per_seed"]["mismatch auroc"], base["per_seed"]["cosine auroc"]), "higher"),
-                        _claim("UML u − baseline cosine", paired(uml["per_seed"]["uncertainty auroc"], base["per_seed"]["cosine auroc"]), "higher"), ""]
+                        _claim("UML DECL score − baseline cosine", gap, "higher", digits=3),
+                        _claim("UML u − baseline cosine", paired(uml["per_seed"]["uncertainty auroc"], base["per_seed"]["cosine auroc"]), "higher", digits=3)]
+                if gap[2] and gap[0] < 0.02:
+                    out.append(f"- In plain words: the trivial detector is nearly as good (baseline cosine AUROC {_pm(base['stats']['cosine auroc'], 3)}); "
+                               "UML's own score adds at most a hundredth or two of AUROC, and u = B/S is far worse than either.")
+                out.append("")
     return out
 
 
@@ -517,6 +522,7 @@ def noise_figure(world: str, results: list[dict], setting: str = "common"):
             continue
         stats = [table[k]["stats"].get("target SumR", (float("nan"), float("nan"))) for k in keys]
         fig.add_trace(go.Scatter(x=[k[2] for k in keys], y=[s[0] for s in stats], name=method, mode="lines+markers",
+                                 line={"dash": "dash"} if method == "floor" else None,
                                  error_y={"type": "data", "array": [0 if math.isnan(s[1]) else s[1] for s in stats], "visible": True}))
     fig.update_layout(title=f"{world}, {setting} setting: target-language SumR under noisy correspondence (mean ± 95% CI over seeds)",
                       xaxis_title="injected noise rate", yaxis_title="target SumR (mean over non-English languages)",
