@@ -91,16 +91,21 @@ class Experiments:
             raise InputError("No such training run; start one first.")
         return job
 
-    def start(self, method: str, noise: float = 0.0, steps: int = 200) -> Job:
+    @staticmethod
+    def _checked(method: str, noise, steps) -> tuple[float, int]:
+        """A known method and numeric noise/steps, or an InputError saying which is wrong."""
         import ccr_core.methods  # noqa: F401  (registers every method)
         from ccr_core.methods import METHODS
 
         if method not in METHODS:
             raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS.list())}.")
         try:
-            noise, steps = float(noise), int(steps)
+            return float(noise), int(steps)
         except (TypeError, ValueError):
             raise InputError("Noise must be a number and steps a whole number.") from None
+
+    def start(self, method: str, noise: float = 0.0, steps: int = 200) -> Job:
+        noise, steps = self._checked(method, noise, steps)
         if not NOISE_LIMITS[0] <= noise <= NOISE_LIMITS[1]:
             raise InputError(f"Noise rate must be between {NOISE_LIMITS[0]} and {NOISE_LIMITS[1]}.")
         if not STEP_LIMITS[0] <= steps <= STEP_LIMITS[1]:
@@ -176,16 +181,9 @@ class Experiments:
 
     def plan(self, method: str, noise: float = 0.0, steps: int = 200) -> str:
         """What a run with these settings will do (Markdown), before it is started."""
-        import ccr_core.methods  # noqa: F401  (registers every method)
-        from ccr_core.methods import METHODS
         from ccr_core.training.data import training_examples
 
-        if method not in METHODS:
-            raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS.list())}.")
-        try:
-            noise, steps = float(noise), int(steps)
-        except (TypeError, ValueError):
-            raise InputError("Noise must be a number and steps a whole number.") from None
+        noise, steps = self._checked(method, noise, steps)
         cfg = self._config(Job("plan", method, noise, steps, self.world.cache_dir / "experiments" / "plan"))
         n_examples = len(training_examples(self.world.bundle, "train", cfg.target_langs, cfg.target_sources))
         epochs = steps * cfg.batch_size / max(n_examples, 1)

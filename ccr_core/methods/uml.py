@@ -138,7 +138,10 @@ class UML(CCRMethod):
 
         Per view (image, then English if ``s`` is given) DECL's rule (:func:`losses.decl_noise_scores`);
         the score combines the views by ``view_combination``, the flag by ``flag_views``."""
-        scores, flags = self._views(v, s, t)
+        return self._combine(*self._views(v, s, t))
+
+    def _combine(self, scores: torch.Tensor, flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pair's score (``view_combination``) and flag (``flag_views``) from the per-view ones (views, B)."""
         score = scores.mean(dim=0) if self.config.view_combination == "mean" else scores.max(dim=0).values
         flagged = flags.all(dim=0) if self.config.flag_views == "all" else flags.any(dim=0)
         return score, flagged
@@ -152,8 +155,7 @@ class UML(CCRMethod):
         ``weight`` = c_i · (1 − f_i) is the pair's weight in the ranking (AML pull) term; in warm-up every
         pair has certainty and weight 1 and no flag."""
         scores, flags = self._views(v, s, t)
-        score = scores.mean(dim=0) if self.config.view_combination == "mean" else scores.max(dim=0).values
-        flagged = flags.all(dim=0) if self.config.flag_views == "all" else flags.any(dim=0)
+        score, flagged = self._combine(scores, flags)
         if self.in_warmup():
             flagged = torch.zeros_like(flagged)
             certainty = torch.ones_like(score)
