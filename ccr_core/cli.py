@@ -212,9 +212,9 @@ def cmd_eval(args) -> int:
         print(json.dumps({"model": name, **{g: round(r["SumR"], 1) for g, r in result.get("groups", {}).items()}}))
     out = args.out or workspace_dir() / "eval"
     write_json_atomic(Path(out) / "results.json", results)
-    write_text_atomic(Path(out) / "results.md", markdown_table(results) + ("\n" + detector_table(results) if detector_table(results) else ""))
-    print(markdown_table(results))
-    detectors = detector_table(results)
+    table, detectors = markdown_table(results), detector_table(results)
+    write_text_atomic(Path(out) / "results.md", table + ("\n" + detectors if detectors else ""))
+    print(table)
     if detectors:
         print(detectors)
     print(f"wrote {Path(out) / 'results.json'} and results.md")

@@ -68,15 +68,19 @@ class VisualBackbone(torch.nn.Module):
         """The preprocessing, as data: part of the identity stamped on feature caches."""
         return {"resize": "shorter-side-bicubic", "center_crop": self.image_size, "mean": list(self.mean), "std": list(self.std)}
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """PIL image -> normalised (3, S, S) float tensor (shorter side to S, centre crop)."""
+    def resize_crop(self, image: Image.Image) -> Image.Image:
+        """RGB, shorter side to S (bicubic), centre crop S x S."""
         image = image.convert("RGB")
         w, h = image.size
         scale = self.image_size / min(w, h)
         image = image.resize((max(self.image_size, round(w * scale)), max(self.image_size, round(h * scale))), Image.BICUBIC)
         w, h = image.size
         left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
-        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        return image.crop((left, top, left + self.image_size, top + self.image_size))
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """PIL image -> normalised (3, S, S) float tensor (shorter side to S, centre crop)."""
+        image = self.resize_crop(image)
         # Normalised in NumPy on the (S, S, 3) array, then viewed as (3, S, S): the same float32
         # arithmetic as torch's, ~100x faster than broadcasting over a permuted (strided) tensor.
         x = np.asarray(image, dtype=np.float32) / np.float32(255.0)  # (S, S, 3)

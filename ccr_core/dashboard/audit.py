@@ -70,19 +70,17 @@ def trivial_detectors(world: World, model: ModelEntry, every: dict) -> dict[str,
     model's noise rate (same noisy pairs) where there is one, else from the model itself; named by source."""
     from ccr_core.eval.detectors import training_pair_scores
 
+    def named(source: str, scores: dict, order=slice(None)) -> dict[str, np.ndarray]:
+        return {f"{source} 1 − cosine (trivial)": scores["cosine"][order], f"{source} per-pair loss (trivial)": scores["pair_loss"][order]}
+
     baseline = next((m for m in world.model_list() if m.method == "baseline" and m.noise == model.noise), None)
-    if baseline is None:
-        own = every["detectors"]
-        return {f"{model.name}'s own 1 − cosine (trivial)": own["cosine"], f"{model.name}'s own per-pair loss (trivial)": own["pair_loss"]}
-    other = training_pair_scores(baseline.trained, baseline.bench)
-    row = {key: k for k, key in enumerate(zip(other["caption_ids"], other["item_ids"], other["langs"]))}
-    keys = list(zip(every["caption_ids"], every["item_ids"], every["langs"]))
-    if any(key not in row for key in keys):  # not the same training pairs: the model's own scores instead
-        own = every["detectors"]
-        return {f"{model.name}'s own 1 − cosine (trivial)": own["cosine"], f"{model.name}'s own per-pair loss (trivial)": own["pair_loss"]}
-    order = np.array([row[key] for key in keys])
-    return {f"{baseline.name} 1 − cosine (trivial)": other["detectors"]["cosine"][order],
-            f"{baseline.name} per-pair loss (trivial)": other["detectors"]["pair_loss"][order]}
+    if baseline is not None:
+        other = training_pair_scores(baseline.trained, baseline.bench)
+        row = {key: k for k, key in enumerate(zip(other["caption_ids"], other["item_ids"], other["langs"]))}
+        keys = list(zip(every["caption_ids"], every["item_ids"], every["langs"]))
+        if all(key in row for key in keys):  # the same training pairs: align the baseline's scores to them
+            return named(baseline.name, other["detectors"], np.array([row[key] for key in keys]))
+    return named(f"{model.name}'s own", every["detectors"])
 
 
 @dataclass

@@ -11,8 +11,6 @@ Pairs are scored in the deterministic batches of :func:`ccr_core.training.data.B
 """
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import torch
 
@@ -29,11 +27,6 @@ def pair_loss_temperature(method) -> float:
         return float(value)
     learned = getattr(method, "temperature", None)  # 1-to-K's learnable τ
     return float(learned().detach()) if callable(learned) else DEFAULT_TEMPERATURE
-
-
-def _takes_source(method) -> bool:
-    uncertainty = getattr(method, "uncertainty", None)
-    return uncertainty is not None and "source" in inspect.signature(uncertainty).parameters
 
 
 @torch.no_grad()
@@ -60,22 +53,20 @@ def training_pair_scores(model, bench, batch_size: int = 128) -> dict:
     maps = bench.feature_maps(top.trainable_blocks) if top is not None else None
     source = BatchSource(examples, bench.features, bench.text_states, bench.bundle, maps)
     tau = pair_loss_temperature(method)
-    learned = hasattr(method, "pair_scores")
-    takes_source = _takes_source(method)
+    learned = hasattr(method, "embedding_pair_scores")  # UML: u and its DECL score from the same embeddings
     names = TRIVIAL + (("uncertainty", "mismatch") if learned else ())
     out: dict = {"caption_ids": [], "item_ids": [], "langs": [], "detectors": {name: [] for name in names}}
     for b, indices in enumerate(source.epoch_batches(batch_size, seed=0, drop_last=False)):
         batch = method.with_visual_top(source.make_batch(indices, seed=b, flip=False))
         v = method.encode_visual(batch["visual"], batch.get("frames"), batch.get("frame_mask"))  # (B, E)
+        s = method.encode_text(batch["text"]["en"], "en") if learned else None  # (B, E) UML's English view
         for lang in batch["targets"]:
             t = method.encode_text(batch["text"][lang], lang)  # (B, E)
             scores = out["detectors"]
             scores["cosine"] += (1.0 - (v * t).sum(dim=1)).tolist()
             scores["pair_loss"] += info_nce_per_sample(v, t, tau).tolist()
             if learned:
-                extra = {"source": batch["text"]["en"]} if takes_source else {}
-                pair = method.pair_scores(batch["text"][lang], batch["visual"], frames=batch.get("frames"),
-                                          frame_mask=batch.get("frame_mask"), **extra)
+                pair = method.embedding_pair_scores(v, s, t)
                 scores["uncertainty"] += pair["uncertainty"].tolist()
                 scores["mismatch"] += pair["mismatch"].tolist()
             out["caption_ids"] += batch["caption_ids"][lang]

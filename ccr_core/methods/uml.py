@@ -180,6 +180,11 @@ class UML(CCRMethod):
         t = self.encode_text(text)  # (B, E)
         v = self.encode_visual(visual, frames, frame_mask)  # (B, E)
         s = None if source is None else self.encode_text(source, "en")  # (B, E)
+        return self.embedding_pair_scores(v, s, t)
+
+    @torch.no_grad()
+    def embedding_pair_scores(self, v: torch.Tensor, s: torch.Tensor | None, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`pair_scores` from embeddings already computed: v (B, E), s (B, E) or None, t (B, E)."""
         score, _ = self.noise_detector(v, s, t)
         return {"uncertainty": self._uncertainty_from(self._view_alphas(v, s, t)), "mismatch": score}
 
