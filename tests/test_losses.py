@@ -599,3 +599,19 @@ def test_gradcheck_sinkhorn_through_iterations():
     a = torch.tensor([[0.5, 0.5, 0.0]], dtype=torch.float64)  # one padded row
     b = torch.full((1, 4), 0.25, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda c: L.sinkhorn(c, a, b, epsilon=0.1, iterations=20), (cost,))
+
+
+def test_word_ot_loss_batched_targets_equal_one_call_per_target():
+    """CL2CM runs every target language's OT in one padded call: the same costs as one call each."""
+    gen = torch.Generator().manual_seed(4)
+    s = torch.randn(3, 5, 8, generator=gen, dtype=torch.float64)
+    m_s = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    targets = [(torch.randn(3, q, 8, generator=gen, dtype=torch.float64), torch.arange(q)[None, :] < torch.tensor([[q], [1], [q - 1]]))
+               for q in (4, 7)]
+    one_each = torch.stack([L.word_ot_loss(s, m_s, t, m) for t, m in targets])
+    padded_t = torch.cat([torch.nn.functional.pad(t, (0, 0, 0, 7 - t.shape[1])) for t, _ in targets])
+    padded_m = torch.cat([torch.nn.functional.pad(m, (0, 7 - m.shape[1])) for _, m in targets])
+    batched = L.word_ot_loss(s.repeat(2, 1, 1), m_s.repeat(2, 1), padded_t, padded_m, reduction="none").view(2, -1).mean(dim=1)
+    assert torch.allclose(batched, one_each, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="reduction"):
+        L.word_ot_loss(s, m_s, *targets[0], reduction="sum")

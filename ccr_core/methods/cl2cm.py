@@ -71,18 +71,24 @@ class CL2CM(CCRMethod):
         s_cm, s_cl, s_tokens = self._both_networks(source)
         visual_source = losses.info_nce(v, s_cm, c.temperature)
 
+        targets = list(batch.get("targets", []))
+        nets = [self._both_networks(batch["text"][lang]) for lang in targets]  # (t_cm, t_cl, t_tokens) per target
+        if targets:
+            # the word-level OT of every target in one batched Sinkhorn (padded to the longest target)
+            length = max(int(batch["text"][lang].mask.shape[1]) for lang in targets)
+            t_tokens = torch.cat([F.pad(net[2], (0, 0, 0, length - net[2].shape[1])) for net in nets])  # (n*B, Q, E)
+            t_masks = torch.cat([F.pad(batch["text"][lang].mask, (0, length - batch["text"][lang].mask.shape[1])) for lang in targets])
+            n = len(targets)
+            words = losses.word_ot_loss(s_tokens.repeat(n, 1, 1), source.mask.repeat(n, 1), t_tokens, t_masks,
+                                        c.ot_epsilon, c.ot_iterations, reduction="none").view(n, -1).mean(dim=1)  # (n,)
         per_target = []  # rows: (cross-modal v-t, sentence, word, transfer)
-        for lang in batch.get("targets", []):
-            target = batch["text"][lang]
-            t_cm, t_cl, t_tokens = self._both_networks(target)
+        for j, (t_cm, t_cl, _) in enumerate(nets):
             per_target.append(
                 torch.stack(
                     [
                         losses.info_nce(v, t_cm, c.temperature),
                         losses.info_nce(s_cl, t_cl, c.temperature),
-                        losses.word_ot_loss(
-                            s_tokens, source.mask, t_tokens, target.mask, c.ot_epsilon, c.ot_iterations
-                        ),
+                        words[j],
                         losses.relational_distillation(s_cl @ t_cl.T, v @ t_cm.T, c.temperature),  # (B, B) each
                     ]
                 )

@@ -79,6 +79,78 @@ class TokenProjection(nn.Module):
         h = h + self.positions.weight[:length]  # (B, L, H)
         return self.dropout(self.output_norm(h))  # (B, L, H)
 
+    def packed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The same layer on real tokens only: x (N, Din) with each token's position (N,) -> (N, H)."""
+        if positions.numel() and int(positions.max()) >= self.positions.num_embeddings:
+            raise ValueError(f"{int(positions.max()) + 1} positions; this tower has {self.positions.num_embeddings} position embeddings")
+        h = F.relu(self.linear(self.dropout(self.input_norm(x))))  # (N, H)
+        h = h + self.positions(positions)  # (N, H)
+        return self.dropout(self.output_norm(h))  # (N, H)
+
+
+@dataclass
+class Packing:
+    """Where the real tokens of several text batches sit: the batches' sequences stacked into one padded
+    (S, L) layout (L the longest batch's length), and each real token's sequence and position in it.
+    Token-wise layers (projections, LayerNorm) then run on the N real tokens only, in one call for all
+    batches; attention runs on the padded layout. Tokens are in row-major order of each batch's mask."""
+
+    mask: torch.Tensor  # (S, L) bool, True at real tokens
+    seq: torch.Tensor  # (N,) sequence of each real token
+    pos: torch.Tensor  # (N,) position of each real token in its sequence
+    sizes: list  # sequences per batch, in order
+    starts: list  # first token (in the N) of each batch
+
+    @property
+    def flat(self) -> torch.Tensor:
+        return self.seq * self.mask.shape[1] + self.pos  # (N,) index into the flattened (S * L) layout
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, H) real tokens -> (S, L, H), zeros at padding."""
+        S, L = self.mask.shape
+        return x.new_zeros(S * L, x.shape[1]).index_copy(0, self.flat, x).view(S, L, x.shape[1])  # (S, L, H)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(S, L, H) -> (N, H) real tokens."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.flat)  # (N, H)
+
+    def sums(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sequence sum of the real tokens: (N, H) -> (S, H)."""
+        return x.new_zeros(self.mask.shape[0], x.shape[1]).index_add(0, self.seq, x)  # (S, H)
+
+    def counts(self) -> torch.Tensor:
+        return self.mask.sum(dim=1, keepdim=True).clamp(min=1)  # (S, 1)
+
+    def rows(self, i: int) -> slice:
+        """The sequences of batch ``i`` in the (S, ...) layout."""
+        start = sum(self.sizes[:i])
+        return slice(start, start + self.sizes[i])
+
+    def tokens(self, i: int) -> slice:
+        """The real tokens of batch ``i`` in the (N, ...) layout."""
+        end = self.starts[i + 1] if i + 1 < len(self.starts) else int(self.seq.shape[0])
+        return slice(self.starts[i], end)
+
+
+def pack(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Packing]:
+    """Real tokens of several (states (B_i, L_i, D), mask (B_i, L_i)) batches -> (N, D) and their :class:`Packing`."""
+    length = max(int(m.shape[1]) for _, m in batches)
+    rows, seqs, poss, sizes, starts, masks = [], [], [], [], [], []
+    offset = count = 0
+    for states, mask in batches:
+        mask = mask.to(torch.bool)
+        where = mask.nonzero()  # (n_i, 2): (sequence, position), row-major
+        rows.append(states[mask])  # (n_i, D), same order
+        seqs.append(where[:, 0] + offset)
+        poss.append(where[:, 1])
+        masks.append(F.pad(mask, (0, length - mask.shape[1])))
+        sizes.append(int(mask.shape[0]))
+        starts.append(count)
+        offset += int(mask.shape[0])
+        count += int(where.shape[0])
+    packing = Packing(torch.cat(masks), torch.cat(seqs), torch.cat(poss), sizes, starts)
+    return torch.cat(rows), packing
+
 
 class AttentionLayer(nn.Module):
     """One multi-head attention layer with no feed-forward (NRCCR's ``BertAttention``): attention, an
@@ -113,6 +185,26 @@ class AttentionLayer(nn.Module):
         out = out.transpose(1, 2).reshape(query.shape)  # (B, Lq, H)
         out = self.dropout(self.output(out))  # (B, Lq, H)
         return self.norm(out + query) if residual else self.norm(out)  # (B, Lq, H)
+
+    # -- the same layer on packed tokens (NRCCR's tower: one call for all its text batches) ----------
+    def project(self, x: torch.Tensor, which: str = "qkv") -> torch.Tensor:
+        """Any of the query/key/value projections of (N, H) tokens in one matrix product: (N, len(which) * H)."""
+        layers = [{"q": self.query, "k": self.key, "v": self.value}[w] for w in which]
+        return F.linear(x, torch.cat([l.weight for l in layers]), torch.cat([l.bias for l in layers]))
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        return self._heads(x)  # (S, L, H) -> (S, nh, L, dh)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """Scaled dot-product attention of (S, nh, Lq, dh) queries over keys with key_mask (S, Lk) -> (S, Lq, H)."""
+        drop = self.attention_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask.to(torch.bool)[:, None, None, :], dropout_p=drop)
+        return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)  # (S, Lq, H)
+
+    def finish(self, out: torch.Tensor, query: torch.Tensor | None) -> torch.Tensor:
+        """Output Linear, Dropout, LayerNorm of (output + query), or of the output alone when query is None."""
+        out = self.dropout(self.output(out))
+        return self.norm(out + query) if query is not None else self.norm(out)
 
 
 class TemporalEncoder(nn.Module):

@@ -380,7 +380,9 @@ def sinkhorn(
     scaled_cost = cost / epsilon  # (B, P, Q)
     # scaled dual potentials u = f/ε, w = g/ε
     u = torch.zeros_like(log_a)  # (B, P)
-    w = torch.zeros_like(log_b)  # (B, Q)
+    # padding columns start at -inf, not 0: otherwise the first row update counts them, and the plan
+    # after a finite number of iterations would depend on how much padding a batch has
+    w = torch.where(valid_b, torch.zeros_like(log_b), neg_inf)  # (B, Q)
     for _ in range(iterations):
         u = log_a - torch.logsumexp(w[:, None, :] - scaled_cost, dim=2)  # (B, P)
         w = log_b - torch.logsumexp(u[:, :, None] - scaled_cost, dim=1)  # (B, Q)
@@ -396,6 +398,7 @@ def word_ot_loss(
     epsilon: float = 0.05,
     iterations: int = 50,
     detach_plan: bool = True,
+    reduction: str = "mean",
 ) -> Tensor:
     """CL2CM word-level alignment: OT cost ``⟨T*, C⟩`` between source and target token sets.
 
@@ -414,9 +417,12 @@ def word_ot_loss(
         epsilon: Sinkhorn ε (0.05).
         iterations: Sinkhorn iterations (50).
         detach_plan: compute T* without gradient (see above).
+        reduction: "mean" over the batch, or "none" for each pair's ``⟨T*_b, C_b⟩`` (B,). Pairs are
+            independent, so several target languages can share one call (padded to one length:
+            padding has zero mass and changes nothing).
 
     Returns:
-        Scalar loss, mean over the batch of ``⟨T*_b, C_b⟩``.
+        Scalar loss, mean over the batch of ``⟨T*_b, C_b⟩`` (or the (B,) costs).
     """
     s = F.normalize(tokens_s, dim=-1)  # (B, P, D)
     t = F.normalize(tokens_t, dim=-1)  # (B, Q, D)
@@ -430,7 +436,12 @@ def word_ot_loss(
             plan = sinkhorn(cost.detach(), a, b, epsilon, iterations)  # (B, P, Q)
     else:
         plan = sinkhorn(cost, a, b, epsilon, iterations)  # (B, P, Q)
-    return (plan * cost).sum(dim=(1, 2)).mean()
+    costs = (plan * cost).sum(dim=(1, 2))  # (B,)
+    if reduction == "none":
+        return costs
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return costs.mean()
 
 
 def relational_distillation(

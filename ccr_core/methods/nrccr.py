@@ -30,11 +30,13 @@ from ccr_core.methods.heads import (
     AttentionLayer,
     EncoderConfig,
     MappingHead,
+    Packing,
     TokenProjection,
     encode_batch_visual,
     make_text_head,
     make_visual_head,
     masked_mean,
+    pack,
 )
 
 
@@ -90,23 +92,30 @@ class NRCCR(CCRMethod):
         self._discriminator_optimizer: torch.optim.Optimizer | None = None
 
     # -- towers ------------------------------------------------------------------------------------
-    def _tokens(self, text: TextBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone states (B, L, Dt) and projected tokens (B, L, H)."""
-        states = self.backbone_states(text)  # (B, L, Dt)
-        return states, self.text_proj(states)
+    # Every text batch of a step goes through the tower in one packed call (ccr_core.methods.heads.pack):
+    # the token projection and the query/key/value projections run once over the real tokens of all
+    # batches (no padding), self-attention runs on the padded layout, and the cross-attention
+    # pseudo-target reuses the English queries and each target's keys and values of that same call (the
+    # published model computes them again per call; they are the same numbers). The losses equal the
+    # per-batch implementation's to float rounding (tests/test_nrccr_packed.py).
+    def _pack(self, texts: list[TextBatch]):
+        """Backbone states of each batch, the projected real tokens (N, H) and their packing."""
+        states = [self.backbone_states(t) for t in texts]  # each (B_i, L_i, Dt)
+        x, packing = pack([(st, t.mask) for st, t in zip(states, texts)])  # (N, Dt)
+        return states, self.text_proj.packed(x, packing.pos), packing  # (N, H)
 
-    def _self_embedding(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.attention(tokens, tokens, mask)  # (B, L, H)
-        return self.text_mapping(masked_mean(h, mask))  # (B, E)
-
-    def _sentence(self, states: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """c^S / c^T / c^B: the tower's self-attention embedding, or the common head's (B, E)."""
-        return self._self_embedding(tokens, mask) if self.text_head is None else self.text_head(states, mask)
+    def _self_attention(self, tokens: torch.Tensor, packing: Packing) -> tuple[torch.Tensor, tuple]:
+        """The shared layer's self-attention over every packed sequence: (N, H), and the padded heads (q, k, v)."""
+        a = self.attention
+        q, k, v = (a.heads(packing.pad(x)) for x in a.project(tokens).chunk(3, dim=1))  # each (S, nh, L, dh)
+        return a.finish(packing.unpad(a.attend(q, k, v, packing.mask)), tokens), (q, k, v)  # (N, H)
 
     def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
         if self.text_head is not None:
             return self.text_head(self.backbone_states(text), text.mask)  # (B, E)
-        return self._self_embedding(self._tokens(text)[1], text.mask)  # (B, E)
+        _, tokens, packing = self._pack([text])
+        h, _ = self._self_attention(tokens, packing)  # (N, H)
+        return self.text_mapping(packing.sums(h) / packing.counts())  # (B, E)
 
     def encode_visual(self, visual, frames=None, frame_mask=None) -> torch.Tensor:
         return self.visual(visual, frames, frame_mask)  # (B, E)
@@ -153,21 +162,48 @@ class NRCCR(CCRMethod):
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
         c = self.config
+        a = self.attention
         v = encode_batch_visual(self, batch)  # (B, E)
         source = batch["text"]["en"]
-        states_s, tokens_s = self._tokens(source)  # (B, Ls, Dt), (B, Ls, H)
-        c_s = self._sentence(states_s, tokens_s, source.mask)  # (B, E)
-        pooled_s = masked_mean(states_s, source.mask)  # (B, Dt) discriminator input, English
+        targets = list(batch.get("targets", []))
+        backs = {lang: batch["back"][lang] for lang in targets if batch.get("back", {}).get(lang) is not None}
+        native = self.text_head is None
+        # one tower call: English, the targets, and (own tower only) the back-translations
+        texts = [source] + [batch["text"][lang] for lang in targets] + (list(backs.values()) if native else [])
+        states, tokens, packing = self._pack(texts)  # tokens (N, H)
+        if native:
+            h, (q, k, vv) = self._self_attention(tokens, packing)  # (N, H); heads (S, nh, L, dh)
+            pooled = packing.sums(h) / packing.counts()  # (S, H) self-attention embeddings before the mapping
+        elif targets:  # common encoder: the tower serves only h^C -- English queries, target keys and values
+            en, rest = packing.tokens(0), slice(packing.tokens(0).stop, None)
+            zeros = tokens.new_zeros(tokens.shape[0] - en.stop, tokens.shape[1])
+            q = a.heads(packing.pad(torch.cat([a.project(tokens[en], "q"), zeros])))  # (S, nh, L, dh)
+            k_part, v_part = a.project(tokens[rest], "kv").chunk(2, dim=1)  # (N - n_en, H) each
+            head_zeros = tokens.new_zeros(en.stop, tokens.shape[1])
+            k, vv = (a.heads(packing.pad(torch.cat([head_zeros, x]))) for x in (k_part, v_part))
+        c_s = self.text_mapping(pooled[packing.rows(0)]) if native else self.text_head(states[0], source.mask)  # (B, E)
+        pooled_s = masked_mean(states[0], source.mask)  # (B, Dt) discriminator input, English
+
+        if targets:
+            # h^C for every target at once: English queries over each target's keys and values, no residual
+            n, en = len(targets), packing.tokens(0)
+            rows = slice(packing.rows(1).start, packing.rows(n).stop)  # the targets' sequences, in order
+            batch_size, length = packing.sizes[0], packing.mask.shape[1]
+            cross = a.attend(q[packing.rows(0)].repeat(n, 1, 1, 1), k[rows], vv[rows], packing.mask[rows])  # (n*B, L, H)
+            flat_en = packing.flat[en]  # (n_en,) English tokens in the (B * L) layout
+            picks = torch.cat([flat_en + j * batch_size * length for j in range(n)])  # (n * n_en,)
+            cross = a.finish(cross.reshape(-1, cross.shape[-1]).index_select(0, picks), None)  # (n * n_en, H)
+            seq = torch.cat([packing.seq[en] + j * batch_size for j in range(n)])  # (n * n_en,)
+            cross_sums = cross.new_zeros(n * batch_size, cross.shape[1]).index_add(0, seq, cross)  # (n*B, H)
+            counts = packing.counts()
+            joint = (cross_sums + packing.sums(tokens)[rows]) / (counts[packing.rows(0)].repeat(n, 1) + counts[rows])  # (n*B, H)
 
         target_terms, back_terms, pooled_targets = [], [], []
-        for lang in batch.get("targets", []):
+        for j, lang in enumerate(targets):
             target = batch["text"][lang]
-            states_t, tokens_t = self._tokens(target)  # (B, Lt, Dt), (B, Lt, H)
-            c_t = self._sentence(states_t, tokens_t, target.mask)  # (B, E)
-            cross = self.attention(tokens_s, tokens_t, target.mask, residual=False)  # (B, Ls, H)
-            joint = torch.cat([cross, tokens_t], dim=1)  # (B, Ls + Lt, H)
-            joint_mask = torch.cat([source.mask, target.mask], dim=1)  # (B, Ls + Lt)
-            h_c = self.text_mapping(masked_mean(joint, joint_mask))  # (B, E)
+            states_t = states[1 + j]  # (B, Lt, Dt)
+            c_t = self.text_mapping(pooled[packing.rows(1 + j)]) if native else self.text_head(states_t, target.mask)  # (B, E)
+            h_c = self.text_mapping(joint[j * batch_size:(j + 1) * batch_size])  # (B, E)
             pooled_t = masked_mean(states_t, target.mask)  # (B, Dt)
             target_terms.append(
                 torch.stack(
@@ -180,9 +216,12 @@ class NRCCR(CCRMethod):
                 )
             )
             pooled_targets.append(pooled_t.detach())
-            back = batch.get("back", {}).get(lang)
-            if back is not None:
-                back_terms.append(self._tri(c_s, self.encode_text(back, "en")))
+            if lang in backs:
+                if native:
+                    c_b = self.text_mapping(pooled[packing.rows(1 + n + list(backs).index(lang))])  # (B, E)
+                else:
+                    c_b = self.encode_text(backs[lang], "en")  # (B, E)
+                back_terms.append(self._tri(c_s, c_b))
 
         out = {"source": self._tri(c_s, v)}
         zero = v.new_zeros(())

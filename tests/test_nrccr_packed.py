@@ -1,0 +1,150 @@
+"""NRCCR's packed tower (one call for all text batches of a step, real tokens only, cross-attention
+reusing the self-attention's queries, keys and values) against the per-batch implementation it
+replaced, on fixed inputs: same losses, same gradients, same BatchNorm statistics."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ccr_core.methods import TextBatch, build_method, losses
+from ccr_core.methods.heads import encode_batch_visual, masked_mean, pack
+
+TEXT_DIM, VISUAL_DIM = 16, 12
+CONFIG = dict(text_dim=TEXT_DIM, visual_dim=VISUAL_DIM, embed_dim=8, hidden_dim=8, num_heads=2, max_text_tokens=16,
+              languages=["en", "de", "fr", "ja"], video=False)
+
+
+def reference_loss(model, batch: dict) -> dict:
+    """The per-batch NRCCR loss as it was before packing (commit ec0fb2c): one tower call per text batch,
+    the cross-attention recomputing its projections."""
+    c = model.config
+
+    def tokens_of(text):
+        states = model.backbone_states(text)
+        return states, model.text_proj(states)
+
+    def self_embedding(tokens, mask):
+        return model.text_mapping(masked_mean(model.attention(tokens, tokens, mask), mask))
+
+    def sentence(states, tokens, mask):
+        return self_embedding(tokens, mask) if model.text_head is None else model.text_head(states, mask)
+
+    def encode_text(text):
+        if model.text_head is not None:
+            return model.text_head(model.backbone_states(text), text.mask)
+        return self_embedding(tokens_of(text)[1], text.mask)
+
+    tri = lambda a, b: losses.triplet_hardest_negative(a, b, c.margin, reduction="sum")
+    v = encode_batch_visual(model, batch)
+    source = batch["text"]["en"]
+    states_s, tokens_s = tokens_of(source)
+    c_s = sentence(states_s, tokens_s, source.mask)
+    target_terms, back_terms = [], []
+    for lang in batch.get("targets", []):
+        target = batch["text"][lang]
+        states_t, tokens_t = tokens_of(target)
+        c_t = sentence(states_t, tokens_t, target.mask)
+        cross = model.attention(tokens_s, tokens_t, target.mask, residual=False)
+        joint = torch.cat([cross, tokens_t], dim=1)
+        h_c = model.text_mapping(masked_mean(joint, torch.cat([source.mask, target.mask], dim=1)))
+        pooled_t = masked_mean(states_t, target.mask)
+        target_terms.append(torch.stack([tri(c_t, v), losses.similarity_view_distillation(v, h_c, c_t, c.distill_temperature),
+                                         losses.feature_view_distillation(c_t, h_c, c.feature_beta),
+                                         losses.encoder_adversarial_loss(model._frozen_discriminator(pooled_t))]))
+        back = batch.get("back", {}).get(lang)
+        if back is not None:
+            back_terms.append(tri(c_s, encode_text(back)))
+    target, similarity, feature, adversarial = torch.stack(target_terms).mean(dim=0)
+    back = torch.stack(back_terms).mean() if back_terms else v.new_zeros(())
+    loss = (tri(c_s, v) + c.target_weight * target + c.similarity_weight * similarity + c.feature_weight * feature
+            + (c.back_weight if back_terms else 0.0) * back + c.adversarial_weight * adversarial)
+    return {"loss": loss, "target": target, "similarity_view": similarity, "feature_view": feature, "back_translation": back}
+
+
+def text_batch(gen, b, length, full_row=True, dtype=torch.float64):
+    lengths = torch.randint(1, length + 1, (b,), generator=gen)
+    if full_row:
+        lengths[0] = length
+    states = torch.randn(b, length, TEXT_DIM, generator=gen, dtype=dtype)
+    return TextBatch(states, torch.arange(length)[None, :] < lengths[:, None])
+
+
+def make_batch(seed=0, b=7):
+    gen = torch.Generator().manual_seed(seed)
+    # different padded lengths per batch, one batch with no full-length row, back-translation for two of three targets
+    text = {"en": text_batch(gen, b, 5), "de": text_batch(gen, b, 9), "fr": text_batch(gen, b, 3), "ja": text_batch(gen, b, 6, full_row=False)}
+    back = {"de": text_batch(gen, b, 4), "ja": text_batch(gen, b, 8)}
+    return {"visual": torch.randn(b, VISUAL_DIM, generator=gen, dtype=torch.float64), "text": text, "targets": ["de", "fr", "ja"], "back": back,
+            "item_ids": [f"i{k}" for k in range(b)]}
+
+
+def twins(head):
+    torch.manual_seed(3)
+    new = build_method("nrccr", None, head=head, dropout=0.0, attention_dropout=0.0, **CONFIG)
+    old = build_method("nrccr", None, head=head, dropout=0.0, attention_dropout=0.0, **CONFIG)
+    old.load_state_dict(new.state_dict())
+    return new.double().train(), old.double().train()  # float64: a difference in the maths is not hidden by rounding
+
+
+@pytest.mark.parametrize("head", ["native", "linear"])
+def test_packed_loss_and_gradients_equal_the_per_batch_implementation(head):
+    new, old = twins(head)
+    batch = make_batch()
+    out_new, out_old = new.loss(batch), reference_loss(old, batch)
+    for key in out_old:
+        assert torch.allclose(out_new[key], out_old[key], rtol=1e-10, atol=1e-12), (key, out_new[key], out_old[key])
+    out_new["loss"].backward()
+    out_old["loss"].backward()
+    grads_old = dict(old.named_parameters())
+    checked = 0
+    for name, p in new.named_parameters():
+        q = grads_old[name]
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, rtol=1e-9, atol=1e-11), (name, (p.grad - q.grad).abs().max())
+            checked += 1
+    assert checked >= 10
+    # BatchNorm running statistics: the mapping head saw the same batches in the same order
+    for (name, b_new), (_, b_old) in zip(new.named_buffers(), old.named_buffers()):
+        assert torch.allclose(b_new.double(), b_old.double(), atol=1e-12), name
+
+
+def test_packed_loss_without_back_translation_or_targets():
+    new, old = twins("native")
+    batch = make_batch(seed=1)
+    batch.pop("back")
+    assert torch.allclose(new.loss(batch)["loss"], reference_loss(old, batch)["loss"], rtol=1e-10)
+    batch["targets"] = []
+    out = new.loss(batch)
+    assert float(out["target"]) == 0.0 and torch.isfinite(out["loss"])
+
+
+def test_packed_encode_text_equals_per_batch_in_eval():
+    torch.manual_seed(0)
+    model = build_method("nrccr", None, **CONFIG).eval()  # dropout on, but eval mode
+    gen = torch.Generator().manual_seed(5)
+    text = text_batch(gen, 6, 7, dtype=torch.float32)
+    with torch.no_grad():
+        tokens = model.text_proj(text.states)
+        expected = model.text_mapping(masked_mean(model.attention(tokens, tokens, text.mask), text.mask))
+        assert torch.allclose(model.encode_text(text), expected, atol=1e-6)
+
+
+def test_pack_layout():
+    gen = torch.Generator().manual_seed(0)
+    a, b = text_batch(gen, 3, 4, dtype=torch.float32), text_batch(gen, 2, 6, dtype=torch.float32)
+    x, packing = pack([(a.states, a.mask), (b.states, b.mask)])
+    assert x.shape == (int(a.mask.sum() + b.mask.sum()), TEXT_DIM)
+    assert packing.mask.shape == (5, 6) and packing.sizes == [3, 2]
+    padded = packing.pad(x)
+    assert torch.equal(padded[:3, :4][a.mask], a.states[a.mask]) and torch.equal(padded[3:][b.mask], b.states[b.mask])
+    assert torch.equal(packing.unpad(padded), x)
+    assert torch.allclose(packing.sums(x)[:3] / packing.counts()[:3], masked_mean(a.states, a.mask), atol=1e-6)
+    assert torch.equal(x[packing.tokens(1)], b.states[b.mask])
+
+
+def test_packed_tower_refuses_too_long_captions():
+    model = build_method("nrccr", None, **{**CONFIG, "max_text_tokens": 4}).eval()
+    text = TextBatch(torch.randn(2, 5, TEXT_DIM), torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="5 positions; this tower has 4 position embeddings"):
+        model.encode_text(text)
