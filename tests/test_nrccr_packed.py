@@ -135,12 +135,13 @@ def test_pack_layout():
     a, b = text_batch(gen, 3, 4, dtype=torch.float32), text_batch(gen, 2, 6, dtype=torch.float32)
     x, packing = pack([(a.states, a.mask), (b.states, b.mask)])
     assert x.shape == (int(a.mask.sum() + b.mask.sum()), TEXT_DIM)
-    assert packing.mask.shape == (5, 6) and packing.sizes == [3, 2]
-    padded = packing.pad(x)
-    assert torch.equal(padded[:3, :4][a.mask], a.states[a.mask]) and torch.equal(padded[3:][b.mask], b.states[b.mask])
-    assert torch.equal(packing.unpad(padded), x)
-    assert torch.allclose(packing.sums(x)[:3] / packing.counts()[:3], masked_mean(a.states, a.mask), atol=1e-6)
-    assert torch.equal(x[packing.tokens(1)], b.states[b.mask])
+    assert torch.equal(x[packing.tokens(0)], a.states[a.mask]) and torch.equal(x[packing.tokens(1)], b.states[b.mask])
+    padded = packing.pad(x[packing.tokens(1)], 1)  # each batch keeps its own length
+    assert padded.shape == (2, 6, TEXT_DIM) and torch.equal(padded[b.mask], b.states[b.mask]) and not padded[~b.mask].any()
+    assert torch.equal(packing.unpad(padded, 1), x[packing.tokens(1)])
+    assert torch.allclose(packing.mean(x[packing.tokens(0)], 0), masked_mean(a.states, a.mask), atol=1e-6)
+    assert torch.allclose(packing.mean(x[packing.tokens(1)], 1), masked_mean(b.states, b.mask), atol=1e-6)
+    assert packing.pos.tolist() == a.mask.nonzero()[:, 1].tolist() + b.mask.nonzero()[:, 1].tolist()
 
 
 def test_packed_tower_refuses_too_long_captions():

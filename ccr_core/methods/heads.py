@@ -90,66 +90,58 @@ class TokenProjection(nn.Module):
 
 @dataclass
 class Packing:
-    """Where the real tokens of several text batches sit: the batches' sequences stacked into one padded
-    (S, L) layout (L the longest batch's length), and each real token's sequence and position in it.
-    Token-wise layers (projections, LayerNorm) then run on the N real tokens only, in one call for all
-    batches; attention runs on the padded layout. Tokens are in row-major order of each batch's mask."""
+    """Where the real tokens of several text batches sit: batch ``i``'s real tokens are rows
+    ``tokens(i)`` of one (N, D) tensor, in row-major order of its (B_i, L_i) mask. Token-wise layers
+    (projections, LayerNorm) then run once on the N real tokens of all batches, with no padding;
+    attention runs per batch on its own padded (B_i, L_i) layout (no batch is padded to another's length)."""
 
-    mask: torch.Tensor  # (S, L) bool, True at real tokens
-    seq: torch.Tensor  # (N,) sequence of each real token
+    masks: list  # (B_i, L_i) bool per batch
+    local: list  # (n_i,) index of each real token in its batch's flattened (B_i * L_i) layout
     pos: torch.Tensor  # (N,) position of each real token in its sequence
-    sizes: list  # sequences per batch, in order
-    starts: list  # first token (in the N) of each batch
-
-    @property
-    def flat(self) -> torch.Tensor:
-        return self.seq * self.mask.shape[1] + self.pos  # (N,) index into the flattened (S * L) layout
-
-    def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, H) real tokens -> (S, L, H), zeros at padding."""
-        S, L = self.mask.shape
-        return x.new_zeros(S * L, x.shape[1]).index_copy(0, self.flat, x).view(S, L, x.shape[1])  # (S, L, H)
-
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        """(S, L, H) -> (N, H) real tokens."""
-        return x.reshape(-1, x.shape[-1]).index_select(0, self.flat)  # (N, H)
-
-    def sums(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sequence sum of the real tokens: (N, H) -> (S, H)."""
-        return x.new_zeros(self.mask.shape[0], x.shape[1]).index_add(0, self.seq, x)  # (S, H)
-
-    def counts(self) -> torch.Tensor:
-        return self.mask.sum(dim=1, keepdim=True).clamp(min=1)  # (S, 1)
-
-    def rows(self, i: int) -> slice:
-        """The sequences of batch ``i`` in the (S, ...) layout."""
-        start = sum(self.sizes[:i])
-        return slice(start, start + self.sizes[i])
+    seq: torch.Tensor  # (N,) sequence of each real token, counting the batches' sequences in order
+    starts: list  # first token (in the N) of each batch, and N at the end
 
     def tokens(self, i: int) -> slice:
         """The real tokens of batch ``i`` in the (N, ...) layout."""
-        end = self.starts[i + 1] if i + 1 < len(self.starts) else int(self.seq.shape[0])
-        return slice(self.starts[i], end)
+        return slice(self.starts[i], self.starts[i + 1])
+
+    def pad(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Batch ``i``'s (n_i, H) real tokens -> (B_i, L_i, H), zeros at padding."""
+        b, length = self.masks[i].shape
+        return x.new_zeros(b * length, x.shape[1]).index_copy(0, self.local[i], x).view(b, length, x.shape[1])
+
+    def unpad(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """(B_i, L_i, H) -> batch ``i``'s (n_i, H) real tokens."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.local[i])
+
+    def sums(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Per-sequence sums of batch ``i``'s real tokens (n_i, H) -> (B_i, H)."""
+        first = sum(int(m.shape[0]) for m in self.masks[:i])
+        return x.new_zeros(self.masks[i].shape[0], x.shape[1]).index_add(0, self.seq[self.tokens(i)] - first, x)
+
+    def counts(self, i: int) -> torch.Tensor:
+        return self.masks[i].sum(dim=1, keepdim=True).clamp(min=1)  # (B_i, 1)
+
+    def mean(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Masked mean of batch ``i``'s sequences from its (n_i, H) real tokens -> (B_i, H)."""
+        return self.sums(x, i) / self.counts(i)
 
 
 def pack(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Packing]:
     """Real tokens of several (states (B_i, L_i, D), mask (B_i, L_i)) batches -> (N, D) and their :class:`Packing`."""
-    length = max(int(m.shape[1]) for _, m in batches)
-    rows, seqs, poss, sizes, starts, masks = [], [], [], [], [], []
-    offset = count = 0
+    rows, seqs, poss, masks, local, starts = [], [], [], [], [], [0]
+    offset = 0
     for states, mask in batches:
         mask = mask.to(torch.bool)
         where = mask.nonzero()  # (n_i, 2): (sequence, position), row-major
         rows.append(states[mask])  # (n_i, D), same order
         seqs.append(where[:, 0] + offset)
         poss.append(where[:, 1])
-        masks.append(F.pad(mask, (0, length - mask.shape[1])))
-        sizes.append(int(mask.shape[0]))
-        starts.append(count)
+        masks.append(mask)
+        local.append(where[:, 0] * mask.shape[1] + where[:, 1])
+        starts.append(starts[-1] + int(where.shape[0]))
         offset += int(mask.shape[0])
-        count += int(where.shape[0])
-    packing = Packing(torch.cat(masks), torch.cat(seqs), torch.cat(poss), sizes, starts)
-    return torch.cat(rows), packing
+    return torch.cat(rows), Packing(masks, local, torch.cat(poss), torch.cat(seqs), starts)
 
 
 class AttentionLayer(nn.Module):

@@ -94,7 +94,7 @@ class NRCCR(CCRMethod):
     # -- towers ------------------------------------------------------------------------------------
     # Every text batch of a step goes through the tower in one packed call (ccr_core.methods.heads.pack):
     # the token projection and the query/key/value projections run once over the real tokens of all
-    # batches (no padding), self-attention runs on the padded layout, and the cross-attention
+    # batches (no padding), attention runs per batch on its own padded layout, and the cross-attention
     # pseudo-target reuses the English queries and each target's keys and values of that same call (the
     # published model computes them again per call; they are the same numbers). The losses equal the
     # per-batch implementation's to float rounding (tests/test_nrccr_packed.py).
@@ -104,18 +104,26 @@ class NRCCR(CCRMethod):
         x, packing = pack([(st, t.mask) for st, t in zip(states, texts)])  # (N, Dt)
         return states, self.text_proj.packed(x, packing.pos), packing  # (N, H)
 
-    def _self_attention(self, tokens: torch.Tensor, packing: Packing) -> tuple[torch.Tensor, tuple]:
-        """The shared layer's self-attention over every packed sequence: (N, H), and the padded heads (q, k, v)."""
+    def _padded_heads(self, x: torch.Tensor, packing: Packing, i: int, parts: int) -> list[torch.Tensor]:
+        """Batch ``i``'s packed projections (n_i, parts * H) -> ``parts`` padded head tensors (B_i, nh, L_i, dh)."""
+        return [self.attention.heads(p) for p in packing.pad(x, i).chunk(parts, dim=2)]
+
+    def _self_attention(self, tokens: torch.Tensor, packing: Packing) -> tuple[torch.Tensor, dict]:
+        """The shared layer's self-attention over every packed sequence: (N, H), and each batch's padded (q, k, v) heads."""
         a = self.attention
-        q, k, v = (a.heads(packing.pad(x)) for x in a.project(tokens).chunk(3, dim=1))  # each (S, nh, L, dh)
-        return a.finish(packing.unpad(a.attend(q, k, v, packing.mask)), tokens), (q, k, v)  # (N, H)
+        qkv = a.project(tokens)  # (N, 3H): one matrix product for every batch
+        heads, outs = {}, []
+        for i in range(len(packing.masks)):
+            q, k, v = heads[i] = self._padded_heads(qkv[packing.tokens(i)], packing, i, 3)
+            outs.append(packing.unpad(a.attend(q, k, v, packing.masks[i]), i))  # (n_i, H)
+        return a.finish(torch.cat(outs), tokens), heads
 
     def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
         if self.text_head is not None:
             return self.text_head(self.backbone_states(text), text.mask)  # (B, E)
         _, tokens, packing = self._pack([text])
         h, _ = self._self_attention(tokens, packing)  # (N, H)
-        return self.text_mapping(packing.sums(h) / packing.counts())  # (B, E)
+        return self.text_mapping(packing.mean(h, 0))  # (B, E)
 
     def encode_visual(self, visual, frames=None, frame_mask=None) -> torch.Tensor:
         return self.visual(visual, frames, frame_mask)  # (B, E)
@@ -171,39 +179,33 @@ class NRCCR(CCRMethod):
         # one tower call: English, the targets, and (own tower only) the back-translations
         texts = [source] + [batch["text"][lang] for lang in targets] + (list(backs.values()) if native else [])
         states, tokens, packing = self._pack(texts)  # tokens (N, H)
-        if native:
-            h, (q, k, vv) = self._self_attention(tokens, packing)  # (N, H); heads (S, nh, L, dh)
-            pooled = packing.sums(h) / packing.counts()  # (S, H) self-attention embeddings before the mapping
+        n = len(targets)
+        if native:  # self-attention of every batch; its English queries and target keys/values serve h^C too
+            h, heads = self._self_attention(tokens, packing)  # h: (N, H)
+            pooled = [packing.mean(h[packing.tokens(i)], i) for i in range(len(texts))]  # (B, H) each
+            q_en = heads[0][0]
+            kv = {j: heads[1 + j][1:] for j in range(n)}
         elif targets:  # common encoder: the tower serves only h^C -- English queries, target keys and values
-            en, rest = packing.tokens(0), slice(packing.tokens(0).stop, None)
-            zeros = tokens.new_zeros(tokens.shape[0] - en.stop, tokens.shape[1])
-            q = a.heads(packing.pad(torch.cat([a.project(tokens[en], "q"), zeros])))  # (S, nh, L, dh)
-            k_part, v_part = a.project(tokens[rest], "kv").chunk(2, dim=1)  # (N - n_en, H) each
-            head_zeros = tokens.new_zeros(en.stop, tokens.shape[1])
-            k, vv = (a.heads(packing.pad(torch.cat([head_zeros, x]))) for x in (k_part, v_part))
-        c_s = self.text_mapping(pooled[packing.rows(0)]) if native else self.text_head(states[0], source.mask)  # (B, E)
+            q_en = self._padded_heads(a.project(tokens[packing.tokens(0)], "q"), packing, 0, 1)[0]
+            kv = {j: self._padded_heads(a.project(tokens[packing.tokens(1 + j)], "kv"), packing, 1 + j, 2) for j in range(n)}
+        c_s = self.text_mapping(pooled[0]) if native else self.text_head(states[0], source.mask)  # (B, E)
         pooled_s = masked_mean(states[0], source.mask)  # (B, Dt) discriminator input, English
 
         if targets:
-            # h^C for every target at once: English queries over each target's keys and values, no residual
-            n, en = len(targets), packing.tokens(0)
-            rows = slice(packing.rows(1).start, packing.rows(n).stop)  # the targets' sequences, in order
-            batch_size, length = packing.sizes[0], packing.mask.shape[1]
-            cross = a.attend(q[packing.rows(0)].repeat(n, 1, 1, 1), k[rows], vv[rows], packing.mask[rows])  # (n*B, L, H)
-            flat_en = packing.flat[en]  # (n_en,) English tokens in the (B * L) layout
-            picks = torch.cat([flat_en + j * batch_size * length for j in range(n)])  # (n * n_en,)
-            cross = a.finish(cross.reshape(-1, cross.shape[-1]).index_select(0, picks), None)  # (n * n_en, H)
-            seq = torch.cat([packing.seq[en] + j * batch_size for j in range(n)])  # (n * n_en,)
-            cross_sums = cross.new_zeros(n * batch_size, cross.shape[1]).index_add(0, seq, cross)  # (n*B, H)
-            counts = packing.counts()
-            joint = (cross_sums + packing.sums(tokens)[rows]) / (counts[packing.rows(0)].repeat(n, 1) + counts[rows])  # (n*B, H)
+            # h^C per target: English queries over the target's keys and values, no residual; pooled over
+            # [cross ; target tokens] -- one output projection for all targets
+            cross = torch.cat([packing.unpad(a.attend(q_en, *kv[j], packing.masks[1 + j]), 0) for j in range(n)])  # (n * n_en, H)
+            cross = a.finish(cross, None)
+            n_en = packing.tokens(0).stop - packing.tokens(0).start
+            joint = [(packing.sums(cross[j * n_en:(j + 1) * n_en], 0) + packing.sums(tokens[packing.tokens(1 + j)], 1 + j))
+                     / (packing.counts(0) + packing.counts(1 + j)) for j in range(n)]  # (B, H) each
 
         target_terms, back_terms, pooled_targets = [], [], []
         for j, lang in enumerate(targets):
             target = batch["text"][lang]
             states_t = states[1 + j]  # (B, Lt, Dt)
-            c_t = self.text_mapping(pooled[packing.rows(1 + j)]) if native else self.text_head(states_t, target.mask)  # (B, E)
-            h_c = self.text_mapping(joint[j * batch_size:(j + 1) * batch_size])  # (B, E)
+            c_t = self.text_mapping(pooled[1 + j]) if native else self.text_head(states_t, target.mask)  # (B, E)
+            h_c = self.text_mapping(joint[j])  # (B, E)
             pooled_t = masked_mean(states_t, target.mask)  # (B, Dt)
             target_terms.append(
                 torch.stack(
@@ -218,7 +220,7 @@ class NRCCR(CCRMethod):
             pooled_targets.append(pooled_t.detach())
             if lang in backs:
                 if native:
-                    c_b = self.text_mapping(pooled[packing.rows(1 + n + list(backs).index(lang))])  # (B, E)
+                    c_b = self.text_mapping(pooled[1 + n + list(backs).index(lang)])  # (B, E)
                 else:
                     c_b = self.encode_text(backs[lang], "en")  # (B, E)
                 back_terms.append(self._tri(c_s, c_b))
