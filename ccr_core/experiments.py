@@ -142,16 +142,17 @@ def floor_comparison(results: list[dict]) -> list[str]:
                   "each of its rows with `ccr train --method floor … trainable_image_blocks=K trainable_layers=T` (commands in README.md).", ""]
 
 
-def ship(world: str, progress: bool = True) -> list[dict]:
+def ship(world: str, progress: bool = True, methods=None) -> list[dict]:
     """Copy each method's seed-0 "published" model (and the floor's) into ``checkpoints/<world>/``, as float16,
-    evaluate that copy, and merge its numbers into ``results/<world>.json`` (other models' rows stay)."""
+    evaluate that copy, and merge its numbers into ``results/<world>.json`` (other models' rows stay).
+    ``methods`` narrows which methods are shipped (``--methods`` on the command line)."""
     import torch
 
     from ccr_core.training.checkpoint import convert_weights
 
     benches = protocol.Benches(progress)
     shipped = []
-    for run in protocol.grid(world, seeds=(0,)):
+    for run in protocol.grid(world, seeds=(0,), methods=methods):
         wanted = run.setting == "published" or run.method == "floor"
         if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)) or not (run.folder() / "result.json").exists():
             continue
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default 0 1 2)")
     parser.add_argument("--noise", nargs="+", type=float, help="only these noise rates")
     parser.add_argument("--budget", action="store_true", help="time a few steps of every (setting, method) and print the grid's estimated cost; trains nothing")
-    parser.add_argument("--ship", action="store_true", help="after the grid, copy each method's seed-0 model into checkpoints/<world>/ and update results/<world>.json")
+    parser.add_argument("--ship", action="store_true", help="after the grid, copy each method's seed-0 model (only --methods, when given) into checkpoints/<world>/ and update results/<world>.json")
     parser.add_argument("--plots", action="store_true", help="render docs/protocol-<world>.png (headless chromium)")
     parser.add_argument("--markdown-only", action="store_true", help="only rewrite RESULTS.md from results/*.json")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             run_grid(world, progress=not args.quiet, **narrow)
             print(f"== {world} grid done in {time.perf_counter() - start:.0f} s", flush=True)
             if args.ship:
-                ship(world, progress=not args.quiet)
+                ship(world, progress=not args.quiet, methods=args.methods)
     if args.plots:
         for path in write_plots():
             print(f"wrote {path}")
