@@ -503,7 +503,9 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
         elif setting == "common":
             changed = ", ".join(f"{k} {v}" for k, v in proto.method_overrides["floor"].items())
             out += [f"Here the baseline has the floor's heads and objective (InfoNCE on (v, en) and (v, t)); the floor differs only by its tuned "
-                    f"{changed} (the baseline keeps its own). The table below the research answers compares every method with the floor.", ""]
+                    f"{changed} (the baseline keeps its own). With the floor's value the baseline *is* the floor: "
+                    f"`ccr train --method baseline --data {world} --config <a baseline run's train_config.json> {' '.join(f'{k}={v}' for k, v in proto.method_overrides['floor'].items())}` "
+                    "ends with the floor's seed-0 weights bit for bit (checked). The table below the research answers compares every method with the floor.", ""]
         out += ["| method | noise | seeds | target SumR | en SumR | MRV (mean i2t/t2i) | kept % | train s (mean) |", "|---|---|---|---|---|---|---|---|"]
         for key in keys:
             st = table[key]["stats"]
