@@ -370,7 +370,7 @@ def _claim(label: str, diff: tuple[float, float, int], better: str, unit: str = 
     mean, hw, n = diff
     if n == 0:
         return f"- {label}: no runs yet."
-    return f"- {label}: difference {mean:+.{digits}f}{unit} ± {0 if math.isnan(hw) else hw:.{digits}f} ({n} seeds) — **{verdict(mean, hw, n, better)}**"
+    return f"- {label}: difference {mean:+.{digits}f}{unit} ± {0 if math.isnan(hw) else hw:.{digits}f} ({n} seed{'s' if n != 1 else ''}) — **{verdict(mean, hw, n, better)}**"
 
 
 def research_answers(world: str, table: dict) -> list[str]:
