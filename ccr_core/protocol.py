@@ -417,7 +417,7 @@ def research_answers(world: str, table: dict) -> list[str]:
     return out
 
 
-def floor_comparison(table: dict, setting: str = "common", noise: float = 0.0) -> list[str]:
+def against_floor(table: dict, setting: str = "common", noise: float = 0.0) -> list[str]:
     """Each method against the floor, per query language (paired per seed): does it match the floor
     within its interval, or beat it, or fall below it? (issue 13: in the common-encoder setting the
     baseline should match the floor; a method below the floor needs its cause found)."""
@@ -501,10 +501,10 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
             out += ["Here the baseline's objective (InfoNCE on (v, en) and (v, t), τ 0.05) is the floor's and its heads are the floor's, "
                     "so the two rows are one model trained twice from the same seed: they agree to the last digit, a check of the setting.", ""]
         elif setting == "common":
-            changed = ", ".join(f"{k} {v}" for k, v in proto.method_overrides["floor"].items())
+            overrides = proto.method_overrides["floor"]
             out += [f"Here the baseline has the floor's heads and objective (InfoNCE on (v, en) and (v, t)); the floor differs only by its tuned "
-                    f"{changed} (the baseline keeps its own). With the floor's value the baseline *is* the floor: "
-                    f"`ccr train --method baseline --data {world} --config <a baseline run's train_config.json> {' '.join(f'{k}={v}' for k, v in proto.method_overrides['floor'].items())}` "
+                    f"{', '.join(f'{k} {v}' for k, v in overrides.items())} (the baseline keeps its own). With the floor's value the baseline *is* the floor: "
+                    f"`ccr train --method baseline --data {world} --config <a baseline run's train_config.json> {' '.join(f'{k}={v}' for k, v in overrides.items())}` "
                     "ends with the floor's seed-0 weights bit for bit (checked). The table below the research answers compares every method with the floor.", ""]
         out += ["| method | noise | seeds | target SumR | en SumR | MRV (mean i2t/t2i) | kept % | train s (mean) |", "|---|---|---|---|---|---|---|---|"]
         for key in keys:
@@ -536,7 +536,7 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
             out.append(f"| {key[0]} | {key[1]} | {key[2]:g} | " + " | ".join(row) + " |")
         out.append("")
     out += research_answers(world, table)
-    out += floor_comparison(table)
+    out += against_floor(table)
     out += uml_targets(table, world)
     if (PLOT_DIR / f"protocol-{world}.png").exists():
         out += [f"![target SumR against noise rate, {world}](docs/protocol-{world}.png)", ""]

@@ -88,20 +88,20 @@ def test_research_answers_come_from_paired_seed_differences():
     assert "| uml | 0.4 | 3 |" in md and "raw cosine (trivial)" in md
 
 
-def test_floor_comparison_says_above_matches_or_below_per_language():
+def test_against_floor_says_above_matches_or_below_per_language():
     results = []
     for seed in (0, 1, 2):
         results += [_result("floor", 0.0, seed, 400.0 + seed, en=500.0 + seed),
                     _result("baseline", 0.0, seed, 400.0 + seed + (0.5 if seed == 1 else -0.5), en=500.0 + seed),  # noise around the floor
                     _result("nrccr", 0.0, seed, 380.0 + seed, en=520.0 + seed)]  # below in de, above in en
-    lines = protocol.floor_comparison(protocol.cells(results))
+    lines = protocol.against_floor(protocol.cells(results))
     header = lines[4]
     assert header.startswith("| method | de | en |")
     baseline = next(line for line in lines if line.startswith("| baseline |"))
     nrccr = next(line for line in lines if line.startswith("| nrccr |"))
     assert baseline.count("(matches)") == 1 and "(identical)" in baseline  # de noisy around 0; en the same in every seed
     assert "-20.0 ± 0.0 (**below**)" in nrccr and "+20.0 ± 0.0 (above)" in nrccr
-    assert protocol.floor_comparison(protocol.cells([r for r in results if r["method"] != "floor"])) == []
+    assert protocol.against_floor(protocol.cells([r for r in results if r["method"] != "floor"])) == []
 
 
 def test_tiny_grid_runs_end_to_end_and_resumes(tmp_path, monkeypatch):

@@ -72,20 +72,22 @@ class TokenProjection(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        length = x.shape[1]
-        if length > self.positions.num_embeddings:
-            raise ValueError(f"{length} positions; this tower has {self.positions.num_embeddings} position embeddings")
-        h = F.relu(self.linear(self.dropout(self.input_norm(x))))  # (B, L, H)
-        h = h + self.positions.weight[:length]  # (B, L, H)
-        return self.dropout(self.output_norm(h))  # (B, L, H)
+        self._check_length(x.shape[1])
+        return self._project(x, self.positions.weight[: x.shape[1]])  # (B, L, Din) -> (B, L, H)
 
     def packed(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The same layer on real tokens only: x (N, Din) with each token's position (N,) -> (N, H)."""
-        if positions.numel() and int(positions.max()) >= self.positions.num_embeddings:
-            raise ValueError(f"{int(positions.max()) + 1} positions; this tower has {self.positions.num_embeddings} position embeddings")
-        h = F.relu(self.linear(self.dropout(self.input_norm(x))))  # (N, H)
-        h = h + self.positions(positions)  # (N, H)
-        return self.dropout(self.output_norm(h))  # (N, H)
+        if positions.numel():
+            self._check_length(int(positions.max()) + 1)
+        return self._project(x, self.positions(positions))  # (N, H)
+
+    def _check_length(self, length: int) -> None:
+        if length > self.positions.num_embeddings:
+            raise ValueError(f"{length} positions; this tower has {self.positions.num_embeddings} position embeddings")
+
+    def _project(self, x: torch.Tensor, position_embeddings: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.linear(self.dropout(self.input_norm(x))))  # (..., H)
+        return self.dropout(self.output_norm(h + position_embeddings))  # (..., H)
 
 
 @dataclass
@@ -162,7 +164,7 @@ class AttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.attention_dropout = dropout
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
         return x.view(batch, length, self.num_heads, width // self.num_heads).transpose(1, 2)  # (B, nh, L, dh)
 
@@ -170,22 +172,14 @@ class AttentionLayer(nn.Module):
         self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor, residual: bool = True
     ) -> torch.Tensor:
         """query (B, Lq, H) attends over context (B, Lk, H) with context_mask (B, Lk) bool -> (B, Lq, H)."""
-        q, k, v = self._heads(self.query(query)), self._heads(self.key(context)), self._heads(self.value(context))
-        attend = context_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, Lk)
-        drop = self.attention_dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=drop)  # (B, nh, Lq, dh)
-        out = out.transpose(1, 2).reshape(query.shape)  # (B, Lq, H)
-        out = self.dropout(self.output(out))  # (B, Lq, H)
-        return self.norm(out + query) if residual else self.norm(out)  # (B, Lq, H)
+        q, k, v = self.heads(self.query(query)), self.heads(self.key(context)), self.heads(self.value(context))
+        return self.finish(self.attend(q, k, v, context_mask), query if residual else None)  # (B, Lq, H)
 
-    # -- the same layer on packed tokens (NRCCR's tower: one call for all its text batches) ----------
+    # -- the pieces of forward, also called one by one on packed tokens (NRCCR's tower) ---------------
     def project(self, x: torch.Tensor, which: str = "qkv") -> torch.Tensor:
         """Any of the query/key/value projections of (N, H) tokens in one matrix product: (N, len(which) * H)."""
         layers = [{"q": self.query, "k": self.key, "v": self.value}[w] for w in which]
         return F.linear(x, torch.cat([l.weight for l in layers]), torch.cat([l.bias for l in layers]))
-
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
-        return self._heads(x)  # (S, L, H) -> (S, nh, L, dh)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """Scaled dot-product attention of (S, nh, Lq, dh) queries over keys with key_mask (S, Lk) -> (S, Lq, H)."""
