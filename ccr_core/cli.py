@@ -42,7 +42,17 @@ def cmd_prepare_models(args) -> int:
     print(f"multilingual-e5-small ready at {folder}")
     from ccr_core.backbones.vision import EfficientNetLite0
 
-    print(f"efficientnet-lite0 weights: {EfficientNetLite0().weights_path}")
+    lite0 = EfficientNetLite0()
+    print(f"efficientnet-lite0 weights: {lite0.weights_path}")
+    from ccr_core.backbones import runtime
+
+    if runtime.mode() != "torch":  # export and check the ONNX copies now, so the first extraction does not
+        from ccr_core.backbones.text import load_text_encoder
+
+        text = load_text_encoder("e5-small").eval()
+        ready = {"efficientnet-lite0": lite0.prepare_runtime(), "e5-small": text.prepare_runtime()}
+        state = ", ".join(f"{name} {'ready' if ok else 'in PyTorch'}" for name, ok in ready.items())
+        print(f"ONNX Runtime {runtime.version() or '(not installed)'}: {state} ({runtime.onnx_dir()})")
     return 0
 
 

@@ -135,8 +135,8 @@ def _encode_paths(backbone: VisualBackbone, paths: Sequence[Path]) -> np.ndarray
     batch = prefetcher.take(paths) if prefetcher is not None else None
     if batch is None:
         batch = _load_batch(backbone, paths)  # (B, 3, S, S)
-    with torch.inference_mode():
-        return backbone(batch.to(module_device(backbone))).float().cpu().numpy()  # (B, D): a backbone moved to a GPU runs there
+    # (B, D): a backbone moved to a GPU runs there; on the CPU a backbone may use ONNX Runtime (infer)
+    return backbone.infer(batch.to(module_device(backbone))).float().cpu().numpy()
 
 
 def extract_features(

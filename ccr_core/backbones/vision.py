@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 import ccr_core  # noqa: F401  (installs the torchvision shim before any torchvision import)
-from ccr_core.backbones import VISUAL_BACKBONES
+from ccr_core.backbones import VISUAL_BACKBONES, runtime
 from ccr_core.io import sha256_file
 
 # Guards against decompression bombs: PIL raises above this many pixels instead of decoding them.
@@ -99,10 +99,16 @@ class VisualBackbone(torch.nn.Module):
         """A short, stable hash of the identity, for folder names."""
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
 
+    def infer(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen inference: (B, 3, S, S) preprocessed -> (B, dim) features, no gradients. The same
+        numbers as ``forward``; a backbone may run it in a faster runtime (see EfficientNetLite0)."""
+        with torch.no_grad():  # not inference_mode: the features may feed autograd (trainable heads)
+            return self(images)
+
     @torch.no_grad()
     def encode_pil(self, images: list[Image.Image]) -> torch.Tensor:
         batch = torch.stack([self.preprocess(im) for im in images])  # (B, 3, S, S)
-        return self(batch)
+        return self.infer(batch)
 
 
 class EfficientNetLite0(VisualBackbone):
@@ -139,10 +145,68 @@ class EfficientNetLite0(VisualBackbone):
         fmap = self.net.extract_features(images.contiguous(memory_format=torch.channels_last))  # (B, 1280, 7, 7)
         return fmap.mean(dim=(2, 3))  # (B, 1280)
 
+    def infer(self, images: torch.Tensor) -> torch.Tensor:
+        """Features (B, 1280) of preprocessed images, in ONNX Runtime on the CPU where it is installed
+        and verified (``ccr_core.backbones.runtime``): 5.9x eager PyTorch's throughput on this
+        project's 2-core CPU (benchmarks/RESULTS.md), the same features to ~1e-5 (test_runtime.py).
+        Falls back to ``forward`` (PyTorch) on a GPU, under ``CCR_RUNTIME=torch`` or if the runtime
+        cannot be used."""
+        session = self._onnx_session() if images.device.type == "cpu" and runtime.on_cpu(self) else None
+        if session is None:
+            return super().infer(images)
+        return torch.from_numpy(session(images=images.detach().float().numpy()))  # (B, 1280)
+
+    def prepare_runtime(self) -> bool:
+        """Export and check the ONNX copy now (``ccr prepare-models``); True if inference will use it."""
+        return self._onnx_session() is not None
+
+    def _onnx_session(self):
+        """The verified ONNX session of these weights (built once per process), or None (PyTorch)."""
+        if runtime.mode() == "torch":
+            return None
+        state = getattr(self, "_onnx", None)
+        if state is None or state[0] != torch.get_num_threads():
+            try:
+                session = runtime.session_for(
+                    lambda: _Lite0Features(_export_copy(self.net)), key=f"efficientnet-lite0-{self.weights_hash()[:16]}",
+                    example={"images": torch.zeros(1, 3, self.image_size, self.image_size)}, output="features",
+                    dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                    source={"weights_sha256": self.weights_hash()},
+                    reference=lambda images: self(images),
+                    probe={"images": torch.randn(2, 3, self.image_size, self.image_size, generator=torch.Generator().manual_seed(0))})
+            except runtime.RuntimeUnavailable as exc:
+                runtime.fallback(self.name, exc)
+                session = None
+            state = self._onnx = (torch.get_num_threads(), session)
+        return state[1]
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): a changed backbone drops its session
+        self._onnx = None
+        return super()._apply(fn, *args, **kwargs)
+
     @torch.no_grad()
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (B, 1000), for sanity checks of the weights."""
         return self.net(images)
+
+
+class _Lite0Features(torch.nn.Module):
+    """What is exported to ONNX: pooled last-conv features of an EfficientNet (NCHW input)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(images).mean(dim=(2, 3))
+
+
+def _export_copy(net: torch.nn.Module) -> torch.nn.Module:
+    """A contiguous (NCHW) copy of ``net`` for the exporter: traced from channels_last weights the
+    exported graph computes other numbers (the probe check caught it)."""
+    import copy
+
+    return copy.deepcopy(net).to(memory_format=torch.contiguous_format).eval()
 
 
 def efficientnet_blocks(backbone) -> torch.nn.ModuleList:

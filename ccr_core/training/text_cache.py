@@ -45,20 +45,12 @@ def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (~mask)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
 
 
-@torch.no_grad()
 def frozen_states(encoder, texts: Sequence[str], trainable_layers: int, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token states after the frozen layers of ``encoder``: ((B, L, D) float, (B, L) bool mask)."""
+    """Token states after the frozen layers of ``encoder``: ((B, L, D) float, (B, L) bool mask).
+    (``encoder.infer_states``: in ONNX Runtime on the CPU where it is installed, else PyTorch.)"""
     batch = encoder.tokenize(list(texts), prefix=prefix)
-    input_ids, mask = batch["input_ids"], batch["attention_mask"].bool()
-    layers = _layers(encoder)
-    if trainable_layers <= 0:
-        hidden, mask = encoder(input_ids, batch["attention_mask"])
-        return hidden, mask.bool()
-    hidden = encoder.model.embeddings(input_ids=input_ids)  # (B, L, D)
-    additive = _additive_mask(mask, hidden.dtype)
-    for layer in layers[: len(layers) - trainable_layers]:
-        hidden = layer(hidden, additive)
-    return hidden, mask
+    hidden = encoder.infer_states(batch["input_ids"], batch["attention_mask"], skip_top=max(0, trainable_layers))
+    return hidden, batch["attention_mask"].bool().to(hidden.device)
 
 
 class TextTop(nn.Module):
