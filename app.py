@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("ccr.app")
@@ -77,6 +78,7 @@ def warm_up(world) -> None:
     from ccr_core.dashboard import consistency, projection
 
     try:
+        world.captions_ready.wait()  # both need the test captions' embeddings
         consistency.mrv_summary(world)
         for name in world.model_names():
             projection.project(world, name, world.languages, **projection.default_params(world))
@@ -84,8 +86,20 @@ def warm_up(world) -> None:
         log.exception("warm-up failed")
 
 
-def finish_training(world) -> None:
-    """Build the training-pair caches after the page is up (background thread); logs how long it took."""
+def finish_background(world) -> None:
+    """After the page is up (background thread): the test captions' text states and embeddings first
+    (image -> text, Consistency, maps), then the training-pair caches (audit, experiment); logs each."""
+    from ccr_core.dashboard import leaderboard
+
+    start = time.perf_counter()
+    try:
+        if world.pending_captions:
+            world.finish_caption_caches(progress=True)
+            log.info("test captions ready (%.0f s in the background)", time.perf_counter() - start)
+            leaderboard.all_results(world)  # models without shipped metrics are evaluated now
+    except Exception:  # noqa: BLE001 -- the tabs that need captions show the error; search keeps working
+        log.exception("encoding the test captions failed")
+        return
     try:
         world.finish_training_caches(progress=True)
         log.info("%s", world.training_status)
@@ -114,7 +128,7 @@ def open_world(args):
     workspace = Path(args.workspace).expanduser() if args.workspace else workspace_dir()
     bundle_root = resolve_world(args.world, workspace)
     checkpoints = Path(args.checkpoints).expanduser() if args.checkpoints else CHECKPOINTS_DIR / Path(args.world).name
-    world = load_world(bundle_root, checkpoints, workspace, progress=True)
+    world = load_world(bundle_root, checkpoints, workspace, progress=True, defer_captions=True)
     leaderboard.all_results(world)
     return world
 
@@ -130,8 +144,8 @@ def main(argv=None) -> int:
         print(f"ccr dashboard: {exc}", file=sys.stderr)
         return 2
     log.info("world loaded in %.1f s: %s", world.load_seconds, world.describe())
-    if world.pending_training:  # the test split is ready; the audit and experiment tabs wait for the training pairs
-        threading.Thread(target=finish_training, args=(world,), name="ccr-training-pairs", daemon=True).start()
+    if world.pending_captions or world.pending_training:  # the gallery is ready; captions, then training pairs, follow
+        threading.Thread(target=finish_background, args=(world,), name="ccr-background", daemon=True).start()
     demo = build_app(world)
     if not args.no_warm:
         threading.Thread(target=warm_up, args=(world,), name="ccr-warm-up", daemon=True).start()

@@ -92,8 +92,10 @@ def page_sizes(url: str) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def measure(methods: list[str], warm: bool, world: str | None = None, queries=QUERIES) -> dict:
-    """Start the app, time the page and the first searches, always kill it."""
+def measure(methods: list[str], warm: bool, world: str | None = None, queries=QUERIES, extra_env: dict | None = None,
+            timeout: float = TIMEOUT_S) -> dict:
+    """Start the app, time the page and the first searches, always kill it. ``extra_env`` (e.g. a fresh
+    ``CCR_WORKSPACE``) is added to the app's environment; ``timeout`` bounds the wait for the page."""
     from gradio_client import Client
 
     port = free_port()
@@ -102,7 +104,7 @@ def measure(methods: list[str], warm: bool, world: str | None = None, queries=QU
     lines: list[tuple[float, str]] = []
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})})
 
     def reader():
         for line in proc.stdout:
@@ -114,8 +116,8 @@ def measure(methods: list[str], warm: bool, world: str | None = None, queries=QU
         while not _http_ok(url):
             if proc.poll() is not None:
                 raise RuntimeError(f"app exited with {proc.returncode}: {' | '.join(l for _, l in lines[-5:])}")
-            if time.perf_counter() - start > TIMEOUT_S:
-                raise RuntimeError(f"no HTTP 200 from {url} within {TIMEOUT_S:.0f} s")
+            if time.perf_counter() - start > timeout:
+                raise RuntimeError(f"no HTTP 200 from {url} within {timeout:.0f} s")
             time.sleep(0.1)
         out["http_s"] = time.perf_counter() - start
         out["config_bytes"], out["info_bytes"] = page_sizes(url)

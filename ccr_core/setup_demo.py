@@ -4,11 +4,11 @@
    is there.
 2. Put its EfficientNet-Lite0 feature cache in place: copied from ``assets/features/demo-world``
    when the shipped cache matches this machine's backbone, else extracted (minutes).
-3. Load the dashboard's world once: text states of the test captions, thumbnails, per-model
-   embeddings and evaluation results are cached, so the dashboard starts quickly. The training
-   pairs' text states (about 10 minutes on 2 cores, for the Uncertainty audit and the Experiment
-   tab) are left to the dashboard, which builds them in the background once the page is up;
-   ``--full`` builds them here instead.
+3. Load the dashboard's world once: thumbnails and the gallery's per-model embeddings. The test
+   captions' text states (~2 minutes on 2 cores: image -> text, Consistency, the maps) and the
+   training pairs' (about 10 minutes, for the Uncertainty audit and the Experiment tab) are left to
+   the dashboard, which builds them in the background once the page is up and search works;
+   ``--full`` builds both here instead.
 """
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     from ccr_core.training.train import TrainConfig, prepare_workbench
 
     parser = argparse.ArgumentParser(prog="python -m ccr_core.setup_demo", description="Prepare the embedded demo world once (idempotent).")
-    parser.add_argument("--full", action="store_true", help="also compute the training captions' text states now (about 10 minutes on "
-                        "2 cores) instead of leaving them to the dashboard's background thread")
+    parser.add_argument("--full", action="store_true", help="also compute the test and training captions' text states now (about 12 minutes "
+                        "on 2 cores) instead of leaving them to the dashboard's background thread")
     args = parser.parse_args(argv)
     bundle = ensure_bundle()
     seed_shipped_features()
@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         prepare_workbench(TrainConfig(data=str(bundle.root)), workspace_dir(), bundle)
     if (CHECKPOINTS_DIR / WORLD).is_dir():
         start = time.perf_counter()
-        world = load_world(bundle.root, CHECKPOINTS_DIR / WORLD, workspace_dir(), progress=True)
-        left = " (training pairs: computed by the dashboard in the background)" if world.pending_training else ""
-        print(f"dashboard caches ready ({time.perf_counter() - start:.0f} s){left}")
+        world = load_world(bundle.root, CHECKPOINTS_DIR / WORLD, workspace_dir(), progress=True, defer_captions=not args.full)
+        left = [what for what, pending in (("test captions", world.pending_captions), ("training pairs", world.pending_training)) if pending]
+        print(f"dashboard caches ready ({time.perf_counter() - start:.0f} s)"
+              + (f" ({' and '.join(left)}: computed by the dashboard in the background)" if left else ""))
     from ccr_core.dashboard.projection import warm_umap_cache
 
     seconds = warm_umap_cache()  # the first live UMAP recompute then takes ~9 s instead of ~20 s (benchmarks/RESULTS.md)

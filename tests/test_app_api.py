@@ -31,14 +31,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(world_paths: dict):
-    """(module, world, blocks, url) of a launched app; the caller closes the blocks."""
+def start_server(world_paths: dict, defer_captions: bool = False):
+    """(module, world, blocks, url) of a launched app; the caller closes the blocks. ``defer_captions``:
+    as ``app.open_world`` loads it (test captions encoded later, by ``app.finish_background``)."""
     from ccr_core.dashboard import leaderboard
     from ccr_core.dashboard.world import load_world
 
     app = load_app_module()
     start = time.perf_counter()
-    world = load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"])
+    world = load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"], defer_captions=defer_captions)
     leaderboard.all_results(world)
     demo = app.build_app(world)
     port = free_port()
@@ -354,7 +355,7 @@ def test_a_fresh_workspace_serves_search_while_the_training_pairs_are_prepared(s
     from gradio_client import Client
 
     paths = {**server["paths"], "workspace": tmp_path / "ws"}  # nothing cached yet
-    app, world, demo, url = start_server(paths)
+    app, world, demo, url = start_server(paths, defer_captions=True)
     try:
         assert world.pending_training
         config = demo.get_config_file()
@@ -363,7 +364,17 @@ def test_a_fresh_workspace_serves_search_while_the_training_pairs_are_prepared(s
         fresh = Client(url, verbose=False)
         assert "img5#de#0" in fresh.predict("de caption 5", "auto", ALL, 3, api_name="/search")[0]  # search works at once
         assert "Preparing the training pairs" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
-        app.finish_training(world)  # what the background thread of app.main runs
+        # The test captions' text states were left for later too: a caption query is encoded on the spot
+        # (same answer as from the cache later), and the caption-side views say they are on their way.
+        assert world.pending_captions and not world.captions_ready.is_set()
+        early = fresh.predict("de caption 5", "auto", ALL, 3, api_name="/search")[1]
+        item = world.gallery[0].id
+        assert "test captions" in fresh.predict(item, None, ALL, 2, api_name="/image_to_text")[0]
+        assert "test captions" in fresh.predict("t2i", "baseline", api_name="/consistency")[0]
+        app.finish_background(world)  # what the background thread of app.main runs
+        assert not world.pending_captions and world.captions_ready.is_set()
+        assert all(m.captions is not None and m.captions.shape[0] == len(world.captions) for m in world.model_list())
+        assert fresh.predict("de caption 5", "auto", ALL, 3, api_name="/search")[1] == early
         assert not world.pending_training and "AUROC" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
     finally:
         demo.close()

@@ -189,6 +189,42 @@ def test_a_fresh_workspace_opens_on_the_test_split_and_adds_the_training_pairs_l
     assert not load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws").pending_training
 
 
+def test_deferred_captions_open_on_the_gallery_and_fill_in_the_same_embeddings(world, world_paths, tmp_path):
+    """The app's start (defer_captions): no test-caption text state is encoded before the page; typed
+    and caption queries work at once, caption-side views say they wait, and after the background pass
+    every model's caption embeddings equal those of a world loaded with its captions from the start."""
+    from ccr_core.dashboard import InputError, consistency, leaderboard, projection, search
+    from ccr_core.dashboard.world import load_world
+
+    fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws", defer_captions=True)
+    (config, bench), = fresh.benches.items()
+    assert len(bench.text_states.meta["texts"]) == 0 and len(fresh.pending_captions[config]) == len({c.text for c in fresh.captions})
+    assert not fresh.captions_ready.is_set() and "test captions" in fresh.captions_status
+    assert all(m.captions is None for m in fresh.model_list())
+    for name in fresh.model_names():  # the gallery's embeddings are there already, and the same
+        assert np.allclose(fresh.model(name).image_emb, world.model(name).image_emb, atol=1e-6)
+    early = search.text_search(fresh, "de caption 5", "auto", ["baseline"], 3)
+    assert early.methods[0].target_rank is not None  # a test caption as query: encoded on the spot
+    with pytest.raises(InputError, match="test captions"):
+        search.image_to_text(fresh, fresh.gallery[0].id, None, ["baseline"], 1)
+    with pytest.raises(InputError, match="test captions"):
+        consistency.mrv_summary(fresh)
+    with pytest.raises(InputError, match="test captions"):
+        projection.project(fresh, "baseline", fresh.languages, "PCA", 20, 5, 0.1)
+    original = fresh.captions_status
+    fresh.finish_caption_caches()
+    assert fresh.captions_ready.is_set() and not fresh.pending_captions and fresh.captions_status == "" and original
+    for name in fresh.model_names():
+        assert np.allclose(fresh.model(name).caption_emb, world.model(name).caption_emb, atol=1e-4)
+    late = search.text_search(fresh, "de caption 5", "auto", ["baseline"], 3)
+    assert late.methods[0].target_rank == early.methods[0].target_rank
+    assert leaderboard.model_result(fresh, fresh.model("baseline"))["groups"]
+    # A second start finds the test captions' states and the cached embeddings: nothing deferred.
+    again = load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws", defer_captions=True)
+    assert not again.pending_captions and again.captions_ready.is_set()
+    assert all(m.captions is not None for m in again.model_list())
+
+
 def test_shipped_features_are_used_and_only_the_text_states_wait(world_paths, tmp_path):
     """The demo world ships its feature cache: a fresh workspace with it extracts no image again."""
     import shutil

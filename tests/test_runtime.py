@@ -18,6 +18,7 @@ def onnx_dir(tmp_path, monkeypatch):
     """A private ONNX folder, so these tests neither reuse nor damage the cache's exports."""
     folder = tmp_path / "onnx"
     monkeypatch.setattr(runtime, "onnx_dir", lambda: folder)
+    monkeypatch.setattr(runtime, "MIN_BATCH", 1)  # these tests use small batches
     monkeypatch.delenv(runtime.RUNTIME_ENV, raising=False)
     return folder
 
@@ -151,3 +152,16 @@ def test_text_cache_states_match_the_pytorch_built_ones(e5, onnx_dir, tmp_path, 
     assert fast.meta["identity"] == slow.meta["identity"]
     a, b = np.asarray(fast.states, dtype=np.float32), np.asarray(slow.states, dtype=np.float32)
     assert a.shape == b.shape and np.abs(a - b).max() < 5e-3  # float16 steps near |x| ~ 1-10
+
+
+def test_a_single_query_runs_in_pytorch(lite0, e5, onnx_dir, monkeypatch):
+    """Below MIN_BATCH (one typed query, one uploaded picture) no session is made: no gain, and the
+    dashboard's one-thread query path would need a session of its own."""
+    monkeypatch.setattr(runtime, "MIN_BATCH", 8)
+    x = _images(1)
+    with torch.inference_mode():
+        assert torch.equal(_fresh(lite0).infer(x), lite0(x))
+    batch = _fresh(e5).tokenize(["query: un perro corriendo en la nieve"])
+    e5.infer_states(batch["input_ids"], batch["attention_mask"])
+    assert getattr(lite0, "_onnx", None) is None and not e5.__dict__.get("_onnx_sessions")
+    assert not list(onnx_dir.glob("*.onnx"))

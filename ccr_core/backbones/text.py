@@ -160,7 +160,8 @@ class _TokenEncoderBase(torch.nn.Module):
         layers = _transformer_layers(self.model)
         if not 0 <= skip_top <= len(layers):
             raise ValueError(f"skip_top must be in 0..{len(layers)}, got {skip_top}")
-        session = self._onnx_session(len(layers) - skip_top) if self._onnx_eligible(input_ids) else None
+        eligible = input_ids.shape[0] >= runtime.MIN_BATCH and self._onnx_eligible(input_ids)
+        session = self._onnx_session(len(layers) - skip_top) if eligible else None
         if session is not None:
             return torch.from_numpy(session(input_ids=input_ids.numpy(), attention_mask=attention_mask.numpy()))
         with torch.no_grad():  # not inference_mode: callers train tops on these states

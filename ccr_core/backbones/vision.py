@@ -147,11 +147,13 @@ class EfficientNetLite0(VisualBackbone):
 
     def infer(self, images: torch.Tensor) -> torch.Tensor:
         """Features (B, 1280) of preprocessed images, in ONNX Runtime on the CPU where it is installed
-        and verified (``ccr_core.backbones.runtime``): 5.9x eager PyTorch's throughput on this
+        and verified (``ccr_core.backbones.runtime``): 5.4x eager PyTorch's throughput on this
         project's 2-core CPU (benchmarks/RESULTS.md), the same features to ~1e-5 (test_runtime.py).
-        Falls back to ``forward`` (PyTorch) on a GPU, under ``CCR_RUNTIME=torch`` or if the runtime
+        Falls back to ``forward`` (PyTorch) on a GPU, under ``CCR_RUNTIME=torch``, for fewer than
+        ``runtime.MIN_BATCH`` images (one query picture) or if the runtime
         cannot be used."""
-        session = self._onnx_session() if images.device.type == "cpu" and runtime.on_cpu(self) else None
+        eligible = images.device.type == "cpu" and images.shape[0] >= runtime.MIN_BATCH and runtime.on_cpu(self)
+        session = self._onnx_session() if eligible else None
         if session is None:
             return super().infer(images)
         return torch.from_numpy(session(images=images.detach().float().numpy()))  # (B, 1280)

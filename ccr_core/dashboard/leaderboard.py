@@ -44,6 +44,8 @@ def model_result(world: World, model: ModelEntry) -> dict:
             if cached.get("checkpoint_sha256") == model.checkpoint_hash and cached.get("bundle") == _bundle_stamp(world):
                 result = cached["result"]
         if result is None:
+            if model.captions is None:  # its test captions are still being encoded: no rows yet (not memoised)
+                return {"model": model.label, "groups": {}, "pending": model.captions_wait() if model.captions_wait else ""}
             from ccr_core.evaluate import evaluate_model
 
             result = evaluate_model(model.trained, world.benches[model.text_config])

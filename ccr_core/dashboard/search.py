@@ -160,7 +160,11 @@ def text_search(world: World, query: str | None, lang: str | None = "auto", meth
     if caption is not None:
         lang, guessed = caption.lang, False
         row = world.caption_pos[caption.id]
-        query_emb = {m.name: m.caption_emb[row : row + 1] for m in models}
+        if all(m.captions is not None for m in models):
+            query_emb = {m.name: m.caption_emb[row : row + 1] for m in models}
+        else:  # the test captions are still being encoded in the background: encode this one now
+            query_emb, trunc = world.encode_texts([caption.text], lang, models)
+            notes += trunc
     else:
         lang, guessed = world.resolve_language(lang, text)
         query_emb, trunc = world.encode_texts([text], lang, models)
@@ -386,7 +390,8 @@ def build_tab(world: World, page) -> None:
             with gr.Column(scale=3):
                 with gr.Row():
                     i2t_preview = gr.Image(value=first.thumb if first else None, label="Query picture", interactive=False, height=160, scale=1, buttons=[])
-                    i2t_status = gr.Markdown(first.status() if first else "", elem_id="i2t-status")
+                    waiting = f"⏳ {world.captions_status} Then click *Closest captions*." if world.pending_captions else ""
+                    i2t_status = gr.Markdown(first.status() if first else waiting, elem_id="i2t-status")
                 i2t_table = gr.Dataframe(value=first.table() if first else _empty(I2T_COLUMNS), headers=I2T_COLUMNS, interactive=False, wrap=True,
                                          elem_id="i2t-table")
 
@@ -451,6 +456,6 @@ def _empty(columns: list[str]) -> pd.DataFrame:
 
 def _first_image_to_text(world: World, names: list[str]) -> ImageSearchResult | None:
     """What the image -> text panel opens with: the first test image's closest caption per language."""
-    if not world.gallery or not names:
+    if not world.gallery or not names or world.pending_captions:  # captions still being encoded: nothing to show yet
         return None
     return image_to_text(world, world.gallery[0].id, None, names, 1)

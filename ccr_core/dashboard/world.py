@@ -20,7 +20,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -150,8 +150,18 @@ class ModelEntry:
     checkpoint_hash: str  # SHA-256 of model.safetensors (stamps every cache derived from the model)
     noise: float  # the training noise rate (train_config.noise)
     image_emb: np.ndarray  # (N, E) float32, world.gallery order
-    caption_emb: np.ndarray  # (M, E) float32, world.captions order
+    captions: np.ndarray | None  # (M, E) float32, world.captions order; None until the test captions are encoded
     shipped: bool = True  # False: trained in the Experiment tab
+    captions_wait: Callable[[], str] | None = None  # the world's status while ``captions`` is None
+
+    @property
+    def caption_emb(self) -> np.ndarray:
+        """(M, E) embeddings of the test captions; an InputError (shown in the tab) while the world is
+        still encoding them in the background (``World.finish_caption_caches``)."""
+        if self.captions is None:
+            raise InputError((self.captions_wait() if self.captions_wait else "") or
+                             "The test captions are still being encoded in the background; this fills in when they are done.")
+        return self.captions
 
     @property
     def label(self) -> str:
@@ -214,6 +224,11 @@ class World:
     training_status: str = ""
     training_error: str = ""
     training_ready: threading.Event = field(default_factory=threading.Event)
+    # Test captions whose text states are still to encode after the page is up (text_config -> texts), and how far that is.
+    pending_captions: dict = field(default_factory=dict)
+    captions_status: str = ""
+    captions_error: str = ""
+    captions_ready: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self):
         self.gallery_pos = {it.id: i for i, it in enumerate(self.gallery)}
@@ -227,6 +242,48 @@ class World:
         # What a model's cached embeddings are of (caption and gallery ids), hashed once for every model's cache key.
         ids = "\n".join(c.id for c in self.captions) + "|" + "\n".join(it.id for it in self.gallery)
         self.ids_digest = hashlib.sha256(ids.encode()).hexdigest()
+
+    # -- the test captions, after the page is up -----------------------------------------------------
+    def finish_caption_caches(self, progress: bool = False) -> None:
+        """Encode the text states of the test captions that were left for later (``load_world(...,
+        defer_captions=True)``), swap the complete cache into every workbench and embed the captions with
+        every model (a background thread of the app: search by typed text and by picture worked before).
+        Image -> text, Consistency and the embedding maps wait for this. A no-op when nothing is pending."""
+        from ccr_core.training.text_cache import build_text_cache
+
+        try:
+            for config, texts in list(self.pending_captions.items()):
+                bench = self.benches[config]
+                start = time.perf_counter()
+
+                def status(done: int, total: int) -> None:
+                    self.captions_status = (f"Encoding the {total:,} test captions in the background: {done:,} done "
+                                            f"({time.perf_counter() - start:.0f} s). Search by text or picture works now; "
+                                            "image → text, Consistency and the embedding maps fill in when this is done.")
+
+                status(0, len(texts))
+                _, _, trainable_layers, prefix = config
+                with _torch_threads(BACKGROUND_THREADS):
+                    full = build_text_cache(bench.text_encoder, texts, bench.text_states.root, trainable_layers, prefix,
+                                            progress=progress, on_progress=status)
+                old = bench.text_states
+                with self._lock:  # the clean workbench and the noisy ones made from it share its caches
+                    for other in [m.bench for m in self._models.values()] + [bench]:
+                        if other.text_states is old:
+                            other.text_states = full
+                    del self.pending_captions[config]
+                for model in self.model_list():
+                    if model.text_config == config and model.captions is None:
+                        self.captions_status = f"Embedding the test captions with {model.name}…"
+                        model.captions = self._caption_embeddings(model.trained, bench, model.checkpoint_hash, model.image_emb)
+            self.captions_status = ""
+        except Exception as exc:  # noqa: BLE001 -- reported in the tabs that need captions; search keeps working
+            self.captions_error = f"{type(exc).__name__}: {exc}"
+            self.captions_status = f"Encoding the test captions failed: {self.captions_error}"
+            raise
+        finally:
+            if not self.pending_captions or self.captions_error:
+                self.captions_ready.set()
 
     # -- the training pairs, after the test split ---------------------------------------------------
     def finish_training_caches(self, progress: bool = False) -> None:
@@ -343,13 +400,15 @@ class World:
         return [m for m in self.model_list() if m.name in chosen]
 
     def add_model(self, trained, bench, text_config: tuple, shipped: bool = True) -> ModelEntry:
-        """Embed the gallery and captions with ``trained`` and register it (Experiment tab, loading)."""
+        """Embed the gallery and captions with ``trained`` and register it (Experiment tab, loading). While
+        the test captions of its backbones are pending, only the gallery is embedded now (captions later)."""
         weights_hash = checkpoint_hash(trained.folder)
-        image_emb, caption_emb = self._cached_embeddings(trained, self.benches[text_config], weights_hash)
+        image_emb, caption_emb = self._cached_embeddings(trained, self.benches[text_config], weights_hash,
+                                                         captions=text_config not in self.pending_captions)
         entry = ModelEntry(
             name=trained.name, method=trained.meta["method"], trained=trained, bench=bench, text_config=text_config,
             checkpoint_hash=weights_hash, noise=float(trained.meta.get("train_config", {}).get("noise", 0.0) or 0.0),
-            image_emb=image_emb, caption_emb=caption_emb, shipped=shipped,
+            image_emb=image_emb, captions=caption_emb, shipped=shipped, captions_wait=lambda: self.captions_status,
         )
         with self._lock:
             if entry.name in self._models and self._models[entry.name].checkpoint_hash != entry.checkpoint_hash:
@@ -357,29 +416,41 @@ class World:
             self._models[entry.name] = entry
         return entry
 
-    def _cached_embeddings(self, trained, bench, weights_hash: str) -> tuple[np.ndarray, np.ndarray]:
+    def _embeddings_path(self, trained, weights_hash: str) -> Path:
+        key = hashlib.sha256((weights_hash + "|" + self.ids_digest).encode()).hexdigest()[:24]
+        return self.cache_dir / "embeddings" / f"{safe_name(trained.name)}-{key}.npz"
+
+    def _cached_embeddings(self, trained, bench, weights_hash: str, captions: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Gallery and test-caption embeddings of a model, computed once and kept on disk under
         ``<cache_dir>/embeddings/``, keyed by the checkpoint's weights hash and the gallery/caption ids
-        (NRCCR's attention tower makes embedding 12,000 captions the slowest part of a cold start)."""
+        (NRCCR's attention tower makes embedding 12,000 captions the slowest part of a cold start).
+        ``captions=False`` (their text states are not encoded yet): the gallery's alone, captions None,
+        nothing written (``_caption_embeddings`` writes both later)."""
         from ccr_core.evaluate import embed_items
-        from ccr_core.io import atomic_path
 
-        key = hashlib.sha256((weights_hash + "|" + self.ids_digest).encode()).hexdigest()[:24]
-        path = self.cache_dir / "embeddings" / f"{safe_name(trained.name)}-{key}.npz"
+        path = self._embeddings_path(trained, weights_hash)
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as stored:
-                    images, captions = stored["images"], stored["captions"]
-                if images.shape[0] == len(self.gallery) and captions.shape[0] == len(self.captions):
-                    return images, captions
+                    images, stored_captions = stored["images"], stored["captions"]
+                if images.shape[0] == len(self.gallery) and stored_captions.shape[0] == len(self.captions):
+                    return images, stored_captions
             except (OSError, ValueError, KeyError, EOFError):
                 pass  # unreadable: recompute and overwrite
         images = embed_items(trained, bench, self.gallery).numpy().astype(np.float32)
+        if not captions:
+            return images, None
+        return images, self._caption_embeddings(trained, bench, weights_hash, images)
+
+    def _caption_embeddings(self, trained, bench, weights_hash: str, images: np.ndarray) -> np.ndarray:
+        """Embed the test captions with ``trained`` and store them with the gallery's (atomically)."""
+        from ccr_core.io import atomic_path
+
         captions = self._embed_captions(trained, bench)
-        with atomic_path(path) as tmp:
+        with atomic_path(self._embeddings_path(trained, weights_hash)) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, images=images, captions=captions)
-        return images, captions
+        return captions
 
     @torch.no_grad()
     def _embed_captions(self, trained, bench) -> np.ndarray:
@@ -587,9 +658,14 @@ def load_world(
     workspace: str | Path,
     progress: bool = False,
     check_images: bool = True,
+    defer_captions: bool = False,
 ) -> World:
     """Load a world once: bundle, workbench per backbone configuration, every checkpoint under
-    ``checkpoints_dir``, their test embeddings, and the thumbnails of the test gallery."""
+    ``checkpoints_dir``, their test embeddings, and the thumbnails of the test gallery.
+
+    ``defer_captions`` (the app): test captions whose text states are not cached yet are left for
+    ``World.finish_caption_caches`` (listed in ``pending_captions``), so a fresh workspace opens on
+    the gallery's features alone -- typed-text and picture search work at once."""
     from ccr_core.evaluate import load_trained
     from ccr_core.training.checkpoint import CheckpointError
     from ccr_core.training.train import TrainConfig, prepare_workbench
@@ -630,9 +706,12 @@ def load_world(
         config = _text_config(meta)
         if config not in world.benches:
             cfg = TrainConfig(text_backbone=config[0], visual_backbone=config[1], trainable_layers=config[2], text_prefix=config[3], data=str(bundle.root))
-            world.benches[config] = prepare_test_workbench(cfg, workspace, bundle, world.gallery, world.captions, progress=progress)
+            world.benches[config] = prepare_test_workbench(cfg, workspace, bundle, world.gallery, world.captions, progress=progress,
+                                                           defer_captions=defer_captions)
             if not world.benches[config].complete:
                 world.pending_training[config] = cfg
+            if getattr(world.benches[config], "pending_texts", None):
+                world.pending_captions[config] = world.benches[config].pending_texts
         bench = world.benches[config]
         try:
             trained = load_trained(folder, bench, name=name)
@@ -651,6 +730,12 @@ def load_world(
                                  "training captions); the test split is ready.")
     else:
         world.training_ready.set()
+    if world.pending_captions:
+        n = sum(len(texts) for texts in world.pending_captions.values())
+        world.captions_status = (f"Encoding the {n:,} test captions in the background. Search by text or picture works now; "
+                                 "image → text, Consistency and the embedding maps fill in when this is done.")
+    else:
+        world.captions_ready.set()
     world.load_seconds = time.perf_counter() - start
     return world
 
@@ -658,10 +743,13 @@ def load_world(
 TEST_SPLIT_SUFFIX = "-test-split"  # feature cache of the test images alone, until the full one is built
 
 
-def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[Item], captions: list[Caption], progress: bool = False):
+def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[Item], captions: list[Caption], progress: bool = False,
+                           defer_captions: bool = False):
     """A workbench for what search needs: the complete caches when they exist, else features of the
     test gallery and text states of the test captions only (caches of their own, so nothing of the
-    full ones is replaced), with ``complete = False``: ``World.finish_training_caches`` adds the rest."""
+    full ones is replaced), with ``complete = False``: ``World.finish_training_caches`` adds the rest.
+    With ``defer_captions`` the test captions' missing text states are not encoded here either: the
+    workbench's ``pending_texts`` lists them for ``World.finish_caption_caches``."""
     from ccr_core.backbones.text import load_text_encoder
     from ccr_core.backbones.vision import load_visual_backbone
     from ccr_core.features import FeatureCacheError, cache_dir_for, extract_features, load_features
@@ -701,9 +789,18 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
     # so the background pass later adds only the training captions.
     # (Every test caption, not only the searchable ones: the leaderboard evaluates them all.)
     test_texts = sorted({c.text for c in bundle.captions if c.split == "test"})
-    states = build_text_cache(encoder, test_texts, text_dir, cfg.trainable_layers, cfg.text_prefix, progress=progress)
+    pending: list[str] = []
+    if defer_captions:
+        try:
+            states = load_text_cache(text_dir, identity)
+        except (TextCacheError, OSError, ValueError):
+            states = build_text_cache(encoder, [], text_dir, cfg.trainable_layers, cfg.text_prefix, progress=False)  # empty, appended to later
+        pending = [t for t in test_texts if t not in states]
+    else:
+        states = build_text_cache(encoder, test_texts, text_dir, cfg.trainable_layers, cfg.text_prefix, progress=progress)
     bench = Workbench(bundle, features, encoder, states, backbone.identity())
     bench.complete = False
+    bench.pending_texts = pending
     return bench
 
 

@@ -113,20 +113,22 @@ def build_text_cache(
     prefix: str = "query: ",
     batch_size: int = 128,
     progress: bool = True,
+    on_progress=None,
 ) -> TextStateCache:
     """Compute (or reuse) frozen states for every distinct text of ``texts``.
 
     The cache is keyed by text, not caption id: identical captions are encoded once, and a bundle
     with injected noisy correspondence (captions moved between items) reuses the clean bundle's cache.
     An existing cache holding all ``texts`` is returned as it is; otherwise only the missing texts
-    are encoded and appended.
+    are encoded and appended. ``on_progress(done, total)`` is called after every batch (the dashboard's
+    status line).
     """
     out_dir = Path(out_dir)
     with file_lock(out_dir.parent / f".{out_dir.name}.lock"):  # concurrent builders run one after the other
-        return _build_text_cache(encoder, texts, out_dir, trainable_layers, prefix, batch_size, progress)
+        return _build_text_cache(encoder, texts, out_dir, trainable_layers, prefix, batch_size, progress, on_progress)
 
 
-def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, batch_size, progress) -> TextStateCache:
+def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, batch_size, progress, on_progress=None) -> TextStateCache:
     identity = cache_identity(encoder, trainable_layers, prefix)
     unique = sorted(set(texts))
     old = None
@@ -148,6 +150,8 @@ def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, b
         for k, i in enumerate(rows):
             chunks[i] = hidden[k, mask[k]].to(torch.float16).numpy()
         bar.update(len(rows))
+        if on_progress is not None:
+            on_progress(min(b + batch_size, len(order)), len(order))
     bar.close()
     lengths = np.array([c.shape[0] for c in chunks], dtype=np.int64)
     new_states = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float16)
