@@ -82,6 +82,7 @@ def warm_up(world) -> None:
         consistency.mrv_summary(world)
         for name in world.model_names():
             projection.project(world, name, world.languages, **projection.default_params(world))
+        projection.warm_umap_cache()  # numba's on-disk cache, once per machine: later starts' first live UMAP is faster
     except Exception:  # noqa: BLE001 -- warming is an optimisation; the tabs compute on demand anyway
         log.exception("warm-up failed")
 

@@ -45,7 +45,7 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, str]:
     """(seconds, the command's own timing lines: 'generated in', 'ready (N s)', 'cached (N s')"""
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, check=True, capture_output=True, text=True)
-    lines = [l.strip() for l in done.stdout.splitlines() if re.search(r"\b(in [0-9.]+ s|\([0-9.]+ s)", l)]
+    lines = [l.strip() for l in done.stdout.splitlines() if re.search(r"(\bin [0-9.]+ s|\([0-9.]+ s)", l)]
     return time.perf_counter() - start, "; ".join(lines)
 
 

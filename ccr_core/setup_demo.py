@@ -71,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         left = [what for what, pending in (("test captions", world.pending_captions), ("training pairs", world.pending_training)) if pending]
         print(f"dashboard caches ready ({time.perf_counter() - start:.0f} s)"
               + (f" ({' and '.join(left)}: computed by the dashboard in the background)" if left else ""))
-    from ccr_core.dashboard.projection import warm_umap_cache
+    if args.full:  # otherwise the dashboard's warm-up thread fills numba's cache after the page is up
+        from ccr_core.dashboard.projection import warm_umap_cache
 
-    seconds = warm_umap_cache()  # the first live UMAP recompute then takes ~9 s instead of ~20 s (benchmarks/RESULTS.md)
-    if seconds is not None:
-        print(f"UMAP's compiled functions cached ({seconds:.0f} s, once)")
+        seconds = warm_umap_cache()  # the first live UMAP recompute then takes ~9 s instead of ~20 s (benchmarks/RESULTS.md)
+        if seconds is not None:
+            print(f"UMAP's compiled functions cached ({seconds:.0f} s, once)")
     print(f"demo world ready: {bundle.root}")
     return 0
 
