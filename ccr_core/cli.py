@@ -47,12 +47,29 @@ def cmd_prepare_models(args) -> int:
     from ccr_core.backbones import runtime
 
     if runtime.mode() != "torch":  # export and check the ONNX copies now, so the first extraction does not
+        from ccr_core.backbones.e5_convert import read_conversion_record
+        from ccr_core.io import read_json, write_json_atomic
+
+        # What the copies were made from; when unchanged, `make run` does not reload e5 to check again
+        # (every session is still checked against PyTorch on a probe input when it is opened).
+        stamp = {"format": runtime.FORMAT, "onnxruntime": runtime.version(), "lite0": lite0.weights_hash(),
+                 "e5": (read_conversion_record(folder) or {}).get("files")}
+        stamp_path = runtime.onnx_dir() / "prepared.json"
+        try:
+            same = read_json(stamp_path) == stamp and len(list(runtime.onnx_dir().glob("*.onnx"))) >= 2
+        except (OSError, ValueError):
+            same = False
+        if same:
+            print(f"ONNX Runtime {runtime.version()}: copies of efficientnet-lite0 and e5-small ready ({runtime.onnx_dir()})")
+            return 0
         from ccr_core.backbones.text import load_text_encoder
 
         text = load_text_encoder("e5-small").eval()
         ready = {"efficientnet-lite0": lite0.prepare_runtime(), "e5-small": text.prepare_runtime()}
         state = ", ".join(f"{name} {'ready' if ok else 'in PyTorch'}" for name, ok in ready.items())
         print(f"ONNX Runtime {runtime.version() or '(not installed)'}: {state} ({runtime.onnx_dir()})")
+        if all(ready.values()):
+            write_json_atomic(stamp_path, stamp)
     return 0
 
 
