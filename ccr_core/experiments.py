@@ -4,6 +4,7 @@
     python -m ccr_core.experiments --world flickr8k-ml         # the real-photo grid
     python -m ccr_core.experiments --world demo-world --budget # time a few steps per method, print the grid's cost
     python -m ccr_core.experiments --world demo-world --ship   # copy each method's seed-0 model into checkpoints/
+    python -m ccr_core.experiments --world flickr8k-ml --ablations  # one config change per stated cause of a gap
     python -m ccr_core.experiments --plots                     # docs/protocol-<world>.png (needs chromium)
     python -m ccr_core.experiments --markdown-only             # rewrite RESULTS.md from results/*.json
 
@@ -199,6 +200,24 @@ def run_grid(world: str, progress: bool = True, **narrow) -> list[dict]:
     return write_protocol_results(world)
 
 
+def run_ablations(world: str, progress: bool = True, seeds=None) -> list[dict]:
+    """The world's ablation runs (resumable like the grid), then ``results/ablations-<world>.json``."""
+    benches = protocol.Benches(progress)
+    runs = protocol.ablation_runs(world, seeds)
+    for k, run in enumerate(runs, 1):
+        if (run.folder() / "result.json").exists():
+            continue
+        start = time.perf_counter()
+        print(f"== [{k}/{len(runs)}] {run.label}", flush=True)
+        result = protocol.run_one(run, benches, progress=progress)
+        print(json.dumps({"run": run.label, "target_SumR": round(protocol.target_sumr(result) or 0, 1),
+                          "seconds": round(time.perf_counter() - start)}), flush=True)
+    results = protocol.collect_ablations(world)
+    if results:
+        write_json_atomic(RESULTS_DIR / f"ablations-{world}.json", results)
+    return results
+
+
 def write_protocol_results(world: str) -> list[dict]:
     results = protocol.collect(world)
     if results:
@@ -233,7 +252,7 @@ def write_plots() -> list[Path]:
 
 def render_results_md() -> str:
     """RESULTS.md from results/*.json: the protocol sections, then the shipped models' table."""
-    shipped = {p.stem: read_json(p) for p in sorted(RESULTS_DIR.glob("*.json")) if not p.stem.startswith("protocol-")}
+    shipped = {p.stem: read_json(p) for p in sorted(RESULTS_DIR.glob("*.json")) if not p.stem.startswith(("protocol-", "ablations-"))}
     lines = ["# Results", "",
              "Two kinds of numbers. **The comparison** (first): every method at the same budget, in two settings, at 3 seeds with "
              "95% intervals (`ccr_core/protocol.py`, methods.md §8); only those support research answers. **The shipped models** "
@@ -245,6 +264,9 @@ def render_results_md() -> str:
         if path.exists():
             any_protocol = True
             lines += protocol.protocol_markdown(world, read_json(path))
+            ablations = RESULTS_DIR / f"ablations-{world}.json"
+            if ablations.exists():
+                lines += protocol.ablation_markdown(world, read_json(path), read_json(ablations))
     if not any_protocol:
         lines += ["No protocol runs yet: `python -m ccr_core.experiments --world demo-world`.", ""]
     lines.append(results_markdown(shipped).replace("# Results\n", "## The shipped models\n", 1))
@@ -279,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ship", action="store_true", help="after the grid, copy each method's seed-0 model (only --methods, when given) into checkpoints/<world>/ and update results/<world>.json")
     parser.add_argument("--plots", action="store_true", help="render docs/protocol-<world>.png (headless chromium)")
     parser.add_argument("--markdown-only", action="store_true", help="only rewrite RESULTS.md from results/*.json")
+    parser.add_argument("--ablations", action="store_true", help="run the world's ablations (protocol.ABLATIONS: one config change "
+                        "each, testing a stated cause of a gap) instead of its grid, into results/ablations-<world>.json")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     narrow = {"methods": args.methods, "settings": args.settings, "seeds": args.seeds, "noise": args.noise}
@@ -286,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         for world in args.world:
             print_budget(world, progress=not args.quiet)
         return 0
-    if not args.markdown_only:
+    if args.ablations and not args.markdown_only:
+        for world in args.world:
+            run_ablations(world, progress=not args.quiet, seeds=args.seeds)
+    elif not args.markdown_only:
         for world in args.world:
             start = time.perf_counter()
             run_grid(world, progress=not args.quiet, **narrow)

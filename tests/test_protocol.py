@@ -104,6 +104,30 @@ def test_against_floor_says_above_matches_or_below_per_language():
     assert protocol.against_floor(protocol.cells([r for r in results if r["method"] != "floor"])) == []
 
 
+def test_ablations_change_one_field_and_are_compared_with_their_cell_and_the_floor(known_epochs, tmp_path):
+    runs = protocol.ablation_runs("flickr8k-ml")
+    grid = {r.folder(tmp_path) for r in protocol.grid("flickr8k-ml")}
+    assert runs and {r.seed for r in runs} == {0, 1, 2} and not grid & {r.folder(tmp_path) for r in runs}
+    for run in runs:
+        plain = Run(run.world, run.setting, run.method, run.noise, run.seed).train_config()
+        changed = run.train_config()
+        assert changed.method_config == {**plain.method_config, **dict(run.overrides)}  # only the ablation's fields differ
+        assert (changed.max_steps, changed.batch_size, changed.seed) == (plain.max_steps, plain.batch_size, plain.seed)
+        assert f"+{run.variant}" in run.label and f"{run.method}+{run.variant}" == run.folder(tmp_path).parent.name
+    tau = next(a for a in protocol.ABLATIONS["flickr8k-ml"] if a.method == "one_to_k")
+    results, ablated = [], []
+    for seed in (0, 1, 2):
+        results += [_result("floor", 0.0, seed, 400.0 + seed, en=500.0 + seed), _result("one_to_k", 0.0, seed, 400.0, en=468.0 + seed)]
+        ablated.append({**_result("one_to_k", 0.0, seed, 400.0 + seed, en=499.0 + seed + (0.6 if seed == 1 else -0.3)), "variant": tau.name})
+    md = "\n".join(protocol.ablation_markdown("flickr8k-ml", results, ablated))
+    assert f"one_to_k + {tau.name}" in md and "temperature_max 0.05" in md
+    row = next(line for line in md.splitlines() if line.startswith("| ablation − floor |"))
+    assert row.split("|")[3].strip().startswith("-1.0 ±") and "(matches)" in row.split("|")[3]  # en: back to the floor
+    row = next(line for line in md.splitlines() if line.startswith("| ablation − one_to_k |"))
+    assert "+31.0 ±" in row.split("|")[3] and "(above)" in row.split("|")[3]  # en: +31 over the method's own runs
+    assert protocol.ablation_markdown("flickr8k-ml", results, []) == []
+
+
 def test_tiny_grid_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
     bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
