@@ -44,3 +44,28 @@ def test_cache_refuses_other_backbone_and_tampering(tmp_path):
     path.write_bytes(path.read_bytes()[:-8])
     with pytest.raises(TextCacheError, match="SHA-256"):
         load_text_cache(tmp_path / "c", cache.meta["identity"])
+
+
+def test_a_checked_file_is_hashed_again_only_after_it_changed(tmp_path, monkeypatch):
+    """matches_sha256 (the text-state cache's check at every dashboard start): the full hash the first
+    time, a remembered (size, mtime) after that, and the full hash again once the file was rewritten."""
+    import hashlib
+    import os
+
+    from ccr_core import io
+
+    path = tmp_path / "states.npy"
+    path.write_bytes(b"x" * 4096)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    calls = []
+    real = io.sha256_file
+    monkeypatch.setattr(io, "sha256_file", lambda p, *a: calls.append(p) or real(p, *a))
+    assert io.matches_sha256(path, digest) and len(calls) == 1
+    assert io.matches_sha256(path, digest) and len(calls) == 1  # unchanged: not hashed again
+    assert not io.matches_sha256(path, "0" * 64) and len(calls) == 2  # another expected hash is always checked
+    data = bytearray(path.read_bytes())
+    data[100] ^= 1  # same size, other bytes
+    path.write_bytes(bytes(data))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a later write (coarse clocks: make it visible)
+    assert not io.matches_sha256(path, digest) and len(calls) == 3  # rewritten: hashed, and refused

@@ -308,8 +308,9 @@ class World:
         start = time.perf_counter()
         self.training_status = (f"Preparing the training pairs in the background (since {time.strftime('%H:%M:%S')}): features of all "
                                 f"{len(self.bundle.items):,} images and text states of the training captions. The test split is ready.")
-        full = prepare_workbench(cfg, self.workspace, self.bundle, progress=progress)
         old = self.benches[config]
+        full = prepare_workbench(cfg, self.workspace, self.bundle, progress=progress, encoder=old.text_encoder,
+                                 backbone=getattr(old, "visual_backbone", None))
         interim = old.features.root if old.features.root.name.endswith(TEST_SPLIT_SUFFIX) else None
         with self._lock:
             # The clean workbench and the noisy ones made from it (noisy_bench) share its caches.
@@ -755,7 +756,7 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
     from ccr_core.features import FeatureCacheError, cache_dir_for, extract_features, load_features
     from ccr_core.training.text_cache import TextCacheError, build_text_cache, cache_identity, load_text_cache, text_cache_dir
     from ccr_core.training.data import needed_captions, training_examples
-    from ccr_core.training.train import Workbench, prepare_workbench
+    from ccr_core.training.train import Workbench
 
     backbone = load_visual_backbone(cfg.visual_backbone)
     encoder = load_text_encoder(cfg.text_backbone)
@@ -776,8 +777,10 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
         texts_complete = all(t in states for t in needed)
     except (TextCacheError, OSError, ValueError):
         texts_complete = False
-    if full_features is not None and texts_complete:  # a warm workspace: the complete caches
-        bench = prepare_workbench(cfg, workspace, bundle, progress=progress)
+    if full_features is not None and texts_complete:  # a warm workspace: the complete caches, as loaded (and checked) above
+        bench = Workbench(bundle, full_features, encoder, states, backbone.identity(), backbone, Path(workspace))
+        if cfg.trainable_image_blocks > 0:
+            bench.feature_maps(cfg.trainable_image_blocks, progress=progress)
         bench.complete = True
         return bench
     if full_features is not None:  # e.g. the demo world's shipped features: only the text states are missing
@@ -798,7 +801,7 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
         pending = [t for t in test_texts if t not in states]
     else:
         states = build_text_cache(encoder, test_texts, text_dir, cfg.trainable_layers, cfg.text_prefix, progress=progress)
-    bench = Workbench(bundle, features, encoder, states, backbone.identity())
+    bench = Workbench(bundle, features, encoder, states, backbone.identity(), backbone, Path(workspace))
     bench.complete = False
     bench.pending_texts = pending
     return bench

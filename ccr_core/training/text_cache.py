@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ccr_core.io import atomic_path, file_lock, read_json, sha256_file, write_json_atomic
+from ccr_core.io import atomic_path, file_lock, matches_sha256, read_json, sha256_file, write_json_atomic
 from ccr_core.methods.base import TextBatch
 
 META_FILE = "meta.json"
@@ -190,7 +190,7 @@ def load_text_cache(root: str | Path, expected_identity: dict | None = None) -> 
     for name, digest in hashes.items():
         if not (root / name).is_file():
             raise TextCacheError(f"{root / name}: missing (listed in {META_FILE})")
-        if sha256_file(root / name) != digest:
+        if not matches_sha256(root / name, digest):  # hashed again only when the file changed since its last check
             raise TextCacheError(f"{root / name}: SHA-256 does not match {META_FILE} (altered or truncated)")
         try:
             arrays[name] = np.load(root / name, mmap_mode="r", allow_pickle=False)

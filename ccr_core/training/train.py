@@ -129,11 +129,13 @@ class Workbench:
 
 
 def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None = None, progress: bool = True,
-                      extra_texts=(), splits: tuple[str, ...] = ("train", "val", "test")) -> Workbench:
+                      extra_texts=(), splits: tuple[str, ...] = ("train", "val", "test"), backbone=None, encoder=None) -> Workbench:
     """Load the bundle and make sure the feature and text-state caches exist (computing them once).
 
     Text states are computed for the captions training can use (``cfg``'s languages and sources)
     and for every validation and test caption of ``splits``; a dashboard passes ``("val", "test")``.
+    ``backbone`` / ``encoder``: already loaded ones of ``cfg``'s backbones, used instead of loading
+    them again (the dashboard's background pass; e5 alone is ~0.5 GB and seconds to load).
     """
     from ccr_core.backbones.text import load_text_encoder
     from ccr_core.backbones.vision import load_visual_backbone
@@ -142,13 +144,13 @@ def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None =
 
     if bundle is None:
         bundle = load_bundle(resolve_bundle(cfg.data))
-    backbone = load_visual_backbone(cfg.visual_backbone)
+    backbone = backbone if backbone is not None else load_visual_backbone(cfg.visual_backbone)
     if cfg.trainable_image_blocks:
         from ccr_core.training.image_cache import check_fine_tunable
 
         check_fine_tunable(bundle, backbone, cfg.trainable_image_blocks)  # before any cache is computed
     features = extract_features(bundle, backbone, cache_dir_for(workspace, bundle, backbone), progress=progress)
-    encoder = load_text_encoder(cfg.text_backbone)
+    encoder = encoder if encoder is not None else load_text_encoder(cfg.text_backbone)
     identity = cache_identity(encoder, cfg.trainable_layers, cfg.text_prefix)
     texts = [c.text for c in bundle.captions if c.split != "train" and c.split in splits] + list(extra_texts)
     if "train" in splits:
