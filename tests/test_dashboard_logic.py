@@ -225,6 +225,42 @@ def test_deferred_captions_open_on_the_gallery_and_fill_in_the_same_embeddings(w
     assert all(m.captions is not None for m in again.model_list())
 
 
+def test_shipped_audit_scores_open_the_audit_before_the_training_pairs(world, world_paths, tmp_path, monkeypatch):
+    """assets/audit (ship_scores): the very scores the audit computes, used on a fresh workspace while the
+    training pairs are still pending, and refused when the file, the checkpoint or the bundle differ."""
+    from ccr_core.dashboard import audit
+    from ccr_core.dashboard.world import load_world
+
+    root = tmp_path / "assets-audit"
+    written = audit.ship_scores(world, root)
+    assert written and all(p.exists() for p in written)
+    monkeypatch.setattr(audit, "SHIPPED_DIR", root)
+    fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws", defer_captions=True)
+    assert fresh.pending_training
+    name = audit.uncertainty_models(fresh)[0]
+    view = audit.audit(fresh, name)  # no InputError: the shipped scores stand in for the pending training pairs
+    computed = audit.pair_uncertainty(world, world.model(name), use_shipped=False)
+    assert view.scores.caption_ids == computed.caption_ids and view.scores.item_ids == computed.item_ids
+    assert np.allclose(view.scores.scores, computed.scores, atol=1e-6) and np.allclose(view.scores.mismatch, computed.mismatch, atol=1e-6)
+    assert set(view.scores.trivial) == set(computed.trivial)
+    assert np.array_equal(view.scores.labels, computed.labels)  # labels come from the bundle's noise file, not the asset
+    gallery, table, status = audit.uncertain_pairs(fresh, name, 0, 5)
+    assert len(gallery) == 5 and "Pairs 1–5" in status
+    # Refused: an altered file, another checkpoint, another bundle
+    model = fresh.model(name)
+    path = root / fresh.name / f"{audit.safe_name(name)}-{model.checkpoint_hash[:12]}.npz"
+    original = path.read_bytes()
+    path.write_bytes(original[:-10] + b"0123456789")
+    assert audit.shipped_scores(fresh, model, root) is None
+    path.write_bytes(original)
+    assert audit.shipped_scores(fresh, model, root) is not None
+    monkeypatch.setattr(model, "checkpoint_hash", "0" * 64)
+    assert audit.shipped_scores(fresh, model, root) is None
+    monkeypatch.undo()
+    monkeypatch.setattr(audit, "bundle_stamp", lambda w: "another bundle")
+    assert audit.shipped_scores(fresh, model, root) is None
+
+
 def test_shipped_features_are_used_and_only_the_text_states_wait(world_paths, tmp_path):
     """The demo world ships its feature cache: a fresh workspace with it extracts no image again."""
     import shutil
@@ -615,3 +651,20 @@ def test_warm_umap_cache_fills_numba_cache_once(tmp_path):
     cached = list((tmp_path / "cache" / "numba").rglob("*.nbi"))
     assert cached, "numba wrote no cache index files"
     assert (tmp_path / "cache" / "numba" / "ccr-umap-warm-300x8").exists()
+
+
+def test_the_shipped_audit_scores_belong_to_the_shipped_checkpoints():
+    """assets/audit/demo-world is regenerated whenever a demo-world UML or baseline is reshipped
+    (`python -m ccr_core.dashboard.audit --ship`); a stale asset would be silently unused."""
+    from ccr_core.dashboard.world import checkpoint_hash
+    from ccr_core.io import read_json, sha256_file
+    from ccr_core.paths import ASSETS_DIR, CHECKPOINTS_DIR
+
+    folder = ASSETS_DIR / "audit" / "demo-world"
+    manifest = read_json(folder / "manifest.json")
+    assert set(manifest["models"]) == {p.name for p in (CHECKPOINTS_DIR / "demo-world").iterdir() if p.name.startswith("uml")}
+    for name, entry in manifest["models"].items():
+        assert entry["checkpoint_sha256"] == checkpoint_hash(CHECKPOINTS_DIR / "demo-world" / name)
+        baseline = name.replace("uml", "baseline", 1)
+        assert entry["trivial_checkpoint_sha256"] == checkpoint_hash(CHECKPOINTS_DIR / "demo-world" / baseline)
+        assert sha256_file(folder / entry["file"]) == entry["sha256"]

@@ -7,11 +7,14 @@ browsable list of the most likely noisy pairs with thumbnail, caption, source an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ccr_core.dashboard.world import InputError, ModelEntry, World, uncertainty_models
+from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, safe_name, uncertainty_models
+from ccr_core.io import read_json, sha256_file
+from ccr_core.paths import ASSETS_DIR
 from ccr_core.eval import metrics
 
 PAGE = 12
@@ -43,23 +46,100 @@ class PairScores:
         return "DECL score" if self.mismatch is not None else "uncertainty u"
 
 
-def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128) -> PairScores:
+SHIPPED_DIR = ASSETS_DIR / "audit"  # <world>/<model>-<checkpoint hash>.npz + manifest.json (see ship_scores)
+
+
+def _labels(model: ModelEntry, caption_ids: list[str]) -> tuple[np.ndarray | None, list[str]]:
+    noise = model.bench.bundle.noise
+    names = [noise.get(c, "") for c in caption_ids]
+    labels = np.array([-1 if not n else int(n != "clean") for n in names])
+    return (labels if (labels >= 0).any() else None), names
+
+
+def _trivial_source(world: World, model: ModelEntry) -> ModelEntry | None:
+    return next((m for m in world.model_list() if m.method == "baseline" and m.noise == model.noise), None)
+
+
+def shipped_scores(world: World, model: ModelEntry, root: Path | None = None) -> PairScores | None:
+    """The model's per-pair scores shipped in ``assets/audit/<world>/`` (``ship_scores``), or None. Used only when
+    the file's SHA-256, the checkpoint hash, the trivial detectors' baseline and the bundle all match: the same
+    numbers the audit would compute, without the training pairs' text states (~10 minutes on a fresh workspace)."""
+    folder = (root or SHIPPED_DIR) / world.name
+    try:
+        manifest = read_json(folder / "manifest.json")
+    except (OSError, ValueError):
+        return None
+    entry = manifest.get("models", {}).get(model.name) if isinstance(manifest, dict) else None
+    baseline = _trivial_source(world, model)
+    if (not isinstance(entry, dict) or entry.get("checkpoint_sha256") != model.checkpoint_hash
+            or manifest.get("bundle") != bundle_stamp(world)
+            or entry.get("trivial_checkpoint_sha256") != (baseline.checkpoint_hash if baseline else None)):
+        return None
+    path = folder / entry["file"]
+    if not path.is_file() or sha256_file(path) != entry.get("sha256"):
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        caption_ids, item_ids, langs = z["caption_ids"].tolist(), z["item_ids"].tolist(), z["langs"].tolist()
+        scores = z["scores"]
+        mismatch = z["mismatch"] if "mismatch" in z.files else None
+        trivial = {name: z[f"trivial_{k}"] for k, name in enumerate(entry.get("trivial", []))}
+    labels, names = _labels(model, caption_ids)
+    return PairScores(caption_ids, item_ids, langs, scores, labels, names, mismatch, trivial or None)
+
+
+def ship_scores(world: World, root: Path | None = None) -> list[Path]:
+    """Write every uncertainty model's per-pair scores into ``assets/audit/<world>/`` with a manifest
+    (SHA-256 of each file, checkpoint hashes, the bundle's stamp). Needs the training pairs (built here)."""
+    from ccr_core.io import atomic_path, write_json_atomic
+
+    world.finish_training_caches(progress=True)
+    folder = (root or SHIPPED_DIR) / world.name
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"kind": "ccr-audit-scores", "world": world.name, "bundle": bundle_stamp(world), "models": {}}
+    written = []
+    for name in uncertainty_models(world):
+        model = world.model(name)
+        ps = pair_uncertainty(world, model, use_shipped=False)
+        file = f"{safe_name(name)}-{model.checkpoint_hash[:12]}.npz"
+        arrays = {"caption_ids": np.array(ps.caption_ids), "item_ids": np.array(ps.item_ids), "langs": np.array(ps.langs),
+                  "scores": ps.scores.astype(np.float32)}
+        if ps.mismatch is not None:
+            arrays["mismatch"] = ps.mismatch.astype(np.float32)
+        trivial = list((ps.trivial or {}).keys())
+        for k, key in enumerate(trivial):
+            arrays[f"trivial_{k}"] = ps.trivial[key].astype(np.float32)
+        with atomic_path(folder / file) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+        baseline = _trivial_source(world, model)
+        manifest["models"][name] = {"file": file, "sha256": sha256_file(folder / file), "checkpoint_sha256": model.checkpoint_hash,
+                                    "trivial": trivial, "trivial_checkpoint_sha256": baseline.checkpoint_hash if baseline else None}
+        written.append(folder / file)
+    for stale in set(folder.glob("*.npz")) - set(written):
+        stale.unlink()
+    write_json_atomic(folder / "manifest.json", manifest)
+    return written
+
+
+def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128, use_shipped: bool = True) -> PairScores:
     memo = world.memo.setdefault("pair_uncertainty", {})
     key = (model.name, model.checkpoint_hash)
-    if key in memo:
+    if key in memo and use_shipped:
         return memo[key]
     from ccr_core.evaluate import every_training_pair_uncertainty
 
+    shipped = shipped_scores(world, model) if use_shipped else None
+    if shipped is not None:  # a fresh workspace: the audit opens at once, before the training pairs are ready
+        memo[key] = shipped
+        return shipped
     world.require_training_pairs()  # the test split opens first; the training pairs follow in the background
     every = every_training_pair_uncertainty(model.trained, model.bench, batch_size)
     if every is None:
         raise InputError(f"{model.name} does not estimate uncertainty.")
     if not every["caption_ids"]:
         raise InputError("This world has no training pairs to audit.")
-    noise = model.bench.bundle.noise
-    names = [noise.get(c, "") for c in every["caption_ids"]]
-    labels = np.array([-1 if not n else int(n != "clean") for n in names])
-    result = PairScores(every["caption_ids"], every["item_ids"], every["langs"], every["scores"], labels if (labels >= 0).any() else None, names,
+    labels, names = _labels(model, every["caption_ids"])
+    result = PairScores(every["caption_ids"], every["item_ids"], every["langs"], every["scores"], labels, names,
                         every.get("mismatch"), trivial_detectors(world, model, every))
     memo[key] = result
     return result
@@ -73,7 +153,7 @@ def trivial_detectors(world: World, model: ModelEntry, every: dict) -> dict[str,
     def named(source: str, scores: dict, order=slice(None)) -> dict[str, np.ndarray]:
         return {f"{source} 1 − cosine (trivial)": scores["cosine"][order], f"{source} per-pair loss (trivial)": scores["pair_loss"][order]}
 
-    baseline = next((m for m in world.model_list() if m.method == "baseline" and m.noise == model.noise), None)
+    baseline = _trivial_source(world, model)
     if baseline is not None:
         other = training_pair_scores(baseline.trained, baseline.bench)
         row = {key: k for k, key in enumerate(zip(other["caption_ids"], other["item_ids"], other["langs"]))}
@@ -208,9 +288,10 @@ def build_tab(world: World, page) -> None:
                     "(the DECL score it trains with), beside the trivial detectors (the plain baseline's 1 − cosine and per-pair loss). "
                     "Where the world knows which pairs are noisy, see how well each finds them.")
         model = gr.Dropdown(uml_names, value=uml_names[0] if uml_names else None, label="Model", allow_custom_value=True)
-        status = gr.Markdown(f"⏳ {world.training_status}" if world.pending_training else "", elem_id="audit-status")
-        # While the training pairs are prepared in the background: show how far, then draw the audit.
-        waiting = gr.Timer(5.0, active=bool(world.pending_training))
+        must_wait = bool(world.pending_training) and not (uml_names and shipped_scores(world, world.model(uml_names[0])) is not None)
+        status = gr.Markdown(f"⏳ {world.training_status}" if must_wait else "", elem_id="audit-status")
+        # While the training pairs are prepared in the background (and no shipped scores stand in): show how far, then draw the audit.
+        waiting = gr.Timer(5.0, active=must_wait)
         with gr.Row():
             hist = gr.Plot(label="Uncertainty distribution", elem_id="audit-hist")
             curves = gr.Plot(label="ROC and precision–recall", elem_id="audit-curves")
@@ -239,7 +320,8 @@ def build_tab(world: World, page) -> None:
     page_outputs = [page_start, pair_gallery, pair_table, page_status]
 
     def poll(name, start, size):
-        if world.pending_training and not world.training_error:
+        shipped = name in uml_names and shipped_scores(world, world.model(name)) is not None
+        if world.pending_training and not world.training_error and not shipped:
             return (f"⏳ {world.training_status}", *[gr.skip()] * 7, gr.Timer(active=True))
         return (*do_audit(name, start, size), gr.Timer(active=False))
 
@@ -248,3 +330,24 @@ def build_tab(world: World, page) -> None:
     gr.on([page_start.submit, page_size.release], do_page, [model, page_start, page_size], page_outputs, api_name="audit_page")
     prev_btn.click(lambda m, s, n: do_page(m, max(0, int(s or 0) - int(n)), n), [model, page_start, page_size], page_outputs, api_name="audit_prev")
     next_btn.click(lambda m, s, n: do_page(m, int(s or 0) + int(n), n), [model, page_start, page_size], page_outputs, api_name="audit_next")
+
+
+def main(argv=None) -> int:
+    """``python -m ccr_core.dashboard.audit --ship [--world demo-world]``: write the shipped audit scores."""
+    import argparse
+
+    from ccr_core.dashboard.world import load_world, resolve_world
+    from ccr_core.paths import CHECKPOINTS_DIR, workspace_dir
+
+    parser = argparse.ArgumentParser(prog="python -m ccr_core.dashboard.audit", description=main.__doc__)
+    parser.add_argument("--ship", action="store_true", required=True, help="compute every UML model's per-pair scores and write assets/audit/<world>/")
+    parser.add_argument("--world", default="demo-world")
+    args = parser.parse_args(argv)
+    world = load_world(resolve_world(args.world, workspace_dir()), CHECKPOINTS_DIR / args.world, workspace_dir(), progress=True)
+    for path in ship_scores(world):
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,7 +19,9 @@ _eval_lock = threading.Lock()  # one evaluation at a time (they share two CPU co
 
 
 def _bundle_stamp(world: World) -> str:
-    return json.dumps(world.bundle.manifest.files, sort_keys=True)
+    from ccr_core.dashboard.world import bundle_stamp
+
+    return bundle_stamp(world)
 
 
 def model_result(world: World, model: ModelEntry) -> dict:

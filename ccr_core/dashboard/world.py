@@ -617,6 +617,11 @@ def _make_thumbnail(bundle: Bundle, item: Item, out_dir: Path) -> Path:
     return out
 
 
+def bundle_stamp(world: "World") -> str:
+    """What identifies the bundle's content in derived caches and shipped artefacts: its manifest's file hashes."""
+    return json.dumps(world.bundle.manifest.files, sort_keys=True)
+
+
 def uncertainty_models(world: "World") -> list[str]:
     """Models that estimate uncertainty (UML); noise-trained ones first (they are the interesting audit)."""
     models = [m for m in world.model_list() if hasattr(m.trained.method, "uncertainty") and m.method == "uml"]
