@@ -187,8 +187,13 @@ def ship(world: str, progress: bool = True, methods=None) -> list[dict]:
 
 def run_grid(world: str, progress: bool = True, **narrow) -> list[dict]:
     """Every run of the world's grid (narrowed by methods/settings/seeds/noise), then its results file."""
+    _run_all(protocol.grid(world, **narrow), progress)
+    return write_protocol_results(world)
+
+
+def _run_all(runs: list, progress: bool) -> None:
+    """Train and evaluate every run not finished yet, one line per run (the grid's and the ablations')."""
     benches = protocol.Benches(progress)
-    runs = protocol.grid(world, **narrow)
     for k, run in enumerate(runs, 1):
         if (run.folder() / "result.json").exists():
             continue
@@ -197,21 +202,11 @@ def run_grid(world: str, progress: bool = True, **narrow) -> list[dict]:
         result = protocol.run_one(run, benches, progress=progress)
         print(json.dumps({"run": run.label, "target_SumR": round(protocol.target_sumr(result) or 0, 1),
                           "seconds": round(time.perf_counter() - start)}), flush=True)
-    return write_protocol_results(world)
 
 
 def run_ablations(world: str, progress: bool = True, seeds=None) -> list[dict]:
     """The world's ablation runs (resumable like the grid), then ``results/ablations-<world>.json``."""
-    benches = protocol.Benches(progress)
-    runs = protocol.ablation_runs(world, seeds)
-    for k, run in enumerate(runs, 1):
-        if (run.folder() / "result.json").exists():
-            continue
-        start = time.perf_counter()
-        print(f"== [{k}/{len(runs)}] {run.label}", flush=True)
-        result = protocol.run_one(run, benches, progress=progress)
-        print(json.dumps({"run": run.label, "target_SumR": round(protocol.target_sumr(result) or 0, 1),
-                          "seconds": round(time.perf_counter() - start)}), flush=True)
+    _run_all(protocol.ablation_runs(world, seeds), progress)
     results = protocol.collect_ablations(world)
     if results:
         write_json_atomic(RESULTS_DIR / f"ablations-{world}.json", results)
