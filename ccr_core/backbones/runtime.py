@@ -1,7 +1,7 @@
 """ONNX Runtime for the frozen backbones' inference on the CPU (feature caches, text states, queries).
 
 On this project's 2-core CPU, ONNX Runtime runs EfficientNet-Lite0 several times faster than eager
-PyTorch (benchmarks/bench_vision.py) and e5-small about 1.3x faster (benchmarks/bench_text.py), with
+PyTorch (5.4x, benchmarks/bench_vision.py) and e5-small 1.2x faster (benchmarks/bench_text.py), with
 the same numbers to float32 rounding. A frozen backbone is exported once per weights (the
 TorchScript-based ``torch.onnx.export``, offline) into ``<cache>/onnx/<key>.onnx`` beside a JSON
 record, and every session is checked before use: its outputs on a seeded probe input must equal the

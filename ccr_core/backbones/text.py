@@ -154,9 +154,9 @@ class _TokenEncoderBase(torch.nn.Module):
 
         A frozen Hugging Face encoder in eval mode on the CPU runs this in ONNX Runtime where it is
         installed and verified (``ccr_core.backbones.runtime``): the same states to ~2e-6 (e5-small,
-        test_runtime.py), ~1.3x PyTorch's throughput on this project's 2-core CPU. Anything else --
-        a trainable or training encoder, a GPU, ``CCR_RUNTIME=torch`` -- runs in PyTorch.
-        """
+        test_runtime.py), 1.22x PyTorch's throughput on this project's 2-core CPU (benchmarks/RESULTS.md).
+        Anything else -- a trainable or training encoder, a GPU, ``CCR_RUNTIME=torch``, a batch of
+        fewer than ``runtime.MIN_BATCH`` texts (a typed query) -- runs in PyTorch."""
         layers = _transformer_layers(self.model)
         if not 0 <= skip_top <= len(layers):
             raise ValueError(f"skip_top must be in 0..{len(layers)}, got {skip_top}")
