@@ -1,4 +1,4 @@
-"""ONNX Runtime for the frozen backbones' inference on the CPU (feature caches, text states, queries).
+"""ONNX Runtime for the frozen backbones' batch inference on the CPU (feature caches, text states).
 
 On this project's 2-core CPU, ONNX Runtime runs EfficientNet-Lite0 several times faster than eager
 PyTorch (5.4x, benchmarks/bench_vision.py) and e5-small 1.2x faster (benchmarks/bench_text.py), with
