@@ -211,8 +211,11 @@ def test_deferred_captions_open_on_the_gallery_and_fill_in_the_same_embeddings(w
         consistency.mrv_summary(fresh)
     with pytest.raises(InputError, match="test captions"):
         projection.project(fresh, "baseline", fresh.languages, "PCA", 20, 5, 0.1)
+    assert search.fill_when_captions_ready(fresh, ["baseline"], 1) is None  # the image -> text panel keeps polling
     original = fresh.captions_status
     fresh.finish_caption_caches()
+    status, item, thumb, table = search.fill_when_captions_ready(fresh, ["baseline"], 1)
+    assert item == fresh.gallery[0].id and thumb and len(table) >= len(fresh.languages)  # drawn once they are ready
     assert fresh.captions_ready.is_set() and not fresh.pending_captions and fresh.captions_status == "" and original
     for name in fresh.model_names():
         assert np.allclose(fresh.model(name).caption_emb, world.model(name).caption_emb, atol=1e-4)

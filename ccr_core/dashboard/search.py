@@ -436,6 +436,20 @@ def build_tab(world: World, page) -> None:
 
     gr.on([i2t_btn.click, i2t_image.upload, i2t_item.submit], do_image_to_text, [i2t_item, i2t_image, methods, i2t_k], i2t_outputs, api_name="image_to_text")
 
+    # While the test captions are encoded in the background (a fresh workspace), the panel says so and
+    # polls; once they are ready it draws the first test image's captions, as a warm start opens with.
+    waiting = gr.Timer(5.0, active=bool(world.pending_captions))
+
+    def poll_captions(chosen, top_k):
+        done = fill_when_captions_ready(world, chosen, top_k)
+        if done is None:
+            return (f"⏳ {world.captions_status}", gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True))
+        return (*done, gr.Timer(active=False))
+
+    # (The timer starts active in every page served while the captions were pending at start-up, so a
+    # page opened after the pass is filled in by its first tick.)
+    waiting.tick(poll_captions, [methods, i2t_k], [i2t_status, i2t_item, i2t_preview, i2t_table, waiting], api_visibility="private")
+
     def make_pick(slot):
         @takes_event
         @guarded(2 + len(i2t_outputs), status_at=2)
@@ -452,6 +466,19 @@ def build_tab(world: World, page) -> None:
 
 def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(columns=columns)
+
+
+def fill_when_captions_ready(world: World, chosen, top_k) -> tuple | None:
+    """(status, item id, thumbnail, table) of the first test image's closest captions once the test captions
+    are encoded, or None while they are not (the image -> text panel's poll on a fresh workspace)."""
+    if world.pending_captions and not world.captions_error:
+        return None
+    item = world.gallery[0].id
+    try:
+        result = image_to_text(world, item, None, chosen or world.model_names(), top_k or 1)
+    except InputError as exc:
+        return str(exc), item, None, _empty(I2T_COLUMNS)
+    return result.status(), item, result.thumb, result.table()
 
 
 def _first_image_to_text(world: World, names: list[str]) -> ImageSearchResult | None:
