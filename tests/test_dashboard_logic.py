@@ -216,6 +216,7 @@ def test_deferred_captions_open_on_the_gallery_and_fill_in_the_same_embeddings(w
     fresh.finish_caption_caches()
     status, item, thumb, table = search.fill_when_captions_ready(fresh, ["baseline"], 1)
     assert item == fresh.gallery[0].id and thumb and len(table) >= len(fresh.languages)  # drawn once they are ready
+    assert search.fill_when_captions_ready(fresh, ["baseline"], 1, fresh.gallery[3].id)[1] == fresh.gallery[3].id  # the user's pick kept
     assert fresh.captions_ready.is_set() and not fresh.pending_captions and fresh.captions_status == "" and original
     for name in fresh.model_names():
         assert np.allclose(fresh.model(name).caption_emb, world.model(name).caption_emb, atol=1e-4)

@@ -390,10 +390,11 @@ def build_tab(world: World, page) -> None:
             with gr.Column(scale=3):
                 with gr.Row():
                     i2t_preview = gr.Image(value=first.thumb if first else None, label="Query picture", interactive=False, height=160, scale=1, buttons=[])
-                    waiting = f"⏳ {world.captions_status} Then click *Closest captions*." if world.pending_captions else ""
-                    i2t_status = gr.Markdown(first.status() if first else waiting, elem_id="i2t-status")
+                    pending_note = f"⏳ {world.captions_status}" if world.pending_captions else ""
+                    i2t_status = gr.Markdown(first.status() if first else pending_note, elem_id="i2t-status")
                 i2t_table = gr.Dataframe(value=first.table() if first else _empty(I2T_COLUMNS), headers=I2T_COLUMNS, interactive=False, wrap=True,
                                          elem_id="i2t-table")
+                waiting = gr.Timer(5.0, active=bool(world.pending_captions))  # inside the tab: a Tabs child must be a Tab
 
     page.model_pickers.append(methods)
     search_outputs = [status, summary, slot_items, *galleries]
@@ -437,18 +438,16 @@ def build_tab(world: World, page) -> None:
     gr.on([i2t_btn.click, i2t_image.upload, i2t_item.submit], do_image_to_text, [i2t_item, i2t_image, methods, i2t_k], i2t_outputs, api_name="image_to_text")
 
     # While the test captions are encoded in the background (a fresh workspace), the panel says so and
-    # polls; once they are ready it draws the first test image's captions, as a warm start opens with.
-    waiting = gr.Timer(5.0, active=bool(world.pending_captions))
-
-    def poll_captions(chosen, top_k):
-        done = fill_when_captions_ready(world, chosen, top_k)
+    # polls (``waiting``); once they are ready it draws its image's captions, as a warm start opens with.
+    def poll_captions(chosen, top_k, item):
+        done = fill_when_captions_ready(world, chosen, top_k, item)
         if done is None:
             return (f"⏳ {world.captions_status}", gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True))
         return (*done, gr.Timer(active=False))
 
     # (The timer starts active in every page served while the captions were pending at start-up, so a
     # page opened after the pass is filled in by its first tick.)
-    waiting.tick(poll_captions, [methods, i2t_k], [i2t_status, i2t_item, i2t_preview, i2t_table, waiting], api_visibility="private")
+    waiting.tick(poll_captions, [methods, i2t_k, i2t_item], [i2t_status, i2t_item, i2t_preview, i2t_table, waiting], api_visibility="private")
 
     def make_pick(slot):
         @takes_event
@@ -468,12 +467,13 @@ def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(columns=columns)
 
 
-def fill_when_captions_ready(world: World, chosen, top_k) -> tuple | None:
-    """(status, item id, thumbnail, table) of the first test image's closest captions once the test captions
-    are encoded, or None while they are not (the image -> text panel's poll on a fresh workspace)."""
+def fill_when_captions_ready(world: World, chosen, top_k, item: str | None = None) -> tuple | None:
+    """(status, item id, thumbnail, table) of the panel's image (the one the user picked meanwhile, else the
+    first test image) once the test captions are encoded, or None while they are not (the image -> text
+    panel's poll on a fresh workspace)."""
     if world.pending_captions and not world.captions_error:
         return None
-    item = world.gallery[0].id
+    item = item if item in world.gallery_pos else world.gallery[0].id
     try:
         result = image_to_text(world, item, None, chosen or world.model_names(), top_k or 1)
     except InputError as exc:
