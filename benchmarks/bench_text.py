@@ -68,11 +68,8 @@ def run() -> list[Result]:
             frozen_states(encoder, ordered[b:b + 128], 0, "query: ")
 
     def in_torch(work):
-        os.environ[runtime.RUNTIME_ENV] = "torch"
-        try:
+        with runtime.only_pytorch():
             work()
-        finally:
-            os.environ.pop(runtime.RUNTIME_ENV)
 
     timings = {"sent-onnx": [], "sent-torch": [], "states-onnx": [], "states-torch": []}
     for _ in range(2):  # interleaved, best of 2

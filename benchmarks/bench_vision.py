@@ -67,11 +67,8 @@ def run() -> list[Result]:
             prefetcher.close()
 
     def in_torch():  # the same, with the ONNX runtime off
-        os.environ[runtime.RUNTIME_ENV] = "torch"
-        try:
+        with runtime.only_pytorch():
             extraction()
-        finally:
-            os.environ.pop(runtime.RUNTIME_ENV)
 
     import os
 

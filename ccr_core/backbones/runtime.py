@@ -14,17 +14,18 @@ layers always run in PyTorch.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from ccr_core.io import atomic_path, file_lock, sha256_file, write_json_atomic
+from ccr_core.io import atomic_path, file_lock, matches_sha256, sha256_file, write_json_atomic
 from ccr_core.paths import cache_dir
 
 RUNTIME_ENV = "CCR_RUNTIME"
@@ -34,9 +35,6 @@ PROBE_TOLERANCE = 1e-3  # max |ONNX - PyTorch| allowed on the probe input (seen:
 # Batches smaller than this run in PyTorch: one typed query gains nothing (e5: 22 ms in ONNX, 26 ms in
 # PyTorch) and the dashboard's query threads would each need a session of their own thread count.
 MIN_BATCH = 8
-
-
-_verified: dict[tuple, str] = {}  # (path, mtime, size) -> SHA-256, computed once per process
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -76,7 +74,6 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
         self.path = path
-        self.threads = options.intra_op_num_threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
@@ -104,13 +101,8 @@ def export(build: Callable[[], torch.nn.Module], key: str, example: Mapping[str,
             record = json.loads(record_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        if not all(record.get(k) == v for k, v in expected.items()):
-            return False
-        stat = path.stat()  # the file's hash once per process and version of the file (e5's is 470 MB)
-        seen = (str(path), stat.st_mtime_ns, stat.st_size)
-        if seen not in _verified:
-            _verified[seen] = sha256_file(path)
-        return record.get("sha256") == _verified[seen]
+        # hashed again only when the file changed since its last check (e5's is 470 MB)
+        return all(record.get(k) == v for k, v in expected.items()) and matches_sha256(path, str(record.get("sha256")))
 
     if usable():
         return path
@@ -176,7 +168,29 @@ def fallback(name: str, reason: Exception | str) -> None:
         print(f"[ccr] {name}: running in PyTorch ({reason})", file=sys.stderr)
 
 
-def on_cpu(tensors: Sequence[torch.Tensor] | torch.nn.Module) -> bool:
-    if isinstance(tensors, torch.nn.Module):
-        return all(p.device.type == "cpu" for p in tensors.parameters())
-    return all(t.device.type == "cpu" for t in tensors)
+def on_cpu(module: torch.nn.Module) -> bool:
+    return all(p.device.type == "cpu" for p in module.parameters())
+
+
+def session_or_none(name: str, **kwargs) -> OnnxModel | None:
+    """:func:`session_for` (same arguments), or None after saying once why ``name`` runs in PyTorch
+    (:func:`fallback`; an error under ``CCR_RUNTIME=onnx``)."""
+    try:
+        return session_for(**kwargs)
+    except RuntimeUnavailable as exc:
+        fallback(name, exc)
+        return None
+
+
+@contextlib.contextmanager
+def only_pytorch() -> Iterator[None]:
+    """``CCR_RUNTIME=torch`` for the block (the benchmarks' A/B), then the setting as it was."""
+    before = os.environ.get(RUNTIME_ENV)
+    os.environ[RUNTIME_ENV] = "torch"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RUNTIME_ENV, None)
+        else:
+            os.environ[RUNTIME_ENV] = before

@@ -186,20 +186,16 @@ class _TokenEncoderBase(torch.nn.Module):
             sha = self.weights_sha256()
             probe = self.tokenize(["a dog runs through the snow", "一只狗在雪地里奔跑 und ein Hund"], prefix="query: ")
             mask = probe["attention_mask"].numpy()[..., None].astype(bool)           # (2, L, 1)
-            try:
-                sessions[key] = runtime.session_for(
-                    lambda: _FrozenBottom(self.model, frozen_layers).eval(),
-                    key=f"text-{sha[:16]}-layers{frozen_layers}",
-                    example={"input_ids": probe["input_ids"], "attention_mask": probe["attention_mask"]}, output="states",
-                    dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-                                  "states": {0: "batch", 1: "length"}},
-                    source={"weights_sha256": sha, "frozen_layers": frozen_layers, "model": type(self.model).__name__},
-                    reference=lambda input_ids, attention_mask: _FrozenBottom(self.model, frozen_layers)(input_ids, attention_mask),
-                    probe={"input_ids": probe["input_ids"], "attention_mask": probe["attention_mask"]},
-                    compare=lambda got, want: float(np.abs(np.where(mask, got - want, 0)).max()))  # real tokens only
-            except runtime.RuntimeUnavailable as exc:
-                runtime.fallback(self.name, exc)
-                sessions[key] = None
+            sessions[key] = runtime.session_or_none(
+                self.name, build=lambda: _FrozenBottom(self.model, frozen_layers).eval(),
+                key=f"text-{sha[:16]}-layers{frozen_layers}",
+                example={"input_ids": probe["input_ids"], "attention_mask": probe["attention_mask"]}, output="states",
+                dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+                              "states": {0: "batch", 1: "length"}},
+                source={"weights_sha256": sha, "frozen_layers": frozen_layers, "model": type(self.model).__name__},
+                reference=lambda input_ids, attention_mask: _FrozenBottom(self.model, frozen_layers)(input_ids, attention_mask),
+                probe={"input_ids": probe["input_ids"], "attention_mask": probe["attention_mask"]},
+                compare=lambda got, want: float(np.abs(np.where(mask, got - want, 0)).max()))  # real tokens only
         return sessions[key]
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): a changed encoder drops its sessions
@@ -275,6 +271,11 @@ class _TokenEncoderBase(torch.nn.Module):
                 "max_length": self.max_length}
 
 
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L) bool -> (B, 1, 1, L) additive attention mask (0 where attended, very negative elsewhere)."""
+    return (~mask)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
+
+
 class _FrozenBottom(torch.nn.Module):
     """The embeddings and the bottom ``frozen_layers`` transformer layers of a Hugging Face encoder:
     (input_ids, attention_mask) -> states (B, L, D). With every layer it is the model's own forward
@@ -290,7 +291,7 @@ class _FrozenBottom(torch.nn.Module):
         if self.frozen_layers == len(layers):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = self.model.embeddings(input_ids=input_ids)                                    # (B, L, D)
-        additive = (attention_mask == 0)[:, None, None, :].to(hidden.dtype) * torch.finfo(hidden.dtype).min  # (B, 1, 1, L)
+        additive = additive_mask(attention_mask.bool(), hidden.dtype)                          # (B, 1, 1, L)
         for layer in layers[: self.frozen_layers]:
             hidden = layer(hidden, additive)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden

@@ -168,17 +168,13 @@ class EfficientNetLite0(VisualBackbone):
             return None
         state = getattr(self, "_onnx", None)
         if state is None or state[0] != torch.get_num_threads():
-            try:
-                session = runtime.session_for(
-                    lambda: _Lite0Features(_export_copy(self.net)), key=f"efficientnet-lite0-{self.weights_hash()[:16]}",
-                    example={"images": torch.zeros(1, 3, self.image_size, self.image_size)}, output="features",
-                    dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                    source={"weights_sha256": self.weights_hash()},
-                    reference=lambda images: self(images),
-                    probe={"images": torch.randn(2, 3, self.image_size, self.image_size, generator=torch.Generator().manual_seed(0))})
-            except runtime.RuntimeUnavailable as exc:
-                runtime.fallback(self.name, exc)
-                session = None
+            session = runtime.session_or_none(
+                self.name, build=lambda: _Lite0Features(_export_copy(self.net)), key=f"efficientnet-lite0-{self.weights_hash()[:16]}",
+                example={"images": torch.zeros(1, 3, self.image_size, self.image_size)}, output="features",
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                source={"weights_sha256": self.weights_hash()},
+                reference=lambda images: self(images),
+                probe={"images": torch.randn(2, 3, self.image_size, self.image_size, generator=torch.Generator().manual_seed(0))})
             state = self._onnx = (torch.get_num_threads(), session)
         return state[1]
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ccr_core.backbones.text import _transformer_layers, additive_mask  # the frozen bottom and the trainable top share them
 from ccr_core.io import atomic_path, file_lock, matches_sha256, read_json, sha256_file, write_json_atomic
 from ccr_core.methods.base import TextBatch
 
@@ -35,14 +36,7 @@ class TextCacheError(ValueError):
 
 
 def _layers(encoder) -> nn.ModuleList:
-    from ccr_core.backbones.text import _transformer_layers
-
     return _transformer_layers(encoder.model)
-
-
-def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, L) bool -> (B, 1, 1, L) additive attention mask (0 where attended, very negative elsewhere)."""
-    return (~mask)[:, None, None, :].to(dtype) * torch.finfo(dtype).min
 
 
 def frozen_states(encoder, texts: Sequence[str], trainable_layers: int, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +60,7 @@ class TextTop(nn.Module):
             p.requires_grad_(True)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        additive = _additive_mask(mask, states.dtype)  # (B, 1, 1, L)
+        additive = additive_mask(mask, states.dtype)  # (B, 1, 1, L)
         for layer in self.layers:
             states = layer(states, additive)  # (B, L, D)
         return states
