@@ -4,24 +4,17 @@ stamped with the same weights hash, else from the world cache (``eval/``, stampe
 they are computed once and cached. Tables download as CSV and JSON."""
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
 import pandas as pd
 
-from ccr_core.dashboard.world import InputError, ModelEntry, World, json_dump, load_json, safe_name
+from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, json_dump, load_json, safe_name
 
 METRICS = ("SumR", "mean_recall", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_MedR", "i2t_MedR")
 COLUMNS = ["model", "method", "train noise", "group", "queries", "images", "t2i_R@1", "t2i_R@5", "t2i_R@10",
            "i2t_R@1", "i2t_R@5", "i2t_R@10", "SumR", "SumR over seeds (95% CI)", "fused SumR", "MRV i2t", "MRV t2i", "MRV mean"]
 _eval_lock = threading.Lock()  # one evaluation at a time (they share two CPU cores)
-
-
-def _bundle_stamp(world: World) -> str:
-    from ccr_core.dashboard.world import bundle_stamp
-
-    return bundle_stamp(world)
 
 
 def model_result(world: World, model: ModelEntry) -> dict:
@@ -43,7 +36,7 @@ def model_result(world: World, model: ModelEntry) -> dict:
         path = world.cache_dir / "eval" / f"{safe_name(model.name)}-{model.checkpoint_hash[:12]}.json"
         if result is None and path.exists():
             cached = load_json(path)
-            if cached.get("checkpoint_sha256") == model.checkpoint_hash and cached.get("bundle") == _bundle_stamp(world):
+            if cached.get("checkpoint_sha256") == model.checkpoint_hash and cached.get("bundle") == bundle_stamp(world):
                 result = cached["result"]
         if result is None:
             if model.captions is None:  # its test captions are still being encoded: no rows yet (not memoised)
@@ -51,7 +44,7 @@ def model_result(world: World, model: ModelEntry) -> dict:
             from ccr_core.evaluate import evaluate_model
 
             result = evaluate_model(model.trained, world.benches[model.text_config])
-            json_dump(path, {"checkpoint_sha256": model.checkpoint_hash, "bundle": _bundle_stamp(world), "result": result})
+            json_dump(path, {"checkpoint_sha256": model.checkpoint_hash, "bundle": bundle_stamp(world), "result": result})
         result = {**result, "model": model.label}
         memo[key] = result
         return result

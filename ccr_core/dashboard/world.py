@@ -257,9 +257,7 @@ class World:
                 start = time.perf_counter()
 
                 def status(done: int, total: int) -> None:
-                    self.captions_status = (f"Encoding the {total:,} test captions in the background: {done:,} done "
-                                            f"({time.perf_counter() - start:.0f} s). Search by text or picture works now; "
-                                            "image → text, Consistency and the embedding maps fill in when this is done.")
+                    self.captions_status = captions_status(total, done, time.perf_counter() - start)
 
                 status(0, len(texts))
                 _, _, trainable_layers, prefix = config
@@ -268,7 +266,7 @@ class World:
                                             progress=progress, on_progress=status)
                 old = bench.text_states
                 with self._lock:  # the clean workbench and the noisy ones made from it share its caches
-                    for other in [m.bench for m in self._models.values()] + [bench]:
+                    for other in self._workbenches():
                         if other.text_states is old:
                             other.text_states = full
                     del self.pending_captions[config]
@@ -314,10 +312,10 @@ class World:
         interim = old.features.root if old.features.root.name.endswith(TEST_SPLIT_SUFFIX) else None
         with self._lock:
             # The clean workbench and the noisy ones made from it (noisy_bench) share its caches.
-            for bench in {id(m.bench): m.bench for m in self._models.values()}.values():
-                if bench.features is old.features or bench.text_states is old.text_states:
+            shared = (old.features, old.text_states)
+            for bench in self._workbenches():
+                if bench.features is shared[0] or bench.text_states is shared[1]:
                     bench.features, bench.text_states = full.features, full.text_states
-            old.features, old.text_states = full.features, full.text_states
             old.complete = True
             del self.pending_training[config]
         if interim is not None:  # the test split's own feature cache, now covered by the full one
@@ -325,6 +323,10 @@ class World:
 
             shutil.rmtree(interim, ignore_errors=True)
         self.training_status = f"Training pairs ready ({time.perf_counter() - start:.0f} s in the background)."
+
+    def _workbenches(self) -> list:
+        """Every workbench in use, each once: the clean ones and the models' (noisy ones share their caches)."""
+        return list({id(b): b for b in [*self.benches.values(), *(m.bench for m in self._models.values())]}.values())
 
     def require_training_pairs(self) -> None:
         """Raise a user-facing message while the training pairs are still being prepared."""
@@ -617,6 +619,13 @@ def _make_thumbnail(bundle: Bundle, item: Item, out_dir: Path) -> Path:
     return out
 
 
+def captions_status(total: int, done: int | None = None, seconds: float = 0.0) -> str:
+    """The status line of the background pass over the test captions (tabs that wait for it show it)."""
+    progress = f": {done:,} done ({seconds:.0f} s)" if done is not None else ""
+    return (f"Encoding the {total:,} test captions in the background{progress}. Search by text or picture works now; "
+            "image → text, Consistency and the embedding maps fill in when this is done.")
+
+
 def bundle_stamp(world: "World") -> str:
     """What identifies the bundle's content in derived caches and shipped artefacts: its manifest's file hashes."""
     return json.dumps(world.bundle.manifest.files, sort_keys=True)
@@ -716,7 +725,7 @@ def load_world(
                                                            defer_captions=defer_captions)
             if not world.benches[config].complete:
                 world.pending_training[config] = cfg
-            if getattr(world.benches[config], "pending_texts", None):
+            if world.benches[config].pending_texts:
                 world.pending_captions[config] = world.benches[config].pending_texts
         bench = world.benches[config]
         try:
@@ -737,9 +746,7 @@ def load_world(
     else:
         world.training_ready.set()
     if world.pending_captions:
-        n = sum(len(texts) for texts in world.pending_captions.values())
-        world.captions_status = (f"Encoding the {n:,} test captions in the background. Search by text or picture works now; "
-                                 "image → text, Consistency and the embedding maps fill in when this is done.")
+        world.captions_status = captions_status(sum(len(texts) for texts in world.pending_captions.values()))
     else:
         world.captions_ready.set()
     world.load_seconds = time.perf_counter() - start
@@ -774,6 +781,7 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
         full_features = cache if cache.ids == [it.id for it in bundle.items] else None
     except (FeatureCacheError, OSError, ValueError):
         pass
+    states = None  # the text cache as it is now, loaded (and checked) once for every branch below
     try:
         states = load_text_cache(text_dir, identity)
         text_of = {c.id: c.text for c in bundle.captions}
@@ -787,6 +795,7 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
         if cfg.trainable_image_blocks > 0:
             bench.feature_maps(cfg.trainable_image_blocks, progress=progress)
         bench.complete = True
+        bench.pending_texts = []
         return bench
     if full_features is not None:  # e.g. the demo world's shipped features: only the text states are missing
         features = full_features
@@ -799,9 +808,7 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
     test_texts = sorted({c.text for c in bundle.captions if c.split == "test"})
     pending: list[str] = []
     if defer_captions:
-        try:
-            states = load_text_cache(text_dir, identity)
-        except (TextCacheError, OSError, ValueError):
+        if states is None:
             states = build_text_cache(encoder, [], text_dir, cfg.trainable_layers, cfg.text_prefix, progress=False)  # empty, appended to later
         pending = [t for t in test_texts if t not in states]
     else:
