@@ -271,14 +271,7 @@ def ablation_markdown(world: str, grid_results: list[dict], ablation_results: li
         for label, other in ((f"ablation − {a.method}", base), ("ablation − floor", floor)):
             if not other:
                 continue
-            row = []
-            for g in groups:
-                mean, hw, n = paired(variant["per_seed"].get(f"SumR {g}", {}), other["per_seed"].get(f"SumR {g}", {}))
-                if n == 0:
-                    row.append("")
-                    continue
-                word = {"holds": "above", "does not hold": "**below**"}.get(verdict(mean, hw, n), "matches")
-                row.append(f"{mean:+.1f} ± {0 if math.isnan(hw) else hw:.1f} ({word})")
+            row = [difference_cell(variant["per_seed"].get(f"SumR {g}", {}), other["per_seed"].get(f"SumR {g}", {})) for g in groups]
             out.append(f"| {label} | " + " | ".join(row) + " |")
         out.append("")
     return out
@@ -494,6 +487,16 @@ def research_answers(world: str, table: dict) -> list[str]:
     return out
 
 
+def difference_cell(a: dict[int, float], b: dict[int, float]) -> str:
+    """A table cell for the per-seed paired difference a − b: "+x ± hw (above / matches / **below** / identical)",
+    empty when no seed is shared."""
+    mean, hw, n = paired(a, b)
+    if n == 0:
+        return ""
+    word = {"holds": "above", "does not hold": "**below**", "identical in every seed": "identical"}.get(verdict(mean, hw, n), "matches")
+    return f"{mean:+.1f} ± {0 if math.isnan(hw) else hw:.1f} ({word})"
+
+
 def against_floor(table: dict, setting: str = "common", noise: float = 0.0) -> list[str]:
     """Each method against the floor, per query language (paired per seed): does it match the floor
     within its interval, or beat it, or fall below it? (issue 13: in the common-encoder setting the
@@ -507,14 +510,7 @@ def against_floor(table: dict, setting: str = "common", noise: float = 0.0) -> l
         cell = table.get((setting, method, noise))
         if method == "floor" or not cell:
             continue
-        row = []
-        for g in groups:
-            mean, hw, n = paired(cell["per_seed"].get(f"SumR {g}", {}), floor["per_seed"][f"SumR {g}"])
-            if n == 0:
-                row.append("")
-                continue
-            word = {"holds": "above", "does not hold": "**below**", "identical in every seed": "identical"}.get(verdict(mean, hw, n), "matches")
-            row.append(f"{mean:+.1f} ± {0 if math.isnan(hw) else hw:.1f} ({word})")
+        row = [difference_cell(cell["per_seed"].get(f"SumR {g}", {}), floor["per_seed"][f"SumR {g}"]) for g in groups]
         rows.append(f"| {method} | " + " | ".join(row) + " |")
     if not rows:
         return []
