@@ -39,21 +39,23 @@ def _np_info_nce(a: np.ndarray, b: np.ndarray, tau: float) -> float:
     return (total_ab / n + total_ba / n) / 2
 
 
-def _np_one_to_k(v: np.ndarray, t: np.ndarray, tau: float, k: int) -> float:
-    """Naive loops over methods.md §7: t[i*k + kk] is caption kk of image i."""
+def _np_one_to_k(v: np.ndarray, t: np.ndarray, tau: float, k: int, w=None) -> float:
+    """Naive loops over methods.md §7: t[i*k + kk] is caption kk of image i; ``w`` (K,) weights of the
+    positives (each log-probability counted K·w_kk times; None: 1/K each, the paper)."""
     b = v.shape[0]
+    w = [1.0 / k] * k if w is None else w
     text = lambda j, kk: t[j * k + kk]  # noqa: E731
     l_i2t = 0.0
     for i in range(b):
         denom = sum(math.exp(v[i] @ text(j, kk) / tau) for j in range(b) for kk in range(k))
         for kk in range(k):
-            l_i2t -= math.log(math.exp(v[i] @ text(i, kk) / tau) / denom)
+            l_i2t -= k * w[kk] * math.log(math.exp(v[i] @ text(i, kk) / tau) / denom)
     l_i2t /= b
     l_t2i = 0.0
     for j in range(b):
         for kk in range(k):
             denom = sum(math.exp(v[i] @ text(j, kk) / tau) for i in range(b))
-            l_t2i -= math.log(math.exp(v[j] @ text(j, kk) / tau) / denom)
+            l_t2i -= k * w[kk] * math.log(math.exp(v[j] @ text(j, kk) / tau) / denom)
     l_t2i /= b * k
     return (l_i2t + l_t2i) / (2 * k)
 
@@ -78,6 +80,39 @@ def test_one_to_k_matches_naive_loop_k3_b4():
     v, t = _unit(4, 6, seed=5, dtype=torch.float64), _unit(12, 6, seed=6, dtype=torch.float64)
     got = L.one_to_k_contrastive(v, t, 0.2, k=3).item()
     assert got == pytest.approx(_np_one_to_k(v.numpy(), t.numpy(), 0.2, 3), rel=1e-10)
+
+
+def test_one_to_k_language_weights_match_naive_loop_and_uniform_is_the_paper():
+    v, t = _unit(4, 6, seed=5, dtype=torch.float64), _unit(12, 6, seed=6, dtype=torch.float64)
+    w = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    got = L.one_to_k_contrastive(v, t, 0.2, 3, w).item()
+    assert got == pytest.approx(_np_one_to_k(v.numpy(), t.numpy(), 0.2, 3, w.tolist()), rel=1e-10)
+    assert got != pytest.approx(L.one_to_k_contrastive(v, t, 0.2, 3).item(), rel=1e-3)
+    uniform = torch.full((3,), 1 / 3, dtype=torch.float64)
+    assert L.one_to_k_contrastive(v, t, 0.2, 3, uniform).item() == pytest.approx(L.one_to_k_contrastive(v, t, 0.2, 3).item(), rel=1e-12)
+    with pytest.raises(ValueError, match="summing to 1"):
+        L.one_to_k_contrastive(v, t, 0.2, 3, torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64))
+
+
+def test_one_to_k_english_weight_field_sets_the_language_weights():
+    from ccr_core.methods import build_method
+
+    torch.manual_seed(0)
+    cfg = dict(text_dim=6, visual_dim=5, embed_dim=4, languages=["en", "de", "fr"], video=False, head="linear", dropout=0.0)
+    a, b = build_method("one_to_k", None, **cfg), build_method("one_to_k", None, english_weight=0.5, **cfg)
+    b.load_state_dict(a.state_dict())
+    from ccr_core.methods import TextBatch
+    gen = torch.Generator().manual_seed(1)
+    text = {lang: TextBatch(torch.randn(4, 3, 6, generator=gen), torch.ones(4, 3, dtype=torch.bool)) for lang in ("en", "de", "fr")}
+    batch = {"visual": torch.randn(4, 5, generator=gen), "text": text, "targets": ["de", "fr"], "item_ids": list("abcd")}
+    a.eval(), b.eval()
+    with torch.no_grad():
+        v = a.encode_visual(batch["visual"])
+        texts = torch.stack([a.encode_text(text[lang]) for lang in ("en", "de", "fr")], dim=1).reshape(-1, 4)
+        tau = a.temperature()
+        expected = L.one_to_k_contrastive(v, texts, tau, 3, torch.tensor([0.5, 0.25, 0.25]))
+        assert b.loss(batch)["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+        assert a.loss(batch)["loss"].item() == pytest.approx(L.one_to_k_contrastive(v, texts, tau, 3).item(), rel=1e-6)
 
 
 def test_one_to_k_rejects_wrong_text_count():

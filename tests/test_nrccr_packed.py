@@ -149,3 +149,30 @@ def test_packed_tower_refuses_too_long_captions():
     text = TextBatch(torch.randn(2, 5, TEXT_DIM), torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="5 positions; this tower has 4 position embeddings"):
         model.encode_text(text)
+
+
+def test_without_distillation_the_common_encoder_skips_the_tower_and_keeps_every_other_term():
+    """The "no-distill" ablation (similarity and feature weights 0): same loss and same gradients as the
+    reference with those weights 0, and the attention tower, which then feeds no term, is not run."""
+    torch.manual_seed(3)
+    kw = dict(head="linear", dropout=0.0, attention_dropout=0.0, similarity_weight=0.0, feature_weight=0.0, **CONFIG)
+    new, old = build_method("nrccr", None, **kw), build_method("nrccr", None, **kw)
+    old.load_state_dict(new.state_dict())
+    new, old = new.double().train(), old.double().train()
+    batch = make_batch(seed=2)
+    out_new, out_old = new.loss(batch), reference_loss(old, batch)
+    for key in ("loss", "target", "back_translation"):
+        assert torch.allclose(out_new[key], out_old[key], rtol=1e-10, atol=1e-12), key
+    assert float(out_new["similarity_view"]) == 0.0 and float(out_new["feature_view"]) == 0.0
+    assert float(out_old["similarity_view"]) > 0.0  # the reference computed a teacher the weights then ignore
+    out_new["loss"].backward()
+    out_old["loss"].backward()
+    grads_old = dict(old.named_parameters())
+    tower = ("text_proj.", "attention.", "text_mapping.")
+    for name, p in new.named_parameters():
+        if name.startswith(tower):
+            assert p.grad is None, name  # not run
+            assert grads_old[name].grad is None or not grads_old[name].grad.any(), name  # zero in the reference
+        elif grads_old[name].grad is not None:
+            assert torch.allclose(p.grad, grads_old[name].grad, rtol=1e-9, atol=1e-11), name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in new.named_parameters() if n.startswith("text_head."))

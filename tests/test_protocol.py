@@ -126,6 +126,13 @@ def test_ablations_change_one_field_and_are_compared_with_their_cell_and_the_flo
     row = next(line for line in md.splitlines() if line.startswith("| ablation − one_to_k |"))
     assert "+31.0 ±" in row.split("|")[3] and "(above)" in row.split("|")[3]  # en: +31 over the method's own runs
     assert protocol.ablation_markdown("flickr8k-ml", results, []) == []
+    # an ablation that adds one change to another is also compared with that one
+    weight = next(a for a in protocol.ABLATIONS["flickr8k-ml"] if a.against == tau.name)
+    more = [{**_result("one_to_k", 0.0, seed, 400.0 + seed, en=504.0 + seed), "variant": weight.name} for seed in (0, 1, 2)]
+    md = "\n".join(protocol.ablation_markdown("flickr8k-ml", results, ablated + more)).split(f"one_to_k + {weight.name}")[1]
+    row = next(line for line in md.splitlines() if line.startswith(f"| ablation − one_to_k+{tau.name} |"))
+    assert "+5.0 ±" in row.split("|")[3]  # en: 504 + s against 499 + s (+0.6 / -0.3)
+    assert "english_weight 0.5" in md
 
 
 def test_tiny_grid_runs_end_to_end_and_resumes(tmp_path, monkeypatch):

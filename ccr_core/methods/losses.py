@@ -161,7 +161,8 @@ def triplet_hardest_negative(
 # --------------------------------------------------------------------------------------------------
 # 1-to-K contrastive (methods.md §7)
 # --------------------------------------------------------------------------------------------------
-def one_to_k_contrastive(image: Tensor, texts: Tensor, temperature: float | Tensor, k: int) -> Tensor:
+def one_to_k_contrastive(image: Tensor, texts: Tensor, temperature: float | Tensor, k: int,
+                         language_weights: Tensor | None = None) -> Tensor:
     """1-to-K contrastive loss: one softmax over all K·B texts, so no language is a pivot.
 
     ``L_i2t = −(1/B) Σ_i Σ_k log softmax_over_all_texts(v_i·t/τ)[i,k]``,
@@ -175,6 +176,9 @@ def one_to_k_contrastive(image: Tensor, texts: Tensor, temperature: float | Tens
             (language k) of image i.
         temperature: softmax temperature τ (see :class:`LearnableTemperature`).
         k: number of captions per image.
+        language_weights: optional (K,) weights of the K positives of each image, summing to 1 (not in
+            the paper, for ablations): positive k's log-probability counts ``K·w_k`` times in both
+            directions; the softmaxes are unchanged. None (the paper) is ``w_k = 1/K``.
 
     Returns:
         Scalar loss.
@@ -182,9 +186,15 @@ def one_to_k_contrastive(image: Tensor, texts: Tensor, temperature: float | Tens
     batch = image.shape[0]
     if texts.shape[0] != batch * k:
         raise ValueError(f"texts has {texts.shape[0]} rows, expected B*K = {batch}*{k}")
+    if language_weights is not None:
+        if language_weights.shape != (k,) or abs(float(language_weights.sum()) - 1.0) > 1e-6:
+            raise ValueError(f"language_weights must be K = {k} weights summing to 1, got {language_weights.tolist()}")
     logits = image @ texts.T / temperature  # (B, B*K)
     owner = torch.arange(batch * k, device=image.device) // k  # (B*K,) image index of each text
     is_positive = owner[None, :] == torch.arange(batch, device=image.device)[:, None]  # (B, B*K)
+    if language_weights is not None:  # column c is language c % K of its image
+        column = (k * language_weights.to(logits))[torch.arange(batch * k, device=image.device) % k]  # (B*K,)
+        is_positive = is_positive * column[None, :]  # (B, B*K) weighted positives
     log_p_i2t = F.log_softmax(logits, dim=1)  # (B, B*K) over all texts
     log_p_t2i = F.log_softmax(logits, dim=0)  # (B, B*K) over images, per text
     loss_i2t = -(log_p_i2t * is_positive).sum(dim=1).mean()  # Σ_k, then mean over B

@@ -176,22 +176,29 @@ class NRCCR(CCRMethod):
         targets = list(batch.get("targets", []))
         backs = {lang: batch["back"][lang] for lang in targets if batch.get("back", {}).get(lang) is not None}
         native = self.text_head is None
+        # With both distillation weights 0 (an ablation) the pseudo-target h^C feeds no term; in the common
+        # encoder the attention tower then serves nothing and is not run (its parameters get no gradient,
+        # as they would get zero ones; only the dropout draws of the skipped tower differ).
+        teacher = bool(targets) and (c.similarity_weight != 0 or c.feature_weight != 0)
         # one tower call: English, the targets, and (own tower only) the back-translations
         texts = [source] + [batch["text"][lang] for lang in targets] + (list(backs.values()) if native else [])
-        states, tokens, packing = self._pack(texts)  # tokens (N, H)
+        if native or teacher:
+            states, tokens, packing = self._pack(texts)  # tokens (N, H)
+        else:
+            states = [self.backbone_states(t) for t in texts]  # each (B_i, L_i, Dt)
         n = len(targets)
         if native:  # self-attention of every batch; its English queries and target keys/values serve h^C too
             h, heads = self._self_attention(tokens, packing)  # h: (N, H)
             pooled = [packing.mean(h[packing.tokens(i)], i) for i in range(len(texts))]  # (B, H) each
             q_en = heads[0][0]
             kv = {j: heads[1 + j][1:] for j in range(n)}
-        elif targets:  # common encoder: the tower serves only h^C -- English queries, target keys and values
+        elif teacher:  # common encoder: the tower serves only h^C -- English queries, target keys and values
             q_en = self._padded_heads(a.project(tokens[packing.tokens(0)], "q"), packing, 0, 1)[0]
             kv = {j: self._padded_heads(a.project(tokens[packing.tokens(1 + j)], "kv"), packing, 1 + j, 2) for j in range(n)}
         c_s = self.text_mapping(pooled[0]) if native else self.text_head(states[0], source.mask)  # (B, E)
         pooled_s = masked_mean(states[0], source.mask)  # (B, Dt) discriminator input, English
 
-        if targets:
+        if teacher:
             # h^C per target: English queries over the target's keys and values, no residual; pooled over
             # [cross ; target tokens] -- one output projection for all targets
             cross = torch.cat([packing.unpad(a.attend(q_en, *kv[j], packing.masks[1 + j]), 0) for j in range(n)])  # (n * n_en, H)
@@ -205,17 +212,15 @@ class NRCCR(CCRMethod):
             target = batch["text"][lang]
             states_t = states[1 + j]  # (B, Lt, Dt)
             c_t = self.text_mapping(pooled[1 + j]) if native else self.text_head(states_t, target.mask)  # (B, E)
-            h_c = self.text_mapping(joint[j])  # (B, E)
             pooled_t = masked_mean(states_t, target.mask)  # (B, Dt)
+            if teacher:
+                h_c = self.text_mapping(joint[j])  # (B, E)
+                distill = [losses.similarity_view_distillation(v, h_c, c_t, c.distill_temperature),
+                           losses.feature_view_distillation(c_t, h_c, c.feature_beta)]
+            else:
+                distill = [v.new_zeros(()), v.new_zeros(())]
             target_terms.append(
-                torch.stack(
-                    [
-                        self._tri(c_t, v),
-                        losses.similarity_view_distillation(v, h_c, c_t, c.distill_temperature),
-                        losses.feature_view_distillation(c_t, h_c, c.feature_beta),
-                        losses.encoder_adversarial_loss(self._frozen_discriminator(pooled_t)),
-                    ]
-                )
+                torch.stack([self._tri(c_t, v), *distill, losses.encoder_adversarial_loss(self._frozen_discriminator(pooled_t))])
             )
             pooled_targets.append(pooled_t.detach())
             if lang in backs:

@@ -17,6 +17,9 @@ class OneToKConfig(EncoderConfig):
     temperature_init: float = 0.07  # learnable τ starts here (CCRK / ALBEF)
     temperature_min: float = losses.TEMPERATURE_MIN  # τ clamp, lower end (0.001 in the code)
     temperature_max: float = losses.TEMPERATURE_MAX  # τ clamp, upper end (0.5 in the code)
+    # Not in the paper (an ablation): English's share of each image's positives; None = 1/K as in the
+    # paper, w = English w and each of the K-1 targets (1-w)/(K-1) (a batch with no target: English 1)
+    english_weight: float | None = None
 
 
 @METHODS.register("one_to_k")
@@ -48,5 +51,9 @@ class OneToK(CCRMethod):
         texts = torch.stack([self.encode_text(batch["text"][lang], lang) for lang in languages], dim=1)  # (B, K, E)
         k = len(languages)
         tau = self.temperature()  # () clamped in place to [min, max]
-        one_to_k = losses.one_to_k_contrastive(v, texts.reshape(-1, texts.shape[-1]), tau, k)  # texts (B*K, E)
+        weights = None
+        w = self.config.english_weight
+        if w is not None and k > 1:
+            weights = torch.tensor([w] + [(1.0 - w) / (k - 1)] * (k - 1), dtype=v.dtype, device=v.device)  # (K,)
+        one_to_k = losses.one_to_k_contrastive(v, texts.reshape(-1, texts.shape[-1]), tau, k, weights)  # texts (B*K, E)
         return {"loss": one_to_k, "one_to_k": one_to_k, "temperature": tau.detach()}
