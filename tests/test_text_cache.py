@@ -69,3 +69,24 @@ def test_a_checked_file_is_hashed_again_only_after_it_changed(tmp_path, monkeypa
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a later write (coarse clocks: make it visible)
     assert not io.matches_sha256(path, digest) and len(calls) == 3  # rewritten: hashed, and refused
+
+
+def test_batch_gathers_each_caption_s_token_rows_in_order_with_padding():
+    """The one-gather batch equals copying each caption's slice of the memory-mapped rows."""
+    from pathlib import Path
+
+    from ccr_core.training.text_cache import TextStateCache
+
+    rng = np.random.default_rng(0)
+    lengths = [3, 1, 5, 2]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    states = rng.standard_normal((int(offsets[-1]), 4)).astype(np.float16)
+    cache = TextStateCache(root=Path("."), meta={"texts": ["a", "b", "c", "d"]}, states=states, offsets=offsets)
+    batch = cache.batch(["d", "a", "c", "a"])
+    assert batch.states.shape == (4, 5, 4) and batch.states.dtype == torch.float32
+    for k, text in enumerate(["d", "a", "c", "a"]):
+        r = "abcd".index(text)
+        n = lengths[r]
+        assert batch.mask[k].tolist() == [True] * n + [False] * (5 - n)
+        assert np.array_equal(batch.states[k, :n].numpy(), states[offsets[r]:offsets[r] + n].astype(np.float32))
+        assert not batch.states[k, n:].any()

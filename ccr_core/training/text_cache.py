@@ -85,13 +85,14 @@ class TextStateCache:
             rows = [self.index[t] for t in texts]
         except KeyError as exc:
             raise TextCacheError(f"{self.root}: caption text not in the cache: {exc.args[0][:80]!r}") from None
-        lengths = [int(self.offsets[r + 1] - self.offsets[r]) for r in rows]
-        width = max(lengths)
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, lengths = self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows]  # (B,) each
+        width = int(lengths.max()) if len(rows) else 0
+        mask = np.arange(width)[None, :] < lengths[:, None]  # (B, L) bool
+        # one gather of every real token row (row-major over the mask), then one scatter into the padding
+        token_rows = (starts[:, None] + np.arange(width)[None, :])[mask]  # (n,)
         out = np.zeros((len(rows), width, self.states.shape[1]), dtype=np.float32)
-        mask = np.zeros((len(rows), width), dtype=bool)
-        for k, (r, n) in enumerate(zip(rows, lengths)):
-            out[k, :n] = self.states[self.offsets[r] : self.offsets[r] + n]
-            mask[k, :n] = True
+        out[mask] = self.states[token_rows]
         return TextBatch(torch.from_numpy(out), torch.from_numpy(mask))
 
 
