@@ -38,72 +38,6 @@ print(json.dumps({"captions_per_s": summary["captions_per_s"], "seconds": summar
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
-# NRCCR's roofline: the FLOPs one training step of the protocol's NRCCR runs takes (counted by
-# torch.utils.flop_counter on a real Flickr8k-ML batch: matrix products and attention, forward and
-# backward, discriminator step included) against this machine's fp32 matrix-product rate. At that rate the
-# step cannot run faster, so captions / (FLOPs / rate) bounds the throughput any exact implementation reaches.
-ROOFLINE_CHILD = r"""
-import json, sys, time, torch
-from torch.utils.flop_counter import FlopCounterMode
-from ccr_core.data.bundle import load_bundle
-from ccr_core.paths import workspace_dir
-from ccr_core.protocol import Run
-from ccr_core.training import train as T
-cfg = Run("flickr8k-ml", sys.argv[1], "nrccr", 0.0, 0).train_config()
-bench = T.prepare_workbench(cfg, workspace_dir(), load_bundle(T.resolve_bundle(cfg.data)), progress=False)
-examples = T.training_examples(bench.bundle, "train", cfg.target_langs, cfg.target_sources)
-T._set_seed(0)
-method = T.build_run_method(cfg, bench).train()
-source = T.BatchSource(examples, bench.features, bench.text_states, bench.bundle, None)
-batch = source.make_batch(source.epoch_batches(cfg.batch_size, seed=0)[0], seed=0, targets_per_batch=0)
-opt = torch.optim.Adam(method.main_parameters(), lr=cfg.lr)
-def step():
-    opt.zero_grad(set_to_none=True)
-    method(batch)["loss"].backward()
-    method.discriminator_step(batch)
-    opt.step()
-step()
-with FlopCounterMode(display=False) as counter:
-    step()
-times = []
-for _ in range(3):
-    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-a, b = torch.randn(8192, 512), torch.randn(512, 512)
-torch.mm(a, b)
-rates = []
-for _ in range(10):
-    t = time.perf_counter(); torch.mm(a, b); rates.append(2 * 8192 * 512 * 512 / (time.perf_counter() - t))
-captions = len(batch["item_ids"]) * (1 + len(batch["targets"]))
-print(json.dumps({"hidden_dim": method.config.hidden_dim, "flops": counter.get_total_flops(), "step_s": min(times), "peak": max(rates), "captions": captions,
-                  "tokens": {lang: int(batch["text"][lang].mask.sum()) for lang in batch["text"]}}))
-"""
-
-
-def nrccr_roofline(world: str = "flickr8k-ml") -> list[Result]:
-    """Counted FLOPs of one NRCCR training step per protocol setting, and the throughput they allow."""
-    rows = []
-    for setting in ("common", "published"):
-        proc = subprocess.run([sys.executable, "-c", ROOFLINE_CHILD, setting], capture_output=True, text=True)
-        if proc.returncode != 0:
-            rows.append(Result(f"{world} nrccr [{setting}] roofline: failed", float("nan"), "", note=proc.stderr.strip().splitlines()[-1][:120]))
-            continue
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-        gflop, peak = out["flops"] / 1e9, out["peak"] / 1e9
-        bound = out["captions"] / (gflop / peak)
-        where = (f"protocol '{setting}' setting (hidden_dim {out['hidden_dim']}), one step on a real batch of {out['captions']} captions "
-                 f"(real tokens {out['tokens']})")
-        rows += [
-            Result(f"{world} nrccr [{setting}] matrix FLOPs per training step", gflop, "GFLOP",
-                   note=f"{where}; torch.utils.flop_counter, forward + backward + discriminator step"),
-            Result(f"{world} nrccr [{setting}] step time, achieved rate", out["step_s"], "s",
-                   note=f"best of 3 steps: {gflop / out['step_s']:.0f} GFLOP/s achieved = {out['captions'] / out['step_s']:.0f} captions/s"),
-            Result(f"{world} nrccr [{setting}] throughput bound at this machine's matrix rate", bound, "captions/s",
-                   f">= {NRCCR_TARGET:.0f} captions/s", bound >= NRCCR_TARGET,
-                   note=f"captions / (FLOPs / {peak:.0f} GFLOP/s, the best fp32 8192x512 @ 512x512 product of 10): no exact implementation of these losses runs faster here"),
-        ]
-    return rows
-
-
 def full_runs(world: str) -> list[Result]:
     """Whole-training times of the experiment grid's runs on ``world`` against the issue's budget."""
     path = REPO_ROOT / "results" / f"{world}.json"
@@ -147,6 +81,4 @@ def run() -> list[Result]:
                 continue
             rows.append(Result(f"{world} {method} peak memory", out["peak_rss_mib"], "MiB", note="peak RSS of the training process (ru_maxrss): counts the pages of the memory-mapped feature and text-state caches it touched (file-backed, reclaimable) and the e5 model loaded for validation"))
         rows += full_runs(world)
-        if world == "flickr8k-ml":
-            rows += nrccr_roofline(world)
     return rows
