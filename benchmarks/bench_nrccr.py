@@ -43,13 +43,20 @@ with FlopCounterMode(display=False) as counter:
 times = []
 for _ in range(3):
     t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+from torch.profiler import profile
+with profile() as prof:
+    step()
+self_us = {}
+for e in prof.key_averages():
+    kind = "matrix" if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm") else "dropout" if e.key == "aten::bernoulli_" else "other"
+    self_us[kind] = self_us.get(kind, 0.0) + e.self_cpu_time_total
 a, b = torch.randn(8192, 512), torch.randn(512, 512)
 torch.mm(a, b)
 rates = []
 for _ in range(10):
     t = time.perf_counter(); torch.mm(a, b); rates.append(2 * 8192 * 512 * 512 / (time.perf_counter() - t))
 captions = len(batch["item_ids"]) * (1 + len(batch["targets"]))
-print(json.dumps({"hidden_dim": method.config.hidden_dim, "flops": counter.get_total_flops(), "step_s": min(times), "peak": max(rates), "captions": captions,
+print(json.dumps({"hidden_dim": method.config.hidden_dim, "flops": counter.get_total_flops(), "step_s": min(times), "peak": max(rates), "captions": captions, "shares": {k: v / sum(self_us.values()) for k, v in self_us.items()},
                   "tokens": {lang: int(batch["text"][lang].mask.sum()) for lang in batch["text"]}}))
 """
 
@@ -73,7 +80,9 @@ def run(world: str = "flickr8k-ml") -> list[Result]:
             Result(f"{world} nrccr [{setting}] matrix FLOPs per training step", gflop, "GFLOP",
                    note=f"{where}; torch.utils.flop_counter, forward + backward + discriminator step"),
             Result(f"{world} nrccr [{setting}] step time, achieved rate", out["step_s"], "s",
-                   note=f"best of 3 steps: {gflop / out['step_s']:.0f} GFLOP/s achieved = {out['captions'] / out['step_s']:.0f} captions/s"),
+                   note=f"best of 3 steps: {gflop / out['step_s']:.0f} GFLOP/s achieved = {out['captions'] / out['step_s']:.0f} captions/s; "
+                        f"self CPU time of a profiled step: matrix products {out['shares'].get('matrix', 0):.0%}, dropout masks "
+                        f"(bernoulli_) {out['shares'].get('dropout', 0):.0%}, the rest {out['shares'].get('other', 0):.0%}"),
             Result(f"{world} nrccr [{setting}] throughput bound at this machine's matrix rate", bound, "captions/s",
                    f">= {NRCCR_TARGET:.0f} captions/s", bound >= NRCCR_TARGET,
                    note=f"captions / (FLOPs / {peak:.0f} GFLOP/s, the best fp32 8192x512 @ 512x512 product of 10): no exact implementation of these losses runs faster here"),
