@@ -100,6 +100,9 @@ ABLATIONS = {
                  "terms (the cross-attention teacher h^C is then not computed; the VSE++ hardest-negative triplets, the "
                  "back-translation and adversarial terms remain), does the gap remain -- is it the triplet objective, "
                  "not the teacher?"),
+        Ablation("nrccr", "no-distill", (("similarity_weight", 0.0), ("feature_weight", 0.0)),
+                 "NRCCR keeps 64% of its target SumR under 40% injected noise, the baseline 90%: does its distillation "
+                 "toward h^C (the paper's noise-robust part) help there -- is NRCCR without it worse?", noise=0.4),
         Ablation("uml", "warmup-all", (("warmup_steps", 702),),
                  "UML is 9-11 SumR below the floor on German in the common encoder: with its warm-up (the plain contrastive "
                  "terms) lasting the whole run, so the evidential terms never act, does the gap remain?"),
@@ -276,7 +279,8 @@ def ablation_markdown(world: str, grid_results: list[dict], ablation_results: li
         base, floor = table.get((a.setting, a.method, a.noise)), table.get(("common", "floor", a.noise))
         groups = sorted(k.split(" ", 1)[1] for k in variant["per_seed"] if k.startswith("SumR "))
         change = ", ".join(f"{k} {v}" for k, v in a.overrides)
-        out += [f"**{a.method} + {a.name}** ({change}; {len(variant['seeds'])} seeds). {a.question}", "",
+        at = f" at noise {a.noise:g}" if a.noise else ""
+        out += [f"**{a.method} + {a.name}**{at} ({change}; {len(variant['seeds'])} seeds). {a.question}", "",
                 "| query language | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups),
                 "| ablation SumR | " + " | ".join(_pm(variant["stats"].get(f"SumR {g}")) for g in groups) + " |"]
         others = [(f"ablation − {a.method}", base), ("ablation − floor", floor)]
