@@ -105,9 +105,10 @@ def test_against_floor_says_above_matches_or_below_per_language():
 
 
 def test_ablations_change_one_field_and_are_compared_with_their_cell_and_the_floor(known_epochs, tmp_path):
-    runs = protocol.ablation_runs("flickr8k-ml")
-    grid = {r.folder(tmp_path) for r in protocol.grid("flickr8k-ml")}
-    assert runs and {r.seed for r in runs} == {0, 1, 2} and not grid & {r.folder(tmp_path) for r in runs}
+    runs = protocol.ablation_runs("demo-world") + protocol.ablation_runs("flickr8k-ml")
+    grid = {r.folder(tmp_path) for w in ("demo-world", "flickr8k-ml") for r in protocol.grid(w)}
+    assert {r.world for r in runs} == {"demo-world", "flickr8k-ml"} and {r.seed for r in runs} == {0, 1, 2}
+    assert not grid & {r.folder(tmp_path) for r in runs} and len({r.folder(tmp_path) for r in runs}) == len(runs)
     for run in runs:
         plain = Run(run.world, run.setting, run.method, run.noise, run.seed).train_config()
         changed = run.train_config()
