@@ -20,12 +20,10 @@ from ccr_core.paths import bundle_dir
 ROOFLINE_CHILD = r"""
 import json, sys, time, torch
 from torch.utils.flop_counter import FlopCounterMode
-from ccr_core.data.bundle import load_bundle
-from ccr_core.paths import workspace_dir
-from ccr_core.protocol import Run
+from ccr_core.protocol import Benches, Run
 from ccr_core.training import train as T
-cfg = Run("flickr8k-ml", sys.argv[1], "nrccr", 0.0, 0).train_config()
-bench = T.prepare_workbench(cfg, workspace_dir(), load_bundle(T.resolve_bundle(cfg.data)), progress=False)
+run = Run("flickr8k-ml", sys.argv[1], "nrccr", 0.0, 0)
+cfg, bench = run.train_config(), Benches(progress=False).get(run)
 examples = T.training_examples(bench.bundle, "train", cfg.target_langs, cfg.target_sources)
 T._set_seed(0)
 method = T.build_run_method(cfg, bench).train()

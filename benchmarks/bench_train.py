@@ -38,6 +38,7 @@ print(json.dumps({"captions_per_s": summary["captions_per_s"], "seconds": summar
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+
 def full_runs(world: str) -> list[Result]:
     """Whole-training times of the experiment grid's runs on ``world`` against the issue's budget."""
     path = REPO_ROOT / "results" / f"{world}.json"
