@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,43 @@ def _noise_cell(noise: dict | None) -> str:
     return _fmt(noise.get("auroc"), 3) + (f" / {noise['auroc_mismatch']:.3f}" if noise.get("auroc_mismatch") is not None else "")
 
 
+def _backbones_cell(result: dict) -> str:
+    """"frozen", or what was fine-tuned ("image top 2 blocks", "text top 1 layer")."""
+    tuned = result.get("fine_tuned") or {}
+    parts = [f"image top {tuned['trainable_image_blocks']} block{'s' if tuned['trainable_image_blocks'] != 1 else ''}"] if tuned.get("trainable_image_blocks") else []
+    if tuned.get("trainable_layers"):
+        parts.append(f"text top {tuned['trainable_layers']} layer{'s' if tuned['trainable_layers'] != 1 else ''}")
+    return "fine-tuned: " + " + ".join(parts) if parts else "frozen"
+
+
+# Issue 16's targets for the best shipped fine-tuned model against the shipped (frozen) floor, as a share of the floor's SumR.
+FINE_TUNED_GOALS = {"en": 0.10, "zh/human-translation": 0.10, "zh": 0.05}
+FINE_TUNED_MINUTES = 30  # each method's training on this machine
+
+
+def fine_tuned_targets(results: list[dict]) -> list[str]:
+    """Per group of :data:`FINE_TUNED_GOALS`: the frozen floor, the best fine-tuned model, its gain -- met or not;
+    and each fine-tuned model's training time against the limit. Empty for a world without fine-tuned models."""
+    floor = next((r for r in results if r["model"] == "floor"), None)
+    tuned = [r for r in results if r.get("fine_tuned")]
+    if floor is None or not tuned:
+        return []
+    out = ["", "**Fine-tuned against the frozen floor** (issue 16: the best shipped fine-tuned model, SumR gain over the shipped floor)", "",
+           "| group | floor (frozen) | goal | best fine-tuned | its SumR | gain | met |", "|---|---|---|---|---|---|---|"]
+    for group, share in FINE_TUNED_GOALS.items():
+        if group not in floor["groups"]:
+            continue
+        base = floor["groups"][group]["SumR"]
+        best, name = max((r["groups"][group]["SumR"], r["model"]) for r in tuned if group in r["groups"])
+        gain = best / base - 1
+        out.append(f"| {group} | {base:.1f} | +{share:.0%} ({base * (1 + share):.1f}) | {name} | {best:.1f} | {gain:+.1%} | {'yes' if gain >= share else '**no**'} |")
+    slow = [r["model"] for r in tuned if r.get("train_seconds", 0) > FINE_TUNED_MINUTES * 60]
+    longest = max(tuned, key=lambda r: r.get("train_seconds", 0))
+    out += ["", f"Training time: the longest fine-tuned run is {longest['model']}'s, {longest['train_seconds'] / 60:.1f} min (limit "
+                f"{FINE_TUNED_MINUTES} min per method: {'met' if not slow else '**not met** by ' + ', '.join(slow)})."]
+    return out
+
+
 def results_markdown(all_results: dict[str, list[dict]]) -> str:
     """The shipped models' table: one row per model the dashboard serves (seed 0, float16 as shipped)."""
     lines = ["# Results", "",
@@ -77,12 +115,13 @@ def results_markdown(all_results: dict[str, list[dict]]) -> str:
     for world, results in all_results.items():
         lines += [f"### {world}", ""]
         groups = sorted({g for r in results for g in r["groups"]})
-        lines.append("| model | noise | " + " | ".join(f"{g} SumR" for g in groups) + " | MRV i2t / t2i | noise AUROC u / DECL score | train s | budget |")
-        lines.append("|---|---|" + "---|" * len(groups) + "---|---|---|---|")
+        lines.append("| model | backbones | noise | " + " | ".join(f"{g} SumR" for g in groups) + " | MRV i2t / t2i | noise AUROC u / DECL score | train s | budget |")
+        lines.append("|---|---|---|" + "---|" * len(groups) + "---|---|---|---|")
         for r in results:
             m = r.get("mrv", {})
-            lines.append(f"| {r['model']} | {r['noise_rate']:g} | " + " | ".join(_fmt(r["groups"].get(g, {}).get("SumR")) for g in groups)
+            lines.append(f"| {r['model']} | {_backbones_cell(r)} | {r['noise_rate']:g} | " + " | ".join(_fmt(r["groups"].get(g, {}).get("SumR")) for g in groups)
                          + f" | {_fmt(m.get('mrv_i2t'), 2)} / {_fmt(m.get('mrv_t2i'), 2)} | {_noise_cell(r.get('noise'))} | {_fmt(r.get('train_seconds'), 0)} | {_budget_cell(r)} |")
+        lines += fine_tuned_targets(results)
         lines += ["", "<details><summary>R@1 / R@5 / R@10 per direction and language</summary>", "",
                   "| model | group | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 | SumR | images |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in results:
@@ -143,22 +182,30 @@ def floor_comparison(results: list[dict]) -> list[str]:
                   "each of its rows with `ccr train --method floor … trainable_image_blocks=K trainable_layers=T` (commands in README.md).", ""]
 
 
-def ship(world: str, progress: bool = True, methods=None) -> list[dict]:
+FINE_TUNED_SUFFIX = "-ft"  # shipped name of a fine-tuned model: <method>-ft
+
+
+def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = False) -> list[dict]:
     """Copy each method's seed-0 "published" model (and the floor's) into ``checkpoints/<world>/``, as float16,
     evaluate that copy, and merge its numbers into ``results/<world>.json`` (other models' rows stay).
-    ``methods`` narrows which methods are shipped (``--methods`` on the command line)."""
+    ``methods`` narrows which methods are shipped (``--methods`` on the command line). With ``fine_tuned``,
+    the world's fine-tuned runs (``protocol.FINE_TUNED``) ship as ``<method>-ft`` instead, and each replaces
+    the frozen published model of its method (folder and results row); the frozen floor and baseline-en stay."""
     import torch
 
     from ccr_core.training.checkpoint import convert_weights
 
     benches = protocol.Benches(progress)
-    shipped = []
-    for run in protocol.grid(world, seeds=(0,), methods=methods):
-        wanted = run.setting == "published" or run.method == "floor"
+    shipped, replaced = [], set()
+    runs = protocol.fine_tuned_runs(world, seeds=(0,), methods=methods) if fine_tuned else protocol.grid(world, seeds=(0,), methods=methods)
+    for run in runs:
+        wanted = fine_tuned or run.setting == "published" or run.method == "floor"
         if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)) or not (run.folder() / "result.json").exists():
             continue
-        name = run.method + (f"@noise{run.noise:g}" if run.noise else "")
+        name = run.method + (FINE_TUNED_SUFFIX if fine_tuned else "") + (f"@noise{run.noise:g}" if run.noise else "")
         target = CHECKPOINTS_DIR / world / name.replace("@", "-")
+        if fine_tuned and run.method != "floor":
+            replaced.add(run.method)
         protocol.copy_checkpoint(run.folder() / "best", target)
         convert_weights(target, torch.float16)
         bench = benches.get(run)
@@ -172,6 +219,8 @@ def ship(world: str, progress: bool = True, methods=None) -> list[dict]:
             from ccr_core.evaluate import load_trained
 
             result["free_queries"] = free_query_report(load_trained(target, bench, name), bench)
+        if fine_tuned:
+            result["fine_tuned"] = dict(run.train_overrides)
         result.update({"noise_rate": run.noise, "seed": 0, "setting": run.setting, "weights": "float16",
                        "train_seconds": summary["train_seconds"], "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
                        "captions_per_s": summary["captions_per_s"], "protocol": "equal-budget"})
@@ -179,8 +228,11 @@ def ship(world: str, progress: bool = True, methods=None) -> list[dict]:
         shipped.append(result)
         print(f"shipped {world}/{name}", flush=True)
     path = RESULTS_DIR / f"{world}.json"
-    names = {r["model"] for r in shipped}
+    names = {r["model"] for r in shipped} | replaced
     kept = [r for r in (read_json(path) if path.exists() else []) if r["model"] not in names]
+    for method in sorted(replaced):  # the frozen model the fine-tuned one replaces (its numbers stay in the grid's tables)
+        if (CHECKPOINTS_DIR / world / method).is_dir():
+            shutil.rmtree(CHECKPOINTS_DIR / world / method)
     write_json_atomic(path, kept + shipped)
     return shipped
 
@@ -210,6 +262,18 @@ def run_ablations(world: str, progress: bool = True, seeds=None) -> list[dict]:
     results = protocol.collect_ablations(world)
     if results:
         write_json_atomic(RESULTS_DIR / f"ablations-{world}.json", results)
+    return results
+
+
+def run_fine_tuned(world: str, progress: bool = True, seeds=None, methods=None) -> list[dict]:
+    """The world's fine-tuned runs (``protocol.FINE_TUNED``, seed 0 unless ``seeds``; resumable like the grid),
+    then ``results/fine-tuned-<world>.json``."""
+    if world not in protocol.FINE_TUNED:
+        raise SystemExit(f"{world}: no fine-tuned setting in protocol.FINE_TUNED (worlds with one: {', '.join(protocol.FINE_TUNED)})")
+    _run_all(protocol.fine_tuned_runs(world, seeds=tuple(seeds or (0,)), methods=methods), progress)
+    results = protocol.collect_fine_tuned(world)
+    if results:
+        write_json_atomic(RESULTS_DIR / f"fine-tuned-{world}.json", results)
     return results
 
 
@@ -247,7 +311,7 @@ def write_plots() -> list[Path]:
 
 def render_results_md() -> str:
     """RESULTS.md from results/*.json: the protocol sections, then the shipped models' table."""
-    shipped = {p.stem: read_json(p) for p in sorted(RESULTS_DIR.glob("*.json")) if not p.stem.startswith(("protocol-", "ablations-"))}
+    shipped = {p.stem: read_json(p) for p in sorted(RESULTS_DIR.glob("*.json")) if not p.stem.startswith(("protocol-", "ablations-", "fine-tuned-"))}
     lines = ["# Results", "",
              "Two kinds of numbers. **The comparison** (first): every method at the same budget, in two settings, at 3 seeds with "
              "95% intervals (`ccr_core/protocol.py`, methods.md §8); only those support research answers. **The shipped models** "
@@ -262,6 +326,9 @@ def render_results_md() -> str:
             ablations = RESULTS_DIR / f"ablations-{world}.json"
             if ablations.exists():
                 lines += protocol.ablation_markdown(world, read_json(path), read_json(ablations))
+            tuned = RESULTS_DIR / f"fine-tuned-{world}.json"
+            if tuned.exists():
+                lines += protocol.fine_tuned_markdown(world, read_json(path), read_json(tuned))
     if not any_protocol:
         lines += ["No protocol runs yet: `python -m ccr_core.experiments --world demo-world`.", ""]
     lines.append(results_markdown(shipped).replace("# Results\n", "## The shipped models\n", 1))
@@ -298,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown-only", action="store_true", help="only rewrite RESULTS.md from results/*.json")
     parser.add_argument("--ablations", action="store_true", help="run the world's ablations (protocol.ABLATIONS: one config change "
                         "each, testing a stated cause of a gap) instead of its grid, into results/ablations-<world>.json")
+    parser.add_argument("--fine-tuned", action="store_true", help="run the world's fine-tuned setting (protocol.FINE_TUNED: every method "
+                        "in the common encoder with backbone tops trained, seed 0 unless --seeds) into results/fine-tuned-<world>.json; "
+                        "with --ship, those models replace the frozen ones in checkpoints/<world>/ (the frozen floor and baseline-en stay)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     narrow = {"methods": args.methods, "settings": args.settings, "seeds": args.seeds, "noise": args.noise}
@@ -305,7 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         for world in args.world:
             print_budget(world, progress=not args.quiet)
         return 0
-    if args.ablations and not args.markdown_only:
+    if args.fine_tuned and not args.markdown_only:
+        for world in args.world:
+            run_fine_tuned(world, progress=not args.quiet, seeds=args.seeds, methods=args.methods)
+            if args.ship:
+                ship(world, progress=not args.quiet, methods=args.methods, fine_tuned=True)
+    elif args.ablations and not args.markdown_only:
         for world in args.world:
             run_ablations(world, progress=not args.quiet, seeds=args.seeds)
     elif not args.markdown_only:

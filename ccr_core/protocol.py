@@ -120,6 +120,37 @@ ABLATIONS = {
 }
 
 
+@dataclass(frozen=True)
+class FineTune:
+    """Backbone tops trained with every method (the papers' setting, issue 16): the grid's common-encoder run at
+    noise 0 with ``train`` (TrainConfig fields) added. Its runs sit beside the grid's, under ``<method>+<name>``."""
+
+    name: str
+    train: tuple  # ((TrainConfig field, value), ...)
+    why: str  # how the setting was chosen
+
+
+# The largest image top whose shipped copies fit the 60 MB cap beside the demo world's checkpoints, the frozen
+# Flickr8k-ML floor and baseline-en: the last two Lite0 blocks + head conv are 1.49 M parameters (3.0 MB in
+# float16; three blocks would be 3.9 MB and overrun the cap by ~0.1 MB); the top e5 layer (1.78 M, 3.6 MB) does
+# not fit beside them, and one pass of it over a step's 640 captions would put a run over 30 minutes.
+FINE_TUNED = {
+    "flickr8k-ml": FineTune("ft-img2", (("trainable_image_blocks", 2), ("backbone_lr", 1e-4)),
+                            "last 2 of EfficientNet-Lite0's 16 blocks + head conv fine-tuned at 1e-4 (heads at the grid's 5e-4); "
+                            "the largest image top whose six shipped copies fit the 60 MB cap; text backbone frozen"),
+}
+
+
+def fine_tuned_runs(world: str, seeds=(0,), methods=None) -> list["Run"]:
+    """The world's fine-tuned runs: every method in the common encoder at noise 0, with its :data:`FINE_TUNED` tops."""
+    tune = FINE_TUNED.get(world)
+    if tune is None:
+        return []
+    proto = PROTOCOL[world]
+    return [Run(world, "common", method, 0.0, seed, variant=tune.name, train_overrides=tune.train)
+            for method in (methods or proto.methods) for seed in seeds]
+
+
 def ablation_runs(world: str, seeds=None) -> list["Run"]:
     """The world's ablation runs: every ablation at the grid's seeds."""
     proto = PROTOCOL[world]
@@ -136,6 +167,7 @@ class Run:
     seed: int
     variant: str = ""  # an Ablation's name ("" for the grid's runs)
     overrides: tuple = ()  # its method_config changes
+    train_overrides: tuple = ()  # TrainConfig changes (a FineTune's backbone tops)
 
     @property
     def label(self) -> str:
@@ -154,7 +186,7 @@ class Run:
         method_config.update(dict(self.overrides))
         return TrainConfig(data=proto.data or self.world, method=self.method, noise=self.noise, noise_seed=0, seed=self.seed,
                            epochs=epochs, max_steps=proto.steps, patience=epochs + 1, halve_after=epochs + 1,
-                           method_config=method_config, **proto.train)
+                           method_config=method_config, **{**proto.train, **dict(self.train_overrides)})
 
     def folder(self, root: Path | None = None) -> Path:
         cfg = asdict(self.train_config())
@@ -268,9 +300,56 @@ def collect(world: str, root: Path | None = None) -> list[dict]:
     return out
 
 
+def collect_fine_tuned(world: str, root: Path | None = None) -> list[dict]:
+    """Every finished fine-tuned run's ``result.json`` of the world (any seed run so far)."""
+    runs = fine_tuned_runs(world, seeds=range(10))
+    return [read_json(run.folder(root) / "result.json") for run in runs if (run.folder(root) / "result.json").exists()]
+
+
 def collect_ablations(world: str, root: Path | None = None) -> list[dict]:
     """Every finished ablation run's ``result.json`` of the world (``variant`` names its ablation)."""
     return [read_json(run.folder(root) / "result.json") for run in ablation_runs(world) if (run.folder(root) / "result.json").exists()]
+
+
+def _change_cell(a: dict[int, float], b: dict[int, float]) -> str:
+    """Fine-tuned − frozen, paired per seed: "+x ± hw (above / matches / **below**)" over 2+ seeds, "+x (1 seed)" over one."""
+    mean, hw, n = paired(a, b)
+    if n == 0:
+        return ""
+    return f"{mean:+.1f} (1 seed)" if n == 1 else difference_cell(a, b)
+
+
+def fine_tuned_markdown(world: str, grid_results: list[dict], tuned_results: list[dict]) -> list[str]:
+    """Each method with its backbone tops fine-tuned (:data:`FINE_TUNED`) against the same method frozen (the grid's
+    common-encoder cell at noise 0, same seeds), per query language."""
+    tune = FINE_TUNED.get(world)
+    if tune is None or not tuned_results:
+        return []
+    frozen, tuned = cells(grid_results), cells(tuned_results)
+    groups = sorted({g for r in tuned_results for g in r["groups"]})
+    out = [f"#### Fine-tuned backbone tops ({world}): the papers' setting", "",
+           f"Every method in the common encoder at noise 0, as in the grid (same steps, batch, pairs), with {tune.why} "
+           f"(`{', '.join(f'{k}={v:g}' for k, v in tune.train)}`). `python -m ccr_core.experiments --world {world} --fine-tuned` "
+           f"(seed 0; `--seeds 0 1 2` for more; resumable). *frozen*: the grid's run of the same method and seed(s), "
+           "backbones frozen. Seconds: training with its validation passes.", "",
+           "| method | backbones | seeds | " + " | ".join(f"{g} SumR" for g in groups) + " | train s |",
+           "|---|---|---|" + "---|" * len(groups) + "---|"]
+    for method in METHOD_ORDER:
+        ft = tuned.get(("common", method, 0.0))
+        if ft is None:
+            continue
+        seeds = ft["seeds"]
+        base = frozen.get(("common", method, 0.0))
+        same = {m: {s: v for s, v in by_seed.items() if s in seeds} for m, by_seed in base["per_seed"].items()} if base else {}
+        out.append(f"| {method} | fine-tuned | {len(seeds)} | " + " | ".join(_pm(ft["stats"].get(f"SumR {g}")) for g in groups)
+                   + f" | {_mean(ft['stats'].get('train_seconds'))} |")
+        if base:
+            out.append(f"| {method} | frozen | {len(set(seeds) & set(base['seeds']))} | "
+                       + " | ".join(_pm(t_interval(list(same.get(f"SumR {g}", {}).values()))) for g in groups)
+                       + f" | {_mean(t_interval(list(same.get('train_seconds', {}).values())))} |")
+            out.append(f"| {method} | change | | " + " | ".join(_change_cell(ft["per_seed"].get(f"SumR {g}", {}), same.get(f"SumR {g}", {}))
+                                                               for g in groups) + " | |")
+    return out + [""]
 
 
 def ablation_markdown(world: str, grid_results: list[dict], ablation_results: list[dict]) -> list[str]:

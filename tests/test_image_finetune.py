@@ -196,3 +196,31 @@ def test_video_bundles_and_bad_block_counts_are_refused_clearly(tmp_path, monkey
     assert cli.main(["train", "--data", str(images), *common, "trainable_image_blocks=-1"]) == 2
     assert "trainable_image_blocks must be in 1..16" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() and not (tmp_path / "ws" / "features").exists()
+
+
+def test_a_dashboard_on_a_fresh_workspace_computes_only_its_gallerys_feature_maps(world, tmp_path):
+    """A fine-tuned model served from a workspace without the full map cache (the Flickr8k-ML world on a fresh
+    machine): the world computes the test gallery's maps alone, in a cache of its own, and embeds the gallery as
+    the full cache would; once the background pass makes the training caches, that subset is not used for training."""
+    root, bundle, bench = world
+    from ccr_core.dashboard.world import load_world
+    from ccr_core.evaluate import embed_items, load_trained
+
+    cfg = TrainConfig(method="floor", data=str(bundle.root), trainable_image_blocks=2, epochs=1, lr=1e-3, **SMALL)
+    train(cfg, tmp_path / "run", progress=False, bench=bench)
+    shipped = tmp_path / "checkpoints" / "floor-ft"
+    import shutil
+
+    shutil.copytree(tmp_path / "run" / "best", shipped)
+    fresh = tmp_path / "fresh-ws"
+    world_ = load_world(bundle.root, tmp_path / "checkpoints", fresh)
+    built = sorted(p.name for p in (fresh / "feature_maps" / bundle.name).iterdir() if p.is_dir())
+    assert len(built) == 1 and built[0].endswith("-test-split"), built  # no full cache: the gallery's maps only
+    subset = load_feature_maps(fresh / "feature_maps" / bundle.name / built[0])
+    assert subset.meta["ids"] == [it.id for it in world_.gallery] and len(world_.gallery) < len(bundle.items)
+    entry = world_.model("floor-ft")
+    expected = embed_items(load_trained(shipped, bench), bench, world_.gallery).numpy()  # through the full cache
+    assert np.allclose(entry.image_emb, expected, atol=1e-5)
+    world_.finish_training_caches()
+    for wb in world_._workbenches():
+        assert wb.map_items is None and all(not str(m.root).endswith("-test-split") for m in wb.maps.values())

@@ -136,6 +136,62 @@ def test_ablations_change_one_field_and_are_compared_with_their_cell_and_the_flo
     assert "english_weight 0.5" in md
 
 
+def test_fine_tuned_runs_are_the_grids_common_runs_with_backbone_tops_added(known_epochs, tmp_path):
+    runs = protocol.fine_tuned_runs("flickr8k-ml")
+    tune = protocol.FINE_TUNED["flickr8k-ml"]
+    assert [r.method for r in runs] == list(PROTOCOL["flickr8k-ml"].methods) and {(r.setting, r.noise, r.seed) for r in runs} == {("common", 0.0, 0)}
+    grid = {r.folder(tmp_path) for r in protocol.grid("flickr8k-ml")}
+    assert not grid & {r.folder(tmp_path) for r in runs}  # folders of their own: no frozen run is reused or replaced
+    for run in runs:
+        plain, tuned = Run(run.world, "common", run.method, 0.0, 0).train_config(), run.train_config()
+        assert tuned.trainable_image_blocks == dict(tune.train)["trainable_image_blocks"] > 0 and plain.trainable_image_blocks == 0
+        assert (tuned.max_steps, tuned.batch_size, tuned.lr, tuned.method_config) == (plain.max_steps, plain.batch_size, plain.lr, plain.method_config)
+        assert run.folder(tmp_path).parent.name == f"{run.method}+{tune.name}"
+    assert [r.seed for r in protocol.fine_tuned_runs("flickr8k-ml", seeds=(0, 1), methods=["uml"])] == [0, 1]
+    assert protocol.fine_tuned_runs("demo-world") == []
+
+
+def test_fine_tuned_table_pairs_each_method_with_its_frozen_run():
+    grid = [_result(m, 0.0, s, 400.0 + s, en=500.0) for m in ("floor", "uml") for s in (0, 1, 2)]
+    tuned = [_result("uml", 0.0, 0, 430.0, en=520.0)]
+    md = protocol.fine_tuned_markdown("flickr8k-ml", grid, tuned)
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|") for line in md if line.startswith("| uml")}
+    assert rows[("uml", "fine-tuned")][3].strip() == "1" and rows[("uml", "frozen")][3].strip() == "1"  # the frozen run of the same seed
+    header = next(line for line in md if line.startswith("| method |")).split("|")
+    col = header.index(" de SumR ")
+    assert rows[("uml", "fine-tuned")][col].strip() == "430.0" and rows[("uml", "frozen")][col].strip() == "400.0"
+    assert rows[("uml", "change")][col].strip() == "+30.0 (1 seed)"  # one seed: a number, no verdict
+    more = tuned + [_result("uml", 0.0, s, 430.0 + s + (0.5 if s == 1 else 0.0), en=520.0) for s in (1, 2)]
+    md = protocol.fine_tuned_markdown("flickr8k-ml", grid, more)
+    change = next(line for line in md if line.startswith("| uml | change")).split("|")
+    assert change[col].strip().startswith("+30.2 ±") and "(above)" in change[col]
+    assert not [line for line in md if line.startswith("| floor")]  # no fine-tuned floor run: no row
+    assert protocol.fine_tuned_markdown("flickr8k-ml", grid, []) == [] and protocol.fine_tuned_markdown("demo-world", grid, tuned) == []
+
+
+def test_fine_tuning_targets_are_measured_against_the_frozen_floor():
+    from ccr_core.experiments import fine_tuned_targets, results_markdown
+
+    def row(model, en, zh, ht, seconds, tuned=None):
+        return {"model": model, "method": model.split("-")[0], "noise_rate": 0.0, "train_seconds": seconds, "mrv": {},
+                "groups": {g: {"SumR": v, "n_images": 1000, **{f"{d}_R@{k}": v / 6 for d in ("t2i", "i2t") for k in (1, 5, 10)}}
+                           for g, v in (("en", en), ("zh", zh), ("zh/human-translation", ht))},
+                **({"fine_tuned": tuned} if tuned else {})}
+
+    tuned = {"trainable_image_blocks": 2, "backbone_lr": 1e-4}
+    rows = [row("floor", 250.0, 150.0, 220.0, 50), row("baseline-ft", 276.0, 158.0, 243.0, 700, tuned), row("uml-ft", 270.0, 160.0, 242.5, 1900, tuned)]
+    md = "\n".join(fine_tuned_targets(rows))
+    assert "| en | 250.0 | +10% (275.0) | baseline-ft | 276.0 | +10.4% | yes |" in md
+    assert "| zh/human-translation | 220.0 | +10% (242.0) | baseline-ft | 243.0 | +10.5% | yes |" in md
+    assert "| zh | 150.0 | +5% (157.5) | uml-ft | 160.0 | +6.7% | yes |" in md
+    assert "uml-ft's, 31.7 min" in md and "**not met** by uml-ft" in md
+    rows[1] = row("baseline-ft", 271.0, 158.0, 240.0, 700, tuned)
+    assert "| en | 250.0 | +10% (275.0) | baseline-ft | 271.0 | +8.4% | **no** |" in "\n".join(fine_tuned_targets(rows))
+    assert fine_tuned_targets([r for r in rows if "fine_tuned" not in r]) == []  # a world without fine-tuned models
+    table = results_markdown({"flickr8k-ml": rows})
+    assert "| floor | frozen | 0 |" in table and "| uml-ft | fine-tuned: image top 2 blocks | 0 |" in table
+
+
 def test_tiny_grid_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
     bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)

@@ -12,7 +12,9 @@ METHODS_MD = r"""
 when the models were trained with human captions in English only, plus *machine translations* (MT) of them. MT is imperfect:
 some translated captions are wrong, some pairs plainly mismatched (*noisy correspondence*). The methods differ in how they keep
 that noise out of the non-English text encoder. Every model here shares one frozen image encoder and one multilingual text
-backbone; only small heads (and optionally the top text layers) are trained. Notation: $v$ image, $s$ English caption,
+backbone; only small heads (and optionally the top text layers) are trained. In the real-photo world (Flickr8k-ML) the models
+named `<method>-ft` also fine-tune the last two EfficientNet-Lite0 blocks and its head convolution, as the papers train their
+encoders' upper layers; `floor` and `baseline-en` there stay frozen (the floor is the reference those gains are measured against). Notation: $v$ image, $s$ English caption,
 $t$ target-language (MT) caption, $b$ back-translation; all L2-normalised, so $a\cdot b$ is a cosine.
 
 ### Baseline: translate-train contrastive

@@ -143,7 +143,10 @@ class Experiments:
         n_examples = len(training_examples(self.world.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation"))))
         cfg.update(method=job.method, noise=job.noise, max_steps=job.steps, epochs=1_000_000, patience=1_000_000,
                    data=str(self.world.bundle.root), batch_size=max(2, min(int(cfg.get("batch_size", 128)), n_examples)),
-                   method_config=dict(same.trained.meta["train_config"].get("method_config", {})) if same else {})
+                   method_config=dict(same.trained.meta["train_config"].get("method_config", {})) if same else {},
+                   # heads over the frozen image backbone, as the tab says: fine-tuning image blocks (the
+                   # real-photo world's -ft models) needs every training image's feature maps first -- `ccr train` does that
+                   trainable_image_blocks=0, backbone_lr=0.0)
         return TrainConfig.from_dict(cfg)
 
     def _run(self, job: Job) -> None:

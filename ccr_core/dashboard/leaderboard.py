@@ -66,14 +66,31 @@ def protocol_cells(world: World) -> dict:
     return world.memo["protocol_cells"]
 
 
+def fine_tuned_cells(world: World) -> dict:
+    """The fine-tuned runs' cells (results/fine-tuned-<world>.json, common encoder), or {}; read once per world."""
+    if "fine_tuned_cells" not in world.memo:
+        from ccr_core import protocol
+        from ccr_core.paths import REPO_ROOT
+
+        path = REPO_ROOT / "results" / f"fine-tuned-{world.name}.json"
+        world.memo["fine_tuned_cells"] = protocol.cells(load_json(path)) if path.exists() else {}
+    return world.memo["fine_tuned_cells"]
+
+
 def _interval(world: World, model: ModelEntry, group: str) -> str | None:
-    """'mean ± half-width (n seeds)' of the model's method at its noise rate, published setting (the floor: common)."""
-    cell = protocol_cells(world).get(("common" if model.method == "floor" else "published", model.method, float(model.noise)))
+    """'mean ± half-width (n seeds)' of the model's method at its noise rate, published setting (the floor: common);
+    a model with fine-tuned backbone tops: its fine-tuned runs' (common encoder)."""
+    meta = getattr(getattr(model, "trained", None), "meta", None) or {}
+    if meta.get("visual_trainable_blocks") or meta.get("text_trainable_layers"):
+        cell = fine_tuned_cells(world).get(("common", model.method, float(model.noise)))
+    else:
+        cell = protocol_cells(world).get(("common" if model.method == "floor" else "published", model.method, float(model.noise)))
     stat = cell["stats"].get(f"SumR {group}") if cell else None
     if not stat:
         return None
     mean, hw = stat
-    return f"{mean:.1f}" + ("" if hw != hw else f" ± {hw:.1f}") + f" ({len(cell['seeds'])} seeds)"
+    n = len(cell["seeds"])
+    return f"{mean:.1f}" + ("" if hw != hw else f" ± {hw:.1f}") + f" ({n} seed{'s' if n != 1 else ''})"
 
 
 def interval_table(world: World) -> pd.DataFrame:

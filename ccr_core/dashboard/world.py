@@ -316,6 +316,9 @@ class World:
             for bench in self._workbenches():
                 if bench.features is shared[0] or bench.text_states is shared[1]:
                     bench.features, bench.text_states = full.features, full.text_states
+                # the test gallery's own feature maps (fine-tuned models' images, already embedded) would not serve training
+                bench.map_items = None
+                bench.maps = {k: m for k, m in bench.maps.items() if not str(m.root).endswith("-test-split")}
             old.complete = True
             del self.pending_training[config]
         if interim is not None:  # the test split's own feature cache, now covered by the full one
@@ -791,9 +794,7 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
     except (TextCacheError, OSError, ValueError):
         texts_complete = False
     if full_features is not None and texts_complete:  # a warm workspace: the complete caches, as loaded (and checked) above
-        bench = Workbench(bundle, full_features, encoder, states, backbone.identity(), backbone, Path(workspace))
-        if cfg.trainable_image_blocks > 0:
-            bench.feature_maps(cfg.trainable_image_blocks, progress=progress)
+        bench = Workbench(bundle, full_features, encoder, states, backbone.identity(), backbone, Path(workspace), map_items=list(gallery))
         bench.complete = True
         bench.pending_texts = []
         return bench
@@ -813,7 +814,7 @@ def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[I
         pending = [t for t in test_texts if t not in states]
     else:
         states = build_text_cache(encoder, test_texts, text_dir, cfg.trainable_layers, cfg.text_prefix, progress=progress)
-    bench = Workbench(bundle, features, encoder, states, backbone.identity(), backbone, Path(workspace))
+    bench = Workbench(bundle, features, encoder, states, backbone.identity(), backbone, Path(workspace), map_items=list(gallery))
     bench.complete = False
     bench.pending_texts = pending
     return bench

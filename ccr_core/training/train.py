@@ -106,6 +106,7 @@ class Workbench:
     visual_backbone: object = None  # the loaded frozen visual backbone (needed to fine-tune its top blocks)
     workspace: Path | None = None  # where lazily built caches (feature maps) go
     maps: dict = field(default_factory=dict)  # first fine-tuned block -> FeatureMapCache, built on first use
+    map_items: list | None = None  # only these items' maps when the full cache is absent (a dashboard's test gallery)
 
     @property
     def text_identity(self) -> dict:
@@ -124,7 +125,13 @@ class Workbench:
         first = first_trained_block(self.visual_backbone, trainable_blocks)
         if first not in self.maps:
             folder = feature_map_dir(self.workspace, self.bundle.name, self.visual_backbone, first)
-            self.maps[first] = build_feature_maps(self.bundle, self.visual_backbone, first, folder, progress=progress)
+            bundle = self.bundle
+            if self.map_items is not None and not (folder / "meta.json").exists():
+                # a dashboard serving the test split: the gallery's maps alone (seconds, not the whole bundle's minutes),
+                # in a cache of their own, so nothing of the full one is replaced
+                bundle = Bundle(self.bundle.root, self.bundle.manifest, list(self.map_items), [], {})
+                folder = folder.with_name(folder.name + "-test-split")
+            self.maps[first] = build_feature_maps(bundle, self.visual_backbone, first, folder, progress=progress)
         return self.maps[first]
 
 
