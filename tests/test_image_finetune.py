@@ -218,6 +218,9 @@ def test_a_dashboard_on_a_fresh_workspace_computes_only_its_gallerys_feature_map
     assert len(built) == 1 and built[0].endswith("-test-split"), built  # no full cache: the gallery's maps only
     subset = load_feature_maps(fresh / "feature_maps" / bundle.name / built[0])
     assert subset.meta["ids"] == [it.id for it in world_.gallery] and len(world_.gallery) < len(bundle.items)
+    assert subset.maps.shape[0] == 1 and not subset.meta["flips"]  # no mirrors: serving needs none
+    with pytest.raises(FeatureMapCacheError, match="no mirrored maps"):
+        subset.rows([world_.gallery[0].id], flips=True)
     entry = world_.model("floor-ft")
     expected = embed_items(load_trained(shipped, bench), bench, world_.gallery).numpy()  # through the full cache
     assert np.allclose(entry.image_emb, expected, atol=1e-5)

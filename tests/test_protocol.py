@@ -232,6 +232,11 @@ def test_leaderboard_and_about_read_the_grid(tmp_path, monkeypatch):
     mean, hw = protocol.t_interval([300.0, 301.0, 302.0])
     assert cell == f"{mean:.1f} ± {hw:.1f} (3 seeds)"
     assert leaderboard._interval(world, SimpleNamespace(method="nrccr", noise=0.0), "de") is None  # not in the grid
+    # a model with fine-tuned backbone tops: its fine-tuned runs (one seed here), never the frozen grid's cell
+    write_json_atomic(tmp_path / "results" / "fine-tuned-w.json", [_result("uml", 0.0, 0, 420.0)])
+    tuned = SimpleNamespace(method="uml", noise=0.0, trained=SimpleNamespace(meta={"visual_trainable_blocks": 2}))
+    assert leaderboard._interval(world, tuned, "de") == "420.0 (1 seed)"
+    assert leaderboard._interval(world, SimpleNamespace(method="baseline", noise=0.0, trained=tuned.trained), "de") is None
     table = leaderboard.interval_table(world)
     assert len(table) == 4 and set(table["seeds"]) == {3} and table.iloc[0]["target SumR"].startswith("401.0 ±")
     fig = leaderboard.noise_plot(world, "published")

@@ -259,7 +259,7 @@ def run_benchmark(cfg: BenchmarkConfig, workspace: str | os.PathLike, progress: 
             log(f"{name}: none of the {n_gallery} gallery images is in the training split of {overlap.trained_on}")
         eval_bench = bench
         if cfg.exclude_trained and overlap.items:
-            eval_bench = Workbench(without_items(bundle, set(overlap.items)), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
+            eval_bench = bench.with_bundle(without_items(bundle, set(overlap.items)))  # same caches (a fine-tuned top's maps too)
         result = evaluate_model(model, eval_bench, mrv_languages=languages)
         result.pop("train_seconds", None)  # a benchmark is never the training bundle: its seconds are no column here
         result["trained_on"] = overlap.trained_on

@@ -100,7 +100,7 @@ class ImageTop(nn.Module):
 class FeatureMapCache:
     root: Path
     meta: dict
-    maps: np.ndarray  # (2, N, C, H, W) float16, memory-mapped
+    maps: np.ndarray  # (2, N, C, H, W) float16, memory-mapped ((1, N, ...) for a cache built without mirrors)
 
     def __post_init__(self):
         self.index = {item_id: i for i, item_id in enumerate(self.meta["ids"])}
@@ -117,6 +117,8 @@ class FeatureMapCache:
             rows = [self.index[i] for i in item_ids]
         except KeyError as exc:
             raise FeatureMapCacheError(f"{self.root}: no feature map for item {exc.args[0]!r}") from None
+        if self.maps.shape[0] == 1 and any(flips):
+            raise FeatureMapCacheError(f"{self.root}: holds no mirrored maps (a cache for serving, built without flips); training needs the full cache")
         return np.stack([self.maps[int(f), r] for r, f in zip(rows, flips)]).astype(np.float32)
 
 
@@ -132,17 +134,18 @@ def feature_map_dir(workspace: str | Path, bundle_name: str, backbone, first_blo
 
 
 def build_feature_maps(bundle, backbone, first_block: int, out_dir: str | Path, batch_size: int = 32,
-                       progress: bool = True) -> FeatureMapCache:
+                       progress: bool = True, flips: bool = True) -> FeatureMapCache:
     """Compute (or reuse) the maps at block ``first_block``'s input of every image item of ``bundle``.
     An existing complete cache for the same backbone, block and items is returned as it is; a concurrent
-    builder of the same folder waits for the first (a lock file beside it)."""
+    builder of the same folder waits for the first (a lock file beside it). ``flips=False``: the images
+    alone, no mirrors (half the work; enough to serve and evaluate, not to train)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(out_dir.parent / f".{out_dir.name}.lock"):
-        return _build_feature_maps(bundle, backbone, first_block, out_dir, batch_size, progress)
+        return _build_feature_maps(bundle, backbone, first_block, out_dir, batch_size, progress, flips)
 
 
-def _build_feature_maps(bundle, backbone, first_block, out_dir: Path, batch_size, progress) -> FeatureMapCache:
+def _build_feature_maps(bundle, backbone, first_block, out_dir: Path, batch_size, progress, flips=True) -> FeatureMapCache:
     identity = map_cache_identity(backbone, first_block)
     check_fine_tunable(bundle, backbone, len(efficientnet_blocks(backbone)) - first_block)
     items = list(bundle.items)
@@ -161,10 +164,11 @@ def _build_feature_maps(bundle, backbone, first_block, out_dir: Path, batch_size
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         x = torch.stack([backbone.preprocess(load_rgb(bundle.image_path(it))) for it in chunk]).to(device)  # (B, 3, S, S)
-        for flip, view in enumerate((x, x.flip(3))):  # flip(3): mirror the width axis
+        views = (x, x.flip(3)) if flips else (x,)  # flip(3): mirror the width axis
+        for flip, view in enumerate(views):
             h = efficientnet_feature_map(backbone, view, first_block)  # (B, C, H, W)
             if maps is None:
-                maps = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(2, len(items), *h.shape[1:]))
+                maps = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(views), len(items), *h.shape[1:]))
             maps[flip, start : start + len(chunk)] = h.float().cpu().numpy().astype(np.float16)
         bar.update(len(chunk))
     bar.close()
@@ -175,7 +179,7 @@ def _build_feature_maps(bundle, backbone, first_block, out_dir: Path, batch_size
     del maps
     os.replace(partial, out_dir / MAPS_FILE)
     meta = {"kind": "ccr-feature-maps", "format_version": 1, "identity": identity, "bundle": bundle.name, "first_block": first_block,
-            "ids": ids, "shape": shape, "sha256": {MAPS_FILE: sha256_file(out_dir / MAPS_FILE)}}
+            "ids": ids, "shape": shape, "flips": bool(flips), "sha256": {MAPS_FILE: sha256_file(out_dir / MAPS_FILE)}}
     write_json_atomic(out_dir / META_FILE, meta)
     return load_feature_maps(out_dir, identity)
 
@@ -203,6 +207,7 @@ def load_feature_maps(root: str | Path, expected_identity: dict | None = None) -
         maps = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError, OSError) as exc:
         raise FeatureMapCacheError(f"{path}: not a plain NumPy array ({exc})") from None
-    if maps.ndim != 5 or maps.shape[:2] != (2, len(meta["ids"])):
-        raise FeatureMapCacheError(f"{path}: shape {maps.shape}, expected (2, {len(meta['ids'])}, C, H, W)")
+    views = 2 if meta.get("flips", True) else 1
+    if maps.ndim != 5 or maps.shape[:2] != (views, len(meta["ids"])):
+        raise FeatureMapCacheError(f"{path}: shape {maps.shape}, expected ({views}, {len(meta['ids'])}, C, H, W)")
     return FeatureMapCache(root, meta, maps)

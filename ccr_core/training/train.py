@@ -125,13 +125,13 @@ class Workbench:
         first = first_trained_block(self.visual_backbone, trainable_blocks)
         if first not in self.maps:
             folder = feature_map_dir(self.workspace, self.bundle.name, self.visual_backbone, first)
-            bundle = self.bundle
+            bundle, flips = self.bundle, True
             if self.map_items is not None and not (folder / "meta.json").exists():
-                # a dashboard serving the test split: the gallery's maps alone (seconds, not the whole bundle's minutes),
-                # in a cache of their own, so nothing of the full one is replaced
-                bundle = Bundle(self.bundle.root, self.bundle.manifest, list(self.map_items), [], {})
+                # a dashboard serving the test split: the gallery's maps alone, unmirrored (a minute, not the whole
+                # bundle's ten), in a cache of their own, so nothing of the full one is replaced
+                bundle, flips = Bundle(self.bundle.root, self.bundle.manifest, list(self.map_items), [], {}), False
                 folder = folder.with_name(folder.name + "-test-split")
-            self.maps[first] = build_feature_maps(bundle, self.visual_backbone, first, folder, progress=progress)
+            self.maps[first] = build_feature_maps(bundle, self.visual_backbone, first, folder, progress=progress, flips=flips)
         return self.maps[first]
 
 
