@@ -56,7 +56,8 @@ def present_methods(world: str = "demo-world") -> list[str]:
     from ccr_core.paths import CHECKPOINTS_DIR
 
     folder = CHECKPOINTS_DIR / world
-    return [m for m in METHODS if (folder / m / "manifest.json").exists() or (folder / m / "best" / "manifest.json").exists()]
+    names = [name for m in METHODS for name in (m, m + "-ft")]  # the real-photo world ships <method>-ft (fine-tuned tops)
+    return [n for n in names if (folder / n / "manifest.json").exists() or (folder / n / "best" / "manifest.json").exists()]
 
 
 def _http_ok(url: str) -> bool:

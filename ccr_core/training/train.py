@@ -165,7 +165,9 @@ def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None =
         examples = training_examples(bundle, "train", cfg.target_langs, cfg.target_sources)
         texts += [text_of[cid] for cid in needed_captions(examples)]
     states = build_text_cache(encoder, texts, text_cache_dir(workspace, bundle.name, identity), cfg.trainable_layers, cfg.text_prefix, progress=progress)
-    bench = Workbench(bundle, features, encoder, states, backbone.identity(), backbone, Path(workspace))
+    # a workbench without the training split only evaluates: a fine-tuned top's maps of the test images suffice
+    serving = None if "train" in splits else list(bundle.items_in("test", "image"))
+    bench = Workbench(bundle, features, encoder, states, backbone.identity(), backbone, Path(workspace), map_items=serving)
     if cfg.trainable_image_blocks > 0:
         bench.feature_maps(cfg.trainable_image_blocks, progress=progress)
     return bench
