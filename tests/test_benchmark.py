@@ -198,16 +198,19 @@ def test_multi30k_on_the_real_mirror_finds_the_flickr8k_photos_and_the_training_
     in_train = sum(stem in train for stem in found)
     assert len(found) == 243 and 0 < in_train < 243
 
-    checkpoints = [REPO / "checkpoints/flickr8k-ml/baseline", REPO / "checkpoints/flickr8k-ml/nrccr"]
+    checkpoints = [REPO / "checkpoints/flickr8k-ml/baseline-ft", REPO / "checkpoints/flickr8k-ml/nrccr-ft"]  # fine-tuned image tops
     started = time.perf_counter()
     code, out, err = ccr_main(capsys, "benchmark", "multi30k", "--annotations", shared_data / "multi30k/data",
                               "--images", shared_data / "flickr8k/images", *checkpoints, "--quiet", "--out", tmp_path / "res")
     seconds = time.perf_counter() - started
     assert code == 0, err
     assert "images: 243 of the 1000 named found" in out and "(243 by flickr30k-id); 757 absent" in out
-    for name in ("baseline", "nrccr"):
+    for name in ("baseline-ft", "nrccr-ft"):
         assert f"WARNING {name}: {in_train} of the 243 gallery images are in the training split of flickr8k-ml" in out
         assert f"{name}: flickr8k-ml is not built; its splits were read from the upstream files in {shared_data}" in out
+    # both fine-tuned tops start at the same block: one map cache, of the 243 gallery images, unmirrored (evaluation only)
+    (maps,) = [json.loads(p.read_text()) for p in (tmp_path / "feature_maps").rglob("meta.json")]
+    assert len(maps["ids"]) == 243 and maps["flips"] is False
     run = json.loads((tmp_path / "res" / "results.json").read_text())
     for result in run["results"]:
         assert [result["groups"][lang]["n_images"] for lang in ("en", "de", "fr", "cs")] == [243] * 4

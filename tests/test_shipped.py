@@ -21,10 +21,16 @@ CHECKPOINT_BUDGET_MB = 60  # issue: all shipped checkpoints together under 60 MB
 
 def test_both_worlds_ship_every_method():
     assert {"demo-world", "flickr8k-ml"} <= set(WORLDS)
-    for world in ("demo-world", "flickr8k-ml"):
-        names = {name for w, name in SHIPPED if w == world}
-        assert {"baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k"} <= names, (world, names)
-    assert {"floor"} <= {name for w, name in SHIPPED if w == "flickr8k-ml"}
+    methods = ("baseline", "nrccr", "cl2cm", "uml", "one_to_k")
+    demo = {name for w, name in SHIPPED if w == "demo-world"}
+    assert {"baseline-en", *methods} <= demo, demo
+    # the real-photo world: every method and the floor with fine-tuned backbone tops (issue 16), beside the frozen
+    # floor (the reference of the fine-tuning targets) and the frozen English-only baseline
+    flickr = {name for w, name in SHIPPED if w == "flickr8k-ml"}
+    assert {"floor", "baseline-en", "floor-ft", *(m + "-ft" for m in methods)} <= flickr, flickr
+    for name in flickr:
+        tuned = read_json(CHECKPOINTS_DIR / "flickr8k-ml" / name / "config.json").get("visual_trainable_blocks", 0)
+        assert (tuned > 0) == name.endswith("-ft"), (name, tuned)
     size = sum(f.stat().st_size for f in CHECKPOINTS_DIR.rglob("*") if f.is_file())
     assert size < CHECKPOINT_BUDGET_MB * 2**20, f"checkpoints/ holds {size / 2**20:.1f} MB"
 
@@ -37,6 +43,11 @@ def test_shipped_checkpoint_verifies_loads_and_matches_results(world, name):
     folder = CHECKPOINTS_DIR / world / name
     meta = verify_checkpoint(folder)  # every file's SHA-256 against the manifest
     method = build_method(meta["method"], meta["method_config"])
+    if meta.get("visual_trainable_blocks"):  # the fine-tuned image top is part of the weights
+        from ccr_core.backbones.vision import load_visual_backbone
+        from ccr_core.training.image_cache import ImageTop
+
+        method.visual_top = ImageTop(load_visual_backbone(meta["train_config"]["visual_backbone"]), meta["visual_trainable_blocks"])
     missing, unexpected = method.load_state_dict({k: v.float() for k, v in load_weights(folder).items()}, strict=False)
     assert not unexpected and not [k for k in missing if not k.startswith("text_top")], (missing, unexpected)
     assert all(v.dtype == torch.float16 for k, v in load_weights(folder).items() if v.is_floating_point())  # the shipping copy
