@@ -177,9 +177,11 @@ def floor_comparison(results: list[dict]) -> list[str]:
         goal = issue_goals()[group]
         ours_v = ours["groups"].get(group, {}).get("SumR")
         out.append(f"| {group} | {floor:.0f} | {_fmt(ours_v)} | {goal} | {name} | {best:.1f} | {'yes' if best >= goal else '**no**'} |")
-    return out + ["", "How far fine-tuning the top of the backbones moves the floor recipe: `results/probes/README.md`, measured by",
-                  "the older probe (`ccr_core/probe_finetune.py`, since removed; not shipped models). The trainer reproduces",
-                  "each of its rows with `ccr train --method floor … trainable_image_blocks=K trainable_layers=T` (commands in README.md).", ""]
+    tuned = any(r.get("fine_tuned") for r in results)
+    return out + ["", *(["Rows named `-ft` fine-tune backbone tops (the table after this one measures them against the frozen floor)."] if tuned else []),
+                  "The older probe's records of fine-tuning the floor recipe (`ccr_core/probe_finetune.py`, since removed; not shipped "
+                  "models): `results/probes/README.md`; `ccr train --method floor … trainable_image_blocks=K trainable_layers=T` runs each "
+                  "of its settings in the trainer (commands in README.md).", ""]
 
 
 FINE_TUNED_SUFFIX = "-ft"  # shipped name of a fine-tuned model: <method>-ft
