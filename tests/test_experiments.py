@@ -35,6 +35,7 @@ def test_shipped_models_table_comes_from_the_numbers():
     ]
     results[2].update({"protocol": "equal-budget", "budget": {"steps": 164, "target_exposures": 104960}})
     md = results_markdown({"w": results})
-    assert "| one_to_k | 0 | 220.0 | 310.0 | 1.50 / 1.50 |  | 10 | earlier |" in md
-    assert "| uml@noise0.4 | 0.4 | 160.0 | 240.0 |  /  | 0.610 / 0.950 | 10 | equal: 164 / 104,960 |" in md
+    assert "| one_to_k | frozen | 0 | 220.0 | 310.0 | 1.50 / 1.50 |  | 10 | earlier |" in md
+    assert "| uml@noise0.4 | frozen | 0.4 | 160.0 | 240.0 |  /  | 0.610 / 0.950 | 10 | equal: 164 / 104,960 |" in md
+    assert "Fine-tuned against the frozen floor" not in md  # no fine-tuned model, no targets table
     assert "One seed:" in md  # single-seed numbers are labelled as such; research answers live in the protocol section
