@@ -31,6 +31,8 @@ from ccr_core.data.bundle import Bundle, Item
 from ccr_core.devices import module_device
 from ccr_core.io import atomic_path, file_lock, read_json, sha256_file, write_json_atomic
 
+TEST_SPLIT_SUFFIX = "-test-split"  # folder suffix of a cache of the test images alone (features, or a fine-tuned top's maps)
+
 META_FILE, FEATURES_FILE, FRAMES_FILE, PROGRESS_FILE = "meta.json", "features.npy", "frames.npy", "progress.json"
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ccr_core.data.bundle import LANGUAGE_NAMES, Bundle, BundleError, Caption, Item, load_bundle
+from ccr_core.features import TEST_SPLIT_SUFFIX  # the test images' own caches, until the full ones are built
 from ccr_core.io import read_json
 
 THUMB_SIZE = 192  # longest side of a thumbnail, pixels
@@ -316,9 +317,7 @@ class World:
             for bench in self._workbenches():
                 if bench.features is shared[0] or bench.text_states is shared[1]:
                     bench.features, bench.text_states = full.features, full.text_states
-                # the test gallery's own feature maps (fine-tuned models' images, already embedded) would not serve training
-                bench.map_items = None
-                bench.maps = {k: m for k, m in bench.maps.items() if not str(m.root).endswith("-test-split")}
+                bench.drop_test_split_maps()  # the fine-tuned models' gallery maps (already embedded)
             old.complete = True
             del self.pending_training[config]
         if interim is not None:  # the test split's own feature cache, now covered by the full one
@@ -754,9 +753,6 @@ def load_world(
         world.captions_ready.set()
     world.load_seconds = time.perf_counter() - start
     return world
-
-
-TEST_SPLIT_SUFFIX = "-test-split"  # feature cache of the test images alone, until the full one is built
 
 
 def prepare_test_workbench(cfg, workspace: Path, bundle: Bundle, gallery: list[Item], captions: list[Caption], progress: bool = False,

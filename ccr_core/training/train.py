@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ccr_core.data.bundle import Bundle, load_bundle
 from ccr_core.devices import batch_to, resolve_device
 from ccr_core.encoding import TrainedModel, embed_captions, embed_items
-from ccr_core.features import FeatureCache
+from ccr_core.features import TEST_SPLIT_SUFFIX, FeatureCache
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.training.checkpoint import CheckpointError, load_optimizer_state, load_weights, save_checkpoint, verify_checkpoint
 from ccr_core.training.data import BatchSource, needed_captions, training_examples
@@ -130,9 +130,14 @@ class Workbench:
                 # a dashboard serving the test split: the gallery's maps alone, unmirrored (a minute, not the whole
                 # bundle's ten), in a cache of their own, so nothing of the full one is replaced
                 bundle, flips = Bundle(self.bundle.root, self.bundle.manifest, list(self.map_items), [], {}), False
-                folder = folder.with_name(folder.name + "-test-split")
+                folder = folder.with_name(folder.name + TEST_SPLIT_SUFFIX)
             self.maps[first] = build_feature_maps(bundle, self.visual_backbone, first, folder, progress=progress, flips=flips)
         return self.maps[first]
+
+    def drop_test_split_maps(self) -> None:
+        """Forget the test gallery's own maps (``map_items``) once the full caches exist: they would not serve training."""
+        self.map_items = None
+        self.maps = {k: m for k, m in self.maps.items() if not m.root.name.endswith(TEST_SPLIT_SUFFIX)}
 
 
 def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None = None, progress: bool = True,
