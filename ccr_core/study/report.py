@@ -194,6 +194,39 @@ def budget_lines(world: str, kept: list[dict]) -> list[str]:
     return [text]
 
 
+def run_seconds(results: list[dict]) -> dict[tuple, tuple[float, int]]:
+    """Measured cost of one run per (setting, method): mean recorded training + evaluation seconds, over how many runs."""
+    spent: dict[tuple, list[float]] = {}
+    for r in results:
+        budget = r.get("budget", {})
+        if budget.get("train_seconds") is not None:
+            spent.setdefault((r["setting"], r["method"]), []).append(budget["train_seconds"] + (budget.get("eval_seconds") or 0.0))
+    return {key: (sum(v) / len(v), len(v)) for key, v in spent.items()}
+
+
+def not_run_lines(missing: list, results: list[dict]) -> list[str]:
+    """The grid's runs without a record, grouped, each group with its cost measured from the records of the same
+    (setting, method) on this world (on this machine, one run at a time), and the total."""
+    cost = run_seconds(results)
+    by: dict[tuple, list] = {}
+    for r in missing:
+        by.setdefault((r.setting, r.method), []).append(r)
+    parts, total, unknown = [], 0.0, []
+    for (setting, method), rs in sorted(by.items(), key=lambda kv: (kv[0][0], method_sort_key(kv[0][1]))):
+        noise = ", ".join(sorted({f"{r.noise:g}" + (f" draw {r.noise_seed}" if r.noise_seed else "") for r in rs}))
+        measured = cost.get((setting, method))
+        if measured:
+            total += measured[0] * len(rs)
+            parts.append(f"{method} {setting} ({len(rs)} runs: noise {noise}; ≈ {measured[0] * len(rs) / 60:.0f} min at "
+                         f"{measured[0] / 60:.1f} min a run, measured on {measured[1]} recorded runs)")
+        else:
+            unknown.append(f"{method} {setting}")
+            parts.append(f"{method} {setting} ({len(rs)} runs: noise {noise}; cost not measured yet)")
+    text = (f"**Not run yet**, {len(missing)} runs, ≈ {total / 3600:.1f} h of this machine by the recorded run times"
+            + (f" (plus {', '.join(unknown)}, not measured)" if unknown else "") + ": " + "; ".join(parts) + ".")
+    return [text, ""]
+
+
 def _draw_cells(draws: dict) -> str:
     return "; ".join(f"{setting} at noise " + ", ".join(f"{x:g}" for x in rates) for setting, rates in draws.items())
 
@@ -224,12 +257,7 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
                 "comparable at equal budget): " + "; ".join(f"{m} {s} noise {n:g} ({len(v)} runs, scored after {', '.join(f'{x:,}' for x in sorted(set(v)))} steps)"
                                                             for (s, m, n), v in sorted(by.items())) + ".", ""]
     if missing:
-        by = {}
-        for r in missing:
-            by.setdefault((r.setting, r.method), []).append(r)
-        out += ["**Not run yet** (`--budget` prints the grid's cost; RESULTS' notes say what was cut and why): "
-                + "; ".join(f"{m} {s} ({len(rs)} runs: noise {', '.join(sorted({f'{r.noise:g}' + (f' draw {r.noise_seed}' if r.noise_seed else '') for r in rs}))})"
-                            for (s, m), rs in sorted(by.items(), key=lambda kv: (kv[0][0], method_sort_key(kv[0][1])))) + ".", ""]
+        out += not_run_lines(missing, results)
     groups = sorted({k.split(" ", 1)[1] for c in table.values() for k in c["stats"] if k.startswith("SumR ")})
     for setting in SETTINGS:
         keys = _ordered(table, setting)
