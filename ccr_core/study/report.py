@@ -244,7 +244,7 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
     seeds = sorted({r["seed"] for r in kept})
     out = [f"### {world}: equal-budget protocol ({len(kept)} of {len(kept) + len(missing)} runs)", "",
            *budget_lines(world, kept),
-           f" Seeds {', '.join(map(str, seeds))}; noisy pairs drawn with noise seed 0 (the same pairs for every method and seed)"
+           f"Seeds {', '.join(map(str, seeds))}; noisy pairs drawn with noise seed 0 (the same pairs for every method and seed)"
            + (f", and a second draw (noise seed 1) in {_draw_cells(proto.noise_draws)}" if proto.noise_draws else "")
            + ". Cells: mean ± 95% t-interval over runs. Frozen backbones (e5-small, EfficientNet-Lite0) in both settings: the papers "
              "fine-tune their text encoders.",

@@ -39,6 +39,13 @@ def fine_tuned_markdown(world: str, grid_results: list[dict], tuned_results: lis
                        + f" | {base_steps} | {format_mean(t_interval(list(same.get('train_seconds', {}).values())))} |")
             out.append(f"| {method} | change | | " + " | ".join(format_difference(ft["per_unit"].get(f"SumR {g}", {}), same.get(f"SumR {g}", {}))
                                                                for g in groups) + " | | |")
+    short = {k[1]: 3 - len(c["seeds"]) for k, c in tuned.items() if len(c["seeds"]) < 3}
+    if short:
+        minutes = {m: t_interval(list(tuned[("common", m, 0.0)]["per_unit"].get("train_seconds", {}).values()))[0] / 60 for m in short}
+        total = sum(minutes[m] * n for m, n in short.items())
+        out += ["", f"**Not run yet**: {sum(short.values())} runs to reach 3 seeds, ≈ {total / 60:.1f} h of this machine by the recorded "
+                    "training times (" + "; ".join(f"{m} {n} × {minutes[m]:.0f} min" for m, n in sorted(short.items(), key=lambda kv: method_sort_key(kv[0])))
+                + ")."]
     return out + [""]
 
 
