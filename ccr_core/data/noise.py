@@ -1,7 +1,7 @@
 """Controlled noise for any bundle: swap target-language training captions between items ("noisy
 correspondence") and, optionally, scramble words as a crude MT error, with ground-truth labels.
 
-Following the usual protocol (methods.md, section 8), for each target language a fraction ``rate`` of
+Following the usual protocol (docs/methods.md, section 8), for each target language a fraction ``rate`` of
 the training items get the caption(s) of another random training item of the same kind in that
 language. Images are never copied: a written noisy bundle points back at the original media.
 """

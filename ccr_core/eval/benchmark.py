@@ -1,7 +1,7 @@
 """Standard CCR benchmarks in one command (``ccr benchmark xflickrco|multi30k``): build the test
 bundle from the upstream layout as published, evaluate every checkpoint on it, and print the table
 the field reports -- per language R@1/5/10 in both directions and SumR, and for xFlickr&CO the MRV
-over its languages (CCRK's population std of each instance's ranks, averaged; methods.md §2).
+over its languages (CCRK's population std of each instance's ranks, averaged; docs/methods.md §2).
 
 A benchmark is only as honest as its gallery: each checkpoint's training images are looked up
 (by SHA-256 of the image bytes, and by Flickr id for copies re-encoded elsewhere) in the bundle it

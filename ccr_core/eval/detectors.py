@@ -1,9 +1,9 @@
-"""Noise detectors on training pairs, the trivial ones beside the learned ones (methods.md §8).
+"""Noise detectors on training pairs, the trivial ones beside the learned ones (docs/methods.md §8).
 
 Every trained model gives two trivial scores per (image, target caption) training pair: ``cosine``
 (1 − cos(v_i, t_i): a plain contrastive model already separates most mismatched pairs) and
 ``pair_loss`` (the pair's own symmetric InfoNCE loss in its batch: the small-loss criterion of NCR,
-Huang et al., NeurIPS 2021). UML adds ``uncertainty`` (u = B/S, methods.md) and ``mismatch`` (the DECL
+Huang et al., NeurIPS 2021). UML adds ``uncertainty`` (u = B/S, docs/methods.md) and ``mismatch`` (the DECL
 score its training uses). Scores are oriented so that higher means "more likely noisy".
 
 Pairs are scored in the deterministic batches of :func:`ccr_core.training.data.BatchSource.epoch_batches`

@@ -1,6 +1,6 @@
 """Retrieval and uncertainty metrics as pure functions over similarity matrices and score vectors.
 
-Conventions (methods.md, section 2):
+Conventions (docs/methods.md, section 2):
 
 * ``sim`` is a ``(n_captions, n_images)`` similarity matrix; rows are caption queries, columns are
   images. NumPy arrays are used as they are (float32 stays float32, nothing is copied); torch

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 Reduction = Literal["mean", "sum", "none"]
 
-TEMPERATURE_MIN = 0.001  # 1-to-K / ALBEF clamp range for a learnable temperature (methods.md §7)
+TEMPERATURE_MIN = 0.001  # 1-to-K / ALBEF clamp range for a learnable temperature (docs/methods.md §7)
 TEMPERATURE_MAX = 0.5
 
 
@@ -51,7 +51,7 @@ def clamp_temperature(
 
 
 class LearnableTemperature(nn.Module):
-    """A learnable softmax temperature, initialised at 0.07 and kept in ``[0.001, 0.5]`` (methods.md §7).
+    """A learnable softmax temperature, initialised at 0.07 and kept in ``[0.001, 0.5]`` (docs/methods.md §7).
 
     Like the 1-to-K / ALBEF code, the parameter itself is projected back into range (in place, without
     gradient) at the start of a forward call, so gradients stay those of the identity (projected
@@ -83,7 +83,7 @@ class LearnableTemperature(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
-# Baseline (methods.md §3) and shared pieces
+# Baseline (docs/methods.md §3) and shared pieces
 # --------------------------------------------------------------------------------------------------
 def info_nce_per_sample(a: Tensor, b: Tensor, temperature: float | Tensor) -> Tensor:
     """Symmetric InfoNCE per pair: ``(CE of row i of a·bᵀ/τ + CE of column i) / 2``.
@@ -159,7 +159,7 @@ def triplet_hardest_negative(
 
 
 # --------------------------------------------------------------------------------------------------
-# 1-to-K contrastive (methods.md §7)
+# 1-to-K contrastive (docs/methods.md §7)
 # --------------------------------------------------------------------------------------------------
 def one_to_k_contrastive(image: Tensor, texts: Tensor, temperature: float | Tensor, k: int,
                          language_weights: Tensor | None = None) -> Tensor:
@@ -244,7 +244,7 @@ def kl_distillation(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# NRCCR (methods.md §4)
+# NRCCR (docs/methods.md §4)
 # --------------------------------------------------------------------------------------------------
 def similarity_view_distillation(
     v: Tensor,
@@ -333,7 +333,7 @@ def encoder_adversarial_loss(logits_tgt: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# CL2CM (methods.md §5)
+# CL2CM (docs/methods.md §5)
 # --------------------------------------------------------------------------------------------------
 def uniform_marginals(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """Uniform distribution over the non-padding tokens of each sequence.
@@ -364,8 +364,8 @@ def sinkhorn(
         cost: (B, P, Q) or (P, Q) cost matrix.
         a: (B, P) or (P,) non-negative row marginals, each summing to the same mass as ``b``.
         b: (B, Q) or (Q,) non-negative column marginals.
-        epsilon: entropic regularisation ε (0.05 in methods.md §5).
-        iterations: number of (row, column) update pairs (50 in methods.md §5).
+        epsilon: entropic regularisation ε (0.05 in docs/methods.md §5).
+        iterations: number of (row, column) update pairs (50 in docs/methods.md §5).
 
     Returns:
         Transport plan with the shape of ``cost``. Differentiable with respect to ``cost`` (unroll).
@@ -414,7 +414,7 @@ def word_ot_loss(
 
     ``C_pq = 1 − cos(s_p, t_q)``; ``T*`` is the entropic Sinkhorn plan with uniform marginals over
     non-padding tokens, so ``⟨T*, C⟩`` is a transport-weighted mean cost in [0, 2].
-    This is our interpretation (methods.md §5): the doc gives ``⟨T*, C⟩`` with T* from Sinkhorn but
+    This is our interpretation (docs/methods.md §5): the doc gives ``⟨T*, C⟩`` with T* from Sinkhorn but
     not whether T* carries gradient. Default ``detach_plan=True`` (the usual choice, as in IOT/UOT
     alignment losses): T* is a fixed matching and gradients flow only through ``C``; with False the
     gradient is unrolled through all Sinkhorn iterations (more memory, same forward value).
@@ -461,7 +461,7 @@ def relational_distillation(
 
     Teacher ``P^CL_i = softmax_j(s_i·t_j/τ)`` (cross-lingual network, stop-gradient), student
     ``P^CM_i = softmax_j(v_i·t_j/τ)`` (cross-modal network); the column version normalises over i.
-    Our interpretation (methods.md §5) of "rows and columns": the mean of the two KLs, each averaged
+    Our interpretation (docs/methods.md §5) of "rows and columns": the mean of the two KLs, each averaged
     over its rows.
 
     Args:
@@ -480,7 +480,7 @@ def relational_distillation(
 
 
 # --------------------------------------------------------------------------------------------------
-# UML / evidential learning (methods.md §6)
+# UML / evidential learning (docs/methods.md §6)
 # --------------------------------------------------------------------------------------------------
 def evidence_from_similarity(sim: Tensor, tau_e: float = 0.1) -> Tensor:
     """DECL evidence ``e = exp(tanh(s)/τ_e)``, in ``[exp(−1/τ_e), exp(1/τ_e)]``; Dirichlet α = e + 1.
@@ -512,7 +512,7 @@ def combine_view_uncertainty(
 ) -> Tensor:
     """Pair uncertainty from the image view (v_i → t) and the English-source view (s_i → t).
 
-    Our interpretation (methods.md §6): the doc says the views are combined by a mean, configurable.
+    Our interpretation (docs/methods.md §6): the doc says the views are combined by a mean, configurable.
 
     Args:
         u_image_view: (B,) uncertainties from the visual anchor.
@@ -660,7 +660,7 @@ def certainty_softened_labels(
     """Labels softened by certainty: ``ỹ_i,pos = 1 − u_i``, the remaining ``u_i`` spread over the other
     candidates in proportion to ``ψ₁(α_ij)``.
 
-    Our interpretation (methods.md §6). Since ψ₁ is decreasing, candidates with *less* evidence get
+    Our interpretation (docs/methods.md §6). Since ψ₁ is decreasing, candidates with *less* evidence get
     more of the spread mass (the Fisher-information weighting of I-EDL: low-evidence classes are the
     informative ones). Labels are targets, so by default they carry no gradient.
 
@@ -748,9 +748,9 @@ def adaptive_mutual_learning_loss(
     margin: float = 0.1,
     push_weight: float = 1.0,
 ) -> Tensor:
-    """UML's adaptive mutual learning (AML) loss, as methods.md §6 reads it.
+    """UML's adaptive mutual learning (AML) loss, as docs/methods.md §6 reads it.
 
-    Our interpretation ([ours] in methods.md). With certainty ``c_i`` and the noise flags ``f_i``:
+    Our interpretation ([ours] in docs/methods.md). With certainty ``c_i`` and the noise flags ``f_i``:
 
     - pull: per-pair symmetric InfoNCE on each of (v, s), (v, t), (s, t), averaged over the three and
       weighted by ``c_i·(1 − f_i)``: clean pairs are aggregated, flagged ones leave the ranking term;
