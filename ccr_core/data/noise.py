@@ -125,6 +125,13 @@ def inject_noise(
     return captions, noise
 
 
+def noisy_bundle(bundle: Bundle, rate: float, seed: int = 0) -> Bundle:
+    """The bundle in memory with noise injected into its training captions (:func:`inject_noise`): same
+    root, manifest and items, so every cache of the clean bundle serves it."""
+    captions, noise = inject_noise(bundle, rate, seed=seed)
+    return Bundle(bundle.root, bundle.manifest, bundle.items, captions, noise)
+
+
 def write_noisy_bundle(
     bundle: Bundle,
     out_dir: str | os.PathLike,
