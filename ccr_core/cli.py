@@ -6,12 +6,36 @@ clear line and exit with status 2 instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import textwrap
 from pathlib import Path
 
+from ccr_core.backbones import runtime
+from ccr_core.backbones.e5_convert import prepare_e5, read_conversion_record
+from ccr_core.backbones.text import load_text_encoder
+from ccr_core.backbones.vision import EfficientNetLite0, load_visual_backbone
+from ccr_core.data.bundle import BundleError, load_bundle, resolve_bundle
+from ccr_core.data.demo_world.build import build_demo_world
+from ccr_core.data.flickr8k_ml import build_flickr8k_ml, fetch_flickr8k_ml
+from ccr_core.data.importer import DEFAULT_SPLIT, FORMATS, MAX_ABSENT_FRACTION, SPLIT_CHOICES, format_import_summary, import_captions, merge_bundles
+from ccr_core.data.noise import write_noisy_bundle
+from ccr_core.data.test_sets import BENCHMARKS, MULTI30K_TEST_SPLIT, BenchmarkConfig
+from ccr_core.devices import resolve_device
+from ccr_core.eval.benchmark import benchmark_table, run_benchmark, write_benchmark
+from ccr_core.eval.retrieval import evaluate_with_detectors
+from ccr_core.eval.tables import detector_table, markdown_table
+from ccr_core.features import FeatureCacheError, cache_dir_for, describe, extract_features, import_precomputed
+from ccr_core.io import read_json, write_json_atomic, write_text_atomic
+from ccr_core.methods import METHODS
 from ccr_core.paths import bundle_dir, cache_dir, shared_data_dir, workspace_dir
+from ccr_core.training.checkpoint import CheckpointError, verify_checkpoint
+from ccr_core.training.config import TrainConfig
+from ccr_core.training.inference import load_trained
+from ccr_core.training.text_cache import TextCacheError
+from ccr_core.training.train import train
+from ccr_core.training.workbench import prepare_workbench, with_noise
 
 EPILOG = """environment:
   CCR_CACHE_DIR    converted models (default $XDG_CACHE_HOME/ccr-lab or ~/.cache/ccr-lab)
@@ -21,13 +45,10 @@ EPILOG = """environment:
 
 def _bundle_arg(value: str) -> Path:
     """A bundle folder, or the name of a bundle built into the workspace (``demo-world``, ``flickr8k-ml``)."""
-    path = Path(value)
-    if path.exists():
-        return path
-    if "/" not in value and bundle_dir(value).exists():
-        return bundle_dir(value)
-    where = f" (nor {bundle_dir(value)})" if "/" not in value else ""
-    raise argparse.ArgumentTypeError(f"no bundle folder {value!r}{where}; build one with `ccr data build` or `ccr data import`")
+    try:
+        return resolve_bundle(value)
+    except FileNotFoundError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _rank() -> int:
@@ -36,20 +57,11 @@ def _rank() -> int:
 
 
 def cmd_prepare_models(args) -> int:
-    from ccr_core.backbones.e5_convert import prepare_e5
-
     folder = prepare_e5(force=args.force, verbose=True)
     print(f"multilingual-e5-small ready at {folder}")
-    from ccr_core.backbones.vision import EfficientNetLite0
-
     lite0 = EfficientNetLite0()
     print(f"efficientnet-lite0 weights: {lite0.weights_path}")
-    from ccr_core.backbones import runtime
-
     if runtime.mode() != "torch":  # export and check the ONNX copies now, so the first extraction does not
-        from ccr_core.backbones.e5_convert import read_conversion_record
-        from ccr_core.io import read_json, write_json_atomic
-
         # What the copies were made from; when unchanged, `make run` does not reload e5 to check again
         # (every session is still checked against PyTorch on a probe input when it is opened).
         stamp = {"format": runtime.FORMAT, "onnxruntime": runtime.version(), "lite0": lite0.weights_hash(),
@@ -62,8 +74,6 @@ def cmd_prepare_models(args) -> int:
         if same:
             print(f"ONNX Runtime {runtime.version()}: copies of efficientnet-lite0 and e5-small ready ({runtime.onnx_dir()})")
             return 0
-        from ccr_core.backbones.text import load_text_encoder
-
         text = load_text_encoder("e5-small").eval()
         ready = {"efficientnet-lite0": lite0.prepare_runtime(), "e5-small": text.prepare_runtime()}
         state = ", ".join(f"{name} {'ready' if ok else 'in PyTorch'}" for name, ok in ready.items())
@@ -74,10 +84,6 @@ def cmd_prepare_models(args) -> int:
 
 
 def cmd_features(args) -> int:
-    from ccr_core.backbones.vision import load_visual_backbone
-    from ccr_core.data.bundle import load_bundle
-    from ccr_core.features import cache_dir_for, describe, extract_features, import_precomputed
-
     bundle = load_bundle(args.data)
     if args.from_npy:
         if not args.ids:
@@ -85,8 +91,6 @@ def cmd_features(args) -> int:
         out = args.out or workspace_dir() / "features" / bundle.name / f"precomputed-{Path(args.from_npy).stem}"
         cache = import_precomputed(args.from_npy, args.ids, out, bundle=bundle)
     else:
-        from ccr_core.devices import resolve_device
-
         device = resolve_device(args.device)  # a bad choice is refused before the backbone loads
         backbone = load_visual_backbone(args.backbone)
         backbone.weights_hash()  # identity is taken on the CPU copy, so it is the same wherever extraction runs
@@ -100,8 +104,6 @@ def cmd_features(args) -> int:
 
 
 def cmd_data_stats(args) -> int:
-    from ccr_core.data.bundle import load_bundle
-
     print(load_bundle(args.bundle, check_images=not args.skip_image_check).format_stats())
     return 0
 
@@ -109,32 +111,21 @@ def cmd_data_stats(args) -> int:
 def cmd_data_build(args) -> int:
     out = args.out or bundle_dir(args.name)
     if args.name == "flickr8k-ml":
-        from ccr_core.data.flickr8k_ml import build_flickr8k_ml
-
         build_flickr8k_ml(args.source or shared_data_dir(), out, progress=not args.quiet)
     elif args.name == "demo-world":
-        from ccr_core.data.demo_world.build import build_demo_world
-
         build_demo_world(out, seed=args.seed, progress=not args.quiet)
-    from ccr_core.data.bundle import load_bundle
-
     print(load_bundle(out).format_stats())
     print(f"bundle written to {out}")
     return 0
 
 
 def cmd_data_fetch(args) -> int:
-    from ccr_core.data.flickr8k_ml import fetch_flickr8k_ml
-
     dest = fetch_flickr8k_ml(args.dest, source=args.source)
     print(f"files ready under {dest}; build with: ccr data build flickr8k-ml --source {dest}")
     return 0
 
 
 def cmd_data_import(args) -> int:
-    from ccr_core.data.bundle import load_bundle
-    from ccr_core.data.importer import format_import_summary, import_captions
-
     langs = args.lang.split(",") if args.lang and "," in args.lang else args.lang
     out = import_captions(
         args.images, args.captions, args.out, fmt=args.format, name=args.name, licence=args.licence, description=args.description,
@@ -150,9 +141,6 @@ def cmd_data_import(args) -> int:
 
 
 def cmd_data_merge(args) -> int:
-    from ccr_core.data.bundle import load_bundle
-    from ccr_core.data.importer import merge_bundles
-
     out = merge_bundles(args.bundles, args.out, name=args.name, force=args.force)
     bundle = load_bundle(out)
     print(bundle.format_stats())
@@ -161,25 +149,17 @@ def cmd_data_merge(args) -> int:
 
 
 def cmd_data_noise(args) -> int:
-    from ccr_core.data.bundle import load_bundle
-    from ccr_core.data.noise import write_noisy_bundle
-
     out = write_noisy_bundle(load_bundle(args.bundle), args.out, args.rate, seed=args.seed, corrupt_words=args.corrupt_words)
     print(load_bundle(out).format_stats())
     return 0
 
 
 def cmd_train(args) -> int:
-    from ccr_core.io import read_json
-    from ccr_core.training.train import TrainConfig, train
-
     cfg = TrainConfig.from_dict(read_json(args.config)) if args.config else TrainConfig()
     cfg.method, cfg.data = args.method, str(args.data)
     if args.noise is not None:
         cfg.noise = args.noise
     cfg.apply_overrides(args.overrides)
-    from ccr_core.methods import METHODS
-
     METHODS.get(cfg.method)  # an unknown name fails here, not after the feature and text caches are built
     noise_tag = f"-noise{cfg.noise:g}" if cfg.noise else ""
     run_dir = args.out or workspace_dir() / "runs" / f"{Path(cfg.data).name}-{cfg.method}{noise_tag}-seed{cfg.seed}"
@@ -192,13 +172,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import json
-
-    from ccr_core.evaluate import detector_table, evaluate_model, load_trained, markdown_table, training_pair_detectors
-    from ccr_core.io import read_json, write_json_atomic, write_text_atomic
-    from ccr_core.training.checkpoint import verify_checkpoint
-    from ccr_core.training.train import TrainConfig, prepare_workbench
-
     results, bench, bench_splits = [], None, ()
     for folder in args.checkpoints:
         ckpt = folder / "best" if (folder / "best").is_dir() else folder
@@ -208,9 +181,6 @@ def cmd_eval(args) -> int:
         if args.data:
             cfg.data = str(args.data)
         if bench is None:
-            from ccr_core.data.bundle import load_bundle
-            from ccr_core.training.train import resolve_bundle
-
             bundle = load_bundle(resolve_bundle(cfg.data))
             # on a bundle the model was not trained on, only its test captions need text states
             bench_splits = ("train", "val", "test") if bundle.name == trained_on else ("test",)
@@ -218,23 +188,15 @@ def cmd_eval(args) -> int:
         foreign = bench.bundle.name != trained_on
         name = meta["method"] + (f"@noise{cfg.noise:g}" if cfg.noise else "")
         model = load_trained(ckpt, bench, name)
-        result = evaluate_model(model, bench, mrv_languages=args.mrv_languages)
+        # noise detectors only on the pairs it trained on: its own bundle with its training noise
+        detect = cfg.noise and not foreign and "train" in bench_splits
+        result = evaluate_with_detectors(model, noisy_bench=with_noise(bench, cfg.noise, cfg.noise_seed) if detect else None,
+                                         mrv_languages=args.mrv_languages)
         if not result:
             raise ValueError(f"{bench.bundle.root}: the bundle has no test images to evaluate on")
         result["trained_on"], result["evaluated_on"] = trained_on, bench.bundle.name
         if foreign:  # its training time and training-noise detection say nothing about this bundle
             result.pop("train_seconds", None)
-        if cfg.noise and not foreign and "train" in bench_splits:
-            from ccr_core.training.train import _noisy
-
-            noisy_bench = bench.with_bundle(_noisy(bench.bundle, cfg))
-            found = training_pair_detectors(model, noisy_bench)
-            if found:
-                result["detectors"] = found["detectors"]
-                result["noisy_fraction"] = found["noisy_fraction"]
-                if "uncertainty" in found["detectors"]:
-                    result["noise"] = {"auroc": found["detectors"]["uncertainty"]["auroc"], "auroc_mismatch": found["detectors"]["mismatch"]["auroc"],
-                                       "auprc_mismatch": found["detectors"]["mismatch"]["auprc"], "noisy_fraction": found["noisy_fraction"]}
         results.append(result)
         print(json.dumps({"model": name, **{g: round(r["SumR"], 1) for g, r in result.get("groups", {}).items()}}))
     out = args.out or workspace_dir() / "eval"
@@ -249,8 +211,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from ccr_core.eval.benchmark import BenchmarkConfig, benchmark_table, run_benchmark, write_benchmark
-
     cfg = BenchmarkConfig(args.benchmark, args.images, args.annotations, list(args.checkpoints), exclude_trained=args.exclude_trained,
                           image_map=args.image_map, strict=args.strict)
     run = run_benchmark(cfg, workspace_dir(), progress=not args.quiet)
@@ -315,8 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    from ccr_core.eval.benchmark import BENCHMARKS, MULTI30K_TEST_SPLIT
-
     bench = sub.add_parser("benchmark", help="a standard benchmark from its upstream files: build, evaluate checkpoints, print the table",
                            description="Build a standard test set from its files as published, over your photo folder (the images at hand are "
                                        "used, the rest are counted), evaluate every checkpoint on it and print per language R@1/5/10 both ways "
@@ -361,8 +319,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", type=Path, default=workspace_dir() / "upstream", help="where to put flickr8k/, flickr8kcn/, multi30k/")
     p.add_argument("--source", type=Path, help="a local mirror to read instead of the network")
     p.set_defaults(func=cmd_data_fetch)
-
-    from ccr_core.data.importer import DEFAULT_SPLIT, FORMATS, MAX_ABSENT_FRACTION, SPLIT_CHOICES
 
     p = data.add_parser(
         "import", help="a folder of images + caption files -> a bundle",
@@ -428,11 +384,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ccr_core.data.bundle import BundleError
-    from ccr_core.features import FeatureCacheError
-    from ccr_core.training.checkpoint import CheckpointError
-    from ccr_core.training.text_cache import TextCacheError
-
     try:
         return int(args.func(args) or 0)
     except (BundleError, FeatureCacheError, CheckpointError, TextCacheError, FileNotFoundError, FileExistsError, ValueError) as exc:

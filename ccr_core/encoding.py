@@ -1,33 +1,25 @@
-"""Embeddings of a trained method: items (images, videos) and captions of a bundle, in batches.
+"""Embeddings of a method: items (images, videos) and captions of a bundle, in batches.
 
-The one place both directions of the library encode through: training validates with it and
-evaluation, experiments and the dashboard score with it, so ``ccr_core.training`` never imports
-``ccr_core.evaluate`` (evaluate imports training, not the reverse). ``bench`` is anything with the
-workbench's attributes (``bundle``, ``features``, ``text_states``; for a method that fine-tunes image blocks also ``feature_maps(k)``): :class:`ccr_core.training.train.Workbench` in practice.
+The one place embeddings are computed: training validates through it, and a loaded checkpoint
+(:class:`ccr_core.training.inference.TrainedModel`, which evaluation, benchmarks, experiments and the
+dashboard use) encodes through it. It sits below training, so neither direction needs the other.
+``bench`` is anything with the workbench's attributes (``bundle``, ``features``, ``text_states``; for a
+method that fine-tunes image blocks also ``feature_maps(k)``): :class:`ccr_core.training.workbench.Workbench`
+in practice.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ccr_core.backbones.vision import efficientnet_feature_map
 from ccr_core.devices import module_device
 
 ENCODE_BATCH = 512  # items or captions per forward pass at evaluation time
 MAP_BATCH = 64  # images per forward pass of a fine-tuned image top (block 0's maps are 1.6 MB an image)
 
 
-@dataclass
-class TrainedModel:
-    name: str  # display name, e.g. "nrccr" or "nrccr@noise0.4"
-    method: torch.nn.Module
-    meta: dict
-    folder: Path
-
-
-def encode_items(method, bench, items) -> torch.Tensor:
+def _encode_item_batch(method, bench, items) -> torch.Tensor:
     """Visual embeddings (N, E) of items, videos through the temporal encoder (grouped by kind, order kept).
     A method that fine-tunes image blocks (``method.visual_top``) encodes images from the workbench's cached
     feature maps (unflipped) through its own top instead of reading the pooled feature cache."""
@@ -70,24 +62,22 @@ def pooled_image_features(method, backbone, images: torch.Tensor) -> torch.Tenso
     visual_top = getattr(method, "visual_top", None)
     if visual_top is None:
         return backbone(images).float()
-    from ccr_core.backbones.vision import efficientnet_feature_map
-
     maps = efficientnet_feature_map(backbone, images, visual_top.first_block)  # (B, C, H, W)
     return visual_top(maps.to(module_device(method))).float().cpu()
 
 
 @torch.no_grad()
-def embed_items(model: TrainedModel, bench, items) -> torch.Tensor:
-    """(N, E) embeddings of ``items`` by a trained model, in batches of ``ENCODE_BATCH``."""
+def encode_items(method, bench, items) -> torch.Tensor:
+    """(N, E) embeddings of ``items`` by ``method``, in batches of ``ENCODE_BATCH`` ((0, 0) for no items)."""
     if not items:
         return torch.zeros(0, 0)
-    return torch.cat([encode_items(model.method, bench, items[b : b + ENCODE_BATCH]) for b in range(0, len(items), ENCODE_BATCH)])
+    return torch.cat([_encode_item_batch(method, bench, items[b : b + ENCODE_BATCH]) for b in range(0, len(items), ENCODE_BATCH)])
 
 
 @torch.no_grad()
-def embed_captions(model: TrainedModel, bench, captions, lang: str) -> torch.Tensor:
-    """(M, E) embeddings of ``captions`` (bundle captions, text from the workbench's text-state cache) in ``lang``."""
-    device = module_device(model.method)
-    chunks = [model.method.encode_text(bench.text_states.batch([c.text for c in captions[b : b + ENCODE_BATCH]]).to(device), lang).cpu()
+def encode_captions(method, bench, captions, lang: str) -> torch.Tensor:
+    """(M, E) embeddings of bundle ``captions`` in ``lang`` (text states read from the workbench's cache)."""
+    device = module_device(method)
+    chunks = [method.encode_text(bench.text_states.batch([c.text for c in captions[b : b + ENCODE_BATCH]]).to(device), lang).cpu()
               for b in range(0, len(captions), ENCODE_BATCH)]
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from benchmark_fixtures import FLICKR_IDS, flickr8k_name, make_flickr8k_folder, make_multi30k, make_xflickrco, write_photo
-from ccr_core.eval.benchmark import BenchmarkConfig, build_benchmark_bundle, training_overlap, xflickrco_files
+from ccr_core.data.test_sets import BenchmarkConfig, build_benchmark_bundle, training_overlap, xflickrco_files
 
 PRESENT = [0, 1, 2, 3, 5, 6, 8, 9, 11]  # 9 of the 12 Flickr images at hand, no COCO image
 COPIED = [0, 2, 5]  # gallery photos whose exact bytes are training images (copied into another folder)

@@ -120,7 +120,8 @@ def test_image_top_trains_only_the_named_blocks_with_frozen_batchnorm_statistics
 def test_a_tiny_fine_tuning_run_trains_saves_loads_evaluates_and_serves(world, tmp_path, monkeypatch, capsys):
     root, bundle, bench = world
     from ccr_core import cli
-    from ccr_core.evaluate import embed_items, evaluate_model, load_trained
+    from ccr_core.eval.retrieval import evaluate_model
+    from ccr_core.training.inference import load_trained
     from ccr_core.training.checkpoint import load_optimizer_state, load_weights, verify_checkpoint
 
     monkeypatch.setenv("CCR_WORKSPACE", str(root / "ws"))  # the workbench's caches are reused
@@ -156,7 +157,7 @@ def test_a_tiny_fine_tuning_run_trains_saves_loads_evaluates_and_serves(world, t
     images = torch.stack([bench.visual_backbone.preprocess(load_rgb(bundle.image_path(it))) for it in test_items])
     with torch.no_grad():
         served = model.method.encode_visual(pooled_image_features(model.method, bench.visual_backbone, images))
-    cached = embed_items(model, bench, test_items)
+    cached = model.on(bench).encode_items(test_items)
     cosines = served @ cached.T  # (6, 6), unit vectors
     assert bool((cosines.diagonal() > 0.999).all()) and cosines.argmax(dim=1).tolist() == list(range(len(test_items)))
     # and the dashboard loads it like any checkpoint: gallery embeddings and an uploaded picture agree
@@ -168,7 +169,7 @@ def test_a_tiny_fine_tuning_run_trains_saves_loads_evaluates_and_serves(world, t
     world_ = load_world(bundle.root, tmp_path / "checkpoints", root / "ws")
     entry = world_.model("floor-ft")
     assert entry.trained.method.visual_top is not None
-    assert np.allclose(entry.image_emb, embed_items(model, bench, world_.gallery).numpy(), atol=1e-5)
+    assert np.allclose(entry.image_emb, model.on(bench).encode_items(world_.gallery).numpy(), atol=1e-5)
     upload = world_.encode_image_file(bundle.image_path(world_.gallery[0]), [entry])["floor-ft"]
     cosines = entry.image_emb @ upload  # unit vectors
     assert cosines[0] > 0.999 and int(np.argmax(cosines)) == 0
@@ -204,7 +205,7 @@ def test_a_dashboard_on_a_fresh_workspace_computes_only_its_gallerys_feature_map
     the full cache would; once the background pass makes the training caches, that subset is not used for training."""
     root, bundle, bench = world
     from ccr_core.dashboard.world import load_world
-    from ccr_core.evaluate import embed_items, load_trained
+    from ccr_core.training.inference import load_trained
 
     cfg = TrainConfig(method="floor", data=str(bundle.root), trainable_image_blocks=2, epochs=1, lr=1e-3, **SMALL)
     train(cfg, tmp_path / "run", progress=False, bench=bench)
@@ -222,7 +223,7 @@ def test_a_dashboard_on_a_fresh_workspace_computes_only_its_gallerys_feature_map
     with pytest.raises(FeatureMapCacheError, match="no mirrored maps"):
         subset.rows([world_.gallery[0].id], flips=True)
     entry = world_.model("floor-ft")
-    expected = embed_items(load_trained(shipped, bench), bench, world_.gallery).numpy()  # through the full cache
+    expected = load_trained(shipped, bench).encode_items(world_.gallery).numpy()  # through the full cache
     assert np.allclose(entry.image_emb, expected, atol=1e-5)
     world_.finish_training_caches()
     for wb in world_._workbenches():

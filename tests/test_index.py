@@ -89,7 +89,7 @@ def test_exact_equals_brute_force_continuous(backend):
 
 def test_topk_fixes_only_boundary_ties():
     sims = np.array([[0.5, 0.9, 0.5, 0.5, 0.1], [0.3, 0.3, 0.3, 0.3, 0.3]], np.float32)
-    scores, ids = ix._topk_numpy(sims, 2)
+    scores, ids = ix.base._topk_numpy(sims, 2)
     np.testing.assert_array_equal(ids, [[1, 0], [0, 1]])
     np.testing.assert_array_equal(scores, np.float32([[0.9, 0.5], [0.3, 0.3]]))
 
@@ -193,7 +193,7 @@ def test_faiss_settings_are_restored():
 
 def test_blas_threshold_follows_faiss_semantics():
     value = ix.faiss_blas_threshold_for(3, 384)
-    assert value == (3 * 384 if ix._faiss_version() >= (1, 15) else 3)
+    assert value == (3 * 384 if ix.base._faiss_version() >= (1, 15) else 3)
     with pytest.raises(ValueError):
         ix.faiss_blas_threshold_for(0, 384)
 
@@ -382,3 +382,21 @@ def test_auto_exact_search_uses_numpy_by_default(monkeypatch):
     index.params["auto_faiss_min_queries"] = 2
     with pytest.raises(pytest.fail.Exception):
         index.search(l2_normalise(np.ones((10, 16))), 5)
+
+
+def test_exact_index_over_a_gallery_matches_brute_force_and_the_metrics_ranks():
+    from ccr_core.metrics import text_to_image_ranks
+
+    rng = np.random.default_rng(7)
+    gallery = lattice_vectors(rng, 203, 37)  # many exact ties
+    queries = lattice_vectors(rng, 11, 37)
+    index = ExactIndex.over(gallery, ids=[f"item{i}" for i in range(203)])
+    assert len(index) == 203 and index.item_ids[5] == "item5"
+    scores, ids = index.search(queries, 9)
+    ref_scores, ref_ids = reference_topk(gallery, queries, 9)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+    # the rank search gives each query's top hit is rank 1 under the metrics' tie rule
+    assert (text_to_image_ranks(queries @ gallery.T, ids[:, 0]) == 1).all()
+    with pytest.raises(ValueError, match="2-D"):
+        ExactIndex.over(np.zeros((2, 3, 4), np.float32))

@@ -40,7 +40,7 @@ def _np_info_nce(a: np.ndarray, b: np.ndarray, tau: float) -> float:
 
 
 def _np_one_to_k(v: np.ndarray, t: np.ndarray, tau: float, k: int, w=None) -> float:
-    """Naive loops over methods.md §7: t[i*k + kk] is caption kk of image i; ``w`` (K,) weights of the
+    """Naive loops over docs/methods.md §7: t[i*k + kk] is caption kk of image i; ``w`` (K,) weights of the
     positives (each log-probability counted K·w_kk times; None: 1/K each, the paper)."""
     b = v.shape[0]
     w = [1.0 / k] * k if w is None else w

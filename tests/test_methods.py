@@ -440,7 +440,7 @@ COMMON = [n for n in ALL if n != "floor"]  # the floor is the common encoder its
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 @pytest.mark.parametrize("name", COMMON)
 def test_common_encoder_setting_puts_every_objective_on_the_floors_heads(name, head):
-    """methods.md §8: in the common-encoder setting the test-time encoders are the floor's (sentence embedding
+    """docs/methods.md §8: in the common-encoder setting the test-time encoders are the floor's (sentence embedding
     / pooled feature through a linear map or MLP), so a difference between methods is one of objective."""
     from ccr_core.methods.heads import FeatureVisualHead, SentenceTextHead
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ccr_core.data.bundle import load_bundle
-from ccr_core.evaluate import evaluate_model, load_trained
+from ccr_core.eval.retrieval import evaluate_model
+from ccr_core.training.inference import load_trained
 from ccr_core.training.checkpoint import CheckpointError, load_weights, verify_checkpoint
 from ccr_core.training.data import BatchSource, training_examples
 from ccr_core.training.train import TrainConfig, prepare_workbench, train
@@ -141,12 +142,12 @@ def test_two_process_ddp_matches_single_process_accumulation(world, tmp_path):
 
 
 def test_uml_noise_audit_on_injected_noise(world, tmp_path, monkeypatch):
-    from ccr_core.evaluate import training_pair_uncertainty
-    from ccr_core.training.train import _noisy
+    from ccr_core.eval.detectors import training_pair_uncertainty
+    from ccr_core.training.workbench import with_noise
 
     root, bundle, bench = world
     cfg = TrainConfig(method="uml", data=str(bundle.root), epochs=2, noise=0.4, **TINY)
-    noisy_bench = type(bench)(_noisy(bundle, cfg), bench.features, bench.text_encoder, bench.text_states, bench.visual_identity)
+    noisy_bench = with_noise(bench, cfg.noise, cfg.noise_seed)
     assert sum(v == "noisy-correspondence" for v in noisy_bench.bundle.noise.values()) > 0
     train(cfg, tmp_path / "uml", root / "ws", progress=False, bench=noisy_bench)
     model = load_trained(tmp_path / "uml", bench)
@@ -177,7 +178,6 @@ def test_uml_noise_audit_on_injected_noise(world, tmp_path, monkeypatch):
 def test_float16_shipping_copy_loads_and_matches(world, tmp_path):
     import shutil
 
-    from ccr_core.evaluate import embed_items
     from ccr_core.training.checkpoint import convert_weights
 
     root, bundle, bench = world
@@ -187,7 +187,7 @@ def test_float16_shipping_copy_loads_and_matches(world, tmp_path):
     assert all(v.dtype in (torch.float16, torch.int64) for v in load_weights(tmp_path / "ship").values())
     full, half = load_trained(tmp_path / "run", bench), load_trained(tmp_path / "ship", bench)
     items = bundle.items_in("test")
-    a, b = embed_items(full, bench, items), embed_items(half, bench, items)
+    a, b = full.encode_items(items), half.encode_items(items)
     assert torch.nn.functional.cosine_similarity(a, b).min() > 0.999
 
 

@@ -1,7 +1,7 @@
 """Untrusted files: every artefact CCR Lab reads back is refused with a clear error, naming the file,
 when it is truncated, altered, mismatched or pickle-based -- and no pickle payload ever runs.
 
-Loaders under test: checkpoints (``ccr_core.evaluate.load_trained``), feature caches
+Loaders under test: checkpoints (``ccr_core.training.inference.load_trained``), feature caches
 (``ccr_core.features.load_features`` / ``import_precomputed``), text-state caches
 (``ccr_core.training.text_cache.load_text_cache``) and retrieval indexes (``ccr_core.index.load_index``);
 plus the one pickle file CCR Lab reads, the third-party EfficientNet-Lite0 weights, which go
@@ -198,7 +198,7 @@ CHECKPOINTS = [  # (id, corrupt(folder, marker), error message needle)
 
 @pytest.mark.parametrize("corrupt, needle", [c[1:] for c in CHECKPOINTS], ids=[c[0] for c in CHECKPOINTS])
 def test_checkpoint_is_refused(trained, tmp_path, marker, corrupt, needle):
-    from ccr_core.evaluate import load_trained
+    from ccr_core.training.inference import load_trained
     from ccr_core.training.checkpoint import CheckpointError
 
     source, bench = trained

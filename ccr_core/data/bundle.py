@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ccr_core.io import atomic_path, read_json, sha256_file, write_json_atomic
+from ccr_core.paths import bundle_dir
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -187,6 +188,32 @@ def _require(record: dict, keys: Sequence[str], where: str) -> None:
         value = record.get(key)
         if not isinstance(value, str) or not value.strip():
             raise BundleError(f"{where}: field {key!r} is missing or empty")
+
+
+def source_matches(source: str, wanted: Sequence[str]) -> bool:
+    """Whether a caption ``source`` is one of ``wanted``; a wanted source ending in ``:`` matches every
+    source with that prefix (``mt:`` matches ``mt:opus``)."""
+    return any(source == w or (w.endswith(":") and source.startswith(w)) for w in wanted)
+
+
+def resolve_bundle(name_or_folder: str | os.PathLike, workspace: str | os.PathLike | None = None) -> Path:
+    """The folder of a bundle given as a folder, or as the name of one built into the workspace
+    (``<workspace>/bundles/<name>``; ``workspace`` defaults to :func:`ccr_core.paths.workspace_dir`).
+
+    Raises:
+        FileNotFoundError: neither exists; the message says where it looked and how to build one.
+    """
+    value = str(name_or_folder)
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return path
+    candidate = None
+    if "/" not in value:
+        candidate = Path(workspace) / "bundles" / value if workspace is not None else bundle_dir(value)
+        if candidate.is_dir():
+            return candidate
+    where = f" (nor {candidate})" if candidate is not None else ""
+    raise FileNotFoundError(f"no bundle folder {value!r}{where}; build one with `ccr data build` or `ccr data import`")
 
 
 def load_bundle(root: str | os.PathLike, check_images: bool = True, check_hashes: bool = True) -> Bundle:

@@ -1,7 +1,7 @@
 """Controlled noise for any bundle: swap target-language training captions between items ("noisy
 correspondence") and, optionally, scramble words as a crude MT error, with ground-truth labels.
 
-Following the usual protocol (methods.md, section 8), for each target language a fraction ``rate`` of
+Following the usual protocol (docs/methods.md, section 8), for each target language a fraction ``rate`` of
 the training items get the caption(s) of another random training item of the same kind in that
 language. Images are never copied: a written noisy bundle points back at the original media.
 """
@@ -123,6 +123,13 @@ def inject_noise(
             for own in by_item[item]:
                 noise.setdefault(own.id, CLEAN)
     return captions, noise
+
+
+def noisy_bundle(bundle: Bundle, rate: float, seed: int = 0) -> Bundle:
+    """The bundle in memory with noise injected into its training captions (:func:`inject_noise`): same
+    root, manifest and items, so every cache of the clean bundle serves it."""
+    captions, noise = inject_noise(bundle, rate, seed=seed)
+    return Bundle(bundle.root, bundle.manifest, bundle.items, captions, noise)
 
 
 def write_noisy_bundle(

@@ -1,9 +1,9 @@
-"""Noise detectors on training pairs, the trivial ones beside the learned ones (methods.md §8).
+"""Noise detectors on training pairs, the trivial ones beside the learned ones (docs/methods.md §8).
 
 Every trained model gives two trivial scores per (image, target caption) training pair: ``cosine``
 (1 − cos(v_i, t_i): a plain contrastive model already separates most mismatched pairs) and
 ``pair_loss`` (the pair's own symmetric InfoNCE loss in its batch: the small-loss criterion of NCR,
-Huang et al., NeurIPS 2021). UML adds ``uncertainty`` (u = B/S, methods.md) and ``mismatch`` (the DECL
+Huang et al., NeurIPS 2021). UML adds ``uncertainty`` (u = B/S, docs/methods.md) and ``mismatch`` (the DECL
 score its training uses). Scores are oriented so that higher means "more likely noisy".
 
 Pairs are scored in the deterministic batches of :func:`ccr_core.training.data.BatchSource.epoch_batches`
@@ -14,7 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ccr_core.eval import metrics
+from ccr_core import metrics
+from ccr_core.methods.losses import info_nce_per_sample
+from ccr_core.training.data import BatchSource, training_examples
+from ccr_core.training.inference import TrainedModel
 
 TRIVIAL = ("cosine", "pair_loss")
 DEFAULT_TEMPERATURE = 0.05  # τ of pair_loss for a method without a temperature of its own (the baseline's)
@@ -30,21 +33,19 @@ def pair_loss_temperature(method) -> float:
 
 
 @torch.no_grad()
-def training_pair_scores(model, bench, batch_size: int = 128) -> dict:
+def training_pair_scores(model: TrainedModel, bench=None, batch_size: int = 128) -> dict:
     """Every detector's score of every (image, English, target) training pair of the model's training set.
 
     Args:
-        model: a :class:`ccr_core.evaluate.TrainedModel`.
-        bench: the workbench of the (possibly noisy) bundle the pairs come from.
+        model: a loaded checkpoint (:class:`ccr_core.training.inference.TrainedModel`).
+        bench: the workbench of the (possibly noisy) bundle the pairs come from; default the model's.
         batch_size: pairs per batch (the training batch size: batch-relative scores depend on it).
 
     Returns:
         ``{"caption_ids", "item_ids", "langs", "detectors": {name: (P,) float64}}``; the detectors are
         ``cosine`` and ``pair_loss`` for every model, plus ``uncertainty`` and ``mismatch`` for UML.
     """
-    from ccr_core.methods.losses import info_nce_per_sample
-    from ccr_core.training.data import BatchSource, training_examples
-
+    bench = bench if bench is not None else model.bench
     method = model.method
     method.eval()
     cfg = model.meta.get("train_config", {})
@@ -87,3 +88,59 @@ def detector_report(scores: np.ndarray, labels: np.ndarray) -> dict:
     return {"auroc": metrics.auroc(scores, labels), "auprc": metrics.auprc(scores, labels),
             "precision_at_100": metrics.precision_at_k(scores, labels, min(100, len(scores))),
             "precision_at_n_noisy": metrics.precision_at_k(scores, labels, max(positives, 1))}
+
+
+@torch.no_grad()
+def every_training_pair_uncertainty(model: TrainedModel, bench=None, batch_size: int = 128) -> dict | None:
+    """Per-pair uncertainty of every (image, English, target) training pair, labelled or not, computed
+    in deterministic batches as in training (the batch matters: UML's evidence is batch-relative).
+    Returns ``{"caption_ids", "item_ids", "langs", "scores" (P,) u, "mismatch" (P,) or None,
+    "detectors": {name: (P,)}}`` (mismatch: the noise score UML trains with, see ``UML.mismatch``;
+    detectors: those and the trivial ones, see :mod:`ccr_core.eval.detectors`), or None when the method
+    has no uncertainty. The noise audit tab and :func:`training_pair_uncertainty` both read this."""
+    if not hasattr(model.method, "pair_scores"):
+        return None
+    every = training_pair_scores(model, bench, batch_size)
+    return {**every, "scores": every["detectors"]["uncertainty"], "mismatch": every["detectors"]["mismatch"]}
+
+
+def training_pair_detectors(model: TrainedModel, bench=None, batch_size: int = 128) -> dict | None:
+    """Every noise detector of the model (:mod:`ccr_core.eval.detectors`: the trivial cosine and per-pair
+    loss, and UML's own) on the training pairs that carry a noise label; positives are the injected
+    noisy-correspondence pairs. Returns ``{"caption_ids", "labels", "kinds", "noisy_fraction",
+    "scores": {name: (P,)}, "detectors": {name: {"auroc", "auprc", "precision_at_100", "precision_at_n_noisy"}}}``,
+    or None without noise labels."""
+    bench = bench if bench is not None else model.bench
+    if not bench.bundle.noise:
+        return None
+    every = training_pair_scores(model, bench, batch_size)
+    keep = [k for k, cid in enumerate(every["caption_ids"]) if cid in bench.bundle.noise]
+    kinds = [bench.bundle.noise[every["caption_ids"][k]] for k in keep]
+    # The injected noise is noisy correspondence; simulated MT errors are reported apart.
+    noisy = np.array([k == "noisy-correspondence" for k in kinds], dtype=int)
+    if not keep or len(set(noisy.tolist())) < 2:
+        return None
+    scores = {name: values[keep] for name, values in every["detectors"].items()}
+    return {"caption_ids": [every["caption_ids"][k] for k in keep], "labels": noisy, "kinds": kinds,
+            "noisy_fraction": float(noisy.mean()), "scores": scores,
+            "detectors": {name: detector_report(values, noisy) for name, values in scores.items()}}
+
+
+def training_pair_uncertainty(model: TrainedModel, bench=None, batch_size: int = 128) -> dict | None:
+    """UML's uncertainty quality on the labelled training pairs (:func:`training_pair_detectors`), in the
+    flat form the audit tab and reports read: scores/labels/AUROC/AUPRC/precision@100 of u, the AUROC
+    against any label other than clean, the same for its mismatch score (``*_mismatch``), and every
+    detector's report under ``"detectors"``. None for a method without uncertainty."""
+    if not hasattr(model.method, "pair_scores"):
+        return None
+    found = training_pair_detectors(model, bench, batch_size)
+    if found is None:
+        return None
+    s, m, noisy, d = found["scores"]["uncertainty"], found["scores"]["mismatch"], found["labels"], found["detectors"]
+    any_error = np.array([k != "clean" for k in found["kinds"]], dtype=int)
+    return {"caption_ids": found["caption_ids"], "scores": s, "labels": noisy, "kinds": found["kinds"],
+            "auroc": d["uncertainty"]["auroc"], "auprc": d["uncertainty"]["auprc"], "precision_at_100": d["uncertainty"]["precision_at_100"],
+            "noisy_fraction": found["noisy_fraction"],
+            "auroc_any_error": metrics.auroc(s, any_error) if 0 < any_error.sum() < len(any_error) else None,
+            "mismatch_scores": m, "auroc_mismatch": d["mismatch"]["auroc"], "auprc_mismatch": d["mismatch"]["auprc"],
+            "precision_at_100_mismatch": d["mismatch"]["precision_at_100"], "detectors": d, "detector_scores": found["scores"]}

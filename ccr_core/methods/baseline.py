@@ -1,4 +1,4 @@
-"""Translate-train contrastive baseline (methods.md §3), and its English-only variant ``baseline-en``
+"""Translate-train contrastive baseline (docs/methods.md §3), and its English-only variant ``baseline-en``
 that is trained on (image, English) pairs only and evaluated zero-shot on the target languages."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CL2CM, cross-lingual to cross-modal knowledge transfer (AAAI 2024), as methods.md §5 reads it: a
+"""CL2CM, cross-lingual to cross-modal knowledge transfer (AAAI 2024), as docs/methods.md §5 reads it: a
 cross-lingual network (English ↔ target text) guides the cross-modal network (image ↔ text) by
 relational distillation. The authors' code is not public: the losses below are our interpretation."""
 from __future__ import annotations
@@ -26,7 +26,7 @@ class CL2CMConfig(EncoderConfig):
 
 @METHODS.register("cl2cm")
 class CL2CM(CCRMethod):
-    """Our interpretation of CL2CM (methods.md §5, marked [ours] there).
+    """Our interpretation of CL2CM (docs/methods.md §5, marked [ours] there).
 
     - Cross-modal network (the only one used at test time: ``encode_text``): text head (masked mean →
       mapping head) and visual tower; ``L_CM = InfoNCE(v, s) + mean_t InfoNCE(v, t)``.

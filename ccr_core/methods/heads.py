@@ -24,7 +24,7 @@ class EncoderConfig(MethodConfig):
     video: bool = True  # build the temporal encoder (the trainer turns it off for worlds without video)
     # "native": the method's own towers (the "as published" setting); "linear" / "mlp": the floor's heads for
     # every method -- e5 sentence embedding and pooled visual feature, one linear map (or a small MLP) each --
-    # so that methods differ only in their objective (the "common encoder" setting, methods.md §8)
+    # so that methods differ only in their objective (the "common encoder" setting, docs/methods.md §8)
     head: str = "native"
 
 

@@ -1,4 +1,4 @@
-"""NRCCR, noise-robust cross-lingual cross-modal retrieval (ACM MM 2022), as in methods.md §4: one
+"""NRCCR, noise-robust cross-lingual cross-modal retrieval (ACM MM 2022), as in docs/methods.md §4: one
 shared text tower with a single attention layer used for every self- and cross-attention call, the
 cross-attention pseudo-target as a denoised teacher, and a language discriminator on backbone outputs.
 
@@ -63,7 +63,7 @@ class NRCCR(CCRMethod):
 
     ``L = Tri(c^S, v) + 0.6·Tri(c^T, v) + 0.4·L_sim + 0.1·L_feat + 0.5·Tri(c^S, c^B) + 0.001·L_adv``.
 
-    Choices beyond methods.md: pooling is masked (the reference code averages padding too, which makes
+    Choices beyond docs/methods.md: pooling is masked (the reference code averages padding too, which makes
     an embedding depend on the batch's padding); with several target languages in a batch, each
     target-language term is averaged over the targets (back-translation over the targets that have
     one); the discriminator sees the masked mean of the backbone token states, so the adversarial

@@ -1,4 +1,4 @@
-"""1-to-K contrastive learning (KDD 2024), methods.md §7: every image competes against the captions of
+"""1-to-K contrastive learning (KDD 2024), docs/methods.md §7: every image competes against the captions of
 all K languages at once, so no language is a pivot (the image–text matching and masked-LM terms of
 the paper need a fusion encoder and are left out)."""
 from __future__ import annotations

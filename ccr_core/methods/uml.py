@@ -1,4 +1,4 @@
-"""UML, uncertainty-aware and mutual learning (Sci. China Inf. Sci. 2025), as methods.md §6 reads it:
+"""UML, uncertainty-aware and mutual learning (Sci. China Inf. Sci. 2025), as docs/methods.md §6 reads it:
 DECL's evidential noise rule on two clean anchors (image and English source) after a one-hot warm-up,
 labels softened by certainty, a Fisher-weighted evidential loss whose KL term keeps the hard label, and
 the adaptive mutual learning (AML) loss that pulls clean pairs and pushes only flagged ones. The authors'
@@ -66,7 +66,7 @@ class UMLConfig(EncoderConfig):
 
 @METHODS.register("uml")
 class UML(CCRMethod):
-    """Our interpretation of UML (methods.md §6, marked [ours] there), built on DECL's noise rule.
+    """Our interpretation of UML (docs/methods.md §6, marked [ours] there), built on DECL's noise rule.
 
     Per target language t and batch of B pairs (v_i, s_i, t_i):
 
@@ -85,7 +85,7 @@ class UML(CCRMethod):
     - plus a plain InfoNCE(v, s) so that the English side is learned too.
 
     ``L = w_c·InfoNCE(v, s) + mean_t [w_e·EDL + w_m·AML]``. Test time: plain cosine of the text and
-    visual embeddings. ``u = B / S`` (methods.md) is still computed and reported (:meth:`uncertainty`),
+    visual embeddings. ``u = B / S`` (docs/methods.md) is still computed and reported (:meth:`uncertainty`),
     but it is not the noise detector: on cosine similarities it measures how hub-like a row is.
 
     Flags are recomputed from every batch (no extra pass); DECL recomputes them once per epoch over the
@@ -191,7 +191,7 @@ class UML(CCRMethod):
     def uncertainty(
         self, text: TextBatch, visual: torch.Tensor, source: TextBatch | None = None, frames=None, frame_mask=None
     ) -> torch.Tensor:
-        """Per-pair uncertainty u_i = B / S_i ∈ (0, 1] of aligned pairs (text[i], visual[i]) (methods.md);
+        """Per-pair uncertainty u_i = B / S_i ∈ (0, 1] of aligned pairs (text[i], visual[i]) (docs/methods.md);
         row i's candidate set is the batch given. With ``source`` (the English captions of the same
         items) the English view is combined in; without it, the image view alone. Reported beside
         :meth:`mismatch`, which is the detector training uses."""

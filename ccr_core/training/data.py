@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ccr_core.data.bundle import Bundle, Caption
+from ccr_core.data.bundle import Bundle, Caption, source_matches
 from ccr_core.features import FeatureCache
 from ccr_core.training.text_cache import TextStateCache
 
@@ -35,10 +35,6 @@ class TrainExample:
         return tuple(sorted(self.targets))
 
 
-def _matches(source: str, wanted: Sequence[str]) -> bool:
-    return any(source == w or (w.endswith(":") and source.startswith(w)) for w in wanted)
-
-
 def training_examples(
     bundle: Bundle,
     split: str = "train",
@@ -49,14 +45,14 @@ def training_examples(
     """One example per original English caption of ``split`` (optionally only image or video items)."""
     caps = [c for c in bundle.captions if c.split == split and (kind is None or bundle.item(c.item).kind == kind)]
     if target_langs is None:
-        target_langs = sorted({c.lang for c in caps if c.lang != "en" and _matches(c.source, target_sources)})
+        target_langs = sorted({c.lang for c in caps if c.lang != "en" and source_matches(c.source, target_sources)})
     by_ref: dict[str, list[Caption]] = defaultdict(list)
     by_item_lang: dict[tuple[str, str], list[str]] = defaultdict(list)
     backs: dict[str, str] = {}
     for c in caps:
         if c.source.startswith("back-translation:") and c.ref:
             backs[c.ref] = c.id
-        elif c.lang in target_langs and _matches(c.source, target_sources):
+        elif c.lang in target_langs and source_matches(c.source, target_sources):
             if c.ref:
                 by_ref[c.ref].append(c)
             by_item_lang[(c.item, c.lang)].append(c.id)

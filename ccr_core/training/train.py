@@ -14,179 +14,35 @@ a single process reproduces that run with ``accumulate = world size``.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ccr_core.data.bundle import Bundle, load_bundle
+import ccr_core.methods  # noqa: F401  (registers every built-in method)
+from ccr_core.data.bundle import Bundle, load_bundle, resolve_bundle, source_matches  # noqa: F401  (resolve_bundle: still imported from here by protocol.py)
+from ccr_core.data.noise import noisy_bundle
 from ccr_core.devices import batch_to, resolve_device
-from ccr_core.encoding import TrainedModel, embed_captions, embed_items
-from ccr_core.features import TEST_SPLIT_SUFFIX, FeatureCache
-from ccr_core.io import read_json, write_json_atomic
-from ccr_core.training.checkpoint import CheckpointError, load_optimizer_state, load_weights, save_checkpoint, verify_checkpoint
-from ccr_core.training.data import BatchSource, needed_captions, training_examples
+from ccr_core.encoding import encode_captions, encode_items
+from ccr_core.io import write_json_atomic
+from ccr_core.methods.base import METHODS, build_method
+from ccr_core.metrics import recall_at_k, text_to_image_ranks
+from ccr_core.paths import workspace_dir
+from ccr_core.training.checkpoint import load_optimizer_state, load_weights, save_checkpoint, verify_checkpoint
+from ccr_core.training.config import TrainConfig
+from ccr_core.training.data import BatchSource, training_examples
+from ccr_core.training.image_cache import ImageTop
+from ccr_core.training.text_cache import TextTop
+from ccr_core.training.workbench import Workbench, prepare_workbench
 
-
-@dataclass
-class TrainConfig:
-    method: str = "baseline"  # a name from ccr_core.methods.METHODS
-    data: str = "demo-world"  # bundle folder or workspace bundle name
-    noise: float = 0.0  # fraction of training pairs whose target caption is replaced by another item's
-    noise_seed: int = 0  # seed of the noise injection (independent of the training seed)
-    seed: int = 0  # model initialisation and batch order
-    epochs: int = 10  # upper bound; early stopping may end sooner
-    max_steps: int = 0  # stop after this many optimiser steps (0: no limit); the Experiment tab uses it
-    batch_size: int = 128  # NRCCR's published batch size
-    accumulate: int = 1  # micro-batches per optimiser step (a single-process stand-in for DDP)
-    targets_per_batch: int = 0  # target languages per batch, drawn at random (0: all; 1-to-K always uses all)
-    lr: float = 1e-4  # Adam, NRCCR's published rate
-    lr_decay: float = 0.99  # per epoch
-    halve_after: int = 3  # epochs without improvement before the learning rate halves
-    patience: int = 10  # epochs without improvement before stopping
-    grad_clip: float = 2.0  # gradient-norm clip
-    text_backbone: str = "e5-small"
-    trainable_layers: int = 0  # top text-backbone layers to fine-tune (0: frozen, cached once)
-    trainable_image_blocks: int = 0  # last EfficientNet-Lite0 blocks (+ head conv) to fine-tune over cached maps (0: frozen; 16: all)
-    backbone_lr: float = 0.0  # learning rate of the fine-tuned backbone tops (0: the same as lr)
-    text_prefix: str = "query: "  # e5's prefix for short texts
-    visual_backbone: str = "efficientnet-lite0"
-    target_langs: list[str] | None = None  # None: every language with training translations
-    target_sources: list[str] = field(default_factory=lambda: ["mt:", "human-translation"])
-    select_lang: str | None = None  # validation language for model selection (default: first target)
-    threads: int = 0  # torch CPU threads (0: torch's default)
-    device: str = "auto"  # "auto": this process's GPU (cuda:LOCAL_RANK) when CUDA is present, else "cpu"; or "cpu", "cuda", "cuda:1"
-    method_config: dict = field(default_factory=dict)  # overrides of the method's own config fields
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown training config fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
-
-    def apply_overrides(self, pairs: list[str]) -> None:
-        """``key=value`` pairs; keys not in TrainConfig go to ``method_config``. Values parse as JSON when they can."""
-        known = {f.name for f in fields(self)}
-        for pair in pairs:
-            if "=" not in pair:
-                raise ValueError(f"expected key=value, got {pair!r}")
-            key, raw = pair.split("=", 1)
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            if key in known:
-                current = getattr(self, key)
-                if isinstance(current, (int, float)) and not isinstance(current, bool) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                    raise ValueError(f"{key}={raw}: {key} must be a number (like {current!r})")
-                setattr(self, key, value)
-            else:
-                self.method_config[key] = value
-
-
-@dataclass
-class Workbench:
-    """Everything a run needs besides the method: bundle, caches and encoders."""
-
-    bundle: Bundle
-    features: FeatureCache
-    text_encoder: object
-    text_states: object
-    visual_identity: dict
-    visual_backbone: object = None  # the loaded frozen visual backbone (needed to fine-tune its top blocks)
-    workspace: Path | None = None  # where lazily built caches (feature maps) go
-    maps: dict = field(default_factory=dict)  # first fine-tuned block -> FeatureMapCache, built on first use
-    map_items: list | None = None  # only these items' maps when the full cache is absent (a dashboard's test gallery)
-
-    @property
-    def text_identity(self) -> dict:
-        return self.text_encoder.identity()
-
-    def with_bundle(self, bundle: Bundle) -> "Workbench":
-        """The same caches over another version of the bundle (e.g. with injected noise: same items)."""
-        return replace(self, bundle=bundle)
-
-    def feature_maps(self, trainable_blocks: int, progress: bool = False):
-        """The cached feature maps below the last ``trainable_blocks`` visual blocks (computed once per workspace)."""
-        from ccr_core.training.image_cache import build_feature_maps, feature_map_dir, first_trained_block
-
-        if self.visual_backbone is None or self.workspace is None:
-            raise ValueError("this workbench was made without its visual backbone and workspace; build it with prepare_workbench")
-        first = first_trained_block(self.visual_backbone, trainable_blocks)
-        if first not in self.maps:
-            folder = feature_map_dir(self.workspace, self.bundle.name, self.visual_backbone, first)
-            bundle, flips = self.bundle, True
-            if self.map_items is not None and not (folder / "meta.json").exists():
-                # a dashboard serving the test split: the gallery's maps alone, unmirrored (a minute, not the whole
-                # bundle's ten), in a cache of their own, so nothing of the full one is replaced
-                bundle, flips = Bundle(self.bundle.root, self.bundle.manifest, list(self.map_items), [], {}), False
-                folder = folder.with_name(folder.name + TEST_SPLIT_SUFFIX)
-            self.maps[first] = build_feature_maps(bundle, self.visual_backbone, first, folder, progress=progress, flips=flips)
-        return self.maps[first]
-
-    def drop_test_split_maps(self) -> None:
-        """Forget the test gallery's own maps (``map_items``) once the full caches exist: they would not serve training."""
-        self.map_items = None
-        self.maps = {k: m for k, m in self.maps.items() if not m.root.name.endswith(TEST_SPLIT_SUFFIX)}
-
-
-def prepare_workbench(cfg: TrainConfig, workspace: Path, bundle: Bundle | None = None, progress: bool = True,
-                      extra_texts=(), splits: tuple[str, ...] = ("train", "val", "test"), backbone=None, encoder=None) -> Workbench:
-    """Load the bundle and make sure the feature and text-state caches exist (computing them once).
-
-    Text states are computed for the captions training can use (``cfg``'s languages and sources)
-    and for every validation and test caption of ``splits``; a dashboard passes ``("val", "test")``.
-    ``backbone`` / ``encoder``: already loaded ones of ``cfg``'s backbones, used instead of loading
-    them again (the dashboard's background pass; e5 alone is ~0.5 GB and seconds to load).
-    """
-    from ccr_core.backbones.text import load_text_encoder
-    from ccr_core.backbones.vision import load_visual_backbone
-    from ccr_core.features import cache_dir_for, extract_features
-    from ccr_core.training.text_cache import build_text_cache, cache_identity, text_cache_dir
-
-    if bundle is None:
-        bundle = load_bundle(resolve_bundle(cfg.data))
-    backbone = backbone if backbone is not None else load_visual_backbone(cfg.visual_backbone)
-    if cfg.trainable_image_blocks:
-        from ccr_core.training.image_cache import check_fine_tunable
-
-        check_fine_tunable(bundle, backbone, cfg.trainable_image_blocks)  # before any cache is computed
-    features = extract_features(bundle, backbone, cache_dir_for(workspace, bundle, backbone), progress=progress)
-    encoder = encoder if encoder is not None else load_text_encoder(cfg.text_backbone)
-    identity = cache_identity(encoder, cfg.trainable_layers, cfg.text_prefix)
-    texts = [c.text for c in bundle.captions if c.split != "train" and c.split in splits] + list(extra_texts)
-    if "train" in splits:
-        text_of = {c.id: c.text for c in bundle.captions}
-        examples = training_examples(bundle, "train", cfg.target_langs, cfg.target_sources)
-        texts += [text_of[cid] for cid in needed_captions(examples)]
-    states = build_text_cache(encoder, texts, text_cache_dir(workspace, bundle.name, identity), cfg.trainable_layers, cfg.text_prefix, progress=progress)
-    # a workbench without the training split only evaluates: a fine-tuned top's maps of the test images suffice
-    serving = None if "train" in splits else list(bundle.items_in("test", "image"))
-    bench = Workbench(bundle, features, encoder, states, backbone.identity(), backbone, Path(workspace), map_items=serving)
-    if cfg.trainable_image_blocks > 0:
-        bench.feature_maps(cfg.trainable_image_blocks, progress=progress)
-    return bench
-
-
-def resolve_bundle(data: str) -> Path:
-    from ccr_core.paths import bundle_dir
-
-    path = Path(data)
-    if path.exists():
-        return path
-    if bundle_dir(data).exists():
-        return bundle_dir(data)
-    raise FileNotFoundError(f"no bundle {data!r}: give a folder or build it with `ccr data build {data}`")
+__all__ = ["TrainConfig", "Workbench", "prepare_workbench", "train", "validation_score", "build_run_method"]
 
 
 def _set_seed(seed: int) -> None:
@@ -196,18 +52,10 @@ def _set_seed(seed: int) -> None:
 
 
 def method_config_class(name: str):
-    import ccr_core.methods  # noqa: F401  (registers every method)
-    from ccr_core.methods.base import METHODS
-
     return METHODS.get(name).config_class
 
 
 def build_run_method(cfg: TrainConfig, bench: Workbench):
-    import ccr_core.methods  # noqa: F401  (registers every method)
-    from ccr_core.methods.base import build_method
-    from ccr_core.training.image_cache import ImageTop
-    from ccr_core.training.text_cache import TextTop
-
     langs = ["en"] + sorted(set(cfg.target_langs or [l for l in bench.bundle.languages if l != "en"]))
     overrides = {"text_dim": int(bench.text_states.states.shape[1]), "visual_dim": bench.features.dim, "languages": langs}
     if hasattr(method_config_class(cfg.method), "video"):
@@ -228,9 +76,9 @@ def embed_split(method, bench: Workbench, split: str, lang: str, sources=None):
     position = {it.id: i for i, it in enumerate(items)}
     caps = [c for c in bench.bundle.captions_in(split, lang) if c.item in position]
     if sources is not None:
-        caps = [c for c in caps if any(c.source == s or (s.endswith(":") and c.source.startswith(s)) for s in sources)]
-    model = TrainedModel(method.name, method, {}, Path())
-    return embed_items(model, bench, items), embed_captions(model, bench, caps, lang), np.array([position[c.item] for c in caps], dtype=np.int64), caps
+        caps = [c for c in caps if source_matches(c.source, sources)]
+    return (encode_items(method, bench, items), encode_captions(method, bench, caps, lang),
+            np.array([position[c.item] for c in caps], dtype=np.int64), caps)
 
 
 VALIDATION_SOURCES = ("human", "generated", "human-translation")
@@ -238,8 +86,6 @@ VALIDATION_SOURCES = ("human", "generated", "human-translation")
 
 def validation_score(method, bench: Workbench, lang: str) -> dict:
     """Text->image R@1+R@5+R@10 on the validation split in ``lang`` (human/native captions, else MT)."""
-    from ccr_core.eval.metrics import recall_at_k, text_to_image_ranks
-
     images, texts, c2i, caps = embed_split(method, bench, "val", lang, VALIDATION_SOURCES)
     if len(caps) == 0:
         images, texts, c2i, caps = embed_split(method, bench, "val", lang, ("mt:",))
@@ -252,8 +98,6 @@ def validation_score(method, bench: Workbench, lang: str) -> dict:
 
 def _distributed() -> tuple[int, int]:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        import torch.distributed as dist
-
         if not dist.is_initialized():
             use_nccl = torch.cuda.is_available()
             if use_nccl:  # one GPU per process: bind it before NCCL starts
@@ -278,8 +122,6 @@ def train(
     ``on_step`` receives ``{"step", "epoch", "loss", ...}`` after every optimiser step (the dashboard's
     live loss curve); ``should_stop`` is polled between steps to cancel cleanly.
     """
-    from ccr_core.paths import workspace_dir
-
     run_dir = Path(run_dir)
     workspace = Path(workspace or workspace_dir())
     device = resolve_device(cfg.device)  # checked before any distributed start-up or cache work
@@ -289,7 +131,7 @@ def train(
     if bench is None:
         bundle = load_bundle(resolve_bundle(cfg.data))
         if cfg.noise > 0:
-            bundle = _noisy(bundle, cfg)
+            bundle = noisy_bundle(bundle, cfg.noise, cfg.noise_seed)
         bench = prepare_workbench(cfg, workspace, bundle, progress=progress and rank == 0)
     examples = training_examples(bench.bundle, "train", cfg.target_langs, cfg.target_sources)
     if not examples:
@@ -427,8 +269,6 @@ def _broadcast(obj, world: int):
     """Rank 0's value on every rank (so every process takes the same learning-rate and stop decisions)."""
     if world == 1:
         return obj
-    import torch.distributed as dist
-
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -453,7 +293,5 @@ def _set_lr(optimizer, lr: float) -> None:
 
 
 def _noisy(bundle: Bundle, cfg: TrainConfig) -> Bundle:
-    from ccr_core.data.noise import inject_noise
-
-    captions, noise = inject_noise(bundle, cfg.noise, seed=cfg.noise_seed)
-    return Bundle(bundle.root, bundle.manifest, bundle.items, captions, noise)
+    """Kept for protocol.Benches.get until it calls :func:`ccr_core.training.workbench.with_noise`; then delete."""
+    return noisy_bundle(bundle, cfg.noise, cfg.noise_seed)
