@@ -77,7 +77,8 @@ def demo_german_bench():
 def test_a_shipped_model_re_evaluated_from_its_weights_gives_its_metrics(demo_german_bench, name):
     """Not a comparison of two files one call wrote: the checkpoint is loaded and evaluated again, and the German
     group's recalls must be the ones its metrics.json (and so RESULTS.md) reports."""
-    from ccr_core.evaluate import evaluate_model, load_trained
+    from ccr_core.eval.retrieval import evaluate_model
+    from ccr_core.training.inference import load_trained
 
     folder = CHECKPOINTS_DIR / "demo-world" / name
     again = evaluate_model(load_trained(folder, demo_german_bench, name), demo_german_bench)

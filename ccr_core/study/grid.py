@@ -25,10 +25,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ccr_core.data.bundle import load_bundle
+from ccr_core.data.bundle import load_bundle, resolve_bundle
 from ccr_core.paths import workspace_dir
+from ccr_core.training.config import TrainConfig
 from ccr_core.training.data import training_examples
-from ccr_core.training.train import TrainConfig, resolve_bundle
 
 SETTINGS = ("published", "common")
 COMMON_HEAD = "linear"  # the floor's heads: one linear map per side

@@ -12,11 +12,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from ccr_core.evaluate import evaluate_model, load_trained, training_pair_detectors
+from ccr_core.eval.retrieval import evaluate_model, evaluate_with_detectors
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.paths import workspace_dir
 from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, fine_tuned_runs, grid
-from ccr_core.training.train import _noisy, prepare_workbench, train
+from ccr_core.training.inference import load_trained
+from ccr_core.training.train import train
+from ccr_core.training.workbench import prepare_workbench
+from ccr_core.training.workbench import with_noise
 
 
 class Workbenches:
@@ -35,8 +38,7 @@ class Workbenches:
             return clean
         key = (run.world, run.noise, run.noise_seed)
         if key not in self._noisy:
-            self._noisy[key] = type(clean)(_noisy(clean.bundle, run.train_config()), clean.features, clean.text_encoder,
-                                           clean.text_states, clean.visual_identity)
+            self._noisy[key] = with_noise(clean, run.noise, run.noise_seed)
         return self._noisy[key]
 
 
@@ -63,7 +65,7 @@ def run_one(run: Run, workbenches: Workbenches, progress: bool = True) -> dict:
     result = evaluate_run(folder / "last", bench, summary, run.label)
     result["scored"] = scored_budget_of(summary)
     if summary["best_epoch"] != summary["epochs"]:
-        best = evaluate_model(load_trained(folder / "best", bench, run.label), bench)
+        best = evaluate_model(load_trained(folder / "best", bench, run.label))
         result["best_epoch_result"] = {**scored_budget_of(summary, summary["best_epoch"]),
                                        "groups": {g: {"SumR": rep["SumR"]} for g, rep in best["groups"].items()}}
     result.update({"world": run.world, "setting": run.setting, "method": run.method, "noise_rate": run.noise, "seed": run.seed,
@@ -76,11 +78,7 @@ def evaluate_run(checkpoint: Path, bench, summary: dict, name: str) -> dict:
     """Test numbers of a checkpoint, its noise detectors (where the bundle has noise labels) and its run's budget."""
     start = time.perf_counter()
     model = load_trained(checkpoint, bench, name)
-    result = evaluate_model(model, bench)
-    found = training_pair_detectors(model, bench)
-    if found is not None:
-        result["detectors"] = found["detectors"]
-        result["noisy_fraction"] = found["noisy_fraction"]
+    result = evaluate_with_detectors(model, bench, noisy_bench=bench)
     result["budget"] = {"steps": summary["steps"], "target_exposures": summary.get("target_exposures"),
                         "exposures_by_language": summary.get("exposures_by_language"),
                         "batch_size": model.meta["train_config"]["batch_size"], "train_seconds": summary["train_seconds"],

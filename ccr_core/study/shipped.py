@@ -8,16 +8,14 @@ import shutil
 import torch
 
 from ccr_core.eval.free_queries import evaluate_free_queries, load_scenes, summarise
-from ccr_core.evaluate import embed_items, load_trained
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.methods import method_sort_key
-from ccr_core.methods.base import TextBatch
 from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
 from ccr_core.study import grid as study_grid
 from ccr_core.study.runner import Workbenches, copy_checkpoint, evaluate_run, scored_budget_of
 from ccr_core.study.stats import scored_budget, t_interval, threshold_verdict, units_label
 from ccr_core.training.checkpoint import OPTIMIZER, OPTIMIZER_META, convert_weights
-from ccr_core.training.text_cache import frozen_states
+from ccr_core.training.inference import load_trained
 
 RESULTS_DIR = REPO_ROOT / "results"
 # What ships per world: the "published" setting's seed-0 model at these noise rates (and the floor, the
@@ -27,14 +25,13 @@ SHIP_NOISE = {"demo-world": (0.0, 0.4), "flickr8k-ml": (0.0,)}
 
 def free_query_report(model, bench) -> dict:
     """Precision@10 of free-typed queries (outside the generator's templates) per language, with chance."""
+    model = model.on(bench)
     items = bench.bundle.items_in("test", "image")
-    image_emb = embed_items(model, bench, items).numpy()
-    meta = model.meta
+    image_emb = model.encode_items(items).numpy()
 
     def encode(text, lang):
         with torch.no_grad():
-            states, mask = frozen_states(bench.text_encoder, [text], meta.get("text_trainable_layers", 0), meta.get("text_prefix", "query: "))
-            return model.method.encode_text(TextBatch(states, mask), lang)[0].numpy()
+            return model.encode_texts([text], lang)[0].numpy()
 
     return summarise(evaluate_free_queries(encode, image_emb, [it.id for it in items], load_scenes(bench.bundle.root)))
 
@@ -172,10 +169,6 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
         summary = read_json(run.folder() / "summary.json")
         result = evaluate_run(target, bench, summary, name)
         result["scored"] = scored_budget_of(summary)
-        found = result.get("detectors", {})
-        if "uncertainty" in found:  # the flat noise cell of the shipped table
-            result["noise"] = {"auroc": found["uncertainty"]["auroc"], "auroc_mismatch": found["mismatch"]["auroc"],
-                               "auprc_mismatch": found["mismatch"]["auprc"]}
         if (bench.bundle.root / "scenes.jsonl").exists():
             result["free_queries"] = free_query_report(load_trained(target, bench, name), bench)
         if fine_tuned:

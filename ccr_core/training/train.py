@@ -27,7 +27,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import ccr_core.methods  # noqa: F401  (registers every built-in method)
-from ccr_core.data.bundle import Bundle, load_bundle, resolve_bundle, source_matches  # noqa: F401  (resolve_bundle: still imported from here by protocol.py)
+from ccr_core.data.bundle import load_bundle, resolve_bundle, source_matches
 from ccr_core.data.noise import noisy_bundle
 from ccr_core.devices import batch_to, resolve_device
 from ccr_core.encoding import encode_captions, encode_items
@@ -291,7 +291,3 @@ def _set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
-
-def _noisy(bundle: Bundle, cfg: TrainConfig) -> Bundle:
-    """Kept for protocol.Benches.get until it calls :func:`ccr_core.training.workbench.with_noise`; then delete."""
-    return noisy_bundle(bundle, cfg.noise, cfg.noise_seed)
