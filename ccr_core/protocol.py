@@ -291,9 +291,13 @@ def evaluate_run(checkpoint: Path, bench, summary: dict, name: str) -> dict:
 
 
 def collect(world: str, root: Path | None = None) -> list[dict]:
-    """Every finished run's ``result.json`` of the world's current grid (runs of other configs are ignored)."""
+    """Every finished run's ``result.json`` of the world's current grid (runs of other configs are ignored), for the
+    grid's methods and any other registered method run at its budget (``--methods <a plugin>``)."""
+    from ccr_core.methods import METHODS
+
+    methods = PROTOCOL[world].methods
     out = []
-    for run in grid(world):
+    for run in grid(world, methods=(*methods, *(m for m in METHODS.list() if m not in methods))):
         path = run.folder(root) / "result.json"
         if path.exists():
             out.append(read_json(path))
