@@ -7,6 +7,7 @@
     python -m ccr_core.experiments --world flickr8k-ml --ablations  # one config change per stated cause of a gap
     python -m ccr_core.experiments --plots                     # docs/protocol-<world>.png (needs chromium)
     python -m ccr_core.experiments --markdown-only             # rewrite RESULTS.md from results/*.json
+    python -m ccr_core.experiments --world demo-world --executor ray --address auto  # each run a Ray task (docs/scaling.md)
 
 The grid (``ccr_core.protocol``): every method at the same steps and target-language exposures, in the
 "published" setting (own heads) and the "common encoder" setting (the floor's heads), at 3 seeds, over
@@ -18,14 +19,14 @@ RESULTS.md is written from those files alone.
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from ccr_core import protocol
+from ccr_core import executors, protocol
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
 from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
 
@@ -239,40 +240,33 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
     return shipped
 
 
-def run_grid(world: str, progress: bool = True, **narrow) -> list[dict]:
+def run_grid(world: str, progress: bool = True, executor=None, **narrow) -> list[dict]:
     """Every run of the world's grid (narrowed by methods/settings/seeds/noise), then its results file."""
-    _run_all(protocol.grid(world, **narrow), progress)
+    _run_all(protocol.grid(world, **narrow), progress, executor)
     return write_protocol_results(world)
 
 
-def _run_all(runs: list, progress: bool) -> None:
-    """Train and evaluate every run not finished yet, one line per run (the grid's and the ablations')."""
-    benches = protocol.Benches(progress)
-    for k, run in enumerate(runs, 1):
-        if (run.folder() / "result.json").exists():
-            continue
-        start = time.perf_counter()
-        print(f"== [{k}/{len(runs)}] {run.label}", flush=True)
-        result = protocol.run_one(run, benches, progress=progress)
-        print(json.dumps({"run": run.label, "target_SumR": round(protocol.target_sumr(result) or 0, 1),
-                          "seconds": round(time.perf_counter() - start)}), flush=True)
+def _run_all(runs: list, progress: bool, executor=None) -> None:
+    """Train and evaluate every run not finished yet, one line per run (the grid's and the ablations'): in this
+    process (``executors.LocalExecutor``, the default) or as the executor says (``--executor ray``)."""
+    (executor or executors.LocalExecutor()).run(runs, progress)
 
 
-def run_ablations(world: str, progress: bool = True, seeds=None) -> list[dict]:
+def run_ablations(world: str, progress: bool = True, seeds=None, executor=None) -> list[dict]:
     """The world's ablation runs (resumable like the grid), then ``results/ablations-<world>.json``."""
-    _run_all(protocol.ablation_runs(world, seeds), progress)
+    _run_all(protocol.ablation_runs(world, seeds), progress, executor)
     results = protocol.collect_ablations(world)
     if results:
         write_json_atomic(RESULTS_DIR / f"ablations-{world}.json", results)
     return results
 
 
-def run_fine_tuned(world: str, progress: bool = True, seeds=None, methods=None) -> list[dict]:
+def run_fine_tuned(world: str, progress: bool = True, seeds=None, methods=None, executor=None) -> list[dict]:
     """The world's fine-tuned runs (``protocol.FINE_TUNED``, seed 0 unless ``seeds``; resumable like the grid),
     then ``results/fine-tuned-<world>.json``."""
     if world not in protocol.FINE_TUNED:
         raise SystemExit(f"{world}: no fine-tuned setting in protocol.FINE_TUNED (worlds with one: {', '.join(protocol.FINE_TUNED)})")
-    _run_all(protocol.fine_tuned_runs(world, seeds=tuple(seeds or (0,)), methods=methods), progress)
+    _run_all(protocol.fine_tuned_runs(world, seeds=tuple(seeds or (0,)), methods=methods), progress, executor)
     results = protocol.collect_fine_tuned(world)
     if results:
         write_json_atomic(RESULTS_DIR / f"fine-tuned-{world}.json", results)
@@ -371,7 +365,15 @@ def main(argv: list[str] | None = None) -> int:
                         "in the common encoder with backbone tops trained, seed 0 unless --seeds) into results/fine-tuned-<world>.json; "
                         "with --ship, those models replace the frozen ones in checkpoints/<world>/ (the frozen floor and baseline-en stay)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a module that registers methods (for --methods)")
+    executors.add_arguments(parser)
     args = parser.parse_args(argv)
+    executor = executors.from_args(args)
+    if args.plugin:
+        from ccr_core.methods import PLUGIN_ENV, load_plugins
+
+        load_plugins(args.plugin)
+        os.environ[PLUGIN_ENV] = ",".join(filter(None, [os.environ.get(PLUGIN_ENV, ""), *args.plugin]))  # and in every worker
     narrow = {"methods": args.methods, "settings": args.settings, "seeds": args.seeds, "noise": args.noise}
     if args.budget:
         for world in args.world:
@@ -379,16 +381,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.fine_tuned and not args.markdown_only:
         for world in args.world:
-            run_fine_tuned(world, progress=not args.quiet, seeds=args.seeds, methods=args.methods)
+            run_fine_tuned(world, progress=not args.quiet, seeds=args.seeds, methods=args.methods, executor=executor)
             if args.ship:
                 ship(world, progress=not args.quiet, methods=args.methods, fine_tuned=True)
     elif args.ablations and not args.markdown_only:
         for world in args.world:
-            run_ablations(world, progress=not args.quiet, seeds=args.seeds)
+            run_ablations(world, progress=not args.quiet, seeds=args.seeds, executor=executor)
     elif not args.markdown_only:
         for world in args.world:
             start = time.perf_counter()
-            run_grid(world, progress=not args.quiet, **narrow)
+            run_grid(world, progress=not args.quiet, executor=executor, **narrow)
             print(f"== {world} grid done in {time.perf_counter() - start:.0f} s", flush=True)
             if args.ship:
                 ship(world, progress=not args.quiet, methods=args.methods)
@@ -396,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_plots():
             print(f"wrote {path}")
     print(f"wrote {write_results_md()}")
-    return 0
+    return 1 if executor.failed else 0  # failed runs were reported; the rest is written
 
 
 if __name__ == "__main__":
