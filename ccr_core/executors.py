@@ -104,14 +104,15 @@ def execute(spec: RunSpec, benches: "protocol.Benches | None" = None, executor: 
             raise RuntimeError(f"{run.label}: this process computes run folder {folder}, the driver {spec.folder} "
                                "(a different ccr_core, plugin or bundle here?)")
         if (folder / "result.json").exists():
-            return {"result": read_json(folder / "result.json"), "seconds": 0.0, "attempt": 0}
+            now = time.time()
+            return {"result": read_json(folder / "result.json"), "seconds": 0.0, "attempt": 0, "started": now, "finished": now}
         attempt = _record_attempt(folder, executor)
         if benches is None:
             key = (spec.workspace, repr(spec.world))
             benches = _WORKER_BENCHES.setdefault(key, protocol.Benches(progress=False))
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         result = protocol.run_one(run, benches, progress=progress)
-        return {"result": result, "seconds": time.perf_counter() - start, "attempt": attempt}
+        return {"result": result, "seconds": time.perf_counter() - start, "attempt": attempt, "started": started, "finished": time.time()}
 
 
 def _record_attempt(folder: Path, executor: str) -> int:
@@ -178,7 +179,10 @@ class RayExecutor:
         self.cpus_per_run, self.gpus_per_run, self.retries = cpus_per_run, gpus_per_run, retries
         self.threads = threads if threads is not None else max(1, int(cpus_per_run))  # one torch thread per reserved CPU
         self.failed: dict[str, str] = {}
-        self.timings: dict[str, dict] = {}  # label -> {"seconds": in the task, "wall": submission to result, "attempt"}
+        # label -> {"seconds": run_one in the task, "wall": submission to result, "attempt", and the wall-clock times
+        # (time.time()) it was "submitted", "started" and "finished" in its worker, "received" back; its "node"}
+        self.timings: dict[str, dict] = {}
+        self.prepare_seconds: dict[str, float] = {}  # world -> its caches built (or loaded) in a worker before the runs
 
     def _connect(self):
         import ray
@@ -200,14 +204,16 @@ class RayExecutor:
         # The world's caches (features, text states) are built once, before runs read them concurrently.
         for world in sorted({run.world for run in todo}):
             first = next(run for run in todo if run.world == world)
+            begin = time.perf_counter()
             try:
                 ray.get(ray.remote(_ray_prepare).options(**options).remote(RunSpec.of(first, self.threads)))
             except Exception as exc:  # noqa: BLE001 -- then each run builds what it needs, and fails (reported) if it cannot
                 print(f"== {world}: preparing its caches failed ({_one_line(exc)}); the runs will try themselves", flush=True)
+            self.prepare_seconds[world] = time.perf_counter() - begin
         pending, submitted = {}, {}
         for run in todo:
             ref = task.remote(RunSpec.of(run, self.threads))
-            pending[ref], submitted[ref] = run, time.perf_counter()
+            pending[ref], submitted[ref] = run, time.time()
         print(f"== {len(todo)} runs as Ray tasks ({self.cpus_per_run:g} CPU, {self.gpus_per_run:g} GPU, {self.threads} torch threads each; "
               f"cluster: {ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs)", flush=True)
         done, k = {}, 0
@@ -216,18 +222,22 @@ class RayExecutor:
             ref = ready[0]
             run = pending.pop(ref)
             k += 1
-            wall = time.perf_counter() - submitted.pop(ref)
-            tries = len(attempts(run.folder()))
+            received = time.time()
+            wall = received - submitted[ref]
+            tries = attempts(run.folder())
             try:
                 outcome = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 -- a run's failure (its error or its worker's death) is reported, not fatal
                 self.failed[run.label] = _one_line(exc)
-                print(f"== [{k}/{len(todo)}] {run.label} FAILED after {tries} attempt{'s' if tries != 1 else ''}: {self.failed[run.label]}", flush=True)
+                print(f"== [{k}/{len(todo)}] {run.label} FAILED after {len(tries)} attempt{'s' if len(tries) != 1 else ''}: "
+                      f"{self.failed[run.label]}", flush=True)
                 continue
             done[run.label] = outcome["result"]
-            self.timings[run.label] = {"seconds": outcome["seconds"], "wall": wall, "attempt": outcome["attempt"]}
+            self.timings[run.label] = {"seconds": outcome["seconds"], "wall": wall, "attempt": outcome["attempt"], "submitted": submitted[ref],
+                                       "started": outcome["started"], "finished": outcome["finished"], "received": received,
+                                       "node": tries[-1].get("node") if tries else None}
             print(f"== [{k}/{len(todo)}] {run.label}", flush=True)
-            print(_result_line(run.label, outcome, wall, attempts=tries), flush=True)
+            print(_result_line(run.label, outcome, wall, attempts=len(tries)), flush=True)
         retried = [label for label, t in self.timings.items() if t["attempt"] > 1]
         print(f"== Ray: {len(done)} of {len(todo)} runs done" + (f", {len(retried)} after a retry ({', '.join(retried)})" if retried else "")
               + (f"; {len(self.failed)} FAILED: " + "; ".join(f"{label}: {why}" for label, why in self.failed.items()) if self.failed else ""),
