@@ -37,7 +37,7 @@ run: $(if $(filter demo-world,$(WORLD)),demo,models)
 	$(if $(filter demo-world,$(WORLD)),,test -d "$$($(BIN)/python -c 'from ccr_core.paths import bundle_dir; print(bundle_dir("$(WORLD)"))')" || $(BIN)/ccr data build $(WORLD) $(if $(SOURCE),--source $(SOURCE)))
 	$(BIN)/python app.py --world $(WORLD) $(ARGS)
 
-test: models
+test: demo
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: models

@@ -20,7 +20,8 @@ from ccr_core.paths import bundle_dir
 ROOFLINE_CHILD = r"""
 import json, sys, time, torch
 from torch.utils.flop_counter import FlopCounterMode
-from ccr_core.protocol import Benches, Run
+from ccr_core.study.grid import Run
+from ccr_core.study.runner import Workbenches as Benches
 from ccr_core.training import train as T
 run = Run("flickr8k-ml", sys.argv[1], "nrccr", 0.0, 0)
 cfg, bench = run.train_config(), Benches(progress=False).get(run)

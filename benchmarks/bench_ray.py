@@ -44,11 +44,13 @@ def run() -> list[Result]:
     import ray
     from ray.cluster_utils import Cluster
 
-    from ccr_core import executors, protocol
+    from ccr_core import executors
+    from ccr_core.io import read_json
+    from ccr_core.study.grid import Run
 
     if not (workspace_dir() / "bundles" / WORLD / "manifest.json").exists():
         return [Result(f"{WORLD} not built", float("nan"), "", note="make demo")]
-    runs = [protocol.Run(WORLD, "published", "baseline", 0.0, seed) for seed in SEEDS]
+    runs = [Run(WORLD, "published", "baseline", 0.0, seed) for seed in SEEDS]
     saved = {k: os.environ.get(k) for k in ("CCR_WORKSPACE", "PYTHONPATH")}
     with tempfile.TemporaryDirectory(prefix="ccr-bench-ray-") as tmp:
         try:
@@ -60,7 +62,7 @@ def run() -> list[Result]:
                 local.run([one], progress=False)
                 local_walls.append(time.perf_counter() - begin)
             local_total = time.perf_counter() - start
-            local_seconds = [protocol.read_json(r.folder() / "result.json")["budget"] for r in runs]
+            local_seconds = [read_json(r.folder() / "result.json")["budget"] for r in runs]
             local_run_s = [b["train_seconds"] + b["eval_seconds"] for b in local_seconds]
 
             os.environ["CCR_WORKSPACE"] = str(_workspace(Path(tmp) / "ray"))

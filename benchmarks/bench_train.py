@@ -22,7 +22,7 @@ STEPS = 40
 WORLDS = {"demo-world": {}, "flickr8k-ml": {}}
 BUDGET_S = {"demo-world": 300, "flickr8k-ml": 1200}  # one method's whole training (issue: 5 min / 20 min)
 METHODS = ["floor", "baseline", "nrccr", "cl2cm", "uml", "one_to_k"]
-# NRCCR again in the two settings the comparison protocol trains it in (ccr_core.protocol), against
+# NRCCR again in the two settings the comparison protocol trains it in (ccr_core.study.grid), against
 # issue 13's throughput target; the rows above use the method's default widths (hidden_dim 512)
 VARIANTS = [("nrccr", {"hidden_dim": 256}, "protocol 'published' setting (hidden_dim 256)"),
             ("nrccr", {"head": "linear"}, "protocol 'common encoder' setting (head linear)")]

@@ -2,7 +2,7 @@
 independent Ray tasks on a cluster (``ray``), each with its CPU/GPU needs.
 
 Both executors do the same thing per run -- :func:`execute` on a :class:`RunSpec` -- and leave the same
-resumable run folder (``ccr_core.protocol``): a finished run (its ``result.json``) is never redone, a killed one
+resumable run folder (``ccr_core.study.runner``): a finished run (its ``result.json``) is never redone, a killed one
 resumes from ``last/``. A Ray task gets everything it needs in its arguments (the run, its world's protocol, the
 workspace, the plugins, the torch thread count) rather than from module globals of the driver, so a grid defined
 or patched in the driver runs the same on every node. With the same thread count a run's numbers do not depend
@@ -21,8 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccr_core import protocol
 from ccr_core.io import read_json
+from ccr_core.study import grid as study_grid
+from ccr_core.study import runner
+from ccr_core.study.stats import target_sumr
 
 EXECUTORS = ("local", "ray")
 ATTEMPTS = "attempts.jsonl"
@@ -32,27 +34,27 @@ ATTEMPTS = "attempts.jsonl"
 class RunSpec:
     """One grid run and what any process needs to do it exactly as the driver would."""
 
-    run: "protocol.Run"
-    world: "protocol.WorldProtocol"  # PROTOCOL[run.world] in the driver
-    epoch_steps: int  # protocol.steps_per_epoch(run.world, batch size), computed where the bundle is
+    run: "study_grid.Run"
+    world: "study_grid.WorldProtocol"  # PROTOCOL[run.world] in the driver
+    epoch_steps: int  # study_grid.steps_per_epoch(run.world, batch size), computed where the bundle is
     workspace: str  # CCR_WORKSPACE of the driver
     folder: str  # run.folder() in the driver: the worker checks it computes the same
     plugins: tuple = ()  # method plugin modules to import (entry points load by themselves)
     threads: int = 0  # torch CPU threads for the run (0: leave torch's setting)
 
     @classmethod
-    def of(cls, run: "protocol.Run", threads: int = 0) -> "RunSpec":
+    def of(cls, run: "study_grid.Run", threads: int = 0) -> "RunSpec":
         from ccr_core.methods import plugin_modules
         from ccr_core.paths import workspace_dir
 
-        world = protocol.PROTOCOL[run.world]
-        return cls(run, world, protocol.steps_per_epoch(run.world, world.train["batch_size"]), str(workspace_dir()),
+        world = study_grid.PROTOCOL[run.world]
+        return cls(run, world, study_grid.steps_per_epoch(run.world, world.train["batch_size"]), str(workspace_dir()),
                    str(run.folder()), tuple(plugin_modules()), threads)
 
 
 class _Installed:
     """Within: the spec's world protocol, epoch length, workspace and thread count in this process's globals
-    (restored after), so ``protocol.run_one`` computes the driver's config and folder."""
+    (restored after), so ``runner.run_one`` computes the driver's config and folder."""
 
     def __init__(self, spec: RunSpec):
         self.spec = spec
@@ -65,10 +67,10 @@ class _Installed:
         spec = self.spec
         load_plugins(spec.plugins)
         key = (spec.run.world, spec.world.train["batch_size"])
-        self.saved = (protocol.PROTOCOL.get(spec.run.world), protocol._EPOCH_STEPS.get(key), os.environ.get("CCR_WORKSPACE"),
+        self.saved = (study_grid.PROTOCOL.get(spec.run.world), study_grid._EPOCH_STEPS.get(key), os.environ.get("CCR_WORKSPACE"),
                       torch.get_num_threads())
-        protocol.PROTOCOL[spec.run.world] = spec.world
-        protocol._EPOCH_STEPS[key] = spec.epoch_steps
+        study_grid.PROTOCOL[spec.run.world] = spec.world
+        study_grid._EPOCH_STEPS[key] = spec.epoch_steps
         os.environ["CCR_WORKSPACE"] = spec.workspace
         if spec.threads:
             torch.set_num_threads(spec.threads)
@@ -79,7 +81,7 @@ class _Installed:
 
         spec, (world, steps, workspace, threads) = self.spec, self.saved
         key = (spec.run.world, spec.world.train["batch_size"])
-        for mapping, name, value in ((protocol.PROTOCOL, spec.run.world, world), (protocol._EPOCH_STEPS, key, steps)):
+        for mapping, name, value in ((study_grid.PROTOCOL, spec.run.world, world), (study_grid._EPOCH_STEPS, key, steps)):
             if value is None:
                 mapping.pop(name, None)
             else:
@@ -91,10 +93,10 @@ class _Installed:
         torch.set_num_threads(threads)
 
 
-_WORKER_BENCHES: dict = {}  # (workspace, world protocol) -> protocol.Benches: loaded once per worker process
+_WORKER_BENCHES: dict = {}  # (workspace, world protocol) -> runner.Workbenches: loaded once per worker process
 
 
-def execute(spec: RunSpec, benches: "protocol.Benches | None" = None, executor: str = "local", progress: bool = False) -> dict:
+def execute(spec: RunSpec, benches: "runner.Workbenches | None" = None, executor: str = "local", progress: bool = False) -> dict:
     """Train (or resume) and evaluate one run as the driver defined it; return its ``result.json`` and timing
     (``{"result", "seconds", "attempt"}``). A finished run is read, not redone."""
     with _Installed(spec):
@@ -109,9 +111,9 @@ def execute(spec: RunSpec, benches: "protocol.Benches | None" = None, executor: 
         attempt = _record_attempt(folder, executor)
         if benches is None:
             key = (spec.workspace, repr(spec.world))
-            benches = _WORKER_BENCHES.setdefault(key, protocol.Benches(progress=False))
+            benches = _WORKER_BENCHES.setdefault(key, runner.Workbenches(progress=False))
         started, start = time.time(), time.perf_counter()
-        result = protocol.run_one(run, benches, progress=progress)
+        result = runner.run_one(run, benches, progress=progress)
         return {"result": result, "seconds": time.perf_counter() - start, "attempt": attempt, "started": started, "finished": time.time()}
 
 
@@ -138,7 +140,7 @@ def attempts(folder: Path) -> list[dict]:
 
 
 def _result_line(label: str, outcome: dict, seconds: float, **extra) -> str:
-    return json.dumps({"run": label, "target_SumR": round(protocol.target_sumr(outcome["result"]) or 0, 1), "seconds": round(seconds),
+    return json.dumps({"run": label, "target_SumR": round(target_sumr(outcome["result"]) or 0, 1), "seconds": round(seconds),
                        **extra})
 
 
@@ -153,7 +155,7 @@ class LocalExecutor:
 
     def run(self, runs: list, progress: bool = True) -> dict[str, dict]:
         """Every run not finished yet; return ``{label: result}`` of those run now."""
-        benches = protocol.Benches(progress)
+        benches = runner.Workbenches(progress)
         done = {}
         for k, run in enumerate(runs, 1):
             if (run.folder() / "result.json").exists():
@@ -252,7 +254,7 @@ def _ray_execute(spec: RunSpec) -> dict:
 def _ray_prepare(spec: RunSpec) -> None:
     """Build the world's clean caches in a worker (its workbench stays loaded for the runs it takes next)."""
     with _Installed(spec):
-        _WORKER_BENCHES.setdefault((spec.workspace, repr(spec.world)), protocol.Benches(progress=False)).get(spec.run)
+        _WORKER_BENCHES.setdefault((spec.workspace, repr(spec.world)), runner.Workbenches(progress=False)).get(spec.run)
 
 
 def _one_line(exc: BaseException) -> str:

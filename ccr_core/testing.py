@@ -203,11 +203,11 @@ def check_tiny_overfit_beats_chance(name: str, video: bool = True) -> None:
 def check_config_takes_the_grids_settings(name: str, video: bool = True) -> None:
     """The comparison grid builds every method with ``head="linear"`` (its common-encoder setting) and with each
     world's published config and per-method overrides: the method's config must take them."""
-    from ccr_core import protocol
     from ccr_core.methods import build_method
+    from ccr_core.study import grid
 
-    configs = [{"head": protocol.COMMON_HEAD}]
-    for proto in protocol.PROTOCOL.values():
+    configs = [{"head": grid.COMMON_HEAD}]
+    for proto in grid.PROTOCOL.values():
         configs += [dict(proto.published_config), dict(proto.method_overrides.get(name, {}))]
     for config in configs:
         try:

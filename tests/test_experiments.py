@@ -1,5 +1,7 @@
-"""The RESULTS.md writer: research answers and the floor comparison are computed from the numbers."""
-from ccr_core.experiments import floor_comparison, issue_goals, results_markdown
+"""RESULTS.md's writers: the goal against a world's own reference floor and the shipped models' table are computed from
+the numbers, with verdicts from intervals."""
+from ccr_core.study import report, stats
+from ccr_core.study.shipped import fine_tuned_targets, results_markdown
 
 
 def _result(model, method, noise, sumr: dict, mrv=None, auroc=None):
@@ -12,19 +14,23 @@ def _result(model, method, noise, sumr: dict, mrv=None, auroc=None):
     return r
 
 
-def test_floor_comparison_names_the_best_method_per_language_and_judges_the_goal():
-    results = [
-        _result("floor", "floor", 0.0, {"en": 250.0, "zh": 150.0, "zh/human-translation": 220.0}),
-        _result("baseline", "baseline", 0.0, {"en": 290.0, "zh": 140.0, "zh/human-translation": 230.0}),
-        _result("one_to_k", "one_to_k", 0.0, {"en": 260.0, "zh": 185.0, "zh/human-translation": 250.0}),
-        _result("one_to_k@noise0.4", "one_to_k", 0.4, {"en": 999.0, "zh": 999.0, "zh/human-translation": 999.0}),  # noisy runs don't count
-    ]
-    rows = {line.split(" | ")[0].strip("| "): line for line in floor_comparison(results) if line.startswith("| ") and "---" not in line}
-    assert "| en | 251 | 250.0 | 289 | baseline | 290.0 | yes |" == rows["en"]
-    assert "| zh | 160 | 150.0 | 184 | one_to_k | 185.0 | yes |" == rows["zh"]
-    assert rows["zh/human-translation"].endswith("| 272 | one_to_k | 250.0 | **no** |")  # 1.15 x 236 = 271.4, stated as 272
-    assert issue_goals() == {"en": 289, "zh": 184, "zh/human-translation": 272}  # the issue's own numbers
-    assert floor_comparison(results[1:]) == []  # no floor row: nothing to compare
+def _run(method, seed, sumr: dict, noise=0.0, setting="common"):
+    return {"setting": setting, "method": method, "noise_rate": noise, "seed": seed, "groups": {g: {"SumR": v} for g, v in sumr.items()},
+            "budget": {"steps": 699, "best_epoch": 3, "epochs": 3}}
+
+
+def test_floor_goal_is_per_world_and_judged_on_the_interval():
+    runs = []
+    for s in (0, 1, 2):
+        runs += [_run("floor", s, {"en": 250.0, "zh": 150.0, "zh/human-translation": 220.0}),
+                 _run("baseline", s, {"en": 292.0 + s, "zh": 140.0, "zh/human-translation": 230.0}),
+                 _run("one_to_k", s, {"en": 260.0, "zh": 180.0 + 10 * s, "zh/human-translation": 250.0}),
+                 _run("one_to_k", s, {"en": 999.0, "zh": 999.0, "zh/human-translation": 999.0}, noise=0.4)]  # noisy runs don't count
+    rows = {line.split(" | ")[0].strip("| "): line for line in report.floor_goal("flickr8k-ml", stats.cells(runs)) if line.startswith("| ") and "---" not in line}
+    assert rows["en"] == "| en | 251 | 288.6 | baseline (common) | 293.0 ± 2.5 | met |"
+    assert rows["zh"].startswith("| zh | 160 | 184.0 | one_to_k (common) | 190.0 ± 24.8 |") and rows["zh"].endswith("| not resolved at 3 runs |")
+    assert rows["zh/human-translation"].endswith("| 250.0 ± 0.0 | not met |")  # 1.15 x 236 = 271.4
+    assert report.floor_goal("demo-world", stats.cells(runs)) == []  # no cross-world floors: the demo world has none
 
 
 def test_shipped_models_table_comes_from_the_numbers():
@@ -32,10 +38,36 @@ def test_shipped_models_table_comes_from_the_numbers():
         _result("baseline", "baseline", 0.0, {"en": 300.0, "de": 200.0}, mrv=2.0),
         _result("one_to_k", "one_to_k", 0.0, {"en": 310.0, "de": 220.0}, mrv=1.5),
         _result("uml@noise0.4", "uml", 0.4, {"en": 240.0, "de": 160.0}, auroc=0.61),
+        _result("nrccr", "nrccr", 0.0, {"en": 240.0, "de": 160.0}),
     ]
-    results[2].update({"protocol": "equal-budget", "budget": {"steps": 164, "target_exposures": 104960}})
+    results[2].update({"protocol": "equal-budget", "budget": {"steps": 164, "target_exposures": 104960, "best_epoch": 2, "epochs": 2}})
+    results[3].update({"protocol": "equal-budget", "budget": {"steps": 699, "target_exposures": 300000, "best_epoch": 1, "epochs": 3}})
     md = results_markdown({"w": results})
     assert "| one_to_k | frozen | 0 | 220.0 | 310.0 | 1.50 / 1.50 |  | 10 | earlier |" in md
-    assert "| uml@noise0.4 | frozen | 0.4 | 160.0 | 240.0 |  /  | 0.610 / 0.950 | 10 | equal: 164 / 104,960 |" in md
+    assert "| uml@noise0.4 | frozen | 0.4 | 160.0 | 240.0 |  /  | 0.610 / 0.950 | 10 | 164 of 164 steps |" in md
+    assert "| nrccr | frozen | 0 | 160.0 | 240.0 |  /  |  | 10 | 233 of 699 steps (best val. epoch) |" in md
     assert "Fine-tuned against the frozen floor" not in md  # no fine-tuned model, no targets table
-    assert "One seed:" in md  # single-seed numbers are labelled as such; research answers live in the protocol section
+    assert "One seed:" in md
+
+
+def test_fine_tuning_targets_need_an_interval_for_a_verdict():
+    def row(model, en, zh, ht, seconds, tuned=None):
+        return {"model": model, "method": model.split("-")[0], "noise_rate": 0.0, "train_seconds": seconds, "mrv": {},
+                "groups": {g: {"SumR": v, "n_images": 1000, **{f"{d}_R@{k}": v / 6 for d in ("t2i", "i2t") for k in (1, 5, 10)}}
+                           for g, v in (("en", en), ("zh", zh), ("zh/human-translation", ht))},
+                **({"fine_tuned": tuned} if tuned else {})}
+
+    tuned = {"trainable_image_blocks": 2, "backbone_lr": 1e-4}
+    shipped = [row("floor", 250.0, 150.0, 220.0, 50), row("baseline-ft", 276.0, 158.0, 243.0, 700, tuned), row("uml-ft", 270.0, 160.0, 242.5, 1900, tuned)]
+    one_seed = [{**_run("baseline", 0, {"en": 280.0, "zh": 158.0, "zh/human-translation": 243.0})},
+                {**_run("uml", 0, {"en": 270.0, "zh": 160.0, "zh/human-translation": 242.5})}]
+    md = "\n".join(fine_tuned_targets(shipped, one_seed))
+    assert "| en | 250.0 | +10% | baseline | +12.0% | 1 | not resolved (1 run, no interval) |" in md  # one seed: no verdict
+    three = [_run("baseline", s, {"en": 280.0 + s, "zh": 158.0, "zh/human-translation": 200.0 + s}) for s in (0, 1, 2)]
+    md = "\n".join(fine_tuned_targets(shipped, three))
+    assert "| en | 250.0 | +10% | baseline | +12.4 ± 1.0% | 3 | met |" in md
+    assert "| zh/human-translation | 220.0 | +10% | baseline | -8.6 ± 1.1% | 3 | not met |" in md
+    assert "uml-ft's, 31.7 min" in md and "over it for uml-ft" in md
+    assert fine_tuned_targets([r for r in shipped if "fine_tuned" not in r], three) == []
+    table = results_markdown({"flickr8k-ml": shipped})
+    assert "| floor | frozen | 0 |" in table and "| uml-ft | fine-tuned: image top 2 blocks | 0 |" in table

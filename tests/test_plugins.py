@@ -196,8 +196,10 @@ def sigmoid_registered(monkeypatch):
 
 @pytest.mark.slow
 def test_example_plugin_trains_enters_the_grid_results_md_and_the_dashboard(tmp_path, monkeypatch, sigmoid_registered):
-    from ccr_core import experiments, protocol
-    from ccr_core.protocol import PROTOCOL, WorldProtocol
+    import functools
+
+    from ccr_core import experiments
+    from ccr_core.study.grid import PROTOCOL, Run, WorldProtocol
 
     bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
     # ccr train, in its own process, finds the installed plugin by its entry point
@@ -215,6 +217,8 @@ def test_example_plugin_trains_enters_the_grid_results_md_and_the_dashboard(tmp_
     monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "results")
     monkeypatch.setattr(experiments, "WORLDS", ("tiny",))
     monkeypatch.setattr(experiments, "REPO_ROOT", tmp_path)
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")
+    monkeypatch.setattr(experiments, "write_readme_table", functools.partial(experiments.write_readme_table, tmp_path / "README.md"))
     assert experiments.main(["--world", "tiny", "--methods", "floor", "sigmoid", "--quiet"]) == 0
     results = experiments.read_json(tmp_path / "results" / "protocol-tiny.json")
     mine = [r for r in results if r["method"] == "sigmoid"]
@@ -231,7 +235,7 @@ def test_example_plugin_trains_enters_the_grid_results_md_and_the_dashboard(tmp_
 
     checkpoints = tmp_path / "checkpoints" / "tiny"
     for method in ("floor", "sigmoid"):
-        shutil.copytree(protocol.Run("tiny", "published" if method != "floor" else "common", method, 0.0, 0).folder() / "best", checkpoints / method)
+        shutil.copytree(Run("tiny", "published" if method != "floor" else "common", method, 0.0, 0).folder() / "best", checkpoints / method)
     world = load_world(bundle, checkpoints, tmp_path / "ws")
     assert "sigmoid" in world.model_names() and world.model("sigmoid").method == "sigmoid"
     monkeypatch.setattr(ccr_core.paths, "REPO_ROOT", tmp_path)

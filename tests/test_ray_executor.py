@@ -5,7 +5,9 @@ local executor's bit for bit (training and evaluation seconds aside: they are me
 from __future__ import annotations
 
 import copy
+import functools
 import os
+import shutil
 import signal
 import threading
 import time
@@ -13,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from ccr_core import executors, protocol
+from ccr_core import executors
 from ccr_core.io import read_json
-from ccr_core.protocol import PROTOCOL, Run, WorldProtocol
+from ccr_core.study import grid as study_grid
+from ccr_core.study import runner
+from ccr_core.study.grid import PROTOCOL, Run, WorldProtocol
+from ccr_core.study.report import protocol_markdown
 
 from conftest import make_tiny_bundle
 
@@ -72,16 +77,16 @@ def _tables(results: list[dict]) -> str:
     results = copy.deepcopy(results)
     for r in results:
         r["budget"]["train_seconds"] = r["budget"]["eval_seconds"] = 0.0
-    return "\n".join(protocol.protocol_markdown(WORLD, results))
+    return "\n".join(protocol_markdown(WORLD, results))
 
 
 def test_tiny_grid_on_two_nodes_survives_a_killed_worker_and_equals_the_local_tables(cluster, tiny_world, monkeypatch):
-    runs = protocol.grid(WORLD)
+    runs = study_grid.grid(WORLD)
     assert len(runs) == 2 * 2 + 2 * 2 + 2  # floor (common, 2 noise rates), baseline (common 2 + published 1), 2 seeds
 
     monkeypatch.setenv("CCR_WORKSPACE", str(tiny_world / "local"))
     executors.LocalExecutor(threads=1).run(runs, progress=False)
-    local = protocol.collect(WORLD)
+    local = runner.collect(WORLD)
     assert len(local) == len(runs)
 
     monkeypatch.setenv("CCR_WORKSPACE", str(tiny_world / "ray"))
@@ -118,7 +123,7 @@ def test_tiny_grid_on_two_nodes_survives_a_killed_worker_and_equals_the_local_ta
     assert len(nodes) == 2 and len(cluster.list_all_nodes()) == 2
 
     # the same numbers, run by run, and the same tables
-    on_ray = protocol.collect(WORLD)
+    on_ray = runner.collect(WORLD)
     assert [_without_timing(r) for r in on_ray] == [_without_timing(r) for r in local]
     assert _tables(on_ray) == _tables(local) and "| baseline | 0.5 | 2 |" in _tables(local)
 
@@ -138,6 +143,8 @@ def test_experiments_command_takes_the_ray_executor(cluster, tiny_world, monkeyp
     monkeypatch.setattr(experiments, "RESULTS_DIR", tiny_world / "results")
     monkeypatch.setattr(experiments, "REPO_ROOT", tiny_world)
     monkeypatch.setattr(experiments, "WORLDS", (WORLD,))
+    shutil.copy(REPO / "README.md", tiny_world / "README.md")
+    monkeypatch.setattr(experiments, "write_readme_table", functools.partial(experiments.write_readme_table, tiny_world / "README.md"))
     assert experiments.main(["--world", WORLD, "--methods", "floor", "--seeds", "0", "--executor", "ray", "--quiet"]) == 0
     results = read_json(tiny_world / "results" / f"protocol-{WORLD}.json")
     assert {(r["method"], r["noise_rate"]) for r in results} == {("floor", 0.0), ("floor", 0.5)}

@@ -58,5 +58,34 @@ def test_shipped_checkpoint_verifies_loads_and_matches_results(world, name):
     assert shipped["method"] == meta["method"] and shipped["weights"] == "float16"
 
 
+@pytest.fixture(scope="module")
+def demo_german_bench():
+    """The demo world's test split with its German captions only, on the shipped feature cache: a workbench whose
+    text states take seconds (one language), to re-evaluate shipped models from their weights."""
+    from ccr_core.data.bundle import Bundle, load_bundle
+    from ccr_core.paths import bundle_dir, workspace_dir
+    from ccr_core.training.train import TrainConfig, prepare_workbench
+
+    if not (bundle_dir("demo-world") / "manifest.json").exists():
+        pytest.fail("the demo world is not built: `make test` builds it (make demo)", pytrace=False)
+    full = load_bundle(bundle_dir("demo-world"))
+    german = Bundle(full.root, full.manifest, full.items, [c for c in full.captions if c.split == "test" and c.lang == "de"], {})
+    return prepare_workbench(TrainConfig(data=str(full.root)), workspace_dir(), bundle=german, progress=False, splits=("test",))
+
+
+@pytest.mark.parametrize("name", ["baseline", "uml-noise0.4", "one_to_k"])
+def test_a_shipped_model_re_evaluated_from_its_weights_gives_its_metrics(demo_german_bench, name):
+    """Not a comparison of two files one call wrote: the checkpoint is loaded and evaluated again, and the German
+    group's recalls must be the ones its metrics.json (and so RESULTS.md) reports."""
+    from ccr_core.evaluate import evaluate_model, load_trained
+
+    folder = CHECKPOINTS_DIR / "demo-world" / name
+    again = evaluate_model(load_trained(folder, demo_german_bench, name), demo_german_bench)
+    reported = read_json(folder / "metrics.json")["groups"]["de"]
+    assert set(again["groups"]) == {"de"}
+    for key in ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "SumR"):
+        assert again["groups"]["de"][key] == pytest.approx(reported[key], abs=1e-6), key
+
+
 def test_results_md_is_what_the_experiment_command_writes():
     assert (REPO_ROOT / "RESULTS.md").read_text(encoding="utf-8") == render_results_md()

@@ -251,5 +251,7 @@ def test_training_on_gpu_matches_cpu(world, tmp_path):
     a, b = load_weights(tmp_path / "cpu" / "last"), load_weights(tmp_path / "cuda" / "last")
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-3, rtol=1e-2)
-    model = load_trained(tmp_path / "cuda", bench)
-    assert evaluate_model(model, bench)["groups"]["de"]["SumR"] >= 0
+    on_gpu = evaluate_model(load_trained(tmp_path / "cuda", bench), bench)["groups"]
+    on_cpu = evaluate_model(load_trained(tmp_path / "cpu", bench), bench)["groups"]
+    for group in on_cpu:  # weights within 1e-3: the rankings, and so the recalls, agree up to a tie or two
+        assert on_gpu[group]["SumR"] == pytest.approx(on_cpu[group]["SumR"], abs=2.0), group

@@ -94,16 +94,17 @@ def dataset_card(world: World) -> str:
 def measured_findings(world: World) -> str:
     """What the equal-budget comparison found on this world (results/protocol-<world>.json), stated plainly:
     the research answers, including where UML's detector is no better than the trivial one."""
-    from ccr_core import protocol
     from ccr_core.io import read_json
     from ccr_core.paths import REPO_ROOT
+    from ccr_core.study.report import research_answers
+    from ccr_core.study.stats import at_end_of_budget, cells
 
     path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
     if not path.exists():
         return "## What the comparison found\n\nNo equal-budget comparison has been run for this world yet (`python -m ccr_core.experiments --world ...`)."
-    table = protocol.cells(read_json(path))
+    table = cells([r for r in read_json(path) if at_end_of_budget(r)])
     return "\n".join(["## What the comparison found", "", "From the equal-budget grid (3 seeds, 95% intervals; RESULTS.md has the tables).", "",
-                      *protocol.research_answers(world.name, table)])
+                      *research_answers(world.name, table)])
 
 
 def about_markdown(world: World) -> str:

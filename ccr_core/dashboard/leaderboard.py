@@ -55,25 +55,25 @@ def all_results(world: World) -> list[dict]:
 
 
 def protocol_cells(world: World) -> dict:
-    """The equal-budget grid's cells for this world (``ccr_core.protocol.cells`` of results/protocol-<world>.json),
+    """The equal-budget grid's cells for this world (``ccr_core.study.stats.cells`` of results/protocol-<world>.json),
     or {} when it has not been run; read once per world."""
     if "protocol_cells" not in world.memo:
-        from ccr_core import protocol
         from ccr_core.paths import REPO_ROOT
+        from ccr_core.study.stats import at_end_of_budget, cells
 
         path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
-        world.memo["protocol_cells"] = protocol.cells(load_json(path)) if path.exists() else {}
+        world.memo["protocol_cells"] = cells([r for r in load_json(path) if at_end_of_budget(r)]) if path.exists() else {}
     return world.memo["protocol_cells"]
 
 
 def fine_tuned_cells(world: World) -> dict:
     """The fine-tuned runs' cells (results/fine-tuned-<world>.json, common encoder), or {}; read once per world."""
     if "fine_tuned_cells" not in world.memo:
-        from ccr_core import protocol
         from ccr_core.paths import REPO_ROOT
+        from ccr_core.study.stats import cells
 
         path = REPO_ROOT / "results" / f"fine-tuned-{world.name}.json"
-        world.memo["fine_tuned_cells"] = protocol.cells(load_json(path)) if path.exists() else {}
+        world.memo["fine_tuned_cells"] = cells(load_json(path)) if path.exists() else {}
     return world.memo["fine_tuned_cells"]
 
 
@@ -95,28 +95,30 @@ def _interval(world: World, model: ModelEntry, group: str) -> str | None:
 
 def interval_table(world: World) -> pd.DataFrame:
     """One row per cell of the equal-budget grid: target and English SumR, MRV and kept share, mean ± 95% CI."""
-    from ccr_core import protocol
+    from ccr_core.methods import method_sort_key
+    from ccr_core.study.stats import format_interval as _pm
+    from ccr_core.study.stats import kept_share, t_interval
 
     table = protocol_cells(world)
     rows = []
-    for (setting, method, noise), cell in sorted(table.items(), key=lambda kv: (kv[0][0], protocol.METHOD_ORDER.index(kv[0][1]) if kv[0][1] in protocol.METHOD_ORDER else 99, kv[0][2])):
+    for (setting, method, noise), cell in sorted(table.items(), key=lambda kv: (kv[0][0], method_sort_key(kv[0][1]), kv[0][2])):
         st = cell["stats"]
-        share = protocol.kept_share(table, setting, method, noise) if noise else {}
+        share = kept_share(table, setting, method, noise) if noise else {}
         rows.append({"setting": setting, "method": method, "train noise": noise, "seeds": len(cell["seeds"]),
-                     "target SumR": protocol._pm(st.get("target SumR")), "en SumR": protocol._pm(st.get("SumR en")),
-                     "MRV mean": protocol._pm(st.get("mrv_mean"), 2), "kept %": protocol._pm(protocol.t_interval(list(share.values()))) if share else "",
-                     "UML DECL AUROC": protocol._pm(st.get("mismatch auroc"), 3), "1 − cosine AUROC": protocol._pm(st.get("cosine auroc"), 3)})
+                     "target SumR": _pm(st.get("target SumR")), "en SumR": _pm(st.get("SumR en")),
+                     "MRV mean": _pm(st.get("mrv_mean"), 2), "kept %": _pm(t_interval(list(share.values()))) if share else "",
+                     "UML DECL AUROC": _pm(st.get("mismatch auroc"), 3), "1 − cosine AUROC": _pm(st.get("cosine auroc"), 3)})
     return pd.DataFrame(rows, columns=["setting", "method", "train noise", "seeds", "target SumR", "en SumR", "MRV mean", "kept %",
                                        "UML DECL AUROC", "1 − cosine AUROC"])
 
 
 def noise_plot(world: World, setting: str = "common"):
     """Target SumR against the noise rate per method (mean ± 95% CI over seeds), or None without a grid."""
-    from ccr_core import protocol
     from ccr_core.paths import REPO_ROOT
+    from ccr_core.study.plots import noise_figure
 
     path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
-    return protocol.noise_figure(world.name, load_json(path), setting) if path.exists() else None
+    return noise_figure(world.name, load_json(path), setting) if path.exists() else None
 
 
 def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | None = None) -> pd.DataFrame:

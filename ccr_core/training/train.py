@@ -343,6 +343,8 @@ def train(
 
     seen = 0
     target_exposures = int(state.get("target_exposures", 0))  # target-language captions trained on (the budget's unit)
+    # per language: a batch holds the target languages its pairs share, so languages can differ in exposures
+    exposures_by_language: dict[str, int] = dict(state.get("exposures_by_language", {}))
     stop = False
     while state["epoch"] < cfg.epochs and not stop:
         epoch = state["epoch"]
@@ -371,11 +373,14 @@ def train(
                     terms_sum[key] = terms_sum.get(key, 0.0) + float(value.detach()) / len(mine)
                 seen += len(indices) * (1 + len(batch["targets"]))  # captions (English + each target)
                 target_exposures += len(indices) * len(batch["targets"])
+                for lang in batch["targets"]:
+                    exposures_by_language[lang] = exposures_by_language.get(lang, 0) + len(indices)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             state["step"] += 1
             state["target_exposures"] = target_exposures
+            state["exposures_by_language"] = dict(exposures_by_language)
             running = terms_sum["loss"] if running is None else 0.9 * running + 0.1 * terms_sum["loss"]
             elapsed = time.perf_counter() - start_time
             bar.set_postfix(loss=f"{running:.4f}", caps_per_s=f"{seen / max(elapsed, 1e-9):.0f}")
@@ -388,7 +393,8 @@ def train(
         score = _broadcast(validation_score(method, bench, select_lang) if rank == 0 else None, world)
         state["epoch"] = epoch + 1
         improved = score["t2i_recall_sum"] > state["best_score"]
-        state["history"].append({"epoch": epoch + 1, "step": state["step"], "val": score, "lr": state["lr"], "seconds": run_seconds()})
+        state["history"].append({"epoch": epoch + 1, "step": state["step"], "val": score, "lr": state["lr"], "seconds": run_seconds(),
+                                 "target_exposures": target_exposures, "exposures_by_language": dict(exposures_by_language)})
         if improved:
             state["best_score"], state["best_epoch"], state["stale"] = score["t2i_recall_sum"], epoch + 1, 0
         else:
@@ -409,7 +415,8 @@ def train(
         if state["stale"] >= cfg.patience:
             break
     summary = {"method": cfg.method, "bundle": bench.bundle.name, "best_epoch": state["best_epoch"], "best_val_t2i_recall_sum": state["best_score"],
-               "epochs": state["epoch"], "steps": state["step"], "target_exposures": target_exposures, "train_seconds": run_seconds(),
+               "epochs": state["epoch"], "steps": state["step"], "target_exposures": target_exposures,
+               "exposures_by_language": dict(exposures_by_language), "train_seconds": run_seconds(),
                "captions_per_s": seen / max(time.perf_counter() - start_time, 1e-9), "select_lang": select_lang, "history": state["history"]}
     if rank == 0:
         write_json_atomic(run_dir / "summary.json", summary)

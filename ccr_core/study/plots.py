@@ -1,0 +1,59 @@
+"""The grid's figures: target SumR against the noise rate, one line per method (mean ± 95% interval over runs),
+rendered to docs/protocol-<world>.png by headless Chromium."""
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+from ccr_core.io import read_json
+from ccr_core.methods import method_sort_key
+from ccr_core.study.stats import at_end_of_budget, cells
+
+PLOT_DIR = Path(__file__).resolve().parents[2] / "docs"
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies; one colour per method in every figure.
+METHOD_COLOURS = {"floor": "#000000", "baseline": "#0072B2", "baseline-en": "#56B4E9", "nrccr": "#D55E00",
+                  "cl2cm": "#009E73", "uml": "#CC79A7", "one_to_k": "#E69F00"}
+
+
+def noise_figure(world: str, results: list[dict], setting: str = "common"):
+    """Plotly figure: target SumR (mean ± 95% interval over runs) against the noise rate, one line per method."""
+    import plotly.graph_objects as go  # plotly is needed for figures only
+
+    table = cells([r for r in results if at_end_of_budget(r)])
+    fig = go.Figure()
+    for method in sorted({k[1] for k in table}, key=method_sort_key):
+        keys = sorted(k for k in table if k[1] == method and (k[0] == setting or method == "floor"))
+        if not keys:
+            continue
+        stats = [table[k]["stats"].get("target SumR", (float("nan"), float("nan"))) for k in keys]
+        fig.add_trace(go.Scatter(x=[k[2] for k in keys], y=[s[0] for s in stats], name=method, mode="lines+markers",
+                                 line={"dash": "dash" if method == "floor" else "solid", "color": METHOD_COLOURS.get(method)},
+                                 error_y={"type": "data", "array": [0 if math.isnan(s[1]) else s[1] for s in stats], "visible": True}))
+    fig.update_layout(title=f"{world}, {setting} setting: target-language SumR under noisy correspondence (mean ± 95% CI over runs)",
+                      xaxis_title="injected noise rate", yaxis_title="target SumR (mean over non-English languages)",
+                      width=900, height=520, template="plotly_white", font={"size": 15})
+    return fig
+
+
+def write_plots(results_dir: Path, worlds) -> list[Path]:
+    """docs/protocol-<world>.png for every world with protocol results: the plotly figure rendered by chromium."""
+    from playwright.sync_api import sync_playwright  # a browser is needed for figures only
+
+    out = []
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 940, "height": 560})
+        for world in worlds:
+            path = results_dir / f"protocol-{world}.json"
+            if not path.exists():
+                continue
+            html = Path(tmp) / f"{world}.html"
+            noise_figure(world, read_json(path)).write_html(html, include_plotlyjs=True, full_html=True)
+            page.goto(html.as_uri())
+            page.wait_for_selector(".main-svg")
+            target = PLOT_DIR / f"protocol-{world}.png"
+            page.locator(".plotly-graph-div").screenshot(path=str(target))
+            out.append(target)
+        browser.close()
+    return out

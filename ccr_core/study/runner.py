@@ -1,0 +1,169 @@
+"""Running a grid: train (or resume) each run, score it at the end of its budget, write ``result.json``; collect them.
+
+A run whose ``result.json`` exists is skipped and a killed run resumes from ``last/``, so a grid is resumable across
+sittings. Every run is scored with the model at the end of its budget (``last/``: the same steps for every method);
+the best validation epoch's model (``best/``) is scored too and kept as a second, labelled set of numbers.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ccr_core.evaluate import evaluate_model, load_trained, training_pair_detectors
+from ccr_core.io import read_json, write_json_atomic
+from ccr_core.paths import workspace_dir
+from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, fine_tuned_runs, grid
+from ccr_core.training.train import _noisy, prepare_workbench, train
+
+
+class Workbenches:
+    """One workbench per (world, noise rate, noise draw): the clean caches are computed once, noisy bundles reuse them."""
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+        self._clean: dict = {}
+        self._noisy: dict = {}
+
+    def get(self, run: Run):
+        if run.world not in self._clean:
+            self._clean[run.world] = prepare_workbench(run.train_config(), workspace_dir(), progress=self.progress)
+        clean = self._clean[run.world]
+        if not run.noise:
+            return clean
+        key = (run.world, run.noise, run.noise_seed)
+        if key not in self._noisy:
+            self._noisy[key] = type(clean)(_noisy(clean.bundle, run.train_config()), clean.features, clean.text_encoder,
+                                           clean.text_states, clean.visual_identity)
+        return self._noisy[key]
+
+
+def scored_budget_of(summary: dict, epoch: int | None = None) -> dict:
+    """Steps and exposures the model saved at ``epoch`` saw (the run's end when None), from the trainer's summary."""
+    if epoch is None or epoch == summary["epochs"]:
+        return {"checkpoint": "end of budget", "steps": summary["steps"], "target_exposures": summary.get("target_exposures"),
+                "exposures_by_language": summary.get("exposures_by_language")}
+    entry = next(h for h in summary["history"] if h["epoch"] == epoch)
+    return {"checkpoint": "best validation epoch", "epoch": epoch, "steps": entry["step"],
+            "target_exposures": entry.get("target_exposures"), "exposures_by_language": entry.get("exposures_by_language")}
+
+
+def run_one(run: Run, workbenches: Workbenches, progress: bool = True) -> dict:
+    """Train (or resume) one run, score its end-of-budget model (and its best validation epoch's), write ``result.json``."""
+    folder = run.folder()
+    if (folder / "result.json").exists():
+        return read_json(folder / "result.json")
+    bench = workbenches.get(run)
+    cfg = run.train_config()
+    if not (folder / "summary.json").exists():
+        train(cfg, folder, progress=progress, bench=bench, resume=(folder / "last" / "manifest.json").exists())
+    summary = read_json(folder / "summary.json")
+    result = evaluate_run(folder / "last", bench, summary, run.label)
+    result["scored"] = scored_budget_of(summary)
+    if summary["best_epoch"] != summary["epochs"]:
+        best = evaluate_model(load_trained(folder / "best", bench, run.label), bench)
+        result["best_epoch_result"] = {**scored_budget_of(summary, summary["best_epoch"]),
+                                       "groups": {g: {"SumR": rep["SumR"]} for g, rep in best["groups"].items()}}
+    result.update({"world": run.world, "setting": run.setting, "method": run.method, "noise_rate": run.noise, "seed": run.seed,
+                   "noise_seed": run.noise_seed, "train_config": asdict(cfg), **({"variant": run.variant} if run.variant else {})})
+    write_json_atomic(folder / "result.json", result)
+    return result
+
+
+def evaluate_run(checkpoint: Path, bench, summary: dict, name: str) -> dict:
+    """Test numbers of a checkpoint, its noise detectors (where the bundle has noise labels) and its run's budget."""
+    start = time.perf_counter()
+    model = load_trained(checkpoint, bench, name)
+    result = evaluate_model(model, bench)
+    found = training_pair_detectors(model, bench)
+    if found is not None:
+        result["detectors"] = found["detectors"]
+        result["noisy_fraction"] = found["noisy_fraction"]
+    result["budget"] = {"steps": summary["steps"], "target_exposures": summary.get("target_exposures"),
+                        "exposures_by_language": summary.get("exposures_by_language"),
+                        "batch_size": model.meta["train_config"]["batch_size"], "train_seconds": summary["train_seconds"],
+                        "best_epoch": summary["best_epoch"], "epochs": summary["epochs"],
+                        "eval_seconds": time.perf_counter() - start}
+    return result
+
+
+def _finished(runs, root: Path | None) -> list[dict]:
+    return [read_json(run.folder(root) / "result.json") for run in runs if (run.folder(root) / "result.json").exists()]
+
+
+def collect(world: str, root: Path | None = None) -> list[dict]:
+    """Every finished run's ``result.json`` of the world's current grid (runs of other configs are ignored), for the
+    grid's methods and any other registered method run at its budget (``--methods <a plugin>``)."""
+    from ccr_core.methods import METHODS
+
+    methods = PROTOCOL[world].methods
+    return _finished(grid(world, methods=(*methods, *(m for m in METHODS.list() if m not in methods))), root)
+
+
+def collect_fine_tuned(world: str, root: Path | None = None) -> list[dict]:
+    """Every finished fine-tuned run's ``result.json`` of the world (seeds 0-9: the setting has no fixed seed list)."""
+    return _finished(fine_tuned_runs(world, seeds=range(10)), root)
+
+
+def collect_ablations(world: str, root: Path | None = None) -> list[dict]:
+    """Every finished ablation run's ``result.json`` of the world (``variant`` names its ablation)."""
+    return _finished(ablation_runs(world), root)
+
+
+def run_key(result: dict) -> tuple:
+    """What identifies a run across records: world, setting, method (+ variant), noise rate and draw, seed."""
+    return (result.get("world"), result["setting"], result["method"], result.get("variant", ""), result["noise_rate"],
+            result.get("noise_seed", 0), result["seed"])
+
+
+def merge_results(old: list[dict], new: list[dict]) -> list[dict]:
+    """The records of ``old`` that ``new`` does not redo, then ``new`` (a rerun replaces its older record)."""
+    redone = {run_key(r) for r in new}
+    return [r for r in old if run_key(r) not in redone] + list(new)
+
+
+# ----------------------------------------------------------------------------------------------------
+# cost
+# ----------------------------------------------------------------------------------------------------
+def measure_seconds_per_step(world: str, workbenches: Workbenches, steps: int = 8) -> dict[tuple, float]:
+    """Seconds per optimiser step of every (setting, method) of the world's grid, timed on ``steps`` steps
+    after one warm-up step (a calibration for :func:`budget`; nothing is written)."""
+    out = {}
+    for run in grid(world, seeds=(0,), noise=(0.0,)):
+        cfg = run.train_config()
+        cfg.max_steps, cfg.epochs = steps + 1, 1
+        times = []
+        with tempfile.TemporaryDirectory() as tmp:
+            train(cfg, Path(tmp), progress=False, bench=workbenches.get(run),
+                  on_step=lambda info: times.append(time.perf_counter()))
+        out[(run.setting, run.method)] = (times[-1] - times[0]) / max(len(times) - 1, 1)
+    return out
+
+
+def budget(world: str, per_step: dict[tuple, float], eval_seconds: float) -> tuple[float, list[str]]:
+    """Estimated seconds of the whole grid (steps × s/step + evaluation, per run), and a table of it."""
+    proto = PROTOCOL[world]
+    lines = ["| setting | method | runs | s/step | est. s per run | est. s |", "|---|---|---|---|---|---|"]
+    total = 0.0
+    runs = grid(world)
+    for setting, method in sorted({(r.setting, r.method) for r in runs}):
+        n = sum(1 for r in runs if (r.setting, r.method) == (setting, method))
+        per_run = per_step[(setting, method)] * proto.steps + eval_seconds
+        total += n * per_run
+        lines.append(f"| {setting} | {method} | {n} | {per_step[(setting, method)]:.3f} | {per_run:.0f} | {n * per_run:.0f} |")
+    lines.append(f"| all | | {len(runs)} | | | {total:.0f} ({total / 3600:.2f} h) |")
+    return total, lines
+
+
+def copy_checkpoint(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by a copy of the checkpoint folder ``src`` (written beside it, then renamed)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    old = dst.with_name(f".{dst.name}.old")
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""What RESULTS.md and README.md say must follow from their numbers: every verdict word is checked against the interval
+printed beside it, and every number README quotes must stand in results/*.json, RESULTS.md or benchmarks/RESULTS.md."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ccr_core.experiments import README_TABLE_END, README_TABLE_START, headline_table
+from ccr_core.paths import REPO_ROOT
+
+RESULTS = (REPO_ROOT / "RESULTS.md").read_text(encoding="utf-8")
+README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+NUM = r"[+-]?\d+(?:\.\d+)?"
+
+
+def _ulp(text: str) -> float:
+    """One unit of the last printed digit (the rounding a check must allow)."""
+    return 10.0 ** -(len(text.split(".")[1]) if "." in text else 0)
+
+
+def _claims(text: str):
+    """(mean, half-width, word, tolerance) of every "difference m ± h ... — **word**" line."""
+    for m in re.finditer(rf"difference ({NUM}) ± ({NUM})[^—\n]*— \*\*([a-z ]+?)(?: at \d+ runs?)?\*\*", text):
+        yield float(m[1]), float(m[2]), m[3], _ulp(m[1]) + _ulp(m[2])
+
+
+def _cells(text: str):
+    """(mean, half-width, word, tolerance) of every table cell "m ± h (word)"."""
+    for m in re.finditer(rf"({NUM}) ± ({NUM}) \((above|below|not resolved|identical)\)", text):
+        yield float(m[1]), float(m[2]), m[3], _ulp(m[1]) + _ulp(m[2])
+
+
+def _targets(text: str):
+    """(mean, half-width, threshold, word, tolerance) of every "m ± h unit (n runs) against the target ≥ t — **word**"."""
+    for m in re.finditer(rf"({NUM}) ± ({NUM})[^(\n]*\(\d+ runs?\) against the target ≥ ({NUM})[^—\n]*— \*\*([a-z ]+?)(?: at \d+ runs?)?\*\*", text):
+        yield float(m[1]), float(m[2]), float(m[3]), m[4], _ulp(m[1]) + _ulp(m[2])
+
+
+def test_results_md_has_verdicts_to_check():
+    assert len(list(_claims(RESULTS))) >= 20 and len(list(_cells(RESULTS))) >= 20 and len(list(_targets(RESULTS))) >= 4
+
+
+@pytest.mark.parametrize("mean,hw,word,tol", list(_claims(RESULTS)))
+def test_every_research_answer_follows_its_interval(mean, hw, word, tol):
+    if word in ("holds", "does not hold"):
+        assert abs(mean) - hw > -tol, f"'{word}' but {mean} ± {hw} contains 0"
+    elif word == "identical in every run":
+        assert mean == 0 and hw == 0
+    else:
+        assert word == "not resolved" and abs(mean) - hw <= tol, f"'{word}' but {mean} ± {hw} excludes 0"
+
+
+@pytest.mark.parametrize("mean,hw,word,tol", list(_cells(RESULTS)))
+def test_every_table_cell_word_follows_its_interval(mean, hw, word, tol):
+    if word == "above":
+        assert mean - hw > -tol, f"above but {mean} ± {hw}"
+    elif word == "below":
+        assert mean + hw < tol, f"below but {mean} ± {hw}"
+    elif word == "identical":
+        assert mean == 0 and hw == 0
+    else:
+        assert mean - hw <= tol and mean + hw >= -tol, f"not resolved but {mean} ± {hw} excludes 0"
+
+
+@pytest.mark.parametrize("mean,hw,threshold,word,tol", list(_targets(RESULTS)))
+def test_every_met_target_has_its_whole_interval_over_the_bar(mean, hw, threshold, word, tol):
+    if word == "met":
+        assert mean - hw >= threshold - tol, f"met but {mean} ± {hw} reaches below {threshold}"
+    elif word == "not met":
+        assert mean + hw < threshold + tol, f"not met but {mean} ± {hw} reaches {threshold}"
+    else:
+        assert word == "not resolved" and mean - hw < threshold + tol and mean + hw >= threshold - tol
+
+
+def test_no_verdict_in_results_md_is_a_bare_mean():
+    """The words the old tables used for "the interval contains 0" or for a mean over the bar are gone."""
+    assert "(matches)" not in RESULTS and "met** (mean" not in RESULTS and "matches the floor" not in RESULTS
+
+
+def test_readme_headline_table_is_the_generated_one():
+    start, end = README.index(README_TABLE_START), README.index(README_TABLE_END)
+    assert README[start + len(README_TABLE_START):end].strip() == headline_table().strip()
+
+
+def _published_numbers() -> set[str]:
+    text = RESULTS + (REPO_ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    for path in sorted((REPO_ROOT / "results").glob("*.json")):
+        text += path.read_text(encoding="utf-8")
+    found = set(re.findall(r"\d[\d,]*\.?\d*", text))
+    return found | {n.replace(",", "") for n in found}
+
+
+def test_readme_quotes_no_number_absent_from_the_results():
+    """A number in README's prose (not its commands, paths or versions) must stand in results/*.json, RESULTS.md or
+    benchmarks/RESULTS.md, so no hand-copied figure can drift from the records."""
+    start, end = README.index(README_TABLE_START), README.index(README_TABLE_END)
+    prose = README[:start] + README[end:]  # the headline table is generated (checked above)
+    prose = re.sub(r"```.*?```", "", prose, flags=re.S)  # commands
+    prose = re.sub(r"`[^`]*`", "", prose)  # inline code: paths, flags, versions
+    prose = re.sub(r"\]\([^)]*\)", "]", prose)  # link targets
+    prose = re.sub(r"<!--.*?-->", "", prose, flags=re.S)
+    published = _published_numbers()
+    small = {str(n) for n in range(0, 11)}  # counts in words' place ("two commands", "3 seeds", "5 methods")
+    quoted = [n.rstrip(".,") for n in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?", prose)]
+    missing = sorted({n for n in quoted if n not in small and n not in published and n.replace(",", "") not in published})
+    assert not missing, f"README quotes numbers found in no results file: {missing}"

@@ -1,0 +1,263 @@
+"""The equal-budget study (ccr_core/study/): the grid's budgets, resumable run folders scored at the end of their budget,
+intervals and verdicts computed from per-run records, and one tiny grid run end to end."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from ccr_core.study import grid as study_grid
+from ccr_core.study import report, runner, stats, variants
+from ccr_core.study.grid import PROTOCOL, Run, WorldProtocol
+
+from conftest import make_tiny_bundle
+
+
+@pytest.fixture
+def known_epochs(monkeypatch):
+    """steps_per_epoch without a built bundle: 82 demo-world and 233 Flickr8k-ML full batches per epoch."""
+    monkeypatch.setattr(study_grid, "_EPOCH_STEPS", {("demo-world", 128): 82, ("flickr8k-ml", 128): 233})
+
+
+def test_every_run_of_a_world_has_the_same_budget_of_whole_epochs(known_epochs):
+    for world, proto in PROTOCOL.items():
+        runs = study_grid.grid(world)
+        configs = [r.train_config() for r in runs]
+        assert {c.max_steps for c in configs} == {proto.steps}
+        per_epoch = study_grid.steps_per_epoch(world, proto.train["batch_size"])
+        assert {c.epochs * per_epoch for c in configs} == {proto.steps}  # the budget ends with an epoch: scored there
+        assert {c.targets_per_batch for c in configs} == {0}
+        assert all(c.patience > c.epochs for c in configs)  # no early stop: nobody trains less
+        assert all(c.method_config.get("head") == "linear" for r, c in zip(runs, configs) if r.setting == "common" and r.method != "floor")
+        assert {r.seed for r in runs} == {0, 1, 2}
+    assert PROTOCOL["flickr8k-ml"].steps == 3 * 233
+    flickr = study_grid.grid("flickr8k-ml")
+    assert {r.noise for r in flickr if r.setting == "common"} == {0.0, 0.2, 0.4, 0.6}
+    demo = study_grid.grid("demo-world")
+    second = [r for r in demo if r.noise_seed == 1]
+    assert second and {(r.setting, r.noise) for r in second} == {("common", 0.4)}
+    assert {r.train_config().noise_seed for r in second} == {1}
+
+
+def test_run_folder_names_carry_the_config_and_the_draw(known_epochs, monkeypatch, tmp_path):
+    a, b = Run("demo-world", "common", "uml", 0.4, 0), Run("demo-world", "common", "uml", 0.4, 1)
+    assert a.folder(tmp_path) != b.folder(tmp_path) and a.folder(tmp_path) == Run("demo-world", "common", "uml", 0.4, 0).folder(tmp_path)
+    drawn = Run("demo-world", "common", "uml", 0.4, 0, noise_seed=1)
+    assert drawn.folder(tmp_path) != a.folder(tmp_path) and "-draw1-" in drawn.folder(tmp_path).name and "/draw1/" in drawn.label
+    before = a.folder(tmp_path)
+    monkeypatch.setitem(PROTOCOL, "demo-world", WorldProtocol(**{**PROTOCOL["demo-world"].__dict__, "steps": 100}))
+    assert a.folder(tmp_path) != before  # a changed config gets a new folder, the old run is not reused
+
+
+def test_t_interval_p_value_and_holm_against_references():
+    mean, hw = stats.t_interval([1.0, 2.0, 4.0])
+    sd = math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    assert mean == pytest.approx(7 / 3) and hw == pytest.approx(scipy_stats.t.ppf(0.975, 2) * sd / math.sqrt(3))
+    assert math.isnan(stats.t_interval([5.0])[1])
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 6):
+        x = rng.normal(0.3, 1.0, n)
+        assert stats.t_p_value(x) == pytest.approx(scipy_stats.ttest_1samp(x, 0.0).pvalue)
+        m, h = stats.t_interval(x)
+        assert (m - h > 0 or m + h < 0) == (stats.t_p_value(x) < 0.05)  # the interval and the test agree
+    # Holm by hand: sorted p 0.01, 0.02, 0.04, 0.30 times 4, 3, 2, 1, made monotone
+    assert stats.holm([0.04, 0.01, 0.30, 0.02]) == pytest.approx([0.08, 0.04, 0.30, 0.06])
+    adjusted = stats.holm([0.5, float("nan"), 0.01])
+    assert adjusted[0] == pytest.approx(0.5) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("mean,hw,n,expected", [
+    (3.0, 1.0, 3, "holds"), (-3.0, 1.0, 3, "does not hold"), (0.5, 1.0, 3, "not resolved at 3 runs"),
+    (3.0, float("nan"), 1, "not resolved (1 run, no interval)"), (0.0, 0.0, 3, "identical in every run")])
+def test_verdict_follows_the_interval(mean, hw, n, expected):
+    assert stats.verdict(mean, hw, n) == expected
+
+
+@pytest.mark.parametrize("mean,hw,n,threshold,expected", [
+    (5.4, 8.8, 3, 5.0, "not resolved at 3 runs"),  # the mean clears the bar, the interval does not
+    (-2.8, 2.9, 3, -3.0, "not resolved at 3 runs"),  # reaches -5.7
+    (9.0, 3.0, 3, 5.0, "met"), (1.0, 3.0, 3, 5.0, "not met"), (0.97, 0.01, 3, 0.95, "met"),
+    (7.0, float("nan"), 1, 5.0, "not resolved (1 run, no interval)")])
+def test_threshold_verdict_follows_the_interval(mean, hw, n, threshold, expected):
+    assert stats.threshold_verdict(mean, hw, n, threshold) == expected
+
+
+def _result(method, noise, seed, target, en=500.0, auroc=None, setting="common", noise_seed=0, steps=10, best_epoch=2, epochs=2):
+    r = {"setting": setting, "method": method, "noise_rate": noise, "seed": seed, "noise_seed": noise_seed,
+         "groups": {"en": {"SumR": en}, "de": {"SumR": target}, "zh/human-translation": {"SumR": 1.0}},
+         "mrv": {"mrv_mean": 2.0 + seed}, "budget": {"steps": steps, "target_exposures": 100, "train_seconds": 5.0,
+                                                     "best_epoch": best_epoch, "epochs": epochs}}
+    if auroc:
+        r["detectors"] = {name: {"auroc": value, "auprc": 0.5, "precision_at_n_noisy": 0.5} for name, value in auroc.items()}
+    return r
+
+
+def _uml_world():
+    results = []
+    for seed in (0, 1, 2):
+        results += [_result("baseline", 0.0, seed, 400.0 + seed), _result("baseline", 0.4, seed, 300.0 + seed,
+                                                                         auroc={"cosine": 0.97 + 0.01 * seed, "pair_loss": 0.9}),
+                    _result("uml", 0.0, seed, 400.0 + seed), _result("uml", 0.4, seed, 340.0 + 2 * seed,
+                                                                  auroc={"cosine": 0.90 + 0.001 * seed, "pair_loss": 0.9,
+                                                                         "uncertainty": 0.5, "mismatch": 0.99})]
+    return results
+
+
+def test_research_answers_pair_runs_and_compare_uml_with_its_own_cosine():
+    results = _uml_world()
+    table = stats.cells(results)
+    share = stats.kept_share(table, "common", "uml", 0.4)
+    assert share[(1, 0)] == pytest.approx(100 * 342 / 401)  # target SumR ignores English and the "/" groups
+    text = "\n".join(report.research_answers("demo-world", table))
+    line = next(l for l in text.splitlines() if l.startswith("- uml − baseline:"))
+    assert "(3 runs; Holm p " in line and line.endswith("— **holds**")
+    own = next(l for l in text.splitlines() if l.startswith("- UML DECL score − UML's own cosine:"))
+    assert own.startswith("- UML DECL score − UML's own cosine: difference +0.089 ± 0.00") and own.endswith("**holds**")
+    assert "the fair trivial reference is the same model's own cosine, 0.901 ± 0.00" in text
+    assert "- UML u − UML's own cosine: difference -0.401" in text
+
+
+def test_against_floor_says_above_not_resolved_or_below():
+    results = []
+    for seed in (0, 1, 2):
+        results += [_result("floor", 0.0, seed, 400.0 + seed, en=500.0 + seed),
+                    _result("baseline", 0.0, seed, 400.0 + seed + (0.5 if seed == 1 else -0.5), en=500.0 + seed),
+                    _result("nrccr", 0.0, seed, 380.0 + seed, en=520.0 + seed)]
+    lines = report.against_floor(stats.cells(results))
+    baseline = next(line for line in lines if line.startswith("| baseline |"))
+    nrccr = next(line for line in lines if line.startswith("| nrccr |"))
+    assert baseline.count("(not resolved)") == 1 and "(identical)" in baseline and "matches" not in "\n".join(lines)
+    assert "-20.0 ± 0.0 (below)" in nrccr and "+20.0 ± 0.0 (above)" in nrccr
+    assert report.against_floor(stats.cells([r for r in results if r["method"] != "floor"])) == []
+
+
+def test_uml_targets_are_met_only_when_the_interval_clears_the_bar():
+    results = _uml_world()
+    lines = report.uml_targets(stats.cells(results), "demo-world")
+    keep = next(l for l in lines if l.startswith("- UML's kept share"))
+    # per seed: uml 340+2s over 400+s, baseline 300+s over 400+s -> +9.98, +10.22, +10.45 points
+    assert keep.endswith("against the target ≥ +5.0 points — **met**")
+    auc = next(l for l in lines if l.startswith("- UML's own detector AUROC"))
+    assert auc == "- UML's own detector AUROC: 0.990 ± 0.000 (3 runs) against the target ≥ 0.950 — **met**"
+    wobbly = [dict(r) for r in results]
+    for r, bump in zip([r for r in wobbly if r["method"] == "uml" and r["noise_rate"] == 0.4], (-40.0, 0.0, 25.0)):
+        r["groups"] = {**r["groups"], "de": {"SumR": r["groups"]["de"]["SumR"] + bump}}
+    keep = next(l for l in report.uml_targets(stats.cells(wobbly), "demo-world") if l.startswith("- UML's kept share"))
+    assert "**not resolved at 3 runs**" in keep  # a mean above the bar is not "met"
+
+
+def test_records_scored_before_the_end_of_their_budget_are_set_aside_with_their_steps():
+    old = _result("one_to_k", 0.0, 0, 400.0, steps=699, best_epoch=1, epochs=3)
+    assert stats.scored_budget(old) == {"checkpoint": "best validation epoch", "steps": 233, "target_exposures": 33}
+    assert not stats.at_end_of_budget(old) and stats.at_end_of_budget(_result("uml", 0.0, 0, 400.0, best_epoch=3, epochs=3))
+    results = [_result(m, 0.0, s, 400.0, steps=699, best_epoch=3, epochs=3) for m in ("floor", "uml") for s in (0, 1, 2)] + [old]
+    md = "\n".join(report.protocol_markdown("flickr8k-ml", results))
+    assert "(6 of " in md and "**Set aside**" in md and "one_to_k common noise 0 (1 runs, scored after 233 steps)" in md
+    assert "Every scored model: 699 optimiser steps (recorded)" in md
+    assert "| one_to_k |" not in md  # not in any table
+
+
+def test_budget_lines_print_per_language_exposures_as_recorded():
+    r = _result("uml", 0.0, 0, 400.0)
+    r["scored"] = {"checkpoint": "end of budget", "steps": 699, "target_exposures": 10_000, "exposures_by_language": {"zh": 4000, "de": 2000}}
+    text = report.budget_lines("flickr8k-ml", [r])[0]
+    assert "699 optimiser steps (recorded)" in text and "de 2,000; zh 4,000" in text
+
+
+def test_cells_pool_noise_draws_and_report_their_spread():
+    results = [_result("baseline", 0.0, s, 400.0) for s in (0, 1)]
+    results += [_result("baseline", 0.4, s, 300.0 + d * 4.0, noise_seed=d) for s in (0, 1) for d in (0, 1)]
+    table = stats.cells(results)
+    cell = table[("common", "baseline", 0.4)]
+    assert cell["units"] == [(0, 0), (0, 1), (1, 0), (1, 1)] and cell["seeds"] == [0, 1] and cell["draws"] == [0, 1]
+    assert stats.draw_spread(cell, "target SumR") == (4.0, 2)
+    assert set(stats.kept_share(table, "common", "baseline", 0.4)) == {(0, 0), (0, 1), (1, 0), (1, 1)}  # each draw against its seed's clean run
+
+
+def test_merge_results_replaces_a_rerun_and_keeps_the_rest():
+    old = [dict(_result("uml", 0.0, s, 400.0), world="w") for s in (0, 1)]
+    new = [dict(_result("uml", 0.0, 1, 410.0), world="w")]
+    merged = runner.merge_results(old, new)
+    assert [(r["seed"], r["groups"]["de"]["SumR"]) for r in merged] == [(0, 400.0), (1, 410.0)]
+
+
+def test_ablation_and_fine_tuned_tables_say_not_resolved_and_one_seed(known_epochs):
+    tau = next(a for a in study_grid.ABLATIONS["flickr8k-ml"] if a.method == "one_to_k")
+    results, ablated = [], []
+    for seed in (0, 1, 2):
+        results += [_result("floor", 0.0, seed, 400.0 + seed, en=500.0 + seed), _result("one_to_k", 0.0, seed, 400.0, en=468.0 + seed)]
+        ablated.append({**_result("one_to_k", 0.0, seed, 400.0 + seed, en=499.0 + seed + (0.6 if seed == 1 else -0.3)), "variant": tau.name})
+    md = "\n".join(variants.ablation_markdown("flickr8k-ml", results, ablated))
+    row = next(line for line in md.splitlines() if line.startswith("| ablation − floor |"))
+    assert row.split("|")[3].strip().startswith("-1.0 ±") and "(not resolved)" in row.split("|")[3]
+    row = next(line for line in md.splitlines() if line.startswith("| ablation − one_to_k |"))
+    assert "+31.0 ±" in row.split("|")[3] and "(above)" in row.split("|")[3]
+    assert "Steps the scored models saw: ablation 10; one_to_k 10; floor 10" in md
+    grid = [_result(m, 0.0, s, 400.0 + s, en=500.0) for m in ("floor", "uml") for s in (0, 1, 2)]
+    tuned = variants.fine_tuned_markdown("flickr8k-ml", grid, [_result("uml", 0.0, 0, 430.0, en=520.0)])
+    change = next(line for line in tuned if line.startswith("| uml | change")).split("|")
+    header = next(line for line in tuned if line.startswith("| method |")).split("|")
+    assert change[header.index(" de SumR ")].strip() == "+30.0 (1 run, no interval)"
+
+
+def test_tiny_grid_runs_end_to_end_scores_the_end_of_its_budget_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
+    bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
+    monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(
+        train={"batch_size": 4, "lr": 1e-3, "targets_per_batch": 0, "text_backbone": "tiny-text", "visual_backbone": "tiny-visual"},
+        steps=5, noise={"common": (0.0, 0.5), "published": (0.0,)}, methods=("floor", "uml"), seeds=(0,), data=str(bundle),
+        noise_draws={"common": (0.5,)}))
+    from ccr_core import experiments
+
+    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "results")
+    results = experiments.run_grid("tiny", progress=False)
+    assert len(results) == len(study_grid.grid("tiny")) == 2 * 3 + 1  # floor common only; 0.5 in two draws
+    for r in results:
+        summary = __import__("json").loads((Run("tiny", r["setting"], r["method"], r["noise_rate"], r["seed"], noise_seed=r["noise_seed"])
+                                            .folder() / "summary.json").read_text())
+        assert r["budget"]["steps"] == summary["steps"] == 5  # recorded, not configured
+        assert r["scored"]["checkpoint"] == "end of budget" and r["scored"]["steps"] == 5
+        assert sum(r["scored"]["exposures_by_language"].values()) == r["scored"]["target_exposures"] == 5 * 4 * 2
+        if summary["best_epoch"] != summary["epochs"]:
+            assert r["best_epoch_result"]["steps"] < 5 and set(r["best_epoch_result"]["groups"]) == set(r["groups"])
+    draws = {(r["method"], r["noise_seed"]) for r in results if r["noise_rate"] == 0.5}
+    assert draws == {("floor", 0), ("floor", 1), ("uml", 0), ("uml", 1)}
+    noisy = [r for r in results if r["noise_rate"] == 0.5]
+    assert all({"cosine", "pair_loss"} <= set(r["detectors"]) for r in noisy)
+    stamps = {r.label: r.folder().joinpath("result.json").stat().st_mtime_ns for r in study_grid.grid("tiny")}
+    again = experiments.run_grid("tiny", progress=False)  # everything finished: nothing is retrained or re-evaluated
+    assert len(again) == len(results) and (tmp_path / "results" / "protocol-tiny.json").exists()
+    assert stamps == {r.label: r.folder().joinpath("result.json").stat().st_mtime_ns for r in study_grid.grid("tiny")}
+
+
+def test_leaderboard_and_about_read_the_grid(tmp_path, monkeypatch):
+    """The Leaderboard tab's intervals and plot, and the About tab's findings, come from results/protocol-<world>.json."""
+    from types import SimpleNamespace
+
+    import ccr_core.paths
+    from ccr_core.dashboard import about, leaderboard
+    from ccr_core.io import write_json_atomic
+
+    results = [_result(m, n, seed, t + seed, auroc={"cosine": 0.9, "pair_loss": 0.9, "uncertainty": 0.5, "mismatch": 0.95} if n else None,
+                       setting="published")
+               for m in ("baseline", "uml") for n, t in ((0.0, 400.0), (0.4, 300.0)) for seed in (0, 1, 2)]
+    write_json_atomic(tmp_path / "results" / "protocol-w.json", results)
+    monkeypatch.setattr(ccr_core.paths, "REPO_ROOT", tmp_path)
+    world = SimpleNamespace(name="w", memo={})
+    cell = leaderboard._interval(world, SimpleNamespace(method="uml", noise=0.4), "de")
+    mean, hw = stats.t_interval([300.0, 301.0, 302.0])
+    assert cell == f"{mean:.1f} ± {hw:.1f} (3 seeds)"
+    assert leaderboard._interval(world, SimpleNamespace(method="nrccr", noise=0.0), "de") is None  # not in the grid
+    # a model with fine-tuned backbone tops: its fine-tuned runs (one seed here), never the frozen grid's cell
+    write_json_atomic(tmp_path / "results" / "fine-tuned-w.json", [_result("uml", 0.0, 0, 420.0)])
+    tuned = SimpleNamespace(method="uml", noise=0.0, trained=SimpleNamespace(meta={"visual_trainable_blocks": 2}))
+    assert leaderboard._interval(world, tuned, "de") == "420.0 (1 seed)"
+    assert leaderboard._interval(world, SimpleNamespace(method="baseline", noise=0.0, trained=tuned.trained), "de") is None
+    table = leaderboard.interval_table(world)
+    assert len(table) == 4 and set(table["seeds"]) == {3} and table.iloc[0]["target SumR"].startswith("401.0 ±")
+    fig = leaderboard.noise_plot(world, "published")
+    assert {t.name for t in fig.data} == {"baseline", "uml"} and list(fig.data[0].x) == [0.0, 0.4]
+    findings = about.measured_findings(world)
+    assert "does UML's detector beat the trivial detectors" in findings and "UML DECL score − UML's own cosine" in findings
