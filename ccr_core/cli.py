@@ -40,7 +40,8 @@ from ccr_core.training.workbench import prepare_workbench, with_noise
 EPILOG = """environment:
   CCR_CACHE_DIR    converted models (default $XDG_CACHE_HOME/ccr-lab or ~/.cache/ccr-lab)
   CCR_WORKSPACE    built bundles, feature caches, runs (default ./workspace)
-  CCR_SHARED_DATA  the real-data mirror (default ../shared/data)"""
+  CCR_SHARED_DATA  the real-data mirror (default ../shared/data)
+  CCR_PLUGINS      modules that register methods, comma-separated (as --plugin)"""
 
 
 def _bundle_arg(value: str) -> Path:
@@ -154,6 +155,28 @@ def cmd_data_noise(args) -> int:
     return 0
 
 
+def _methods_help() -> str:
+    """The registered methods for ``ccr train --help``, plugins named with where they come from."""
+    from ccr_core.methods import METHODS, method_sort_key
+
+    names = sorted(METHODS.list(), key=method_sort_key)
+    text = "one of: " + ", ".join(n if METHODS.plugin_of(n) is None else f"{n} (plugin {METHODS.plugin_of(n)})" for n in names)
+    return (text + "; floor is the linear quality floor" + "".join(f"; plugin {p} failed to load: {why}" for p, why in METHODS.plugin_errors.items())).replace("%", "%%")
+
+
+def load_plugin_options(argv: list[str] | None) -> list[str]:
+    """Import the modules named by ``--plugin`` anywhere on the command line (before the parser lists the
+    methods); return the command line without them. A module that fails is a PluginError naming it."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if known.plugin:
+        from ccr_core.methods import load_plugins
+
+        load_plugins(known.plugin)
+    return rest
+
+
 def cmd_train(args) -> int:
     cfg = TrainConfig.from_dict(read_json(args.config)) if args.config else TrainConfig()
     cfg.method, cfg.data = args.method, str(args.data)
@@ -227,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--plugin", action="append", metavar="MODULE", help="import a module that registers methods (a plugin; "
+                        "repeatable); installed plugins (entry-point group ccr_lab.methods) and CCR_PLUGINS=mod1,mod2 load by themselves")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("prepare-models", help="convert the offline models once into the cache",
@@ -256,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the method's own config (temperature=0.05). Backbone tops train for any method: trainable_layers=K (top K e5 layers), "
                                    "trainable_image_blocks=K (last K of EfficientNet-Lite0's 16 blocks + head conv, from feature maps cached once, "
                                    "with flips, BatchNorm statistics frozen), backbone_lr=1e-4 (their learning rate; default lr).")
-    p.add_argument("--method", required=True, help="baseline, baseline-en, nrccr, cl2cm, uml, one_to_k, or floor (the linear quality floor)")
+    p.add_argument("--method", required=True, help=_methods_help())
     p.add_argument("--data", required=True, help="bundle folder or name (demo-world, flickr8k-ml)")
     p.add_argument("--noise", type=float, help="inject noisy correspondence into this fraction of training pairs")
     p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
@@ -382,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ccr_core.registry import PluginError
+
+    try:
+        argv = load_plugin_options(argv)
+    except PluginError as exc:
+        print(f"ccr: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -7,6 +7,7 @@
     python -m ccr_core.experiments --world flickr8k-ml --ablations  # one config change per stated cause of a gap
     python -m ccr_core.experiments --plots                     # docs/protocol-<world>.png (needs chromium)
     python -m ccr_core.experiments --markdown-only             # rewrite RESULTS.md and README's table from results/*.json
+    python -m ccr_core.experiments --world demo-world --executor ray --address auto  # each run a Ray task (docs/scaling.md)
 
 The grid (:mod:`ccr_core.study`): every method at the same steps, in the "published" setting (own heads) and the
 "common encoder" setting (the floor's heads), at 3 seeds, over the world's noise rates, each run scored at the end of
@@ -18,12 +19,13 @@ README's headline table are written from those files alone.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
+from ccr_core import executors
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
 from ccr_core.methods import method_sort_key
 from ccr_core.paths import REPO_ROOT
@@ -32,30 +34,23 @@ from ccr_core.study import runner
 from ccr_core.study.plots import write_plots
 from ccr_core.study.report import protocol_markdown
 from ccr_core.study.shipped import RESULTS_DIR, results_markdown, ship
-from ccr_core.study.stats import at_end_of_budget, cells, format_difference, format_interval, target_sumr, units_label
+from ccr_core.study.stats import at_end_of_budget, cells, format_difference, format_interval, units_label
 from ccr_core.study.variants import ablation_markdown, fine_tuned_markdown
 
 WORLDS = tuple(study_grid.PROTOCOL)
 README_TABLE_START, README_TABLE_END = "<!-- headline table: python -m ccr_core.experiments --markdown-only -->", "<!-- end of headline table -->"
 
 
-def run_grid(world: str, progress: bool = True, **narrow) -> list[dict]:
+def run_grid(world: str, progress: bool = True, executor=None, **narrow) -> list[dict]:
     """Every run of the world's grid (narrowed by methods/settings/seeds/noise/draws), then its results file."""
-    run_all(study_grid.grid(world, **narrow), progress)
+    run_all(study_grid.grid(world, **narrow), progress, executor)
     return write_protocol_results(world)
 
 
-def run_all(runs: list, progress: bool) -> None:
-    """Train and evaluate every run not finished yet, one line per run (the grid's, the ablations', the fine-tuned)."""
-    workbenches = runner.Workbenches(progress)
-    for k, run in enumerate(runs, 1):
-        if (run.folder() / "result.json").exists():
-            continue
-        start = time.perf_counter()
-        print(f"== [{k}/{len(runs)}] {run.label}", flush=True)
-        result = runner.run_one(run, workbenches, progress=progress)
-        print(json.dumps({"run": run.label, "target_SumR": round(target_sumr(result) or 0, 1),
-                          "seconds": round(time.perf_counter() - start)}), flush=True)
+def run_all(runs: list, progress: bool, executor=None) -> None:
+    """Train and evaluate every run not finished yet, one line per run (the grid's, the ablations', the fine-tuned):
+    in this process (``executors.LocalExecutor``, the default) or as the executor says (``--executor ray``)."""
+    (executor or executors.LocalExecutor()).run(runs, progress)
 
 
 def _merge_into(path: Path, results: list[dict]) -> list[dict]:
@@ -65,17 +60,17 @@ def _merge_into(path: Path, results: list[dict]) -> list[dict]:
     return merged
 
 
-def run_ablations(world: str, progress: bool = True, seeds=None) -> list[dict]:
+def run_ablations(world: str, progress: bool = True, seeds=None, executor=None) -> list[dict]:
     """The world's ablation runs (resumable like the grid), merged into ``results/ablations-<world>.json``."""
-    run_all(study_grid.ablation_runs(world, seeds), progress)
+    run_all(study_grid.ablation_runs(world, seeds), progress, executor)
     return _merge_into(RESULTS_DIR / f"ablations-{world}.json", runner.collect_ablations(world))
 
 
-def run_fine_tuned(world: str, progress: bool = True, seeds=None, methods=None) -> list[dict]:
+def run_fine_tuned(world: str, progress: bool = True, seeds=None, methods=None, executor=None) -> list[dict]:
     """The world's fine-tuned runs (seed 0 unless ``seeds``), merged into ``results/fine-tuned-<world>.json``."""
     if world not in study_grid.FINE_TUNED:
         raise SystemExit(f"{world}: no fine-tuned setting in study.grid.FINE_TUNED (worlds with one: {', '.join(study_grid.FINE_TUNED)})")
-    run_all(study_grid.fine_tuned_runs(world, seeds=tuple(seeds or (0,)), methods=methods), progress)
+    run_all(study_grid.fine_tuned_runs(world, seeds=tuple(seeds or (0,)), methods=methods), progress, executor)
     return _merge_into(RESULTS_DIR / f"fine-tuned-{world}.json", runner.collect_fine_tuned(world))
 
 
@@ -182,7 +177,15 @@ def main(argv: list[str] | None = None) -> int:
                         "in the common encoder with backbone tops trained, seed 0 unless --seeds) into results/fine-tuned-<world>.json; "
                         "with --ship, those models replace the frozen ones in checkpoints/<world>/ (the frozen floor and baseline-en stay)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a module that registers methods (for --methods)")
+    executors.add_arguments(parser)
     args = parser.parse_args(argv)
+    executor = executors.from_args(args)
+    if args.plugin:
+        from ccr_core.methods import PLUGIN_ENV, load_plugins
+
+        load_plugins(args.plugin)
+        os.environ[PLUGIN_ENV] = ",".join(filter(None, [os.environ.get(PLUGIN_ENV, ""), *args.plugin]))  # and in every worker
     narrow = {"methods": args.methods, "settings": args.settings, "seeds": args.seeds, "noise": args.noise, "draws": args.draws}
     if args.budget:
         for world in args.world:
@@ -190,16 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.fine_tuned and not args.markdown_only:
         for world in args.world:
-            run_fine_tuned(world, progress=not args.quiet, seeds=args.seeds, methods=args.methods)
+            run_fine_tuned(world, progress=not args.quiet, seeds=args.seeds, methods=args.methods, executor=executor)
             if args.ship:
                 ship(world, progress=not args.quiet, methods=args.methods, fine_tuned=True)
     elif args.ablations and not args.markdown_only:
         for world in args.world:
-            run_ablations(world, progress=not args.quiet, seeds=args.seeds)
+            run_ablations(world, progress=not args.quiet, seeds=args.seeds, executor=executor)
     elif not args.markdown_only:
         for world in args.world:
             start = time.perf_counter()
-            run_grid(world, progress=not args.quiet, **narrow)
+            run_grid(world, progress=not args.quiet, executor=executor, **narrow)
             print(f"== {world} grid done in {time.perf_counter() - start:.0f} s", flush=True)
             if args.ship:
                 ship(world, progress=not args.quiet, methods=args.methods)
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path}")
     print(f"wrote {write_results_md()}")
     print(f"wrote {write_readme_table()}")
-    return 0
+    return 1 if executor.failed else 0  # failed runs were reported; the rest is written
 
 
 if __name__ == "__main__":

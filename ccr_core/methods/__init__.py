@@ -1,11 +1,24 @@
 """The CCR methods, one file each, registered by name in ``METHODS``; ``build_method(name, config)``
-creates one. Importing this package registers every method."""
-from ccr_core.methods.base import METHODS, CCRMethod, MethodConfig, TextBatch, build_method
+creates one. Importing this package registers every method: the built-ins, then the plugins.
+
+A plugin is a method in another package, registered like the built-ins (``@METHODS.register("name")`` on a
+:class:`CCRMethod` subclass). It is found through the entry-point group ``ccr_lab.methods`` of an installed
+distribution (``[project.entry-points."ccr_lab.methods"] name = "package.module"`` in its pyproject.toml), or by
+module name in ``CCR_PLUGINS=mod1,mod2`` or ``ccr --plugin mod``. ``examples/ccr_sigmoid`` is a worked example;
+``ccr_core.testing.check_method(name)`` runs the registry's checks on one method.
+"""
+import os
+import warnings
+
+from ccr_core.methods.base import METHODS, PLUGIN_GROUP, CCRMethod, MethodConfig, TextBatch, build_method
 from ccr_core.methods import baseline, cl2cm, floor, nrccr, one_to_k, uml  # noqa: F401  (register the methods)
+from ccr_core.registry import PluginError
 
 # The order methods are shown in every table and chart: the floor (the reference), the contrastive baseline, then
 # the field's methods by publication year; a method registered later (a plugin) follows, alphabetically.
 DISPLAY_ORDER = ("floor", "baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k")
+
+PLUGIN_ENV = "CCR_PLUGINS"  # comma-separated modules to import as plugins, in every process (Ray workers too)
 
 
 def method_sort_key(name: str) -> tuple[int, str]:
@@ -17,4 +30,28 @@ def method_sort_key(name: str) -> tuple[int, str]:
     return (DISPLAY_ORDER.index(base) if base in DISPLAY_ORDER else len(DISPLAY_ORDER), name)
 
 
-__all__ = ["METHODS", "DISPLAY_ORDER", "CCRMethod", "MethodConfig", "TextBatch", "build_method", "method_sort_key"]
+def plugin_modules() -> list[str]:
+    """The modules named in ``CCR_PLUGINS``."""
+    return [m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(",") if m.strip()]
+
+
+def load_plugins(modules=(), strict: bool = True) -> list[str]:
+    """Import plugin modules (``--plugin``) and every ``ccr_lab.methods`` entry point not imported yet; return the
+    method names they registered. ``strict``: a plugin that fails raises :class:`PluginError` naming it."""
+    return METHODS.load_plugins(modules, strict=strict)
+
+
+def _load_startup_plugins() -> None:
+    """Entry points and ``CCR_PLUGINS`` at import: a broken plugin is a warning naming it (and the error
+    of ``METHODS.get`` for its method), never an import error of ccr_core."""
+    before = dict(METHODS.plugin_errors)
+    METHODS.load_plugins(plugin_modules(), strict=False)
+    for plugin, why in METHODS.plugin_errors.items():
+        if before.get(plugin) != why:
+            warnings.warn(f"CCR Lab: method plugin {plugin} failed to load, its methods are unavailable: {why}", stacklevel=2)
+
+
+_load_startup_plugins()
+
+__all__ = ["METHODS", "DISPLAY_ORDER", "PLUGIN_ENV", "PLUGIN_GROUP", "CCRMethod", "MethodConfig", "PluginError", "TextBatch",
+           "build_method", "load_plugins", "method_sort_key", "plugin_modules"]

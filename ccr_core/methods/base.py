@@ -33,7 +33,9 @@ from torch import nn
 
 from ccr_core.registry import Registry
 
-METHODS: Registry = Registry("method")
+# Methods in other packages register through this entry-point group (see ccr_core.methods.load_plugins).
+PLUGIN_GROUP = "ccr_lab.methods"
+METHODS: Registry = Registry("method", plugin_group=PLUGIN_GROUP)
 
 
 @dataclass

@@ -92,8 +92,12 @@ def _finished(runs, root: Path | None) -> list[dict]:
 
 
 def collect(world: str, root: Path | None = None) -> list[dict]:
-    """Every finished run's ``result.json`` of the world's current grid (runs of other configs are ignored)."""
-    return _finished(grid(world), root)
+    """Every finished run's ``result.json`` of the world's current grid (runs of other configs are ignored), for the
+    grid's methods and any other registered method run at its budget (``--methods <a plugin>``)."""
+    from ccr_core.methods import METHODS
+
+    methods = PROTOCOL[world].methods
+    return _finished(grid(world, methods=(*methods, *(m for m in METHODS.list() if m not in methods))), root)
 
 
 def collect_fine_tuned(world: str, root: Path | None = None) -> list[dict]:
