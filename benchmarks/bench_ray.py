@@ -44,7 +44,7 @@ def run() -> list[Result]:
     import ray
     from ray.cluster_utils import Cluster
 
-    from ccr_core import executors
+    from ccr_core.study import executors
     from ccr_core.io import read_json
     from ccr_core.study.grid import Run
 

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from ccr_core import executors
+from ccr_core.study import executors
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
 from ccr_core.methods import method_sort_key
 from ccr_core.paths import REPO_ROOT

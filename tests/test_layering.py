@@ -26,8 +26,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("caches and encoding", ("ccr_core.features", "ccr_core.encoding", "ccr_core.index")),
     ("training", ("ccr_core.training",)),
     ("evaluation", ("ccr_core.eval", "ccr_core.evaluate")),
-    ("study", ("ccr_core.study", "ccr_core.protocol", "ccr_core.experiments")),
-    ("applications", ("ccr_core.cli", "ccr_core.dashboard", "ccr_core.setup_demo")),
+    ("study", ("ccr_core.study", "ccr_core.experiments")),
+    ("applications", ("ccr_core.cli", "ccr_core.dashboard", "ccr_core.setup_demo", "ccr_core.testing")),
 )
 LAYER_OF = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
 

@@ -1,4 +1,4 @@
-"""The grid on Ray (ccr_core/executors.py), on Ray's local test cluster: two nodes of one CPU each on this
+"""The grid on Ray (ccr_core/study/executors.py), on Ray's local test cluster: two nodes of one CPU each on this
 machine, started once for the module. A tiny grid runs across both nodes; a worker killed in the middle of a
 run is retried; a run that fails is retried, then reported while the others finish; and the tables equal the
 local executor's bit for bit (training and evaluation seconds aside: they are measured, not computed)."""
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ccr_core import executors
+from ccr_core.study import executors
 from ccr_core.io import read_json
 from ccr_core.study import grid as study_grid
 from ccr_core.study import runner
