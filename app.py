@@ -102,8 +102,9 @@ def finish_background(world) -> None:
         log.exception("encoding the test captions failed")
         return
     try:
+        start = time.perf_counter()
         world.finish_training_caches(progress=True)
-        log.info("%s", world.training_status)
+        log.info("training pairs ready (%.0f s in the background)", time.perf_counter() - start)
     except Exception:  # noqa: BLE001 -- the audit and experiment tabs show the error; search keeps working
         log.exception("preparing the training pairs failed")
 

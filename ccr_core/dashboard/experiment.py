@@ -208,7 +208,7 @@ class Experiments:
 
 def experiments(world: World) -> Experiments:
     """The world's single :class:`Experiments` registry."""
-    with world._lock:
+    with world.lock:
         if "experiments" not in world.memo:
             world.memo["experiments"] = Experiments(world)
         return world.memo["experiments"]

@@ -4,12 +4,15 @@ stamped with the same weights hash, else from the world cache (``eval/``, stampe
 they are computed once and cached. Tables download as CSV and JSON."""
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
 import pandas as pd
 
-from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, json_dump, load_json, safe_name
+from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, safe_name
+from ccr_core.io import read_json, write_json_atomic
+from ccr_core.methods import method_sort_key
 
 METRICS = ("SumR", "mean_recall", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_MedR", "i2t_MedR")
 COLUMNS = ["model", "method", "train noise", "group", "queries", "images", "t2i_R@1", "t2i_R@5", "t2i_R@10",
@@ -29,13 +32,13 @@ def model_result(world: World, model: ModelEntry) -> dict:
         result = None
         for shipped in (model.trained.folder / "metrics.json", model.trained.folder.parent / "metrics.json"):
             if shipped.exists():
-                data = load_json(shipped)
+                data = read_json(shipped)
                 if data.get("checkpoint_sha256") in (None, model.checkpoint_hash) and "groups" in data:
                     result = data
                     break
         path = world.cache_dir / "eval" / f"{safe_name(model.name)}-{model.checkpoint_hash[:12]}.json"
         if result is None and path.exists():
-            cached = load_json(path)
+            cached = read_json(path)
             if cached.get("checkpoint_sha256") == model.checkpoint_hash and cached.get("bundle") == bundle_stamp(world):
                 result = cached["result"]
         if result is None:
@@ -44,7 +47,7 @@ def model_result(world: World, model: ModelEntry) -> dict:
             from ccr_core.evaluate import evaluate_model
 
             result = evaluate_model(model.trained, world.benches[model.text_config])
-            json_dump(path, {"checkpoint_sha256": model.checkpoint_hash, "bundle": bundle_stamp(world), "result": result})
+            write_json_atomic(path, {"checkpoint_sha256": model.checkpoint_hash, "bundle": bundle_stamp(world), "result": result})
         result = {**result, "model": model.label}
         memo[key] = result
         return result
@@ -62,7 +65,7 @@ def protocol_cells(world: World) -> dict:
         from ccr_core.paths import REPO_ROOT
 
         path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
-        world.memo["protocol_cells"] = protocol.cells(load_json(path)) if path.exists() else {}
+        world.memo["protocol_cells"] = protocol.cells(read_json(path)) if path.exists() else {}
     return world.memo["protocol_cells"]
 
 
@@ -73,7 +76,7 @@ def fine_tuned_cells(world: World) -> dict:
         from ccr_core.paths import REPO_ROOT
 
         path = REPO_ROOT / "results" / f"fine-tuned-{world.name}.json"
-        world.memo["fine_tuned_cells"] = protocol.cells(load_json(path)) if path.exists() else {}
+        world.memo["fine_tuned_cells"] = protocol.cells(read_json(path)) if path.exists() else {}
     return world.memo["fine_tuned_cells"]
 
 
@@ -93,19 +96,27 @@ def _interval(world: World, model: ModelEntry, group: str) -> str | None:
     return f"{mean:.1f}" + ("" if hw != hw else f" ± {hw:.1f}") + f" ({n} seed{'s' if n != 1 else ''})"
 
 
+def plus_minus(stat: tuple[float, float] | None, digits: int = 1) -> str:
+    """'mean ± half-width' of a (mean, half-width) pair; '' without a mean, the mean alone without a width."""
+    if stat is None or stat[0] is None or math.isnan(stat[0]):
+        return ""
+    mean, hw = stat
+    return f"{mean:.{digits}f}" + ("" if hw is None or math.isnan(hw) else f" ± {hw:.{digits}f}")
+
+
 def interval_table(world: World) -> pd.DataFrame:
     """One row per cell of the equal-budget grid: target and English SumR, MRV and kept share, mean ± 95% CI."""
     from ccr_core import protocol
 
     table = protocol_cells(world)
     rows = []
-    for (setting, method, noise), cell in sorted(table.items(), key=lambda kv: (kv[0][0], protocol.METHOD_ORDER.index(kv[0][1]) if kv[0][1] in protocol.METHOD_ORDER else 99, kv[0][2])):
+    for (setting, method, noise), cell in sorted(table.items(), key=lambda kv: (kv[0][0], method_sort_key(kv[0][1]), kv[0][2])):
         st = cell["stats"]
         share = protocol.kept_share(table, setting, method, noise) if noise else {}
         rows.append({"setting": setting, "method": method, "train noise": noise, "seeds": len(cell["seeds"]),
-                     "target SumR": protocol._pm(st.get("target SumR")), "en SumR": protocol._pm(st.get("SumR en")),
-                     "MRV mean": protocol._pm(st.get("mrv_mean"), 2), "kept %": protocol._pm(protocol.t_interval(list(share.values()))) if share else "",
-                     "UML DECL AUROC": protocol._pm(st.get("mismatch auroc"), 3), "1 − cosine AUROC": protocol._pm(st.get("cosine auroc"), 3)})
+                     "target SumR": plus_minus(st.get("target SumR")), "en SumR": plus_minus(st.get("SumR en")),
+                     "MRV mean": plus_minus(st.get("mrv_mean"), 2), "kept %": plus_minus(protocol.t_interval(list(share.values()))) if share else "",
+                     "UML DECL AUROC": plus_minus(st.get("mismatch auroc"), 3), "1 − cosine AUROC": plus_minus(st.get("cosine auroc"), 3)})
     return pd.DataFrame(rows, columns=["setting", "method", "train noise", "seeds", "target SumR", "en SumR", "MRV mean", "kept %",
                                        "UML DECL AUROC", "1 − cosine AUROC"])
 
@@ -116,7 +127,7 @@ def noise_plot(world: World, setting: str = "common"):
     from ccr_core.paths import REPO_ROOT
 
     path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
-    return protocol.noise_figure(world.name, load_json(path), setting) if path.exists() else None
+    return protocol.noise_figure(world.name, read_json(path), setting) if path.exists() else None
 
 
 def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | None = None) -> pd.DataFrame:
@@ -177,7 +188,7 @@ def export(world: World, df: pd.DataFrame) -> tuple[Path, Path]:
     tmp = csv_path.with_suffix(".tmp")
     df.to_csv(tmp, index=False)
     tmp.replace(csv_path)
-    json_dump(json_path, {"world": world.name, "rows": df.to_dict(orient="records"), "results": all_results(world)})
+    write_json_atomic(json_path, {"world": world.name, "rows": df.to_dict(orient="records"), "results": all_results(world)})
     return csv_path, json_path
 
 

@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ccr_core.dashboard.languages import PALETTE
-from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, ModelEntry, World, json_dump, load_json, language_name, safe_name
+from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, ModelEntry, World, language_name, safe_name
+from ccr_core.io import read_json, write_json_atomic
 
 ALGORITHMS = ("UMAP", "PCA")
 DEFAULTS = {"algorithm": "UMAP", "sample": 200, "n_neighbors": 15, "min_dist": 0.1, "seed": 0}
@@ -173,7 +174,7 @@ def project(world: World, model_name: str, langs: Sequence[str] | None = None, a
     base = folder / f"{safe_name(model.name)}-{key}"
     npy, meta_path = base.with_suffix(".npy"), base.with_suffix(".json")
     if npy.exists() and meta_path.exists():
-        meta = load_json(meta_path)
+        meta = read_json(meta_path)
         if meta.get("checkpoint_sha256") == model.checkpoint_hash and meta.get("params") == params:
             coords = np.load(npy, allow_pickle=False)
             memo[key] = Projection(model.label, coords, meta["points"], params, "disk", time.perf_counter() - start)
@@ -190,7 +191,7 @@ def project(world: World, model_name: str, langs: Sequence[str] | None = None, a
     tmp = npy.with_suffix(".tmp.npy")
     np.save(tmp, coords)
     tmp.replace(npy)
-    json_dump(meta_path, {"checkpoint_sha256": model.checkpoint_hash, "model": model.name, "params": params, "points": points})
+    write_json_atomic(meta_path, {"checkpoint_sha256": model.checkpoint_hash, "model": model.name, "params": params, "points": points})
     if progress:
         progress(1.0, f"{model.label}: done")
     memo[key] = Projection(model.label, coords, points, params, "computed", time.perf_counter() - start)
