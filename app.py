@@ -32,7 +32,8 @@ CSS = f"""
 .ccr-header p {{color: var(--body-text-color-subdued); margin-top: 0}}
 body, .gradio-container {{font-family: {FONT_STACK}}}
 .gradio-container code, .gradio-container pre {{font-family: {", ".join(f'"{f}"' if " " in f else f for f in MONO_FONTS)}}}
-.ccr-gallery .caption-label {{font-size: 0.8em}}
+.ccr-gallery .caption-label {{font-size: 0.8em; white-space: normal; overflow: visible; text-overflow: clip; max-width: 100%; line-height: 1.2}}
+.ccr-gallery-title p {{margin: 0; font-size: 0.95em}}
 """
 
 
@@ -58,19 +59,26 @@ def build_app(world):
     import gradio as gr
 
     from ccr_core.dashboard.ui import Page
-    from ccr_core.dashboard.world import language_name
 
     page = Page(world)
     with gr.Blocks(title=f"CCR Lab · {world.name}", analytics_enabled=False) as demo:
-        gr.Markdown(f"# CCR Lab · {world.name}\nFind images from captions in {', '.join(language_name(l) for l in world.languages)} "
-                    f"(or any of about 90 other languages) — and captions from images — and compare {len(world.model_names())} "
-                    "cross-lingual retrieval models side by side.", elem_classes="ccr-header")
+        gr.Markdown(lambda: header_markdown(world), elem_classes="ccr-header", elem_id="header")  # a callable: as of each page load
         with gr.Tabs():
             for tab in TABS:
                 importlib.import_module(f"ccr_core.dashboard.{tab}").build_tab(world, page)
         # A page opened after a training run finished lists the new model too.
         demo.load(page.model_choice_updates, None, page.choice_targets, api_name="refresh_models")
+        for fn, outputs in page.loaders:
+            demo.load(fn, None, outputs, api_visibility="private")
     return demo
+
+
+def header_markdown(world) -> str:
+    """The page header, with the number of models as it is now (published Experiment runs count)."""
+    from ccr_core.dashboard.world import language_name
+
+    return (f"# CCR Lab · {world.name}\nFind images from captions in {', '.join(language_name(l) for l in world.languages)} "
+            f"(or about 90 other languages), captions from images, and compare **{len(world.model_names())} models**.")
 
 
 def warm_up(world) -> None:

@@ -193,6 +193,7 @@ def test_search_opens_with_a_hint_and_one_click_examples(page):
 
 def test_caption_picker_searches_on_the_server(page):
     open_tab(page, "Search")
+    page.get_by_text("…or pick a test caption").click()  # behind an accordion: the galleries come first
     page.locator("#caption-find textarea, #caption-find input").first.press_sequentially("编号14", delay=30)
     page.wait_for_timeout(1500)  # the matches come from the server
     page.locator("#caption-pick input").click()

@@ -601,33 +601,55 @@ def _wait(job, seconds=120):
     return job
 
 
-def test_experiment_trains_in_the_background_and_registers_the_model(world_paths):
+def test_experiment_runs_are_private_until_published_and_stopped_runs_are_discarded(world_paths):
     from ccr_core.dashboard import InputError, experiment, leaderboard, search
     from ccr_core.dashboard.world import load_world
 
     own = load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"])  # not the shared one
+    shipped = own.model_names()
     jobs = experiment.experiments(own)
     with pytest.raises(InputError, match="Unknown method"):
-        jobs.start("magic", 0.0, 10)
+        jobs.start("magic", 0.0, 10, owner="alice")
     with pytest.raises(InputError, match="Steps"):
-        jobs.start("baseline", 0.0, 10**6)
-    job = jobs.start("baseline", 0.2, 6)
+        jobs.start("baseline", 0.0, 10**6, owner="alice")
+    assert "Expected run time" in jobs.plan("baseline", 0.0, 6, "alice")  # from the shipped checkpoint's recorded time
+    job = jobs.start("baseline", 0.2, 6, owner="alice")
     with pytest.raises(InputError, match="already going"):
-        jobs.start("baseline", 0.0, 6)
+        jobs.start("baseline", 0.0, 6, owner="bob")
+    with pytest.raises(InputError, match="No such training run"):
+        jobs.get(job.id, "bob")  # another session cannot see, stop or publish it
     _wait(job)
     assert job.status == "done", job.message
     assert [s for s, _ in job.losses] == list(range(1, 7)) and all(np.isfinite(l) for _, l in job.losses)
-    name = job.model_name.replace(" (trained here)", "")
-    assert name in own.model_names() and not own.model(name).shipped and own.model(name).noise == 0.2
+    name = job.model_name
+    # Private: only alice's session lists it; every other view (and every other user) does not.
+    assert own.model_names() == shipped and name in own.model_names("alice") and name not in own.model_names("bob")
+    with pytest.raises(InputError, match="No model named"):
+        own.model(name, "bob")
+    assert name not in {m.split(" (")[0] for m in leaderboard.leaderboard_table(own)["model"]}
+    assert "private to this browser session" in job.status_markdown()
+    with pytest.raises(InputError, match="No such training run"):
+        jobs.publish(job.id, "bob")
+    jobs.publish(job.id, "alice")
+    assert name in own.model_names() and name in own.model_names("bob") and not own.model(name).shipped and own.model(name).noise == 0.2
     assert own.model(name).bench.bundle.noise  # it saw injected noise
     assert search.text_search(own, "de caption 5", "auto", [name], 3).methods[0].target_rank is not None
     assert name + " (trained here)" in set(leaderboard.leaderboard_table(own)["model"])
-    assert "Finished" in job.status_markdown() and "6 / 6" in job.progress_html() and len(job.loss_figure().data) == 2
-    plan = jobs.plan("uml", 0.4, 50)
+    assert "published" in job.status_markdown() and "6 / 6" in job.progress_html() and len(job.loss_figure().data) == 2
+    plan = jobs.plan("uml", 0.4, 50, "alice")
     assert "`uml` for **50 steps**" in plan and "40%" in plan and "Last run:" in plan and "Finished" in plan
-    stopped = jobs.start("baseline", 0.0, 2000)
-    jobs.stop(stopped.id)
-    assert _wait(stopped).status in ("stopped", "done") and stopped.step < 2000
+    assert "Last run:" not in jobs.plan("uml", 0.4, 50, "bob")
+    assert "earlier run(s) of baseline" in jobs.plan("baseline", 0.0, 50, "bob")  # the expected time learns from finished runs
+    # A stopped run is discarded (no model, no files) unless kept.
+    stopped = jobs.start("baseline", 0.0, 2000, owner="alice")
+    jobs.stop(stopped.id, "alice")
+    assert _wait(stopped).status == "stopped" and stopped.step < 2000 and not stopped.model_name
+    assert not stopped.run_dir.exists() and len(own.model_list(include_private=True)) == len(shipped) + 1
+    kept = jobs.start("baseline", 0.0, 2000, owner="alice")
+    jobs.stop(kept.id, "alice", keep=True)
+    assert _wait(kept).status == "stopped" and kept.model_name in own.model_names("alice") and kept.model_name not in own.model_names()
+    jobs.discard(kept.id, "alice")
+    assert kept.model_name == "" and not kept.run_dir.exists() and kept.status == "discarded"
 
 
 def test_about_has_methods_citations_and_the_dataset_card(world):

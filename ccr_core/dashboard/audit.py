@@ -288,10 +288,9 @@ def build_tab(world: World, page) -> None:
                     "(the DECL score it trains with), beside the trivial detectors (the plain baseline's 1 − cosine and per-pair loss). "
                     "Where the world knows which pairs are noisy, see how well each finds them.")
         model = gr.Dropdown(uml_names, value=uml_names[0] if uml_names else None, label="Model", allow_custom_value=True)
-        must_wait = bool(world.pending_training) and not (uml_names and shipped_scores(world, world.model(uml_names[0])) is not None)
-        status = gr.Markdown(f"⏳ {world.training_status}" if must_wait else "", elem_id="audit-status")
+        status = gr.Markdown("", elem_id="audit-status")
         # While the training pairs are prepared in the background (and no shipped scores stand in): show how far, then draw the audit.
-        waiting = gr.Timer(5.0, active=must_wait)
+        waiting = gr.Timer(3.0, active=False)
         with gr.Row():
             hist = gr.Plot(label="Uncertainty distribution", elem_id="audit-hist")
             curves = gr.Plot(label="ROC and precision–recall", elem_id="audit-curves")
@@ -321,11 +320,17 @@ def build_tab(world: World, page) -> None:
 
     def poll(name, start, size):
         shipped = name in uml_names and shipped_scores(world, world.model(name)) is not None
-        if world.pending_training and not world.training_error and not shipped:
+        if world.training_work.active and not shipped:
             return (f"⏳ {world.training_status}", *[gr.skip()] * 7, gr.Timer(active=True))
         return (*do_audit(name, start, size), gr.Timer(active=False))
 
     waiting.tick(poll, [model, page_start, page_size], [status, hist, curves, precision, *page_outputs, waiting], api_visibility="private")
+
+    def on_load():
+        must_wait = world.training_work.active and not (uml_names and shipped_scores(world, world.model(uml_names[0])) is not None)
+        return (f"⏳ {world.training_status}" if must_wait else ""), gr.Timer(active=must_wait)
+
+    page.on_load(on_load, [status, waiting])
     gr.on([tab.select, model.change], do_audit, [model, page_start, page_size], [status, hist, curves, precision, *page_outputs], api_name="audit")
     gr.on([page_start.submit, page_size.release], do_page, [model, page_start, page_size], page_outputs, api_name="audit_page")
     prev_btn.click(lambda m, s, n: do_page(m, max(0, int(s or 0) - int(n)), n), [model, page_start, page_size], page_outputs, api_name="audit_prev")

@@ -105,6 +105,11 @@ class ModelRegistry:
         with self.lock:
             return self._models.pop(name, None)
 
+    def find(self, name: str) -> ModelEntry | None:
+        """The model of that name, private or not, or None (for labels and colours, never for access)."""
+        with self.lock:
+            return self._models.get(name)
+
     def list(self, session: str | None = None, include_private: bool = False) -> list[ModelEntry]:
         """Every shared model, plus ``session``'s private ones (all private ones with ``include_private``)."""
         with self.lock:

@@ -45,3 +45,29 @@ def make_thumbnail(bundle: Bundle, item: Item, out_dir: Path) -> Path:
     image.save(tmp, "JPEG", quality=85)
     tmp.replace(out)
     return out
+
+
+TRUTH_BORDER = ("#F0E442", "#000000")  # Okabe-Ito yellow framed in black: visible on light and dark pictures alike
+TRUTH_BORDER_PX = 10
+
+
+def marked_thumbnail(thumb: Path) -> Path:
+    """A copy of ``thumb`` with a thick border drawn in: the ground-truth tile of a search (a gallery
+    component gives no per-tile style, so the mark is part of the picture)."""
+    out = thumb.with_name(thumb.stem + "-truth.jpg")
+    if out.exists():
+        return out
+    with Image.open(thumb) as image:
+        inner = image.convert("RGB")
+    colour, frame = TRUTH_BORDER
+    w, h = inner.size
+    pad = TRUTH_BORDER_PX
+    marked = Image.new("RGB", (w + 2 * pad, h + 2 * pad), colour)
+    marked.paste(inner, (pad, pad))
+    draw = ImageDraw.Draw(marked)
+    draw.rectangle([0, 0, w + 2 * pad - 1, h + 2 * pad - 1], outline=frame, width=2)
+    draw.rectangle([pad - 2, pad - 2, w + pad + 1, h + pad + 1], outline=frame, width=2)
+    tmp = out.with_suffix(".tmp.jpg")
+    marked.save(tmp, "JPEG", quality=90)
+    tmp.replace(out)
+    return out

@@ -25,7 +25,7 @@ from ccr_core.dashboard.detect import ENCODER_LANGUAGES, LanguageGuesser, detect
 from ccr_core.dashboard.embeddings import Embeddings
 from ccr_core.dashboard.errors import InputError, WorldNotBuilt
 from ccr_core.dashboard.models import ModelEntry, ModelRegistry, checkpoint_folders, checkpoint_hash, text_config_of
-from ccr_core.dashboard.thumbnails import make_thumbnail, safe_name
+from ccr_core.dashboard.thumbnails import make_thumbnail, marked_thumbnail, safe_name
 from ccr_core.dashboard.workbenches import noisy_bench, prepare_test_workbench
 from ccr_core.data.bundle import Bundle, BundleError, Caption, Item, load_bundle
 from ccr_core.evaluate import load_trained
@@ -210,6 +210,10 @@ class World:
         if item_id not in self.thumbs:
             self.thumbs[item_id] = make_thumbnail(self.bundle, self.bundle.item(item_id), self.thumb_dir)
         return self.thumbs[item_id]
+
+    def truth_thumbnail(self, item_id: str) -> Path:
+        """The item's thumbnail with the ground-truth border drawn in."""
+        return marked_thumbnail(self.thumbnail(item_id))
 
     # -- text helpers -------------------------------------------------------------------------------
     def test_captions_in(self, lang: str | None = None) -> list[Caption]:
