@@ -121,11 +121,12 @@ def launch(demo, world, host: str = "127.0.0.1", port: int = 7860, block: bool =
     import gradio as gr
     from starlette.middleware import Middleware
 
+    from ccr_core.dashboard.projection import PAGE_JS
     from ccr_core.dashboard.ui import SlimPageConfig
 
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=False, allowed_paths=world.served_dirs(), show_error=False, max_file_size=MAX_UPLOAD,
-                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS,
+                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS, js=PAGE_JS,
                        app_kwargs={"middleware": [Middleware(SlimPageConfig)]})
 
 

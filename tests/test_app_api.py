@@ -77,7 +77,7 @@ def test_launch_is_local_private_and_serves_only_its_folders(server):
 def test_every_api_name_is_exposed(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     expected = {"/search", "/pick_caption", "/caption_list", "/image_to_text", "/many_languages", "/instance_texts", "/consistency",
-                "/consistency_instance", "/consistency_pick", "/audit", "/audit_page", "/audit_prev", "/audit_next", "/projection",
+                "/consistency_instance", "/consistency_pick", "/audit", "/audit_page", "/audit_prev", "/audit_next", "/projection", "/projection_select",
                 "/leaderboard", "/train_start", "/train_status", "/train_stop", "/train_publish", "/train_discard", "/refresh_models", "/find_captions", "/train_plan"}
     assert expected <= names and {f"/pick_result_{i}" for i in range(len(ALL) + 3)} <= names
 
@@ -152,13 +152,16 @@ def test_many_languages(client, server):
     item = server["world"].gallery[4].id
     en, de, zh, status = client.predict(item, api_name="/instance_texts")
     assert en.startswith("en caption") and de.startswith("de caption") and "编号" in zh
-    status, plot, table = client.predict(item, ALL, en, de, zh, api_name="/many_languages")
+    status, plot, table, thumb = client.predict(item, ALL, en, de, zh, api_name="/many_languages")
     assert "3 languages" in status and plot["type"] == "plotly" and len(table["data"]) == len(ALL)
-    assert "spread (σ, MRV)" in table["headers"]
+    assert "spread (σ, MRV)" in table["headers"] and Path(thumb).stat().st_size > 0  # the instance's picture beside it
     assert client.predict("", ALL, "", " ", "", api_name="/many_languages")[0].startswith("⚠")
     # An added language (not one of the world's) gets its own rank of the same image.
-    status, plot, table = client.predict(item, ALL, en, de, zh, "es", "un cuadrado de colores", api_name="/many_languages")
+    status, plot, table, _ = client.predict(item, ALL, en, de, zh, "es", "un cuadrado de colores", api_name="/many_languages")
     assert "4 languages" in status and "Spanish" in status and "rank es" in table["headers"]
+    # A typed line whose language is not chosen is said to be left out, not silently ignored.
+    status, *_ = client.predict(item, ALL, en, de, zh, "", "un cuadrado de colores", api_name="/many_languages")
+    assert "3 languages" in status and "Left out “un cuadrado de colores”" in status
 
 
 def test_enter_submits_the_search_boxes(server):
@@ -204,12 +207,12 @@ def test_every_tab_opens_with_something_to_look_at(server):
 
 
 def test_consistency_views(client, server):
-    status, summary, hist, worst, instance = client.predict("t2i", "baseline", api_name="/consistency")
+    status, summary, hist, worst, instance = client.predict("t2i", "baseline", True, api_name="/consistency")
     assert [row[0] for row in summary["data"]] == ALL and hist["type"] == "plotly" and worst["data"]
     item = worst["data"][0][0]
-    caps, heat, text = client.predict(item, "i2t", api_name="/consistency_instance")
-    assert len(caps["data"]) == 3 and heat["type"] == "plotly" and item in text
-    assert client.predict("nope", "t2i", api_name="/consistency_instance")[2].startswith("⚠")
+    caps, heat, text, thumb = client.predict(item, "i2t", True, api_name="/consistency_instance")
+    assert len(caps["data"]) == 3 and heat["type"] == "plotly" and item in text and Path(thumb).stat().st_size > 0  # its picture too
+    assert client.predict("nope", "t2i", True, api_name="/consistency_instance")[2].startswith("⚠")
     assert client.predict("t2i", api_name="/consistency_pick")[3].startswith("⚠")  # no row selected
 
 
@@ -227,11 +230,17 @@ def test_audit_views(client):
 
 
 def test_projection_and_its_cache(client):
-    status, left, right = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, True, api_name="/projection")
+    status, left, right = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, True, False, api_name="/projection")
     assert left["type"] == right["type"] == "plotly" and "baseline" in status
-    status, *_ = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, False, api_name="/projection")
+    status, *_ = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, False, False, api_name="/projection")
     assert status.count("memory") == 2
-    assert client.predict("baseline", "uml", [], "PCA", 10, 15, 0.1, False, api_name="/projection")[0].startswith("⚠")
+    assert client.predict("baseline", "uml", [], "PCA", 10, 15, 0.1, False, False, api_name="/projection")[0].startswith("⚠")
+    status, *_ = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, False, True, api_name="/projection")
+    assert "One shared PCA fit" in status
+    # Selecting instances (what a click or lasso in a map sends) shows them with their captions.
+    status, grid, table, *_ = client.predict("img2 img5", ["en", "de"], api_name="/projection_select")
+    assert "2 instances selected" in status and len(grid) == 2 and {row[0] for row in table["data"]} == {"img2", "img5"}
+    assert client.predict("", ["en"], api_name="/projection_select")[0].startswith("⚠")
 
 
 def test_experiment_plan_says_what_a_run_will_do(client):
@@ -241,12 +250,15 @@ def test_experiment_plan_says_what_a_run_will_do(client):
 
 
 def test_leaderboard_and_downloads(client):
-    status, table, bars, mrv, csv_file, json_file, intervals, noise = client.predict("SumR", "SumR", ["en", "de", "zh"], api_name="/leaderboard")
-    assert len(table["data"]) == len(ALL) * 3 and bars["type"] == mrv["type"] == "plotly"
+    status, table, bars, mrv, csv_file, json_file, intervals, noise, ranking, ranking_plot = client.predict(
+        "SumR", "SumR", ["en", "de", "zh"], True, api_name="/leaderboard")
+    assert len(table["data"]) == len(ALL) * 3 and bars["type"] == mrv["type"] == ranking_plot["type"] == "plotly"
+    assert [row[1] for row in ranking["data"]] and len(ranking["data"]) == len(ALL)  # one row per model
+    assert {row[7] for row in ranking["data"]} == {"no seeds run"}  # the tiny world has no grid: said, not left blank
     assert "No equal-budget grid has been run for this world yet" in status and not intervals["data"]  # the tiny world has no grid
     assert Path(csv_file).read_text().startswith("model,method,train noise,group")
     assert '"world": "tiny"' in Path(json_file).read_text()
-    status, table, *_ = client.predict("MRV mean", "t2i_R@1", ["de"], api_name="/leaderboard")
+    status, table, *_ = client.predict("MRV mean", "t2i_R@1", ["de"], True, api_name="/leaderboard")
     assert {row[3] for row in table["data"]} == {"de"}
 
 

@@ -128,9 +128,9 @@ def test_embedding_tab(page):
 
 def test_leaderboard_tab(page):
     open_tab(page, "Leaderboard")
-    wait_plot(page, "lb-bars")
+    wait_plot(page, "lb-ranking-plot")
     wait_plot(page, "lb-mrv")
-    visible_text(page, "lb-table", "one_to_k")
+    visible_text(page, "lb-ranking", "one_to_k")
     shot(page, "leaderboard")
 
 

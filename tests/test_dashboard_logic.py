@@ -558,6 +558,32 @@ def test_projections_have_the_right_shape_and_are_cached(world, world_paths):
     assert projection.project(world, "baseline", ["en", "zh"], "PCA", sample=10, cached_only=True).source == "memory"
 
 
+def test_a_shared_projection_fits_both_models_at_once_and_selection_links_them(world):
+    from ccr_core.dashboard import InputError, projection
+
+    left, right = projection.project_shared(world, "baseline", "uml", ["en", "zh"], "PCA", sample=10)
+    assert left.coords.shape == right.coords.shape == (30, 2) and left.points == right.points  # the same instances
+    assert left.params["shared"] and left.source == "computed"
+    assert projection.project_shared(world, "baseline", "uml", ["en", "zh"], "PCA", sample=10)[0].source == "memory"
+    # One fit: the PCA of both models' points together (the same axes for both maps).
+    xa, _ = projection._points(world, world.model("baseline"), ["en", "zh"], 10, 0)
+    xb, _ = projection._points(world, world.model("uml"), ["en", "zh"], 10, 0)
+    together = projection._fit(np.concatenate([xa, xb]), "PCA", 15, 0.1, 0)
+    assert np.allclose(np.concatenate([left.coords, right.coords]), together, atol=1e-4)
+    items = [pt["item"] for pt in left.points if pt["kind"] == "image"][:2]
+    grid, table, status, chosen = projection.selection(world, " ".join(items), ["en", "zh"])
+    assert chosen == items and len(grid) == 2 and set(table["image"]) == set(items) and set(table["language"]) == {"en", "zh"}
+    fig = projection.figure(left, highlight=items, thumb_url=lambda item: f"thumbs/{item}.jpg")
+    ring = fig.data[-1]
+    assert ring.name == "selected" and len(ring.x) == 2 * 3  # each selected image and its two captions, ringed
+    assert list(fig.data[0].customdata[0]) == [left.points[0]["item"], f"thumbs/{left.points[0]['item']}.jpg"]  # for hover thumbnails
+    assert fig.layout.dragmode == "lasso"
+    with pytest.raises(InputError, match="Select points"):
+        projection.selection(world, "", ["en"])
+    with pytest.raises(InputError, match="Not test images"):
+        projection.selection(world, "nope", ["en"])
+
+
 # --------------------------------------------------------------------------------------------------
 # leaderboard
 
@@ -576,7 +602,7 @@ def test_leaderboard_matches_evaluation_and_is_cached(world, world_paths, monkey
     expected = ccr_core.evaluate.evaluate_model(model.trained, world.benches[model.text_config])
     assert row["SumR"] == round(expected["groups"]["de"]["SumR"], 2) and row["MRV t2i"] == round(expected["mrv"]["mrv_t2i"], 3)
     assert list(leaderboard.leaderboard_table(world, "MRV mean")["MRV mean"]) == sorted(df["MRV mean"])
-    bars, mrv = leaderboard.leaderboard_figures(df, "t2i_R@1")
+    bars, mrv = leaderboard.leaderboard_figures(df, "t2i_R@1", world)
     assert len(bars.data) == len(world.model_names()) and len(mrv.data) == 2
     csv_path, json_path = leaderboard.export(world, df)
     assert len(pd.read_csv(csv_path)) == len(df) and json.loads(json_path.read_text())["world"] == "tiny"
@@ -586,6 +612,51 @@ def test_leaderboard_matches_evaluation_and_is_cached(world, world_paths, monkey
     assert leaderboard.leaderboard_table(fresh, "SumR").equals(df)
     with pytest.raises(InputError, match="Cannot sort"):
         leaderboard.leaderboard_table(world, "height")
+
+
+def test_ranking_has_one_row_per_model_with_interval_and_verdict(world):
+    from ccr_core import protocol
+    from ccr_core.dashboard import leaderboard
+
+    def run(method, seed, sumr):
+        return {"setting": "published", "method": method, "noise_rate": 0.0, "seed": seed,
+                "groups": {"en": {"SumR": 500.0}, "de": {"SumR": sumr}}, "mrv": {"mrv_mean": 1.0}}
+
+    # uml beats the baseline by 40 in every seed (resolved); one_to_k is +1, -1, +2 (its interval holds 0)
+    results = [run("baseline", s, v) for s, v in enumerate((400.0, 410.0, 405.0))]
+    results += [run("uml", s, v + 40) for s, v in enumerate((400.0, 410.0, 405.0))]
+    results += [run("one_to_k", s, v + d) for s, (v, d) in enumerate(((400.0, 1), (410.0, -1), (405.0, 2)))]
+    saved = world.memo.get("protocol_cells")
+    world.memo["protocol_cells"] = protocol.cells(results)
+    try:
+        table = leaderboard.ranking_table(world)
+    finally:
+        world.memo.pop("protocol_cells")
+        if saved is not None:
+            world.memo["protocol_cells"] = saved
+    assert list(table["model"]) == sorted(table["model"], key=lambda m: -float(table.set_index("model").loc[m, "target SumR"]))
+    assert sorted(table["model"]) == sorted(world.model_names()) and list(table["rank"]) == list(range(1, len(table) + 1))
+    row = table.set_index("model")
+    mean, hw = protocol.t_interval([440.0, 450.0, 445.0])
+    assert row.loc["uml", "target SumR over seeds (95% CI)"] == f"{mean:.1f} ± {hw:.1f} (3 seeds)"
+    assert row.loc["uml", "verdict"] == "better than the baseline" and row.loc["uml", "vs baseline (paired, 95% CI)"].startswith("+40.0")
+    assert row.loc["one_to_k", "verdict"].startswith("difference not resolved")
+    assert row.loc["baseline", "verdict"] == "the reference"
+    own = leaderboard.model_result(world, world.model("uml"))
+    assert row.loc["uml", "target SumR"] == round(protocol.target_sumr(own), 1)  # the checkpoint's own number
+
+
+def test_every_method_family_keeps_one_colour_blind_safe_hue():
+    from ccr_core.dashboard import colours
+
+    assert colours.family("one_to_k-noise0.4") == "one_to_k" and colours.family("uml-ft") == "uml" and colours.family("floor (trained here)") == "floor"
+    assert colours.method_colour("baseline") != colours.method_colour("one_to_k", 0.4)  # were both blue
+    assert len({colours.method_colour(m) for m in colours.FAMILY_COLOURS}) == len(colours.FAMILY_COLOURS)
+    assert set(colours.FAMILY_COLOURS.values()) <= set(colours.OKABE_ITO.values())
+    light = colours.method_colour("uml", 0.4)
+    r, g, b = (int(light[i : i + 2], 16) for i in (1, 3, 5))
+    base = colours.FAMILY_COLOURS["uml"]
+    assert (r, g, b) > tuple(int(base[i : i + 2], 16) for i in (1, 3, 5))  # the variant: the same hue, lighter
 
 
 # --------------------------------------------------------------------------------------------------
