@@ -77,7 +77,7 @@ def test_launch_is_local_private_and_serves_only_its_folders(server):
 def test_every_api_name_is_exposed(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     expected = {"/search", "/pick_caption", "/caption_list", "/image_to_text", "/many_languages", "/instance_texts", "/consistency",
-                "/consistency_instance", "/consistency_pick", "/audit", "/audit_page", "/audit_prev", "/audit_next", "/projection", "/projection_select",
+                "/consistency_instance", "/consistency_pick", "/audit", "/audit_page", "/audit_prev", "/audit_next", "/audit_filter", "/projection", "/projection_select",
                 "/leaderboard", "/train_start", "/train_status", "/train_stop", "/train_publish", "/train_discard", "/refresh_models", "/find_captions", "/train_plan"}
     assert expected <= names and {f"/pick_result_{i}" for i in range(len(ALL) + 3)} <= names
 
@@ -217,16 +217,20 @@ def test_consistency_views(client, server):
 
 
 def test_audit_views(client):
-    status, hist, curves, precision, start, gallery, table, page = client.predict("uml", 0, 6, api_name="/audit")
+    status, hist, curves, precision, kinds, _kind_pick, start, gallery, table, page = client.predict("uml", 0, 6, "all", "all", api_name="/audit")
     assert "AUROC" in status and hist["type"] == curves["type"] == "plotly" and precision["data"]
+    assert {row[0] for row in kinds["data"]} == {"noisy-correspondence", "clean (false alarms)"}
+    assert "English source" in table["headers"]
     assert len(gallery) == 6 and len(table["data"]) == 6 and "highest DECL score first" in page and "AUROC" in status and status.count("AUROC") >= 2
-    start, gallery, table, page = client.predict("uml", 0, 6, api_name="/audit_next")
+    start, gallery, table, page = client.predict("uml", 0, 6, "all", "all", api_name="/audit_next")
     assert start == 6 and table["data"][0][0] == 7
-    start, *_ = client.predict("uml", 6, 6, api_name="/audit_prev")
+    start, *_ = client.predict("uml", 6, 6, "all", "all", api_name="/audit_prev")
     assert start == 0
-    assert client.predict("uml", 3, 2, api_name="/audit_page")[0] == 3
-    assert client.predict("uml", 9999, 6, api_name="/audit_page")[3].startswith("⚠")
-    assert client.predict("baseline", 0, 6, api_name="/audit")[0].startswith("⚠")
+    assert client.predict("uml", 3, 2, "all", "all", api_name="/audit_page")[0] == 3
+    assert client.predict("uml", 9999, 6, "all", "all", api_name="/audit_page")[3].startswith("⚠")
+    assert client.predict("baseline", 0, 6, "all", "all", api_name="/audit")[0].startswith("⚠")
+    start, gallery, table, page = client.predict("uml", 0, 6, "de", "noisy-correspondence", api_name="/audit_filter")
+    assert {row[table["headers"].index("language")] for row in table["data"]} == {"de"} and "kind noisy-correspondence" in page
 
 
 def test_projection_and_its_cache(client):
@@ -388,7 +392,7 @@ def test_a_fresh_workspace_serves_search_while_the_training_pairs_are_prepared(s
         assert status["props"]["value"] == ""  # no status is baked into the page: it is read at each load
         fresh = Client(url, verbose=False)
         assert "img5#de#0" in fresh.predict("de caption 5", "auto", ALL, 3, api_name="/search")[0]  # search works at once
-        assert "Preparing the training pairs" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
+        assert "Preparing the training pairs" in fresh.predict("uml", 0, 6, "all", "all", api_name="/audit")[0]
         # The test captions' text states were left for later too: a caption query is encoded on the spot
         # (same answer as from the cache later), and the caption-side views say they are on their way.
         assert world.pending_captions and not world.captions_ready.is_set()
@@ -400,6 +404,6 @@ def test_a_fresh_workspace_serves_search_while_the_training_pairs_are_prepared(s
         assert not world.pending_captions and world.captions_ready.is_set()
         assert all(m.captions is not None and m.captions.shape[0] == len(world.captions) for m in world.model_list())
         assert fresh.predict("de caption 5", "auto", ALL, 3, api_name="/search")[1] == early
-        assert not world.pending_training and "AUROC" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
+        assert not world.pending_training and "AUROC" in fresh.predict("uml", 0, 6, "all", "all", api_name="/audit")[0]
     finally:
         demo.close()

@@ -523,6 +523,28 @@ def test_audit_scores_match_training_pair_uncertainty(world):
     assert set(table["true label"]) <= {"clean", "noisy-correspondence"} and Path(gallery[0][0]).exists()
     with pytest.raises(InputError, match="Start"):
         audit.uncertain_pairs(world, "uml", 10_000, 5)
+    # Each machine-translated caption stands beside the English caption it was translated from.
+    text_of = {c.id: c for c in world.model("uml").bench.bundle.captions}
+    for _, row in table.iterrows():
+        assert row["English source"] == text_of[text_of[row["caption id"]].ref].text and text_of[text_of[row["caption id"]].ref].lang == "en"
+    # Filters: one language, one noise kind; the page keeps the ranking order within them.
+    _, zh_noisy, text = audit.uncertain_pairs(world, "uml", 0, 100, "zh", "noisy-correspondence")
+    ps = view.scores
+    expected = sum(1 for l, n in zip(ps.langs, ps.noise_names) if l == "zh" and n == "noisy-correspondence")
+    assert len(zh_noisy) == expected and set(zh_noisy["language"]) == {"zh"} and set(zh_noisy["true label"]) == {"noisy-correspondence"}
+    assert list(zh_noisy["mismatch"]) == sorted(zh_noisy["mismatch"], reverse=True) and "language zh" in text
+    with pytest.raises(InputError, match="No training pair"):
+        audit.uncertain_pairs(world, "uml", 0, 5, "en", "noisy-correspondence")
+    # Detection rate per kind: of each kind, the share among the N pairs ranked first (N = the noisy pairs).
+    kinds = audit.detection_by_kind(ps).set_index("noise kind")
+    labelled = ps.labels >= 0
+    n_noisy = int((ps.labels == 1).sum())
+    top = set(np.argsort(-np.where(labelled, ps.ranking, -np.inf), kind="stable")[:n_noisy].tolist())
+    found = sum(1 for j in top if ps.noise_names[j] == "noisy-correspondence")
+    assert kinds.loc["noisy-correspondence", "flagged"] == found and kinds.loc["noisy-correspondence", "pairs"] == n_noisy
+    assert kinds.loc["noisy-correspondence", "detection rate"] == f"{100 * found / n_noisy:.1f}%"
+    assert kinds.loc["clean (false alarms)", "flagged"] == n_noisy - found
+    assert audit.noise_kinds(world, "uml") == ["noisy-correspondence", "clean"]
     with pytest.raises(InputError, match="does not estimate"):
         audit.audit(world, "baseline")
 
