@@ -32,7 +32,8 @@ CSS = f"""
 .ccr-header p {{color: var(--body-text-color-subdued); margin-top: 0}}
 body, .gradio-container {{font-family: {FONT_STACK}}}
 .gradio-container code, .gradio-container pre {{font-family: {", ".join(f'"{f}"' if " " in f else f for f in MONO_FONTS)}}}
-.ccr-gallery .caption-label {{font-size: 0.8em}}
+.ccr-gallery .caption-label {{font-size: 0.8em; white-space: normal; overflow: visible; text-overflow: clip; max-width: 100%; line-height: 1.2}}
+.ccr-gallery-title p {{margin: 0; font-size: 0.95em}}
 """
 
 
@@ -58,19 +59,26 @@ def build_app(world):
     import gradio as gr
 
     from ccr_core.dashboard.ui import Page
-    from ccr_core.dashboard.world import language_name
 
     page = Page(world)
     with gr.Blocks(title=f"CCR Lab · {world.name}", analytics_enabled=False) as demo:
-        gr.Markdown(f"# CCR Lab · {world.name}\nFind images from captions in {', '.join(language_name(l) for l in world.languages)} "
-                    f"(or any of about 90 other languages) — and captions from images — and compare {len(world.model_names())} "
-                    "cross-lingual retrieval models side by side.", elem_classes="ccr-header")
+        gr.Markdown(lambda: header_markdown(world), elem_classes="ccr-header", elem_id="header")  # a callable: as of each page load
         with gr.Tabs():
             for tab in TABS:
                 importlib.import_module(f"ccr_core.dashboard.{tab}").build_tab(world, page)
         # A page opened after a training run finished lists the new model too.
         demo.load(page.model_choice_updates, None, page.choice_targets, api_name="refresh_models")
+        for fn, outputs in page.loaders:
+            demo.load(fn, None, outputs, api_visibility="private")
     return demo
+
+
+def header_markdown(world) -> str:
+    """The page header, with the number of models as it is now (published Experiment runs count)."""
+    from ccr_core.dashboard.world import language_name
+
+    return (f"# CCR Lab · {world.name}\nFind images from captions in {', '.join(language_name(l) for l in world.languages)} "
+            f"(or about 90 other languages), captions from images, and compare **{len(world.model_names())} models**.")
 
 
 def warm_up(world) -> None:
@@ -102,8 +110,9 @@ def finish_background(world) -> None:
         log.exception("encoding the test captions failed")
         return
     try:
+        start = time.perf_counter()
         world.finish_training_caches(progress=True)
-        log.info("%s", world.training_status)
+        log.info("training pairs ready (%.0f s in the background)", time.perf_counter() - start)
     except Exception:  # noqa: BLE001 -- the audit and experiment tabs show the error; search keeps working
         log.exception("preparing the training pairs failed")
 
@@ -112,11 +121,12 @@ def launch(demo, world, host: str = "127.0.0.1", port: int = 7860, block: bool =
     import gradio as gr
     from starlette.middleware import Middleware
 
+    from ccr_core.dashboard.projection import PAGE_JS
     from ccr_core.dashboard.ui import SlimPageConfig
 
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=False, allowed_paths=world.served_dirs(), show_error=False, max_file_size=MAX_UPLOAD,
-                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS,
+                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS, js=PAGE_JS,
                        app_kwargs={"middleware": [Middleware(SlimPageConfig)]})
 
 

@@ -9,7 +9,7 @@ languages -- each test caption cut to about 70 % of its words (of its characters
 no query is a cached caption and every one runs e5 -- after 5 warm-up queries. A second pass
 times the stages one by one with the same functions (``time.perf_counter`` splits), which is
 where the query's time goes. Each query runs twice, interleaved: with the shipped
-``world.QUERY_THREADS`` (torch intra-op threads for the e5 forward) and with torch's default.
+``embeddings.QUERY_THREADS`` (torch intra-op threads for the e5 forward) and with torch's default.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def pct(values, q) -> float:
 
 def stage_times(world, names: list[str], text: str) -> dict[str, float]:
     """One query through the stages of ``text_search`` (seconds each); same functions, timed apart."""
-    import ccr_core.dashboard.world as world_module
+    import ccr_core.dashboard.embeddings as world_module
     from ccr_core.dashboard import search
     from ccr_core.methods.base import TextBatch
 
@@ -99,11 +99,11 @@ def stage_times(world, names: list[str], text: str) -> dict[str, float]:
         tokens = encoder.tokenize([text], prefix=prefix)
         t["tokenizer"] = time.perf_counter() - s
         s = time.perf_counter()
-        with world_module._torch_threads(world_module.QUERY_THREADS):
+        with world_module.torch_threads(world_module.QUERY_THREADS):
             hidden, mask = encoder(tokens["input_ids"], tokens["attention_mask"])
         t["e5 forward (12 layers)"] = time.perf_counter() - s
         s = time.perf_counter()
-        world._truncation_notes(encoder, [text], prefix)
+        world_module.truncation_notes(encoder, [text], prefix)
         t["truncation check (2nd tokenization)"] = time.perf_counter() - s
         batch = TextBatch(hidden.float(), mask.bool())
         emb = {}
@@ -135,9 +135,9 @@ def run() -> list[Result]:
     for text, _ in queries[:: max(1, len(queries) // WARMUP)][:WARMUP]:
         search.text_search(world, text, "auto", names, K)
 
-    # the shipped setting (world.QUERY_THREADS intra-op threads for the e5 forward) and torch's
+    # the shipped setting (embeddings.QUERY_THREADS intra-op threads for the e5 forward) and torch's
     # default thread count, interleaved query by query so that both see the same machine load
-    import ccr_core.dashboard.world as world_module
+    import ccr_core.dashboard.embeddings as world_module
 
     shipped = world_module.QUERY_THREADS
     variants = {shipped: [], 0: []}

@@ -77,22 +77,25 @@ def test_launch_is_local_private_and_serves_only_its_folders(server):
 def test_every_api_name_is_exposed(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     expected = {"/search", "/pick_caption", "/caption_list", "/image_to_text", "/many_languages", "/instance_texts", "/consistency",
-                "/consistency_instance", "/consistency_pick", "/audit", "/audit_page", "/audit_prev", "/audit_next", "/projection",
-                "/leaderboard", "/train_start", "/train_status", "/train_stop", "/refresh_models", "/find_captions", "/train_plan"}
+                "/consistency_instance", "/consistency_pick", "/audit", "/audit_page", "/audit_prev", "/audit_next", "/audit_filter", "/projection", "/projection_select",
+                "/leaderboard", "/train_start", "/train_status", "/train_stop", "/train_publish", "/train_discard", "/refresh_models", "/find_captions", "/train_plan"}
     assert expected <= names and {f"/pick_result_{i}" for i in range(len(ALL) + 3)} <= names
 
 
 def test_search_marks_the_ground_truth_and_answers_fast(client, server):
     from ccr_core.dashboard import search
 
-    status, summary, *galleries = client.predict("de caption 5", "auto", ALL, 5, api_name="/search")
+    status, summary, *outputs = client.predict("de caption 5", "auto", ALL, 5, api_name="/search")
+    galleries = outputs[: len(outputs) // 2]  # then each gallery's heading
     assert "img5#de#0" in status and summary["headers"][1] == "ground-truth rank"
     direct = search.text_search(server["world"], "de caption 5", "auto", ALL, 5)
     assert [row[1] for row in summary["data"]] == [m.target_rank for m in direct.methods]
     shown = [g for g in galleries if g.get("visible")]
     assert len(shown) == len(ALL) and all(len(g["value"]) == 5 for g in shown)
     assert any("✓ ground truth" in e["caption"] for g in shown for e in g["value"]) == any(m.target_rank <= 5 for m in direct.methods)
-    assert [e["caption"].split(" · ")[2].split()[0] for e in shown[0]["value"]] == [h.item_id for h in direct.methods[0].hits]
+    assert [e["caption"].split(" · ")[-1] for e in shown[0]["value"]] == [h.item_id for h in direct.methods[0].hits]
+    truth = [e for g in shown for e in g["value"] if e["caption"].startswith("✓ ground truth")]
+    assert all(e["image"]["path"].endswith("-truth.jpg") for e in truth)  # the tile has its border drawn in
     t = time.perf_counter()
     for query in ("ein rotes Quadrat", "一个蓝色的圆", "a green star"):
         client.predict(query, "auto", ALL, 8, api_name="/search")
@@ -149,13 +152,16 @@ def test_many_languages(client, server):
     item = server["world"].gallery[4].id
     en, de, zh, status = client.predict(item, api_name="/instance_texts")
     assert en.startswith("en caption") and de.startswith("de caption") and "编号" in zh
-    status, plot, table = client.predict(item, ALL, en, de, zh, api_name="/many_languages")
+    status, plot, table, thumb = client.predict(item, ALL, en, de, zh, api_name="/many_languages")
     assert "3 languages" in status and plot["type"] == "plotly" and len(table["data"]) == len(ALL)
-    assert "spread (σ, MRV)" in table["headers"]
+    assert "spread (σ, MRV)" in table["headers"] and Path(thumb).stat().st_size > 0  # the instance's picture beside it
     assert client.predict("", ALL, "", " ", "", api_name="/many_languages")[0].startswith("⚠")
     # An added language (not one of the world's) gets its own rank of the same image.
-    status, plot, table = client.predict(item, ALL, en, de, zh, "es", "un cuadrado de colores", api_name="/many_languages")
+    status, plot, table, _ = client.predict(item, ALL, en, de, zh, "es", "un cuadrado de colores", api_name="/many_languages")
     assert "4 languages" in status and "Spanish" in status and "rank es" in table["headers"]
+    # A typed line whose language is not chosen is said to be left out, not silently ignored.
+    status, *_ = client.predict(item, ALL, en, de, zh, "", "un cuadrado de colores", api_name="/many_languages")
+    assert "3 languages" in status and "Left out “un cuadrado de colores”" in status
 
 
 def test_enter_submits_the_search_boxes(server):
@@ -194,41 +200,51 @@ def test_every_tab_opens_with_something_to_look_at(server):
     props = {c["props"].get("elem_id"): c["props"] for c in config["components"] if c["props"].get("elem_id")}
     assert props["ml-plot"]["value"] and "languages" in props["ml-status"]["value"]  # Many languages: drawn
     assert all(props[f"ml-text-{l}"]["value"] for l in ("en", "de", "zh"))
-    assert props["i2t-table"]["value"]["data"] and props["i2t-table"]["value"]["headers"][0] == "method"
+    assert props["i2t-table"]["value"]["headers"][0] == "method"  # its rows come at page load (browser test)
     assert props["search-summary"]["value"]["headers"] == ["method", "ground-truth rank", "top-1 image", "top-1 score", "UML uncertainty"]
     assert "New here?" in props["search-status"]["value"]
-    assert "A run will" in props["ex-plan"]["value"]
+    assert props["ex-plan"]["value"] == ""  # written at each page load, as of then (a build-time text goes stale)
 
 
 def test_consistency_views(client, server):
-    status, summary, hist, worst, instance = client.predict("t2i", "baseline", api_name="/consistency")
+    status, summary, hist, worst, instance = client.predict("t2i", "baseline", True, api_name="/consistency")
     assert [row[0] for row in summary["data"]] == ALL and hist["type"] == "plotly" and worst["data"]
     item = worst["data"][0][0]
-    caps, heat, text = client.predict(item, "i2t", api_name="/consistency_instance")
-    assert len(caps["data"]) == 3 and heat["type"] == "plotly" and item in text
-    assert client.predict("nope", "t2i", api_name="/consistency_instance")[2].startswith("⚠")
+    caps, heat, text, thumb = client.predict(item, "i2t", True, api_name="/consistency_instance")
+    assert len(caps["data"]) == 3 and heat["type"] == "plotly" and item in text and Path(thumb).stat().st_size > 0  # its picture too
+    assert client.predict("nope", "t2i", True, api_name="/consistency_instance")[2].startswith("⚠")
     assert client.predict("t2i", api_name="/consistency_pick")[3].startswith("⚠")  # no row selected
 
 
 def test_audit_views(client):
-    status, hist, curves, precision, start, gallery, table, page = client.predict("uml", 0, 6, api_name="/audit")
+    status, hist, curves, precision, kinds, _kind_pick, start, gallery, table, page = client.predict("uml", 0, 6, "all", "all", api_name="/audit")
     assert "AUROC" in status and hist["type"] == curves["type"] == "plotly" and precision["data"]
+    assert {row[0] for row in kinds["data"]} == {"noisy-correspondence", "clean (false alarms)"}
+    assert "English source" in table["headers"]
     assert len(gallery) == 6 and len(table["data"]) == 6 and "highest DECL score first" in page and "AUROC" in status and status.count("AUROC") >= 2
-    start, gallery, table, page = client.predict("uml", 0, 6, api_name="/audit_next")
+    start, gallery, table, page = client.predict("uml", 0, 6, "all", "all", api_name="/audit_next")
     assert start == 6 and table["data"][0][0] == 7
-    start, *_ = client.predict("uml", 6, 6, api_name="/audit_prev")
+    start, *_ = client.predict("uml", 6, 6, "all", "all", api_name="/audit_prev")
     assert start == 0
-    assert client.predict("uml", 3, 2, api_name="/audit_page")[0] == 3
-    assert client.predict("uml", 9999, 6, api_name="/audit_page")[3].startswith("⚠")
-    assert client.predict("baseline", 0, 6, api_name="/audit")[0].startswith("⚠")
+    assert client.predict("uml", 3, 2, "all", "all", api_name="/audit_page")[0] == 3
+    assert client.predict("uml", 9999, 6, "all", "all", api_name="/audit_page")[3].startswith("⚠")
+    assert client.predict("baseline", 0, 6, "all", "all", api_name="/audit")[0].startswith("⚠")
+    start, gallery, table, page = client.predict("uml", 0, 6, "de", "noisy-correspondence", api_name="/audit_filter")
+    assert {row[table["headers"].index("language")] for row in table["data"]} == {"de"} and "kind noisy-correspondence" in page
 
 
 def test_projection_and_its_cache(client):
-    status, left, right = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, True, api_name="/projection")
+    status, left, right = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, True, False, api_name="/projection")
     assert left["type"] == right["type"] == "plotly" and "baseline" in status
-    status, *_ = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, False, api_name="/projection")
+    status, *_ = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, False, False, api_name="/projection")
     assert status.count("memory") == 2
-    assert client.predict("baseline", "uml", [], "PCA", 10, 15, 0.1, False, api_name="/projection")[0].startswith("⚠")
+    assert client.predict("baseline", "uml", [], "PCA", 10, 15, 0.1, False, False, api_name="/projection")[0].startswith("⚠")
+    status, *_ = client.predict("baseline", "uml", ["en", "de"], "PCA", 10, 15, 0.1, False, True, api_name="/projection")
+    assert "One shared PCA fit" in status
+    # Selecting instances (what a click or lasso in a map sends) shows them with their captions.
+    status, grid, table, *_ = client.predict("img2 img5", ["en", "de"], api_name="/projection_select")
+    assert "2 instances selected" in status and len(grid) == 2 and {row[0] for row in table["data"]} == {"img2", "img5"}
+    assert client.predict("", ["en"], api_name="/projection_select")[0].startswith("⚠")
 
 
 def test_experiment_plan_says_what_a_run_will_do(client):
@@ -238,20 +254,27 @@ def test_experiment_plan_says_what_a_run_will_do(client):
 
 
 def test_leaderboard_and_downloads(client):
-    status, table, bars, mrv, csv_file, json_file, intervals, noise = client.predict("SumR", "SumR", ["en", "de", "zh"], api_name="/leaderboard")
-    assert len(table["data"]) == len(ALL) * 3 and bars["type"] == mrv["type"] == "plotly"
+    status, table, bars, mrv, csv_file, json_file, intervals, noise, ranking, ranking_plot = client.predict(
+        "SumR", "SumR", ["en", "de", "zh"], True, api_name="/leaderboard")
+    assert len(table["data"]) == len(ALL) * 3 and bars["type"] == mrv["type"] == ranking_plot["type"] == "plotly"
+    assert [row[1] for row in ranking["data"]] and len(ranking["data"]) == len(ALL)  # one row per model
+    assert {row[7] for row in ranking["data"]} == {"no seeds run"}  # the tiny world has no grid: said, not left blank
     assert "No equal-budget grid has been run for this world yet" in status and not intervals["data"]  # the tiny world has no grid
     assert Path(csv_file).read_text().startswith("model,method,train noise,group")
     assert '"world": "tiny"' in Path(json_file).read_text()
-    status, table, *_ = client.predict("MRV mean", "t2i_R@1", ["de"], api_name="/leaderboard")
+    status, table, *_ = client.predict("MRV mean", "t2i_R@1", ["de"], True, api_name="/leaderboard")
     assert {row[3] for row in table["data"]} == {"de"}
 
 
-def test_training_run_appears_in_the_other_tabs(client):
-    job, status, progress, plot, _timer = client.predict("baseline", 0.0, 6, api_name="/train_start")
+def test_a_training_run_is_private_to_its_session_until_published(client, server):
+    from gradio_client import Client
+
+    other = Client(server["url"], verbose=False)  # a second browser session
+    job, status, progress, plot, _timer = client.predict("baseline", 0.0, 6, False, api_name="/train_start")
     assert job and "baseline" in status
-    busy = client.predict("baseline", 0.0, 6, api_name="/train_start")
+    busy = other.predict("baseline", 0.0, 6, False, api_name="/train_start")
     assert busy[1].startswith("⚠") or "Finished" in client.predict(job, api_name="/train_status")[0]
+    assert other.predict(job, api_name="/train_status")[0].startswith("⚠")  # not even its status
     deadline = time.time() + 120
     while time.time() < deadline:
         out = client.predict(job, api_name="/train_status")
@@ -260,17 +283,23 @@ def test_training_run_appears_in_the_other_tabs(client):
         time.sleep(0.5)
     assert "Finished" in out[0], out[0]
     name = out[0].split("**")[3]
-    assert name.startswith("my-baseline")
-    status, summary, *_ = client.predict("de caption 5", "de", ["baseline", name], 3, api_name="/search")
-    assert [row[0] for row in summary["data"]] == ["baseline", f"{name} (trained here)"]
-    assert client.predict("magic", 0.0, 6, api_name="/train_start")[1].startswith("⚠")
-    # Sliders are bounds-checked by Gradio itself, which answers with its own one-line message.
+    assert name.startswith("my-baseline") and "private" in out[0]
     from gradio_client.exceptions import AppError
 
+    assert name not in str(other.predict(api_name="/refresh_models"))  # what a page load of another session lists
+    with pytest.raises(AppError, match="not in the list of choices"):
+        other.predict("de caption 5", "de", ["baseline", name], 3, api_name="/search")
+    assert other.predict(job, api_name="/train_publish")[0].startswith("⚠")
+    assert "published" in client.predict(job, api_name="/train_publish")[0]
+    assert name in str(other.predict(api_name="/refresh_models"))  # a page loaded now lists it
+    status, summary, *_ = other.predict("de caption 5", "de", ["baseline", name], 3, api_name="/search")
+    assert [row[0] for row in summary["data"]] == ["baseline", f"{name} (trained here)"]
+    assert client.predict("magic", 0.0, 6, False, api_name="/train_start")[1].startswith("⚠")
+    # Sliders are bounds-checked by Gradio itself, which answers with its own one-line message.
     with pytest.raises(AppError, match="greater than maximum"):
-        client.predict("baseline", 0.0, 5000, api_name="/train_start")
+        client.predict("baseline", 0.0, 5000, False, api_name="/train_start")
     assert client.predict("nope", api_name="/train_status")[0].startswith("⚠")
-    assert "Stopping" in client.predict(job, api_name="/train_stop")
+    assert "Stopping" in client.predict(job, False, api_name="/train_stop")
     assert len(client.predict(api_name="/refresh_models")) == 5
 
 
@@ -347,8 +376,8 @@ def test_page_config_stays_small_on_a_world_with_many_captions(tmp_path_factory,
     finally:
         demo.close()
     # The API description the client reads is intact: a search still returns its galleries.
-    status, summary, *galleries = client.predict("de caption 5", "auto", ALL, 5, api_name="/search")
-    assert len([g for g in galleries if g.get("visible")]) == len(ALL)
+    status, summary, *outputs = client.predict("de caption 5", "auto", ALL, 5, api_name="/search")
+    assert len([g for g in outputs[: len(outputs) // 2] if g.get("visible")]) == len(ALL)
 
 
 def test_a_fresh_workspace_serves_search_while_the_training_pairs_are_prepared(server, tmp_path):
@@ -360,10 +389,10 @@ def test_a_fresh_workspace_serves_search_while_the_training_pairs_are_prepared(s
         assert world.pending_training
         config = demo.get_config_file()
         status = next(c for c in config["components"] if c["props"].get("elem_id") == "audit-status")
-        assert "Preparing the training pairs" in status["props"]["value"]
+        assert status["props"]["value"] == ""  # no status is baked into the page: it is read at each load
         fresh = Client(url, verbose=False)
         assert "img5#de#0" in fresh.predict("de caption 5", "auto", ALL, 3, api_name="/search")[0]  # search works at once
-        assert "Preparing the training pairs" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
+        assert "Preparing the training pairs" in fresh.predict("uml", 0, 6, "all", "all", api_name="/audit")[0]
         # The test captions' text states were left for later too: a caption query is encoded on the spot
         # (same answer as from the cache later), and the caption-side views say they are on their way.
         assert world.pending_captions and not world.captions_ready.is_set()
@@ -375,6 +404,6 @@ def test_a_fresh_workspace_serves_search_while_the_training_pairs_are_prepared(s
         assert not world.pending_captions and world.captions_ready.is_set()
         assert all(m.captions is not None and m.captions.shape[0] == len(world.captions) for m in world.model_list())
         assert fresh.predict("de caption 5", "auto", ALL, 3, api_name="/search")[1] == early
-        assert not world.pending_training and "AUROC" in fresh.predict("uml", 0, 6, api_name="/audit")[0]
+        assert not world.pending_training and "AUROC" in fresh.predict("uml", 0, 6, "all", "all", api_name="/audit")[0]
     finally:
         demo.close()

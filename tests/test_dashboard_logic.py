@@ -164,7 +164,7 @@ def test_a_fresh_workspace_opens_on_the_test_split_and_adds_the_training_pairs_l
 
     fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], tmp_path / "ws")
     (config, bench), = fresh.benches.items()
-    assert config in fresh.pending_training and not bench.complete
+    assert config in fresh.pending_training
     assert set(bench.features.ids) == {it.id for it in fresh.gallery}  # features of the test images only
     interim = bench.features.root
     test_texts = {c.text for c in fresh.captions}
@@ -178,7 +178,7 @@ def test_a_fresh_workspace_opens_on_the_test_split_and_adds_the_training_pairs_l
     assert "Starting a run waits for it" in experiment.experiments(fresh).plan("baseline", 0.0, 5)
 
     fresh.finish_training_caches()
-    assert not fresh.pending_training and fresh.training_ready.is_set() and "ready" in fresh.training_status
+    assert not fresh.pending_training and fresh.training_ready.is_set() and fresh.training_status == ""  # no status once done
     assert len(bench.features.ids) == len(fresh.bundle.items) and not interim.exists()  # the interim cache is gone
     cache = load_text_cache(bench.text_states.root)
     assert len(cache.meta["texts"]) == len(set(cache.meta["texts"])) > len(test_texts)  # appended, each text once
@@ -523,6 +523,28 @@ def test_audit_scores_match_training_pair_uncertainty(world):
     assert set(table["true label"]) <= {"clean", "noisy-correspondence"} and Path(gallery[0][0]).exists()
     with pytest.raises(InputError, match="Start"):
         audit.uncertain_pairs(world, "uml", 10_000, 5)
+    # Each machine-translated caption stands beside the English caption it was translated from.
+    text_of = {c.id: c for c in world.model("uml").bench.bundle.captions}
+    for _, row in table.iterrows():
+        assert row["English source"] == text_of[text_of[row["caption id"]].ref].text and text_of[text_of[row["caption id"]].ref].lang == "en"
+    # Filters: one language, one noise kind; the page keeps the ranking order within them.
+    _, zh_noisy, text = audit.uncertain_pairs(world, "uml", 0, 100, "zh", "noisy-correspondence")
+    ps = view.scores
+    expected = sum(1 for l, n in zip(ps.langs, ps.noise_names) if l == "zh" and n == "noisy-correspondence")
+    assert len(zh_noisy) == expected and set(zh_noisy["language"]) == {"zh"} and set(zh_noisy["true label"]) == {"noisy-correspondence"}
+    assert list(zh_noisy["mismatch"]) == sorted(zh_noisy["mismatch"], reverse=True) and "language zh" in text
+    with pytest.raises(InputError, match="No training pair"):
+        audit.uncertain_pairs(world, "uml", 0, 5, "en", "noisy-correspondence")
+    # Detection rate per kind: of each kind, the share among the N pairs ranked first (N = the noisy pairs).
+    kinds = audit.detection_by_kind(ps).set_index("noise kind")
+    labelled = ps.labels >= 0
+    n_noisy = int((ps.labels == 1).sum())
+    top = set(np.argsort(-np.where(labelled, ps.ranking, -np.inf), kind="stable")[:n_noisy].tolist())
+    found = sum(1 for j in top if ps.noise_names[j] == "noisy-correspondence")
+    assert kinds.loc["noisy-correspondence", "flagged"] == found and kinds.loc["noisy-correspondence", "pairs"] == n_noisy
+    assert kinds.loc["noisy-correspondence", "detection rate"] == f"{100 * found / n_noisy:.1f}%"
+    assert kinds.loc["clean (false alarms)", "flagged"] == n_noisy - found
+    assert audit.noise_kinds(world, "uml") == ["noisy-correspondence", "clean"]
     with pytest.raises(InputError, match="does not estimate"):
         audit.audit(world, "baseline")
 
@@ -558,6 +580,32 @@ def test_projections_have_the_right_shape_and_are_cached(world, world_paths):
     assert projection.project(world, "baseline", ["en", "zh"], "PCA", sample=10, cached_only=True).source == "memory"
 
 
+def test_a_shared_projection_fits_both_models_at_once_and_selection_links_them(world):
+    from ccr_core.dashboard import InputError, projection
+
+    left, right = projection.project_shared(world, "baseline", "uml", ["en", "zh"], "PCA", sample=10)
+    assert left.coords.shape == right.coords.shape == (30, 2) and left.points == right.points  # the same instances
+    assert left.params["shared"] and left.source == "computed"
+    assert projection.project_shared(world, "baseline", "uml", ["en", "zh"], "PCA", sample=10)[0].source == "memory"
+    # One fit: the PCA of both models' points together (the same axes for both maps).
+    xa, _ = projection._points(world, world.model("baseline"), ["en", "zh"], 10, 0)
+    xb, _ = projection._points(world, world.model("uml"), ["en", "zh"], 10, 0)
+    together = projection._fit(np.concatenate([xa, xb]), "PCA", 15, 0.1, 0)
+    assert np.allclose(np.concatenate([left.coords, right.coords]), together, atol=1e-4)
+    items = [pt["item"] for pt in left.points if pt["kind"] == "image"][:2]
+    grid, table, status, chosen = projection.selection(world, " ".join(items), ["en", "zh"])
+    assert chosen == items and len(grid) == 2 and set(table["image"]) == set(items) and set(table["language"]) == {"en", "zh"}
+    fig = projection.figure(left, highlight=items, thumb_url=lambda item: f"thumbs/{item}.jpg")
+    ring = fig.data[-1]
+    assert ring.name == "selected" and len(ring.x) == 2 * 3  # each selected image and its two captions, ringed
+    assert list(fig.data[0].customdata[0]) == [left.points[0]["item"], f"thumbs/{left.points[0]['item']}.jpg"]  # for hover thumbnails
+    assert fig.layout.dragmode == "lasso"
+    with pytest.raises(InputError, match="Select points"):
+        projection.selection(world, "", ["en"])
+    with pytest.raises(InputError, match="Not test images"):
+        projection.selection(world, "nope", ["en"])
+
+
 # --------------------------------------------------------------------------------------------------
 # leaderboard
 
@@ -576,7 +624,7 @@ def test_leaderboard_matches_evaluation_and_is_cached(world, world_paths, monkey
     expected = ccr_core.evaluate.evaluate_model(model.trained, world.benches[model.text_config])
     assert row["SumR"] == round(expected["groups"]["de"]["SumR"], 2) and row["MRV t2i"] == round(expected["mrv"]["mrv_t2i"], 3)
     assert list(leaderboard.leaderboard_table(world, "MRV mean")["MRV mean"]) == sorted(df["MRV mean"])
-    bars, mrv = leaderboard.leaderboard_figures(df, "t2i_R@1")
+    bars, mrv = leaderboard.leaderboard_figures(df, "t2i_R@1", world)
     assert len(bars.data) == len(world.model_names()) and len(mrv.data) == 2
     csv_path, json_path = leaderboard.export(world, df)
     assert len(pd.read_csv(csv_path)) == len(df) and json.loads(json_path.read_text())["world"] == "tiny"
@@ -586,6 +634,51 @@ def test_leaderboard_matches_evaluation_and_is_cached(world, world_paths, monkey
     assert leaderboard.leaderboard_table(fresh, "SumR").equals(df)
     with pytest.raises(InputError, match="Cannot sort"):
         leaderboard.leaderboard_table(world, "height")
+
+
+def test_ranking_has_one_row_per_model_with_interval_and_verdict(world):
+    from ccr_core.study import stats
+    from ccr_core.dashboard import leaderboard
+
+    def run(method, seed, sumr):
+        return {"setting": "published", "method": method, "noise_rate": 0.0, "seed": seed,
+                "groups": {"en": {"SumR": 500.0}, "de": {"SumR": sumr}}, "mrv": {"mrv_mean": 1.0}}
+
+    # uml beats the baseline by 40 in every seed (resolved); one_to_k is +1, -1, +2 (its interval holds 0)
+    results = [run("baseline", s, v) for s, v in enumerate((400.0, 410.0, 405.0))]
+    results += [run("uml", s, v + 40) for s, v in enumerate((400.0, 410.0, 405.0))]
+    results += [run("one_to_k", s, v + d) for s, (v, d) in enumerate(((400.0, 1), (410.0, -1), (405.0, 2)))]
+    saved = world.memo.get("protocol_cells")
+    world.memo["protocol_cells"] = stats.cells(results)
+    try:
+        table = leaderboard.ranking_table(world)
+    finally:
+        world.memo.pop("protocol_cells")
+        if saved is not None:
+            world.memo["protocol_cells"] = saved
+    assert list(table["model"]) == sorted(table["model"], key=lambda m: -float(table.set_index("model").loc[m, "target SumR"]))
+    assert sorted(table["model"]) == sorted(world.model_names()) and list(table["rank"]) == list(range(1, len(table) + 1))
+    row = table.set_index("model")
+    mean, hw = stats.t_interval([440.0, 450.0, 445.0])
+    assert row.loc["uml", "target SumR over seeds (95% CI)"] == f"{mean:.1f} ± {hw:.1f} (3 seeds)"
+    assert row.loc["uml", "verdict"] == "better than the baseline" and row.loc["uml", "vs baseline (paired, 95% CI)"].startswith("+40.0")
+    assert row.loc["one_to_k", "verdict"].startswith("difference not resolved")
+    assert row.loc["baseline", "verdict"] == "the reference"
+    own = leaderboard.model_result(world, world.model("uml"))
+    assert row.loc["uml", "target SumR"] == round(stats.target_sumr(own), 1)  # the checkpoint's own number
+
+
+def test_every_method_family_keeps_one_colour_blind_safe_hue():
+    from ccr_core.dashboard import colours
+
+    assert colours.family("one_to_k-noise0.4") == "one_to_k" and colours.family("uml-ft") == "uml" and colours.family("floor (trained here)") == "floor"
+    assert colours.method_colour("baseline") != colours.method_colour("one_to_k", 0.4)  # were both blue
+    assert len({colours.method_colour(m) for m in colours.FAMILY_COLOURS}) == len(colours.FAMILY_COLOURS)
+    assert set(colours.FAMILY_COLOURS.values()) <= set(colours.OKABE_ITO.values())
+    light = colours.method_colour("uml", 0.4)
+    r, g, b = (int(light[i : i + 2], 16) for i in (1, 3, 5))
+    base = colours.FAMILY_COLOURS["uml"]
+    assert (r, g, b) > tuple(int(base[i : i + 2], 16) for i in (1, 3, 5))  # the variant: the same hue, lighter
 
 
 # --------------------------------------------------------------------------------------------------
@@ -601,33 +694,55 @@ def _wait(job, seconds=120):
     return job
 
 
-def test_experiment_trains_in_the_background_and_registers_the_model(world_paths):
+def test_experiment_runs_are_private_until_published_and_stopped_runs_are_discarded(world_paths):
     from ccr_core.dashboard import InputError, experiment, leaderboard, search
     from ccr_core.dashboard.world import load_world
 
     own = load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"])  # not the shared one
+    shipped = own.model_names()
     jobs = experiment.experiments(own)
     with pytest.raises(InputError, match="Unknown method"):
-        jobs.start("magic", 0.0, 10)
+        jobs.start("magic", 0.0, 10, owner="alice")
     with pytest.raises(InputError, match="Steps"):
-        jobs.start("baseline", 0.0, 10**6)
-    job = jobs.start("baseline", 0.2, 6)
+        jobs.start("baseline", 0.0, 10**6, owner="alice")
+    assert "Expected run time" in jobs.plan("baseline", 0.0, 6, "alice")  # from the shipped checkpoint's recorded time
+    job = jobs.start("baseline", 0.2, 6, owner="alice")
     with pytest.raises(InputError, match="already going"):
-        jobs.start("baseline", 0.0, 6)
+        jobs.start("baseline", 0.0, 6, owner="bob")
+    with pytest.raises(InputError, match="No such training run"):
+        jobs.get(job.id, "bob")  # another session cannot see, stop or publish it
     _wait(job)
     assert job.status == "done", job.message
     assert [s for s, _ in job.losses] == list(range(1, 7)) and all(np.isfinite(l) for _, l in job.losses)
-    name = job.model_name.replace(" (trained here)", "")
-    assert name in own.model_names() and not own.model(name).shipped and own.model(name).noise == 0.2
+    name = job.model_name
+    # Private: only alice's session lists it; every other view (and every other user) does not.
+    assert own.model_names() == shipped and name in own.model_names("alice") and name not in own.model_names("bob")
+    with pytest.raises(InputError, match="No model named"):
+        own.model(name, "bob")
+    assert name not in {m.split(" (")[0] for m in leaderboard.leaderboard_table(own)["model"]}
+    assert "private to this browser session" in job.status_markdown()
+    with pytest.raises(InputError, match="No such training run"):
+        jobs.publish(job.id, "bob")
+    jobs.publish(job.id, "alice")
+    assert name in own.model_names() and name in own.model_names("bob") and not own.model(name).shipped and own.model(name).noise == 0.2
     assert own.model(name).bench.bundle.noise  # it saw injected noise
     assert search.text_search(own, "de caption 5", "auto", [name], 3).methods[0].target_rank is not None
     assert name + " (trained here)" in set(leaderboard.leaderboard_table(own)["model"])
-    assert "Finished" in job.status_markdown() and "6 / 6" in job.progress_html() and len(job.loss_figure().data) == 2
-    plan = jobs.plan("uml", 0.4, 50)
+    assert "published" in job.status_markdown() and "6 / 6" in job.progress_html() and len(job.loss_figure().data) == 2
+    plan = jobs.plan("uml", 0.4, 50, "alice")
     assert "`uml` for **50 steps**" in plan and "40%" in plan and "Last run:" in plan and "Finished" in plan
-    stopped = jobs.start("baseline", 0.0, 2000)
-    jobs.stop(stopped.id)
-    assert _wait(stopped).status in ("stopped", "done") and stopped.step < 2000
+    assert "Last run:" not in jobs.plan("uml", 0.4, 50, "bob")
+    assert "earlier run(s) of baseline" in jobs.plan("baseline", 0.0, 50, "bob")  # the expected time learns from finished runs
+    # A stopped run is discarded (no model, no files) unless kept.
+    stopped = jobs.start("baseline", 0.0, 2000, owner="alice")
+    jobs.stop(stopped.id, "alice")
+    assert _wait(stopped).status == "stopped" and stopped.step < 2000 and not stopped.model_name
+    assert not stopped.run_dir.exists() and len(own.model_list(include_private=True)) == len(shipped) + 1
+    kept = jobs.start("baseline", 0.0, 2000, owner="alice")
+    jobs.stop(kept.id, "alice", keep=True)
+    assert _wait(kept).status == "stopped" and kept.model_name in own.model_names("alice") and kept.model_name not in own.model_names()
+    jobs.discard(kept.id, "alice")
+    assert kept.model_name == "" and not kept.run_dir.exists() and kept.status == "discarded"
 
 
 def test_about_has_methods_citations_and_the_dataset_card(world):

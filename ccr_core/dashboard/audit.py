@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, safe_name, uncertainty_models
+from ccr_core.dashboard.colours import OKABE_ITO, chart_layout
+from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, language_name, safe_name, uncertainty_models
 from ccr_core.io import read_json, sha256_file
 from ccr_core.paths import ASSETS_DIR
 from ccr_core.eval import metrics
@@ -186,7 +187,7 @@ def audit(world: World, model_name: str | None = None) -> AuditView:
     labelled = ps.labels is not None and len(set(ps.labels[ps.labels >= 0].tolist())) == 2
     hist = go.Figure()
     if ps.labels is not None:
-        for value, name, colour in ((0, "clean", "#54A24B"), (1, "noisy", "#E45756")):
+        for value, name, colour in ((0, "clean", OKABE_ITO["blue"]), (1, "noisy", OKABE_ITO["vermillion"])):
             sel = ps.scores[ps.labels == value]
             if sel.size:
                 hist.add_trace(go.Histogram(x=sel, name=f"{name} ({sel.size})", opacity=0.65, marker_color=colour, nbinsx=40))
@@ -194,9 +195,8 @@ def audit(world: World, model_name: str | None = None) -> AuditView:
             hist.add_trace(go.Histogram(x=ps.scores[ps.labels < 0], name="unlabelled", opacity=0.5, marker_color="#999", nbinsx=40))
     else:
         hist.add_trace(go.Histogram(x=ps.scores, name="all pairs", marker_color="#4C78A8", nbinsx=40))
-    hist.update_layout(barmode="overlay", template="plotly_white", height=360, xaxis_title="uncertainty u (higher = less sure the pair matches)",
-                       yaxis_title="training pairs", title=f"Uncertainty of {len(ps.scores)} training pairs ({model.label}, trained with noise {model.noise:g})",
-                       legend=dict(orientation="h", y=-0.25), margin=dict(t=60, l=50, r=20, b=40))
+    hist.update_layout(**chart_layout(barmode="overlay", height=380, xaxis_title="uncertainty u (higher = less sure)", yaxis_title="training pairs",
+                                      title=f"Uncertainty of {len(ps.scores)} pairs ({model.label})"))
     curves, precision = None, pd.DataFrame(columns=["k", "precision@k (share noisy)", "noisy found", "random would find"])
     lines = [f"**{model.label}** — {len(ps.scores)} training pairs, mean uncertainty {ps.scores.mean():.3f}."]
     if labelled:
@@ -204,8 +204,8 @@ def audit(world: World, model_name: str | None = None) -> AuditView:
         y = ps.labels[mask]
         curves = make_subplots(rows=1, cols=2, subplot_titles=("ROC", "Precision–recall"))
         found = []
-        scorers = [("UML u = B/S", ps.scores, "#4C78A8")] + ([("UML DECL score (trains with)", ps.mismatch, "#E45756")] if ps.mismatch is not None else [])
-        scorers += [(name, values, colour) for (name, values), colour in zip((ps.trivial or {}).items(), ("#72B7B2", "#B279A2"))]
+        scorers = [("UML u = B/S", ps.scores, OKABE_ITO["orange"])] + ([("UML DECL score (trains with)", ps.mismatch, OKABE_ITO["vermillion"])] if ps.mismatch is not None else [])
+        scorers += [(name, values, colour) for (name, values), colour in zip((ps.trivial or {}).items(), (OKABE_ITO["blue"], OKABE_ITO["sky blue"]))]
         for name, values, colour in scorers:
             s = values[mask]
             fpr, tpr, _ = metrics.roc_curve(s, y)
@@ -221,7 +221,7 @@ def audit(world: World, model_name: str | None = None) -> AuditView:
         curves.update_yaxes(title_text="true-positive rate", range=[0, 1.02], row=1, col=1)
         curves.update_xaxes(title_text="recall of noisy pairs", range=[0, 1], row=1, col=2)
         curves.update_yaxes(title_text="precision", range=[0, 1.02], row=1, col=2)
-        curves.update_layout(template="plotly_white", height=380, margin=dict(t=60, l=50, r=20, b=40), legend=dict(orientation="h", y=-0.25))
+        curves.update_layout(**chart_layout(height=420, legend=dict(orientation="h", y=-0.3)))
         ks = sorted({k for k in (10, 25, 50, 100, 250, 500, int(y.sum()), len(y)) if 0 < k <= len(y)})
         precision = pd.DataFrame([{"k": k, "ranked by": ps.ranking_name, "precision@k (share noisy)": round(metrics.precision_at_k(s, y, k), 3),
                                    "noisy found": int(round(metrics.precision_at_k(s, y, k) * k)), "random would find": round(k * float(y.mean()), 1)} for k in ks])
@@ -241,8 +241,44 @@ def audit(world: World, model_name: str | None = None) -> AuditView:
     return AuditView("\n\n".join(lines), hist, curves, precision, ps)
 
 
-def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0, count: int = PAGE) -> tuple[list[tuple[str, str]], pd.DataFrame, str]:
-    """A page of training pairs, most uncertain first: gallery entries, a table and a status line."""
+ALL = "all"
+
+
+def noise_kinds(world: World, model_name: str | None = None) -> list[str]:
+    """The noise labels of the model's training pairs, most frequent first ("clean" last)."""
+    names = uncertainty_models(world)
+    if not names:
+        return []
+    ps = pair_uncertainty(world, world.model(model_name or names[0]))
+    counts = pd.Series([n for n in ps.noise_names if n]).value_counts()
+    return sorted(counts.index, key=lambda k: (k == "clean", -counts[k]))
+
+
+def detection_by_kind(ps: PairScores) -> pd.DataFrame:
+    """Per noise kind: how many of its pairs are among the N pairs the ranking flags first, N = the number of
+    noisy pairs (as a detector that knew the noise rate would flag). Clean pairs flagged are false alarms."""
+    columns = ["noise kind", "pairs", "flagged", "detection rate"]
+    if ps.labels is None:
+        return pd.DataFrame(columns=columns)
+    labelled = np.flatnonzero(ps.labels >= 0)
+    n_flag = int((ps.labels[labelled] == 1).sum())
+    order = labelled[np.argsort(-ps.ranking[labelled], kind="stable")]
+    flagged = set(order[:n_flag].tolist())
+    names = np.array(ps.noise_names, dtype=object)
+    rows = []
+    for kind in sorted(set(names[labelled]), key=lambda k: (k == "clean", k)):
+        rows_of = labelled[names[labelled] == kind]
+        hit = sum(1 for j in rows_of if j in flagged)
+        rate = hit / len(rows_of) if len(rows_of) else float("nan")
+        rows.append({"noise kind": kind + (" (false alarms)" if kind == "clean" else ""), "pairs": len(rows_of), "flagged": hit,
+                     "detection rate": f"{100 * rate:.1f}%"})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0, count: int = PAGE, lang: str | None = ALL,
+                    kind: str | None = ALL) -> tuple[list[tuple[str, str]], pd.DataFrame, str]:
+    """A page of training pairs, most likely mismatched first, optionally of one language and one noise kind:
+    gallery entries (the image), a table (the machine-translated caption beside its English source) and a status line."""
     names = uncertainty_models(world)
     if not names:
         raise InputError("No model in this world estimates uncertainty.")
@@ -252,22 +288,36 @@ def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0,
         start, count = int(start), int(count)
     except (TypeError, ValueError):
         raise InputError("The page start and size must be whole numbers.") from None
-    if not 0 <= start < len(ps.scores):
-        raise InputError(f"Start must be between 0 and {len(ps.scores) - 1}.")
     if not 1 <= count <= 100:
         raise InputError("Show between 1 and 100 pairs at a time.")
-    order = np.argsort(-ps.ranking, kind="stable")[start : start + count]
+    keep = np.ones(len(ps.scores), dtype=bool)
+    if lang not in (None, "", ALL):
+        keep &= np.array(ps.langs) == lang
+    if kind not in (None, "", ALL):
+        keep &= np.array([n or "unlabelled" for n in ps.noise_names], dtype=object) == kind
+    pool = np.flatnonzero(keep)
+    if pool.size == 0:
+        raise InputError("No training pair matches these filters.")
+    if not 0 <= start < pool.size:
+        raise InputError(f"Start must be between 0 and {pool.size - 1}.")
+    order = pool[np.argsort(-ps.ranking[pool], kind="stable")][start : start + count]
     text_of = {c.id: c for c in model.bench.bundle.captions}
     gallery, rows = [], []
     for r, j in enumerate(order, start=start + 1):
         cap = text_of[ps.caption_ids[j]]
+        source = text_of.get(cap.ref)
+        english = source.text if source is not None and source.lang == "en" else ""
         label = ps.noise_names[j] or "unlabelled"
         shown = f"u={ps.scores[j]:.3f}" + (f" · DECL={ps.mismatch[j]:.3f}" if ps.mismatch is not None else "")
-        gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · {shown} · {label} · [{cap.lang}] {cap.text[:80]}"))
+        gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · {shown} · {label} · [{cap.lang}] {cap.text[:80]}"
+                        + (f" ← [en] {english[:60]}" if english else "")))
         rows.append({"#": r, "uncertainty": round(float(ps.scores[j]), 4),
-                     **({"mismatch": round(float(ps.mismatch[j]), 4)} if ps.mismatch is not None else {}), "true label": label, "language": cap.lang, "caption": cap.text,
-                     "source": cap.source, "image": ps.item_ids[j], "caption id": cap.id})
-    status = f"Pairs {start + 1}–{start + len(order)} of {len(ps.scores)}, highest {ps.ranking_name} first ({model.label})."
+                     **({"mismatch": round(float(ps.mismatch[j]), 4)} if ps.mismatch is not None else {}), "true label": label, "language": cap.lang,
+                     "machine-translated caption": cap.text, "English source": english, "source": cap.source, "image": ps.item_ids[j],
+                     "caption id": cap.id})
+    filters = [f"language {lang}" for _ in [0] if lang not in (None, "", ALL)] + [f"kind {kind}" for _ in [0] if kind not in (None, "", ALL)]
+    where = f" ({', '.join(filters)})" if filters else ""
+    status = f"Pairs {start + 1}–{start + len(order)} of {pool.size}{where}, highest {ps.ranking_name} first ({model.label})."
     return gallery, pd.DataFrame(rows), status
 
 
@@ -288,48 +338,65 @@ def build_tab(world: World, page) -> None:
                     "(the DECL score it trains with), beside the trivial detectors (the plain baseline's 1 − cosine and per-pair loss). "
                     "Where the world knows which pairs are noisy, see how well each finds them.")
         model = gr.Dropdown(uml_names, value=uml_names[0] if uml_names else None, label="Model", allow_custom_value=True)
-        must_wait = bool(world.pending_training) and not (uml_names and shipped_scores(world, world.model(uml_names[0])) is not None)
-        status = gr.Markdown(f"⏳ {world.training_status}" if must_wait else "", elem_id="audit-status")
+        status = gr.Markdown("", elem_id="audit-status")
         # While the training pairs are prepared in the background (and no shipped scores stand in): show how far, then draw the audit.
-        waiting = gr.Timer(5.0, active=must_wait)
+        waiting = gr.Timer(3.0, active=False)
         with gr.Row():
             hist = gr.Plot(label="Uncertainty distribution", elem_id="audit-hist")
             curves = gr.Plot(label="ROC and precision–recall", elem_id="audit-curves")
         precision = gr.Dataframe(interactive=False, label="Precision at k (the top-k pairs of the list below)")
-        gr.Markdown("**Training pairs most likely mismatched** (by the DECL score where the model has it, else by u)")
+        by_kind = gr.Dataframe(interactive=False, label="Detection rate per noise kind (share of each kind among the pairs flagged first)",
+                               elem_id="audit-kinds")
+        gr.Markdown("**Training pairs most likely mismatched** (by the DECL score where the model has it, else by u): the image, the "
+                    "machine-translated caption and the English caption it was translated from.")
         with gr.Row():
+            lang_pick = gr.Dropdown([("all languages", ALL)] + [(language_name(l), l) for l in world.languages if l != "en"], value=ALL,
+                                    label="Language", elem_id="audit-lang")
+            kind_pick = gr.Dropdown([("all kinds", ALL)], value=ALL, label="Noise kind", allow_custom_value=True,
+                                    elem_id="audit-kind")
             page_start = gr.Number(value=0, precision=0, label="Start at (0 = most likely mismatched)", minimum=0)
             page_size = gr.Slider(1, 100, value=PAGE, step=1, label="Pairs per page")
+        with gr.Row():
             prev_btn, next_btn = gr.Button("◀ Previous"), gr.Button("Next ▶")
-        page_status = gr.Markdown()
-        pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=True, label="Pairs", object_fit="contain")
-        pair_table = gr.Dataframe(interactive=False, wrap=True, label="Pairs")
+        page_status = gr.Markdown(elem_id="audit-page-status")
+        pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=True, label="Pairs", object_fit="contain", elem_id="audit-gallery")
+        pair_table = gr.Dataframe(interactive=False, wrap=True, label="Pairs", elem_id="audit-table")
 
     page.uncertainty_pickers.append(model)
 
     @guarded(4, status_at=3)
-    def do_page(name, start, size):
-        gallery, table, text = uncertain_pairs(world, name, start, size)
+    def do_page(name, start, size, language=ALL, noise_kind=ALL):
+        gallery, table, text = uncertain_pairs(world, name, start, size, language, noise_kind)
         return int(start or 0), gallery, table, text
 
-    @guarded(5 + 3)
-    def do_audit(name, start, size):
+    @guarded(6 + 4)
+    def do_audit(name, start, size, language=ALL, noise_kind=ALL):
         view = audit(world, name)
-        return (view.status, view.histogram, view.curves, view.precision, *do_page(name, start, size))
+        kinds_now = noise_kinds(world, name)
+        return (view.status, view.histogram, view.curves, view.precision, detection_by_kind(view.scores),
+                gr.update(choices=[("all kinds", ALL)] + [(k, k) for k in kinds_now]), *do_page(name, start, size, language, noise_kind))
 
     page_outputs = [page_start, pair_gallery, pair_table, page_status]
+    filters = [model, page_start, page_size, lang_pick, kind_pick]
 
-    def poll(name, start, size):
+    def poll(name, start, size, language, noise_kind):
         shipped = name in uml_names and shipped_scores(world, world.model(name)) is not None
-        if world.pending_training and not world.training_error and not shipped:
-            return (f"⏳ {world.training_status}", *[gr.skip()] * 7, gr.Timer(active=True))
-        return (*do_audit(name, start, size), gr.Timer(active=False))
+        if world.training_work.active and not shipped:
+            return (f"⏳ {world.training_status}", *[gr.skip()] * 9, gr.Timer(active=True))
+        return (*do_audit(name, start, size, language, noise_kind), gr.Timer(active=False))
 
-    waiting.tick(poll, [model, page_start, page_size], [status, hist, curves, precision, *page_outputs, waiting], api_visibility="private")
-    gr.on([tab.select, model.change], do_audit, [model, page_start, page_size], [status, hist, curves, precision, *page_outputs], api_name="audit")
-    gr.on([page_start.submit, page_size.release], do_page, [model, page_start, page_size], page_outputs, api_name="audit_page")
-    prev_btn.click(lambda m, s, n: do_page(m, max(0, int(s or 0) - int(n)), n), [model, page_start, page_size], page_outputs, api_name="audit_prev")
-    next_btn.click(lambda m, s, n: do_page(m, int(s or 0) + int(n), n), [model, page_start, page_size], page_outputs, api_name="audit_next")
+    waiting.tick(poll, filters, [status, hist, curves, precision, by_kind, kind_pick, *page_outputs, waiting], api_visibility="private")
+
+    def on_load():
+        must_wait = world.training_work.active and not (uml_names and shipped_scores(world, world.model(uml_names[0])) is not None)
+        return (f"⏳ {world.training_status}" if must_wait else ""), gr.Timer(active=must_wait)
+
+    page.on_load(on_load, [status, waiting])
+    gr.on([tab.select, model.change], do_audit, filters, [status, hist, curves, precision, by_kind, kind_pick, *page_outputs], api_name="audit")
+    gr.on([page_start.submit, page_size.release], do_page, filters, page_outputs, api_name="audit_page")
+    gr.on([lang_pick.change, kind_pick.change], lambda m, s, n, l, k: do_page(m, 0, n, l, k), filters, page_outputs, api_name="audit_filter")
+    prev_btn.click(lambda m, s, n, l, k: do_page(m, max(0, int(s or 0) - int(n)), n, l, k), filters, page_outputs, api_name="audit_prev")
+    next_btn.click(lambda m, s, n, l, k: do_page(m, int(s or 0) + int(n), n, l, k), filters, page_outputs, api_name="audit_next")
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ccr_core.dashboard.languages import PALETTE
+from ccr_core.dashboard.colours import SEQUENTIAL_SCALE, chart_layout, main_models, model_style
 from ccr_core.dashboard.world import InputError, ModelEntry, World, language_name
 from ccr_core.eval import metrics
 
@@ -67,18 +67,23 @@ def mrv_summary(world: World, models: Sequence[str] | None = None) -> pd.DataFra
 
 
 def spread_histogram(world: World, models: Sequence[str] | None = None, direction: str = "t2i"):
+    """Per model, the distribution of its instances' rank spread σ as one horizontal box (one row per model, in its
+    family's colour, its mean -- the MRV -- marked): readable for many models, unlike overlaid histograms."""
     import plotly.graph_objects as go
 
     direction = _direction(direction)
     fig = go.Figure()
-    for i, m in enumerate(world.select_models(models or world.model_names())):
+    chosen = world.select_models(models or world.model_names())
+    for m in reversed(chosen):  # the first model at the top
         sigma = np.std(rank_tables(world, m)[direction].astype(np.float64), axis=1)
-        fig.add_trace(go.Histogram(x=sigma, name=f"{m.label} (MRV {sigma.mean():.2f})", opacity=0.6, marker_color=PALETTE[i % len(PALETTE)],
-                                   xbins=dict(start=0, size=max(0.25, float(sigma.max()) / 25 if sigma.size else 1))))
-        fig.add_vline(x=float(sigma.mean()), line_dash="dash", line_color=PALETTE[i % len(PALETTE)])
-    fig.update_layout(barmode="overlay", template="plotly_white", height=380, xaxis_title="σ of the instance's ranks across languages",
-                      yaxis_title="instances", title=f"Per-instance rank spread, {DIRECTIONS[direction]} (dashed: the mean = MRV)",
-                      legend=dict(orientation="h", y=-0.25), margin=dict(t=60, l=50, r=20, b=40))
+        style = model_style(m)
+        fig.add_trace(go.Box(x=sigma, name=f"{m.label} (MRV {sigma.mean():.2f})", orientation="h", boxmean=True, boxpoints=False,
+                             marker_color=style["colour"], line=dict(color=style["colour"]), fillcolor=style["colour"], opacity=0.8,
+                             hovertemplate=f"{m.label}<br>σ %{{x:.2f}}<extra></extra>"))
+    fig.update_layout(**chart_layout(height=max(280, 46 * len(chosen) + 110), showlegend=False,
+                                     xaxis_title="σ of an instance's ranks across languages (0 = every language alike)",
+                                     title=f"Rank spread per instance, {DIRECTIONS[direction]} (dashed line in a box: the mean = MRV)"))
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -122,10 +127,10 @@ def instance_detail(world: World, item_id: str | None, models: Sequence[str] | N
         raise InputError(f"{item_id!r} has no caption in every language ({', '.join(langs)}), so it is not an MRV instance.")
     labels = [m.label for m in chosen]
     fig = go.Figure(go.Heatmap(z=z, x=labels, y=[language_name(l) for l in langs], text=z.astype(int).astype(str), texttemplate="%{text}",
-                               colorscale="RdYlGn_r", zmin=1, zmax=max(float(np.nanmax(z)), 2.0), colorbar=dict(title="rank"),
+                               colorscale=SEQUENTIAL_SCALE + "_r", zmin=1, zmax=max(float(np.nanmax(z)), 2.0), colorbar=dict(title="rank"),
                                hovertemplate="%{y} · %{x}: rank %{z}<extra></extra>"))
-    fig.update_layout(template="plotly_white", height=120 + 60 * len(langs), title=f"Ranks of {item_id}, {DIRECTIONS[direction]} (1 = best)",
-                      margin=dict(t=60, l=90, r=20, b=40))
+    fig.update_layout(**chart_layout(height=140 + 60 * len(langs), title=f"Ranks of {item_id}, {DIRECTIONS[direction]} (1 = best; bright = good)",
+                                     margin=dict(t=60, l=90, r=20, b=60)))
     sigma = {lab: float(np.std(z[:, k])) for k, lab in enumerate(labels) if not np.isnan(z[:, k]).any()}
     status = f"**{item_id}**: spread of its ranks (σ) — " + ", ".join(f"{k} {v:.2f}" for k, v in sigma.items())
     return caps, fig, status
@@ -168,11 +173,13 @@ def build_tab(world: World, page) -> None:
 
     names = world.model_names()
     with gr.Tab("Consistency", id="consistency") as tab:
-        gr.Markdown("**MRV** (mean rank variance): for each test image with a caption in every language, the spread (σ) of the ranks "
-                    "the languages give it; MRV is the mean over images. Lower is more consistent.")
+        gr.Markdown("Does a model find an image equally well whatever the language of the description? For each test image with a "
+                    "caption in every language, take the rank each language gives it; the **spread** (σ) of those ranks is 0 when "
+                    "every language agrees. **MRV** (mean rank variance) is the mean spread over images: lower is more consistent.")
         with gr.Row():
             direction = gr.Radio([(v, k) for k, v in DIRECTIONS.items()], value="t2i", label="Direction")
             model = gr.Dropdown(names, value=names[0], label="Model for the 'most inconsistent' list", allow_custom_value=True)
+            variants = gr.Checkbox(value=False, label="Show variants", elem_id="cons-variants")
         status = gr.Markdown()
         summary = gr.Dataframe(interactive=False, label="MRV per model", elem_id="cons-summary")
         with gr.Row():
@@ -183,23 +190,28 @@ def build_tab(world: World, page) -> None:
             instance = gr.Dropdown([], label="Instance", filterable=True, allow_custom_value=True, scale=2, elem_id="cons-instance")
         inst_status = gr.Markdown()
         with gr.Row():
-            inst_caps = gr.Dataframe(interactive=False, wrap=True, label="Its captions")
-            inst_heat = gr.Plot(label="Ranks: language × method", elem_id="cons-heat")
+            inst_thumb = gr.Image(label="The instance", interactive=False, height=200, scale=1, buttons=[], elem_id="cons-thumb")
+            inst_caps = gr.Dataframe(interactive=False, wrap=True, label="Its captions", scale=3)
+        inst_heat = gr.Plot(label="Ranks: language × method", elem_id="cons-heat")
+
+    def shown(show_variants) -> list[str]:
+        return world.model_names() if show_variants else [m.name for m in main_models(world.model_list())] or world.model_names()
 
     @guarded(5)
-    def do_consistency(dirn, name):
-        return ("", mrv_summary(world), spread_histogram(world, None, dirn), inconsistent_instances(world, name, dirn),
+    def do_consistency(dirn, name, show_variants=False):
+        chosen = shown(show_variants)
+        return ("", mrv_summary(world, chosen), spread_histogram(world, chosen, dirn), inconsistent_instances(world, name, dirn),
                 gr.update(choices=instance_choices(world, name, dirn)))
 
-    gr.on([tab.select, direction.change, model.change], do_consistency, [direction, model], [status, summary, hist, worst, instance],
-          api_name="consistency")
+    gr.on([tab.select, direction.change, model.change, variants.change], do_consistency, [direction, model, variants],
+          [status, summary, hist, worst, instance], api_name="consistency")
 
-    @guarded(3, status_at=2)
-    def do_instance(item, dirn):
-        caps, fig, text = instance_detail(world, item, None, dirn)
-        return caps, fig, text
+    @guarded(4, status_at=2)
+    def do_instance(item, dirn, show_variants=False):
+        caps, fig, text = instance_detail(world, item, shown(show_variants), dirn)
+        return caps, fig, text, str(world.thumbnail(item))
 
-    instance.input(do_instance, [instance, direction], [inst_caps, inst_heat, inst_status], api_name="consistency_instance")
+    instance.input(do_instance, [instance, direction, variants], [inst_caps, inst_heat, inst_status, inst_thumb], api_name="consistency_instance")
 
     def show_matches(text, name, dirn):  # server-side search (see search.build_tab for why a separate box)
         return gr.update(choices=find_instances(world, text, name, dirn))
@@ -208,9 +220,9 @@ def build_tab(world: World, page) -> None:
           api_visibility="private")
 
     @takes_event
-    @guarded(4, status_at=3)
-    def pick_worst(dirn, evt=None):
+    @guarded(5, status_at=3)
+    def pick_worst(dirn, show_variants, evt=None):
         item = selected(evt, "row_value")[0]
-        return (item, *do_instance(item, dirn))
+        return (item, *do_instance(item, dirn, show_variants))
 
-    worst.select(pick_worst, [direction], [instance, inst_caps, inst_heat, inst_status], api_name="consistency_pick")
+    worst.select(pick_worst, [direction, variants], [instance, inst_caps, inst_heat, inst_status, inst_thumb], api_name="consistency_pick")

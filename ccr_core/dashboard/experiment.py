@@ -1,15 +1,24 @@
 """Experiment tab (teaching): train a method on the world for a few hundred steps, at a chosen noise
 rate, in a background thread (one run at a time per world: the machine is shared), with a live loss
-curve. The finished model joins the world's registry, so it appears in Search, Many languages,
-Consistency, Projection and the Leaderboard for every user, labelled "trained here"."""
+curve and the expected run time shown before it starts. A run belongs to the browser session that
+started it: other sessions never see it. A finished run stays private until its owner publishes it
+(then it appears in every tab for every user, labelled "trained here"); a stopped run is discarded
+unless the owner chose to keep it."""
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import ccr_core.methods  # noqa: F401  (registers every method)
+from ccr_core.dashboard.workbenches import noisy_bench
 from ccr_core.dashboard.world import InputError, World, default_train_config
+from ccr_core.evaluate import load_trained
+from ccr_core.methods import METHODS
+from ccr_core.training.data import training_examples
+from ccr_core.training.train import TrainConfig, train
 
 STEP_LIMITS = (5, 2000)
 NOISE_LIMITS = (0.0, 0.9)
@@ -22,7 +31,10 @@ class Job:
     noise: float
     steps: int
     run_dir: Path
-    status: str = "starting"  # starting, running, done, failed, stopped
+    owner: str = ""  # the browser session that started it; only it sees the run
+    keep: bool = False  # keep the model if the run is stopped early (else it is discarded)
+    status: str = "starting"  # starting, running, done, failed, stopped, discarded
+    published: bool = False
     step: int = 0
     losses: list[tuple[int, float]] = field(default_factory=list)
     message: str = ""
@@ -37,12 +49,18 @@ class Job:
 
     def status_markdown(self) -> str:
         elapsed = (self.finished or time.time()) - self.started
-        head = {"starting": "Preparing", "running": "Training", "done": "Finished ✓", "failed": "Failed ✗", "stopped": "Stopped"}[self.status]
+        head = {"starting": "Preparing", "running": "Training", "done": "Finished ✓", "failed": "Failed ✗", "stopped": "Stopped",
+                "discarded": "Discarded"}[self.status]
         text = f"**{head}** `{self.method}` with noise {self.noise:g}: step {self.step}/{self.steps}, {elapsed:.0f} s"
         if self.losses:
             text += f", loss {self.losses[-1][1]:.4f}"
-        if self.model_name:
-            text += f".\n\nThe model **{self.model_name}** (trained here) is now in Search, Many languages, Consistency, Projection and the Leaderboard."
+        if self.model_name and self.published:
+            text += f".\n\nThe model **{self.model_name}** (trained here) is published: it is in every tab, for every user."
+        elif self.model_name:
+            text += (f".\n\nThe model **{self.model_name}** is **private to this browser session**: press **Publish** to add it to "
+                     "every tab for every user, or **Discard** to delete it.")
+        elif self.status == "stopped":
+            text += ".\n\nStopped early: the half-trained model was discarded (tick *Keep a stopped run* before stopping to keep one)."
         if self.message:
             text += f"\n\n{self.message}"
         return text
@@ -81,22 +99,24 @@ class Experiments:
         self._lock = threading.Lock()
         self._count = 0
 
+    def jobs_of(self, owner: str) -> list[Job]:
+        with self._lock:
+            return [j for j in self.jobs.values() if j.owner == owner]
+
     def running(self) -> Job | None:
         with self._lock:
             return next((j for j in self.jobs.values() if j.active), None)
 
-    def get(self, job_id: str | None) -> Job:
+    def get(self, job_id: str | None, owner: str = "") -> Job:
+        """The run with that id, if ``owner`` started it (another session's run is not found either)."""
         job = self.jobs.get((job_id or "").strip())
-        if job is None:
-            raise InputError("No such training run; start one first.")
+        if job is None or job.owner != owner:
+            raise InputError("No such training run in this browser session; start one first.")
         return job
 
     @staticmethod
     def _checked(method: str, noise, steps) -> tuple[float, int]:
         """A known method and numeric noise/steps, or an InputError saying which is wrong."""
-        import ccr_core.methods  # noqa: F401  (registers every method)
-        from ccr_core.methods import METHODS
-
         if method not in METHODS:
             raise InputError(f"Unknown method {method!r}; choose one of: {', '.join(METHODS.list())}.")
         try:
@@ -104,42 +124,62 @@ class Experiments:
         except (TypeError, ValueError):
             raise InputError("Noise must be a number and steps a whole number.") from None
 
-    def start(self, method: str, noise: float = 0.0, steps: int = 200) -> Job:
+    def start(self, method: str, noise: float = 0.0, steps: int = 200, owner: str = "", keep: bool = False) -> Job:
         noise, steps = self._checked(method, noise, steps)
         if not NOISE_LIMITS[0] <= noise <= NOISE_LIMITS[1]:
             raise InputError(f"Noise rate must be between {NOISE_LIMITS[0]} and {NOISE_LIMITS[1]}.")
         if not STEP_LIMITS[0] <= steps <= STEP_LIMITS[1]:
             raise InputError(f"Steps must be between {STEP_LIMITS[0]} and {STEP_LIMITS[1]}.")
-        if noise > 0:
-            try:
-                import ccr_core.data.noise  # noqa: F401
-            except ImportError:
-                raise InputError("Training with injected noise needs ccr_core.data.noise, which this installation lacks; use noise 0.") from None
         self.world.require_training_pairs()
         with self._lock:
             if any(j.active for j in self.jobs.values()):
-                raise InputError("A training run is already going in this world (the machine is shared); wait for it or stop it.")
+                raise InputError("A training run is already going on this server (the machine is shared); wait for it to finish.")
             self._count += 1
             job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{self._count}"
-            job = Job(job_id, method, noise, steps, self.world.cache_dir / "experiments" / job_id)
+            job = Job(job_id, method, noise, steps, self.world.cache_dir / "experiments" / job_id, owner=owner, keep=bool(keep))
             self.jobs[job_id] = job
         threading.Thread(target=self._run, args=(job,), name=f"ccr-train-{job_id}", daemon=True).start()
         return job
 
-    def stop(self, job_id: str | None) -> Job:
-        job = self.get(job_id)
+    def stop(self, job_id: str | None, owner: str = "", keep: bool | None = None) -> Job:
+        """Stop a run after its current step; it is discarded then unless ``keep`` (or the run's own setting)."""
+        job = self.get(job_id, owner)
+        if keep is not None:
+            job.keep = bool(keep)
         job.stop_event.set()
         return job
 
-    def _config(self, job: Job):
-        from ccr_core.training.train import TrainConfig
+    def publish(self, job_id: str | None, owner: str = "") -> Job:
+        """Make the run's model every user's: it joins every tab, labelled "trained here"."""
+        job = self.get(job_id, owner)
+        if not job.model_name or job.status == "discarded":
+            raise InputError("This run has no model to publish (it is still training, failed or was discarded).")
+        self.world.model(job.model_name, owner).owner = None
+        job.published = True
+        return job
 
+    def discard(self, job_id: str | None, owner: str = "") -> Job:
+        """Delete the run's model and files (a published model stays: other users may be looking at it)."""
+        job = self.get(job_id, owner)
+        if job.active:
+            raise InputError("Stop the run first.")
+        if job.published:
+            raise InputError("This model is published; other users may be using it, so it stays until the server restarts.")
+        self._discard(job)
+        return job
+
+    def _discard(self, job: Job) -> None:
+        if job.model_name:
+            self.world.remove_model(job.model_name)
+        job.model_name = ""
+        job.status = "discarded"
+        shutil.rmtree(job.run_dir, ignore_errors=True)
+
+    def _config(self, job: Job):
         base = default_train_config(self.world)
         same = next((m for m in self.world.model_list() if m.method == job.method and m.shipped), None)
         known = {f.name for f in fields(TrainConfig)}
         cfg = {k: v for k, v in base.items() if k in known}
-        from ccr_core.training.data import training_examples
-
         n_examples = len(training_examples(self.world.bundle, "train", cfg.get("target_langs"), cfg.get("target_sources", ("mt:", "human-translation"))))
         cfg.update(method=job.method, noise=job.noise, max_steps=job.steps, epochs=1_000_000, patience=1_000_000,
                    data=str(self.world.bundle.root), batch_size=max(2, min(int(cfg.get("batch_size", 128)), n_examples)),
@@ -150,10 +190,6 @@ class Experiments:
         return TrainConfig.from_dict(cfg)
 
     def _run(self, job: Job) -> None:
-        from ccr_core.dashboard.world import noisy_bench
-        from ccr_core.evaluate import load_trained
-        from ccr_core.training.train import train
-
         try:
             cfg = self._config(job)
             config = next(m.text_config for m in self.world.model_list() if m.shipped)
@@ -166,26 +202,43 @@ class Experiments:
                 job.losses.append((job.step, float(info["loss"])))
 
             train(cfg, job.run_dir, self.world.workspace, progress=False, bench=bench, on_step=on_step, should_stop=job.stop_event.is_set)
+            stopped = job.stop_event.is_set()
+            if stopped and not job.keep:  # a half-trained model is never kept by accident
+                job.status = "stopped"
+                shutil.rmtree(job.run_dir, ignore_errors=True)
+                return
             name = f"my-{job.method}-noise{job.noise:g}-{self._count_of(job)}"
             trained = load_trained(job.run_dir, clean, name=name)
-            self.world.add_model(trained, bench, config, shipped=False)
+            self.world.add_model(trained, bench, config, shipped=False, owner=job.owner)
             job.model_name = trained.name
-            job.status = "stopped" if job.stop_event.is_set() else "done"
+            job.status = "stopped" if stopped else "done"
         except Exception as exc:  # noqa: BLE001 -- reported in the UI; the server keeps running
             job.status = "failed"
             job.message = f"{type(exc).__name__}: {exc}"
         finally:
             job.finished = time.time()
 
-    def last(self) -> Job | None:
-        """The most recent run of this world, if any."""
+    def last(self, owner: str = "") -> Job | None:
+        """The most recent run of this session, if any."""
+        mine = self.jobs_of(owner)
+        return mine[-1] if mine else None
+
+    def seconds_per_step(self, method: str) -> tuple[float, str] | None:
+        """(seconds per step, where that comes from): this server's finished runs of the method, else the
+        shipped checkpoint of it (its recorded training time; validation included, so an upper estimate)."""
         with self._lock:
-            return list(self.jobs.values())[-1] if self.jobs else None
+            runs = [j for j in self.jobs.values() if j.method == method and j.status == "done" and j.finished and j.step]
+        if runs:
+            rates = [(j.finished - j.started) / j.step for j in runs]
+            return sum(rates) / len(rates), f"{len(runs)} earlier run(s) of {method} on this server"
+        for m in self.world.model_list():
+            state = m.trained.meta.get("train_state", {}) if m.method == method else {}
+            if state.get("seconds") and state.get("step"):
+                return float(state["seconds"]) / int(state["step"]), f"the shipped {m.name}'s {state['step']} steps in {state['seconds']:.0f} s"
+        return None
 
-    def plan(self, method: str, noise: float = 0.0, steps: int = 200) -> str:
-        """What a run with these settings will do (Markdown), before it is started."""
-        from ccr_core.training.data import training_examples
-
+    def plan(self, method: str, noise: float = 0.0, steps: int = 200, owner: str = "") -> str:
+        """What a run with these settings will do (Markdown), before it is started: data, settings and expected run time."""
         noise, steps = self._checked(method, noise, steps)
         cfg = self._config(Job("plan", method, noise, steps, self.world.cache_dir / "experiments" / "plan"))
         n_examples = len(training_examples(self.world.bundle, "train", cfg.target_langs, cfg.target_sources))
@@ -194,10 +247,14 @@ class Experiments:
         lines = [f"**A run will** train `{method}` for **{steps} steps** of {cfg.batch_size} pairs (≈ {epochs:.2f} passes over the "
                  f"{n_examples:,} training pairs of **{self.world.name}**), on {swapped}, with the shipped models' frozen backbones "
                  f"(`{cfg.text_backbone}`, `{cfg.visual_backbone}`) and learning rate {cfg.lr:g}.",
-                 "The loss is drawn live below; the finished model is then searchable in every tab, labelled *trained here*."]
-        if self.world.pending_training:
+                 "The loss is drawn live below. The finished model is **private to this browser session** until you press "
+                 "**Publish**; a stopped run is discarded unless *Keep a stopped run* is ticked."]
+        rate = self.seconds_per_step(method)
+        if rate is not None:
+            lines.insert(1, f"**Expected run time ≈ {_duration(rate[0] * steps)}** (from {rate[1]}; longer while the machine is busy).")
+        if self.world.training_work.active:
             lines.append(f"_{self.world.training_status}_ Starting a run waits for it.")
-        last = self.last()
+        last = self.last(owner)
         if last is not None:
             lines.append(f"Last run: {last.status_markdown()}")
         return "\n\n".join(lines)
@@ -206,9 +263,13 @@ class Experiments:
         return list(self.jobs).index(job.id) + 1
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def experiments(world: World) -> Experiments:
     """The world's single :class:`Experiments` registry."""
-    with world._lock:
+    with world.lock:
         if "experiments" not in world.memo:
             world.memo["experiments"] = Experiments(world)
         return world.memo["experiments"]
@@ -219,60 +280,97 @@ def experiments(world: World) -> Experiments:
 
 
 def build_tab(world: World, page) -> None:
-    """The Experiment tab: what a run will do, start/stop, live progress and loss; new models reach the other tabs."""
+    """The Experiment tab: what a run will do and how long it takes, start/stop, live progress and loss;
+    the run is this session's until published."""
     import gradio as gr
 
-    import ccr_core.methods  # noqa: F401  (registers every method)
-    from ccr_core.dashboard.ui import guarded
-    from ccr_core.methods import METHODS
+    from ccr_core.dashboard.ui import guarded, session_of, takes_request
 
     jobs = experiments(world)
     first = "uml" if "uml" in METHODS else METHODS.list()[0]
-    with gr.Tab("Experiment", id="experiment"):
+    with gr.Tab("Experiment", id="experiment") as tab:
         gr.Markdown("Train a method on this world for a few hundred steps, optionally with injected noisy correspondence, and watch "
-                    "the loss. The new model then appears next to the shipped ones in every tab (for every user of this server).")
+                    "the loss. Your run is **yours**: nobody else sees it until you publish it.")
         with gr.Row():
             method = gr.Dropdown(METHODS.list(), value=first, label="Method", allow_custom_value=True)
             noise = gr.Slider(0.0, 0.8, value=0.2, step=0.05, label="Noise rate (share of swapped translations)")
             steps = gr.Slider(STEP_LIMITS[0], 1000, value=200, step=5, label="Steps")
-        plan = gr.Markdown(_safe_plan(jobs, first, 0.2, 200), elem_id="ex-plan")
+        plan = gr.Markdown("", elem_id="ex-plan")
         with gr.Row():
             start = gr.Button("Start training", variant="primary", elem_id="ex-start")
             stop = gr.Button("Stop", elem_id="ex-stop")
+            keep = gr.Checkbox(value=False, label="Keep a stopped run", elem_id="ex-keep")
+            publish = gr.Button("Publish to every user", elem_id="ex-publish")
+            discard = gr.Button("Discard", elem_id="ex-discard")
         job_id = gr.Textbox(label="Run id", interactive=False, elem_id="ex-job")
         status = gr.Markdown(elem_id="ex-status")
         progress = gr.HTML()
         plot = gr.Plot(label="Loss", elem_id="ex-plot")
         timer = gr.Timer(1.0, active=False)
 
+    @takes_request
     @guarded(1)
-    def show_plan(m, n, s):
-        return jobs.plan(m, n, s)
+    def show_plan(m, n, s, request=None):
+        return jobs.plan(m, n, s, session_of(request))
 
-    gr.on([method.change, noise.release, steps.release], show_plan, [method, noise, steps], plan, api_name="train_plan")
+    gr.on([tab.select, method.change, noise.release, steps.release], show_plan, [method, noise, steps], plan, api_name="train_plan")
 
+    @takes_request
     @guarded(5, status_at=1)
-    def train_start(m, n, s):
-        job = jobs.start(m, n, s)
+    def train_start(m, n, s, k, request=None):
+        job = jobs.start(m, n, s, owner=session_of(request), keep=k)
         return job.id, job.status_markdown(), job.progress_html(), job.loss_figure(), gr.Timer(active=True)
 
-    start.click(train_start, [method, noise, steps], [job_id, status, progress, plot, timer], api_name="train_start")
+    start.click(train_start, [method, noise, steps, keep], [job_id, status, progress, plot, timer], api_name="train_start")
+
+    @takes_request
+    @guarded(4)
+    def train_status(jid, request=None):
+        job = jobs.get(jid, session_of(request))
+        return job.status_markdown(), job.progress_html(), job.loss_figure(), gr.Timer(active=job.active)
+
+    timer.tick(train_status, job_id, [status, progress, plot, timer], api_name="train_status")
+
+    @takes_request
+    @guarded(1)
+    def train_stop(jid, k, request=None):
+        job = jobs.stop(jid, session_of(request), k)
+        return job.status_markdown() + ("\n\nStopping after the current step; the model will be kept (private to you)…" if job.keep
+                                        else "\n\nStopping after the current step; the half-trained model will be discarded…")
+
+    stop.click(train_stop, [job_id, keep], status, api_name="train_stop")
+    @takes_request
+    def set_keep(jid, k, request=None):
+        _set_keep(jobs, jid, k, request)
+
+    keep.change(set_keep, [job_id, keep], None, api_visibility="private")
 
     targets = page.choice_targets
 
-    @guarded(4 + len(targets))
-    def train_status(jid):
-        job = jobs.get(jid)
-        ups = page.model_choice_updates() if not job.active else [gr.skip()] * len(targets)
-        return (job.status_markdown(), job.progress_html(), job.loss_figure(), gr.Timer(active=job.active), *ups)
+    @takes_request
+    @guarded(1 + len(targets))
+    def train_publish(jid, request=None):
+        job = jobs.publish(jid, session_of(request))
+        return (job.status_markdown(), *page.model_choice_updates())
 
-    timer.tick(train_status, job_id, [status, progress, plot, timer, *targets], api_name="train_status")
+    publish.click(train_publish, job_id, [status, *targets], api_name="train_publish")
 
+    @takes_request
     @guarded(1)
-    def train_stop(jid):
-        return jobs.stop(jid).status_markdown() + "\n\nStopping after the current step…"
+    def train_discard(jid, request=None):
+        return jobs.discard(jid, session_of(request)).status_markdown()
 
-    stop.click(train_stop, job_id, status, api_name="train_stop")
+    discard.click(train_discard, job_id, status, api_name="train_discard")
+    page.on_load(lambda: _safe_plan(jobs, first, 0.2, 200), [plan])
+
+
+def _set_keep(jobs: Experiments, job_id, keep, request) -> None:
+    from ccr_core.dashboard.ui import session_of
+
+    try:
+        jobs.get(job_id, session_of(request)).keep = bool(keep)
+    except InputError:
+        pass  # no run yet: the box is read when one starts
 
 
 def _safe_plan(jobs: Experiments, method: str, noise: float, steps: int) -> str:

@@ -12,11 +12,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ccr_core.dashboard.colours import chart_layout, main_models, method_colour
+from ccr_core.dashboard.detect import known_language
 from ccr_core.dashboard.search import clean_query, rank_of, stable_order
 from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, World, language_name
 from ccr_core.eval import metrics
 
-PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC", "#EECA3B")
+NO_LANGUAGE_NOTE = "⚠ **Left out “{text}”: its row has no language chosen.** Choose the language in the row's menu and compare again."
 
 
 def _instance_label(world: World, item_id: str) -> str:
@@ -78,6 +80,7 @@ class MethodSpread:
     target_item: str
     ranks: dict[str, int]  # lang -> rank of the target image
     top1: dict[str, str]  # lang -> top-1 image id
+    colour: str = "#000000"  # the method family's colour (the same in every chart)
 
     @property
     def spread(self) -> float | None:
@@ -112,8 +115,13 @@ class ManyLanguagesResult:
         if best:
             winner = min(best, key=lambda m: m.spread)
             lines.append(f"Most consistent here: **{winner.model}** (spread {winner.spread:.2f}; 0 = every language puts the image at the same rank).")
-        lines += [f"_Note: {n}_" for n in self.notes]
+        lines += [n if n.startswith("⚠") else f"_Note: {n}_" for n in self.notes]
         return "\n\n".join(lines)
+
+    @property
+    def shown_item(self) -> str | None:
+        """The image the ranks are of: the picked instance, else the first method's intended image."""
+        return self.instance or (self.methods[0].target_item if self.methods else None)
 
     def table(self) -> pd.DataFrame:
         langs = list(self.texts)
@@ -134,8 +142,8 @@ class ManyLanguagesResult:
         langs = list(self.texts)
         fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], horizontal_spacing=0.12,
                             subplot_titles=("Rank of the intended image, per language (lower is better)", "Spread across languages (σ)"))
-        for i, m in enumerate(self.methods):
-            colour = PALETTE[i % len(PALETTE)]
+        for m in self.methods:
+            colour = m.colour
             fig.add_trace(go.Scatter(
                 x=[f"{language_name(l)} ({l})" for l in langs], y=[m.ranks.get(l) for l in langs], mode="lines+markers+text",
                 text=[str(m.ranks.get(l, "")) for l in langs], textposition="top center", name=m.model,
@@ -148,7 +156,7 @@ class ManyLanguagesResult:
         worst = max([r for m in self.methods for r in m.ranks.values()] + [1])
         fig.update_yaxes(type="log", autorange="reversed", title_text="rank (log scale, 1 at top)", range=[np.log10(worst * 1.6), np.log10(0.8)], row=1, col=1)
         fig.update_yaxes(title_text="σ of ranks", rangemode="tozero", row=1, col=2)
-        fig.update_layout(height=440, margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.15), template="plotly_white")
+        fig.update_layout(**chart_layout(height=460, margin=dict(l=60, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.18)))
         return fig
 
 
@@ -159,8 +167,6 @@ def many_languages(world: World, texts: dict[str, str | None], instance: str | N
     models = world.select_models(methods)
     filled: dict[str, str] = {}
     notes: list[str] = []
-    from ccr_core.dashboard.detect import known_language
-
     ordered = [l for l in world.languages if l in texts] + [l for l in texts if l not in world.languages]
     for lang in ordered:
         raw = (texts.get(lang) or "").strip()
@@ -190,7 +196,7 @@ def many_languages(world: World, texts: dict[str, str | None], instance: str | N
         top1 = {lang: world.gallery[int(stable_order(s)[0])].id for lang, s in scores.items()}
         target = world.gallery_pos[instance] if instance else int(stable_order(scores[reference])[0])
         ranks = {lang: rank_of(s, target) for lang, s in scores.items()}
-        out.append(MethodSpread(m.label, world.gallery[target].id, ranks, top1))
+        out.append(MethodSpread(m.label, world.gallery[target].id, ranks, top1, method_colour(m.method, m.noise)))
     return ManyLanguagesResult(filled, instance, out, sorted(set(notes), key=notes.index), time.perf_counter() - start)
 
 
@@ -209,9 +215,10 @@ def build_tab(world: World, page) -> None:
     from ccr_core.dashboard.ui import guarded
 
     names = world.model_names()
+    main_names = [m.name for m in main_models(world.model_list())] or names
     start = default_instance(world)
     start_texts = instance_texts(world, start)
-    opening = many_languages(world, start_texts, start, names) if start and any(start_texts.values()) else None
+    opening = many_languages(world, start_texts, start, main_names) if start and any(start_texts.values()) else None
     others = sorted((l for l in ENCODER_LANGUAGES if l not in world.languages), key=language_name)
     with gr.Tab("Many languages", id="languages"):
         gr.Markdown("Type **the same description in several languages** (or pick a test instance to fill them in). For each method: "
@@ -226,7 +233,7 @@ def build_tab(world: World, page) -> None:
                 ml_find = gr.Textbox(value="", label="Find a test instance (words of a caption or an id)", lines=1, max_lines=1, elem_id="ml-find")
                 ml_instance = gr.Dropdown(picks, value=start or "", label="Intended image (test instance)", filterable=True,
                                           allow_custom_value=True, elem_id="ml-instance")
-            ml_methods = gr.CheckboxGroup(names, value=names, label="Methods", scale=3)
+            ml_methods = gr.CheckboxGroup(names, value=main_names, label="Methods", scale=3)
         with gr.Row():
             ml_texts = [gr.Textbox(value=start_texts.get(l, ""), label=f"{language_name(l)} ({l})", lines=1, max_lines=4, elem_id=f"ml-text-{l}")
                         for l in world.languages]
@@ -243,7 +250,10 @@ def build_tab(world: World, page) -> None:
             ml_btn = gr.Button("Compare languages", variant="primary", elem_id="ml-btn")
             add_btn = gr.Button("＋ Add a language", elem_id="ml-add")
         shown = gr.State(0)
-        ml_status = gr.Markdown(opening.status() if opening else "", elem_id="ml-status")
+        with gr.Row():
+            ml_thumb = gr.Image(value=str(world.thumbnail(opening.shown_item)) if opening and opening.shown_item else None, label="The intended image",
+                                interactive=False, height=180, scale=1, buttons=[], elem_id="ml-thumb")
+            ml_status = gr.Markdown(opening.status() if opening else "", elem_id="ml-status")
         ml_plot = gr.Plot(value=opening.figure() if opening else None, label="Ranks per language", elem_id="ml-plot")
         ml_table = gr.Dataframe(value=opening.table() if opening else None, interactive=False, label="Ranks, spread and agreement", elem_id="ml-table")
 
@@ -270,14 +280,20 @@ def build_tab(world: World, page) -> None:
 
     n = len(world.languages)
 
-    @guarded(3)
+    @guarded(4)
     def do_many(item, chosen, *values):
         texts = dict(zip(world.languages, values[:n]))
+        unlabelled = []
         for lang, text in zip(values[n::2], values[n + 1 :: 2]):  # (language, text) of each added row
             if lang and (text or "").strip():
                 texts[lang] = text
+            elif (text or "").strip():  # typed, but no language chosen: said, not silently dropped
+                unlabelled.append(" ".join(text.split())[:40])
         result = many_languages(world, texts, item, chosen)
-        return result.status(), result.figure(), result.table()
+        result.notes = [NO_LANGUAGE_NOTE.format(text=t) for t in unlabelled] + result.notes
+        thumb = str(world.thumbnail(result.shown_item)) if result.shown_item else None
+        return result.status(), result.figure(), result.table(), thumb
 
     gr.on([ml_btn.click, *[t.submit for t in ml_texts], *[t.submit for t in extra_texts]], do_many,
-          [ml_instance, ml_methods, *ml_texts, *[x for pair in zip(extra_langs, extra_texts) for x in pair]], [ml_status, ml_plot, ml_table], api_name="many_languages")
+          [ml_instance, ml_methods, *ml_texts, *[x for pair in zip(extra_langs, extra_texts) for x in pair]], [ml_status, ml_plot, ml_table, ml_thumb],
+          api_name="many_languages")

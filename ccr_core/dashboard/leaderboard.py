@@ -4,12 +4,16 @@ stamped with the same weights hash, else from the world cache (``eval/``, stampe
 they are computed once and cached. Tables download as CSV and JSON."""
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
 import pandas as pd
 
-from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, json_dump, load_json, safe_name
+from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, safe_name
+from ccr_core.io import read_json, write_json_atomic
+from ccr_core.methods import method_sort_key
+from ccr_core.study.stats import format_interval, kept_share, paired, t_interval, target_sumr, verdict
 
 METRICS = ("SumR", "mean_recall", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_MedR", "i2t_MedR")
 COLUMNS = ["model", "method", "train noise", "group", "queries", "images", "t2i_R@1", "t2i_R@5", "t2i_R@10",
@@ -29,13 +33,13 @@ def model_result(world: World, model: ModelEntry) -> dict:
         result = None
         for shipped in (model.trained.folder / "metrics.json", model.trained.folder.parent / "metrics.json"):
             if shipped.exists():
-                data = load_json(shipped)
+                data = read_json(shipped)
                 if data.get("checkpoint_sha256") in (None, model.checkpoint_hash) and "groups" in data:
                     result = data
                     break
         path = world.cache_dir / "eval" / f"{safe_name(model.name)}-{model.checkpoint_hash[:12]}.json"
         if result is None and path.exists():
-            cached = load_json(path)
+            cached = read_json(path)
             if cached.get("checkpoint_sha256") == model.checkpoint_hash and cached.get("bundle") == bundle_stamp(world):
                 result = cached["result"]
         if result is None:
@@ -44,7 +48,7 @@ def model_result(world: World, model: ModelEntry) -> dict:
             from ccr_core.evaluate import evaluate_model
 
             result = evaluate_model(model.trained, world.benches[model.text_config])
-            json_dump(path, {"checkpoint_sha256": model.checkpoint_hash, "bundle": bundle_stamp(world), "result": result})
+            write_json_atomic(path, {"checkpoint_sha256": model.checkpoint_hash, "bundle": bundle_stamp(world), "result": result})
         result = {**result, "model": model.label}
         memo[key] = result
         return result
@@ -62,7 +66,7 @@ def protocol_cells(world: World) -> dict:
         from ccr_core.study.stats import at_end_of_budget, cells
 
         path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
-        world.memo["protocol_cells"] = cells([r for r in load_json(path) if at_end_of_budget(r)]) if path.exists() else {}
+        world.memo["protocol_cells"] = cells([r for r in read_json(path) if at_end_of_budget(r)]) if path.exists() else {}
     return world.memo["protocol_cells"]
 
 
@@ -73,41 +77,46 @@ def fine_tuned_cells(world: World) -> dict:
         from ccr_core.study.stats import cells
 
         path = REPO_ROOT / "results" / f"fine-tuned-{world.name}.json"
-        world.memo["fine_tuned_cells"] = cells(load_json(path)) if path.exists() else {}
+        world.memo["fine_tuned_cells"] = cells(read_json(path)) if path.exists() else {}
     return world.memo["fine_tuned_cells"]
 
 
-def _interval(world: World, model: ModelEntry, group: str) -> str | None:
-    """'mean ± half-width (n seeds)' of the model's method at its noise rate, published setting (the floor: common);
-    a model with fine-tuned backbone tops: its fine-tuned runs' (common encoder)."""
-    meta = getattr(getattr(model, "trained", None), "meta", None) or {}
-    if meta.get("visual_trainable_blocks") or meta.get("text_trainable_layers"):
+def grid_cell(world: World, model: ModelEntry) -> tuple[str, dict | None]:
+    """(setting, cell) of the equal-budget grid that stands for the model's method at its noise rate: the
+    published setting, else the common-encoder one (the floor is common only); a model with fine-tuned
+    backbone tops: its fine-tuned runs'. ("", None) where the grid has no such runs."""
+    if model.fine_tuned:
         cell = fine_tuned_cells(world).get(("common", model.method, float(model.noise)))
-    else:
-        cell = protocol_cells(world).get(("common" if model.method == "floor" else "published", model.method, float(model.noise)))
+        return ("fine-tuned", cell) if cell else ("", None)
+    table = protocol_cells(world)
+    for setting in ("published", "common"):
+        cell = table.get((setting, model.method, float(model.noise)))
+        if cell:
+            return setting, cell
+    return "", None
+
+
+def _interval(world: World, model: ModelEntry, group: str) -> str | None:
+    """'mean ± half-width (n seeds)' of the model's method at its noise rate (``grid_cell``)."""
+    _, cell = grid_cell(world, model)
     stat = cell["stats"].get(f"SumR {group}") if cell else None
     if not stat:
         return None
-    mean, hw = stat
     n = len(cell["seeds"])
-    return f"{mean:.1f}" + ("" if hw != hw else f" ± {hw:.1f}") + f" ({n} seed{'s' if n != 1 else ''})"
+    return f"{format_interval(stat)} ({n} seed{'s' if n != 1 else ''})"
 
 
 def interval_table(world: World) -> pd.DataFrame:
     """One row per cell of the equal-budget grid: target and English SumR, MRV and kept share, mean ± 95% CI."""
-    from ccr_core.methods import method_sort_key
-    from ccr_core.study.stats import format_interval as _pm
-    from ccr_core.study.stats import kept_share, t_interval
-
     table = protocol_cells(world)
     rows = []
     for (setting, method, noise), cell in sorted(table.items(), key=lambda kv: (kv[0][0], method_sort_key(kv[0][1]), kv[0][2])):
         st = cell["stats"]
         share = kept_share(table, setting, method, noise) if noise else {}
         rows.append({"setting": setting, "method": method, "train noise": noise, "seeds": len(cell["seeds"]),
-                     "target SumR": _pm(st.get("target SumR")), "en SumR": _pm(st.get("SumR en")),
-                     "MRV mean": _pm(st.get("mrv_mean"), 2), "kept %": _pm(t_interval(list(share.values()))) if share else "",
-                     "UML DECL AUROC": _pm(st.get("mismatch auroc"), 3), "1 − cosine AUROC": _pm(st.get("cosine auroc"), 3)})
+                     "target SumR": format_interval(st.get("target SumR")), "en SumR": format_interval(st.get("SumR en")),
+                     "MRV mean": format_interval(st.get("mrv_mean"), 2), "kept %": format_interval(t_interval(list(share.values()))) if share else "",
+                     "UML DECL AUROC": format_interval(st.get("mismatch auroc"), 3), "1 − cosine AUROC": format_interval(st.get("cosine auroc"), 3)})
     return pd.DataFrame(rows, columns=["setting", "method", "train noise", "seeds", "target SumR", "en SumR", "MRV mean", "kept %",
                                        "UML DECL AUROC", "1 − cosine AUROC"])
 
@@ -118,7 +127,7 @@ def noise_plot(world: World, setting: str = "common"):
     from ccr_core.study.plots import noise_figure
 
     path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
-    return noise_figure(world.name, load_json(path), setting) if path.exists() else None
+    return noise_figure(world.name, read_json(path), setting) if path.exists() else None
 
 
 def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | None = None) -> pd.DataFrame:
@@ -148,27 +157,112 @@ def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | N
     return df.sort_values([sort_by, "model", "group"], ascending=[ascending, True, True], kind="stable").reset_index(drop=True)
 
 
+RANKING_COLUMNS = ["rank", "model", "method", "train noise", "target SumR", "target SumR over seeds (95% CI)", "vs baseline (paired, 95% CI)",
+                   "verdict", "MRV mean", "grid setting"]
+
+
+def _verdict_words(mean: float, hw: float, n: int) -> str:
+    """The comparison with the baseline in plain words ("better", "worse", "not resolved ...")."""
+    word = verdict(mean, hw, n, "higher")
+    return {"holds": "better than the baseline", "does not hold": "worse than the baseline",
+            "identical in every run": "same as the baseline"}.get(word, f"difference {word}")
+
+
+def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
+    """One row per model, best target-language SumR first: its own (seed-0) target SumR, the mean ± 95% interval
+    over the equal-budget grid's seeds of its method at its noise rate, and the paired difference from the
+    baseline at the same noise rate with its verdict -- a difference whose interval holds 0 says "not resolved"."""
+    from ccr_core.dashboard.colours import is_main
+
+    rows = []
+    for m in world.model_list():
+        if not show_variants and not is_main(m):
+            continue
+        r = model_result(world, m)
+        own = target_sumr(r) if r.get("groups") else None
+        setting, cell = grid_cell(world, m)
+        interval, versus, verdict = "not in the equal-budget grid", "", "no seeds run"
+        if cell and cell["stats"].get("target SumR"):
+            mean, hw = cell["stats"]["target SumR"]
+            n = len(cell["seeds"])
+            interval = f"{format_interval((mean, hw))} ({n} seed{'s' if n != 1 else ''})"
+            base_table = fine_tuned_cells(world) if setting == "fine-tuned" else protocol_cells(world)
+            base = base_table.get(("common" if setting == "fine-tuned" else setting, "baseline", float(m.noise)))
+            if m.method == "baseline":
+                verdict = "the reference"
+            elif base:
+                d_mean, d_hw, d_n = paired(cell["per_unit"].get("target SumR", {}), base["per_unit"].get("target SumR", {}))
+                if d_n:
+                    versus = f"{d_mean:+.1f}" + ("" if math.isnan(d_hw) else f" ± {d_hw:.1f}")
+                    verdict = _verdict_words(d_mean, d_hw, d_n)
+        mrv = r.get("mrv", {}).get("mrv_mean")
+        rows.append({"model": m.label, "method": m.method, "train noise": m.noise, "target SumR": round(own, 1) if own is not None else None,
+                     "target SumR over seeds (95% CI)": interval, "vs baseline (paired, 95% CI)": versus, "verdict": verdict,
+                     "MRV mean": round(mrv, 3) if mrv is not None else None, "grid setting": setting})
+    df = pd.DataFrame(rows, columns=RANKING_COLUMNS[1:])
+    df = df.sort_values(["target SumR", "model"], ascending=[False, True], kind="stable", na_position="last").reset_index(drop=True)
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return df
+
+
+def ranking_figure(world: World, df: pd.DataFrame):
+    """Horizontal bars of each model's target SumR (full names readable), its family's colour, noisy ones hatched,
+    with the grid's interval as a whisker where there is one."""
+    import plotly.graph_objects as go
+
+    from ccr_core.dashboard.colours import chart_layout, model_style
+
+    fig = go.Figure()
+    ordered = df.iloc[::-1]  # best at the top
+    for _, row in ordered.iterrows():
+        entry = world.registry.find(row["model"].split(" (", 1)[0])
+        style = model_style(entry) if entry else {"colour": "#000", "pattern": ""}
+        _, cell = grid_cell(world, entry) if entry else ("", None)
+        stat = cell["stats"].get("target SumR") if cell else None
+        fig.add_trace(go.Bar(y=[row["model"]], x=[row["target SumR"]], orientation="h", name=row["model"], showlegend=False,
+                             marker=dict(color=style["colour"], pattern_shape=style["pattern"], line=dict(color="#333", width=0.5)),
+                             error_x=dict(type="data", array=[stat[1]], visible=True, color="#333") if stat and not math.isnan(stat[1]) else None,
+                             text=[f"{row['target SumR']:.0f}" if row["target SumR"] == row["target SumR"] else ""], textposition="inside",
+                             hovertemplate=f"{row['model']}<br>target SumR %{{x:.1f}}<br>{row['verdict']}<extra></extra>"))
+    fig.update_layout(**chart_layout(height=max(260, 34 * len(df) + 90), title="Target-language SumR per model (whisker: 95% interval over seeds)",
+                                     xaxis_title="target SumR (higher is better)", margin=dict(t=60, l=10, r=20, b=50)))
+    fig.update_yaxes(automargin=True)
+    return fig
+
+
 def groups(world: World) -> list[str]:
     return sorted({g for r in all_results(world) for g in r.get("groups", {})})
 
 
-def leaderboard_figures(df: pd.DataFrame, metric: str = "SumR"):
-    """(bar chart of ``metric`` per group and model, bar chart of MRV per model)."""
-    import plotly.express as px
+def leaderboard_figures(df: pd.DataFrame, metric: str = "SumR", world: World | None = None):
+    """(bar chart of ``metric`` per group and model, horizontal bar chart of MRV per model), each model in its
+    method family's colour (noisy ones hatched), the same as in every other chart."""
     import plotly.graph_objects as go
+
+    from ccr_core.dashboard.colours import chart_layout, method_colour, model_style
 
     if metric not in df.columns:
         raise InputError(f"Unknown metric {metric!r}.")
-    bars = px.bar(df.sort_values(["group", "model"]), x="group", y=metric, color="model", barmode="group",
-                  hover_data=["method", "train noise", "queries"], template="plotly_white",
-                  title=f"{metric} per query group (language / caption source)")
-    bars.update_layout(height=420, legend=dict(orientation="h", y=-0.2), margin=dict(t=60, l=50, r=20, b=40))
-    per_model = df.drop_duplicates("model")
+
+    def style(name: str, method: str, noise: float) -> dict:
+        entry = world.registry.find(name.split(" (", 1)[0]) if world is not None else None
+        return model_style(entry) if entry else {"colour": method_colour(method, noise), "pattern": "/" if noise else ""}
+
+    bars = go.Figure()
+    for model, rows in df.groupby("model", sort=False):
+        st = style(model, rows["method"].iloc[0], float(rows["train noise"].iloc[0]))
+        bars.add_trace(go.Bar(x=rows["group"], y=rows[metric], name=model, marker=dict(color=st["colour"], pattern_shape=st["pattern"]),
+                              hovertemplate=f"{model}<br>%{{x}}: %{{y}}<extra></extra>"))
+    bars.update_layout(**chart_layout(height=440, barmode="group", title=f"{metric} per query group (language / caption source)", yaxis_title=metric))
+    per_model = df.drop_duplicates("model").iloc[::-1]
     mrv = go.Figure()
-    for name, col in (("image → text", "MRV i2t"), ("text → image", "MRV t2i")):
-        mrv.add_trace(go.Bar(x=per_model["model"], y=per_model[col], name=name, text=per_model[col], textposition="outside"))
-    mrv.update_layout(barmode="group", template="plotly_white", height=420, title="MRV: spread of ranks across languages (lower is better)",
-                      legend=dict(orientation="h", y=-0.2), margin=dict(t=60, l=50, r=20, b=40), yaxis_title="MRV")
+    for (name, col), pattern in ((("image → text", "MRV i2t"), ""), (("text → image", "MRV t2i"), ".")):
+        colours = [style(m, meth, float(nz))["colour"] for m, meth, nz in zip(per_model["model"], per_model["method"], per_model["train noise"])]
+        mrv.add_trace(go.Bar(y=per_model["model"], x=per_model[col], name=name, orientation="h", marker=dict(color=colours, pattern_shape=pattern),
+                             text=per_model[col], textposition="outside"))
+    mrv.update_layout(**chart_layout(height=max(300, 44 * len(per_model) + 100), barmode="group",
+                                     title="MRV: spread of ranks across languages (lower is better; dotted: text → image)", xaxis_title="MRV"))
+    mrv.update_yaxes(automargin=True)
     return bars, mrv
 
 
@@ -179,7 +273,7 @@ def export(world: World, df: pd.DataFrame) -> tuple[Path, Path]:
     tmp = csv_path.with_suffix(".tmp")
     df.to_csv(tmp, index=False)
     tmp.replace(csv_path)
-    json_dump(json_path, {"world": world.name, "rows": df.to_dict(orient="records"), "results": all_results(world)})
+    write_json_atomic(json_path, {"world": world.name, "rows": df.to_dict(orient="records"), "results": all_results(world)})
     return csv_path, json_path
 
 
@@ -187,8 +281,34 @@ def export(world: World, df: pd.DataFrame) -> tuple[Path, Path]:
 # the tab (Gradio layout and wiring; gradio is imported here only)
 
 
+def recoloured(fig):
+    """A figure from the library (traces named by method) in the dashboard's family colours and readable font."""
+    from ccr_core.dashboard.colours import CHART_FONT, FAMILY_COLOURS, family, method_colour
+
+    if fig is None:
+        return None
+    for trace in fig.data:
+        name = str(getattr(trace, "name", "") or "")
+        if family(name) in FAMILY_COLOURS:
+            colour = method_colour(name)
+            if hasattr(trace, "line") and trace.line is not None:
+                trace.line.color = colour
+            if hasattr(trace, "marker") and trace.marker is not None:
+                trace.marker.color = colour
+            if hasattr(trace, "error_y") and trace.error_y is not None:
+                trace.error_y.color = colour
+    fig.update_layout(font=dict(size=CHART_FONT))
+    return fig
+
+
+VERDICT_NOTE = ("**How to read it:** *target SumR* is this checkpoint's (one seed); the interval is over the equal-budget grid's seeds "
+                "of the same method and noise rate. *vs baseline* is the paired per-seed difference from the baseline at the same "
+                "noise rate: **better / worse** when its 95% interval excludes 0, **not resolved** when it includes 0 (the experiment "
+                "cannot tell the two apart).")
+
+
 def build_tab(world: World, page) -> None:
-    """The Leaderboard tab: the results table, recall and MRV charts, CSV and JSON downloads."""
+    """The Leaderboard tab: one row per model (interval and verdict), charts, the per-group table, downloads."""
     import gradio as gr
 
     from ccr_core.dashboard.ui import guarded
@@ -196,32 +316,41 @@ def build_tab(world: World, page) -> None:
     chosen_groups = groups(world)
     with gr.Tab("Leaderboard", id="leaderboard") as tab:
         with gr.Row():
-            sort = gr.Dropdown(COLUMNS, value="SumR", label="Sort by")
-            metric = gr.Dropdown(list(METRICS), value="SumR", label="Chart metric")
-            group_pick = gr.CheckboxGroup(chosen_groups, value=chosen_groups, label="Query groups (language / caption source)")
-        status = gr.Markdown()
-        table = gr.Dataframe(interactive=False, label="Results (click a header to sort)", elem_id="lb-table")
-        with gr.Row():
+            variants = gr.Checkbox(value=False, label="Show variants (noise-trained, floor, English-only, trained here)", elem_id="lb-variants")
+        status = gr.Markdown(elem_id="lb-status")
+        ranking = gr.Dataframe(interactive=False, label="Ranking: one row per model", wrap=True, elem_id="lb-ranking")
+        gr.Markdown(VERDICT_NOTE)
+        ranking_plot = gr.Plot(label="Target SumR per model", elem_id="lb-ranking-plot")
+        with gr.Accordion("Per query group: every model × language / caption source", open=False):
+            with gr.Row():
+                sort = gr.Dropdown(COLUMNS, value="SumR", label="Sort by")
+                metric = gr.Dropdown(list(METRICS), value="SumR", label="Chart metric")
+                group_pick = gr.CheckboxGroup(chosen_groups, value=chosen_groups, label="Query groups (language / caption source)")
+            table = gr.Dataframe(interactive=False, label="Results (click a header to sort)", elem_id="lb-table")
             bars = gr.Plot(label="Recall", elem_id="lb-bars")
-            mrv = gr.Plot(label="MRV", elem_id="lb-mrv")
+        mrv = gr.Plot(label="MRV", elem_id="lb-mrv")
         with gr.Row():
             csv_file = gr.DownloadButton("Download CSV", elem_id="lb-csv")
             json_file = gr.DownloadButton("Download JSON", elem_id="lb-json")
         gr.Markdown("**The equal-budget comparison** (every method at the same steps and target-language exposures, 3 seeds, "
-                    "mean ± 95% interval; `python -m ccr_core.experiments`). The table above is one seed per method.")
+                    "mean ± 95% interval; `python -m ccr_core.experiments`).")
         intervals = gr.Dataframe(interactive=False, label="Grid cells: mean ± 95% CI over seeds", elem_id="lb-intervals")
         noise_fig = gr.Plot(label="Target SumR against the noise rate (common encoder)", elem_id="lb-noise")
 
-    @guarded(8)
-    def do_leaderboard(sort_by, chart_metric, picked):
+    @guarded(10)
+    def do_leaderboard(sort_by, chart_metric, picked, show_variants):
         df = leaderboard_table(world, sort_by, picked or None)
-        bar_fig, mrv_fig = leaderboard_figures(df, chart_metric)
+        ranked = ranking_table(world, bool(show_variants))
+        if not show_variants:
+            df = df[df["model"].isin(set(ranked["model"]))]
+        bar_fig, mrv_fig = leaderboard_figures(df, chart_metric, world)
         csv_path, json_path = export(world, df)
-        text = f"{df['model'].nunique()} models × {df['group'].nunique()} query groups, test split of **{world.name}**."
+        text = f"{len(ranked)} models, test split of **{world.name}**" + ("" if show_variants else " (the main methods; tick *Show variants* for all)") + "."
         grid = interval_table(world)
         if grid.empty:
             text += " No equal-budget grid has been run for this world yet, so no intervals."
-        return text, df, bar_fig, mrv_fig, str(csv_path), str(json_path), grid, noise_plot(world)
+        return (text, df, bar_fig, mrv_fig, str(csv_path), str(json_path), grid, recoloured(noise_plot(world)), ranked,
+                ranking_figure(world, ranked))
 
-    gr.on([tab.select, sort.change, metric.change, group_pick.change], do_leaderboard, [sort, metric, group_pick],
-          [status, table, bars, mrv, csv_file, json_file, intervals, noise_fig], api_name="leaderboard")
+    gr.on([tab.select, sort.change, metric.change, group_pick.change, variants.change], do_leaderboard, [sort, metric, group_pick, variants],
+          [status, table, bars, mrv, csv_file, json_file, intervals, noise_fig, ranking, ranking_plot], api_name="leaderboard")

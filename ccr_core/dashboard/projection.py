@@ -1,8 +1,11 @@
 """Embedding-space tab: 2-D UMAP or PCA of a model's test image and caption embeddings (one joint fit,
 so images and captions share the map), coloured by language and modality, optionally with lines from
-each image to its captions. Each projection is cached on disk as ``.npy`` (coordinates) + ``.json``
-(parameters, points, and the checkpoint hash it was computed from) and in memory, so it is computed
-once per parameter set; a stamp mismatch means recompute, never reuse."""
+each image to its captions -- or one shared fit of two models' points, so both maps have the same
+axes. The maps are linked views: clicking or lasso-selecting points shows the selected instances (their
+thumbnails and captions) and highlights them in both maps; hovering a point shows its thumbnail. Each
+projection is cached on disk as ``.npy`` (coordinates) + ``.json`` (parameters, points, and the
+checkpoint hashes it was computed from) and in memory, so it is computed once per parameter set; a
+stamp mismatch means recompute, never reuse."""
 from __future__ import annotations
 
 import hashlib
@@ -12,14 +15,24 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
-from ccr_core.dashboard.languages import PALETTE
-from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, ModelEntry, World, json_dump, load_json, language_name, safe_name
+from ccr_core.dashboard.colours import OKABE_ITO, chart_layout
+from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, ModelEntry, World, language_name, safe_name
+from ccr_core.io import read_json, write_json_atomic
 
 ALGORITHMS = ("UMAP", "PCA")
 DEFAULTS = {"algorithm": "UMAP", "sample": 200, "n_neighbors": 15, "min_dist": 0.1, "seed": 0}
 LIMITS = {"sample": (10, 3000), "n_neighbors": (2, 200), "min_dist": (0.0, 1.0)}
 UMAP_EXACT_KNN_FROM = 4096  # points; below it umap-learn computes exact distances itself
+# Caption colours per language: Okabe-Ito hues (black is kept for the images), one per world language.
+LANGUAGE_COLOURS = tuple(OKABE_ITO[c] for c in ("orange", "sky blue", "bluish green", "vermillion", "blue", "reddish purple", "yellow", "grey"))
+MAX_SELECTED = 24  # instances the selection grid shows
+LANGUAGE_CLUSTER_NOTE = ("**Why are the languages in separate clusters?** A map keeps each point near its nearest neighbours, and a "
+                         "caption's nearest neighbours are mostly captions in the same language, so UMAP often draws one island per "
+                         "language. Retrieval can still be good: it only needs an image's own captions to be closer to it than other "
+                         "images' captions are (see the Search and Leaderboard tabs).")
+SELECT_NOTE = "**Click** a point or **lasso** a group (the map opens in lasso mode; the toolbar has zoom and pan) to see those instances below."
 
 
 @dataclass
@@ -173,7 +186,7 @@ def project(world: World, model_name: str, langs: Sequence[str] | None = None, a
     base = folder / f"{safe_name(model.name)}-{key}"
     npy, meta_path = base.with_suffix(".npy"), base.with_suffix(".json")
     if npy.exists() and meta_path.exists():
-        meta = load_json(meta_path)
+        meta = read_json(meta_path)
         if meta.get("checkpoint_sha256") == model.checkpoint_hash and meta.get("params") == params:
             coords = np.load(npy, allow_pickle=False)
             memo[key] = Projection(model.label, coords, meta["points"], params, "disk", time.perf_counter() - start)
@@ -190,16 +203,92 @@ def project(world: World, model_name: str, langs: Sequence[str] | None = None, a
     tmp = npy.with_suffix(".tmp.npy")
     np.save(tmp, coords)
     tmp.replace(npy)
-    json_dump(meta_path, {"checkpoint_sha256": model.checkpoint_hash, "model": model.name, "params": params, "points": points})
+    write_json_atomic(meta_path, {"checkpoint_sha256": model.checkpoint_hash, "model": model.name, "params": params, "points": points})
     if progress:
         progress(1.0, f"{model.label}: done")
     memo[key] = Projection(model.label, coords, points, params, "computed", time.perf_counter() - start)
     return memo[key]
 
 
-def figure(p: Projection, lines: bool = False):
+def project_shared(world: World, model_a: str, model_b: str, langs: Sequence[str] | None = None, algorithm: str = "UMAP", sample: int = 200,
+                   n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0) -> tuple[Projection, Projection]:
+    """One fit over both models' points (the same sampled instances), split into two maps with the same
+    axes: the same instance can be compared across the maps. Needs embeddings of one size."""
+    start = time.perf_counter()
+    algorithm, sample, n_neighbors, min_dist = _check(algorithm, sample, n_neighbors, min_dist)
+    a, b = world.model(model_a), world.model(model_b)
+    if a.image_emb.shape[1] != b.image_emb.shape[1]:
+        raise InputError(f"{a.name} and {b.name} embed into spaces of different sizes ({a.image_emb.shape[1]} and "
+                         f"{b.image_emb.shape[1]}), so one shared map cannot hold both; untick 'one shared map'.")
+    langs = [l for l in (world.languages if langs is None else langs) if l in world.languages]
+    if not langs:
+        raise InputError("Choose at least one language.")
+    params = {"algorithm": algorithm, "sample": sample, "langs": langs, "seed": int(seed), "shared": True}
+    if algorithm == "UMAP":
+        params.update(n_neighbors=n_neighbors, min_dist=min_dist)
+    stamp = {"a": a.checkpoint_hash, "b": b.checkpoint_hash}
+    key = hashlib.sha256(json.dumps({**params, **stamp}, sort_keys=True).encode()).hexdigest()[:16]
+    memo = world.memo.setdefault("projections", {})
+    if key not in memo:
+        xa, points = _points(world, a, langs, sample, int(seed))
+        xb, points_b = _points(world, b, langs, sample, int(seed))
+        base = world.cache_dir / "projections" / f"shared-{safe_name(a.name + '+' + b.name)}-{key}"
+        npy, meta_path = base.with_suffix(".npy"), base.with_suffix(".json")
+        coords, source = None, "computed"
+        if npy.exists() and meta_path.exists():
+            meta = read_json(meta_path)
+            if meta.get("checkpoints") == stamp and meta.get("params") == params:
+                coords, source = np.load(npy, allow_pickle=False), "disk"
+        if coords is None:
+            coords = _fit(np.concatenate([xa, xb]), algorithm, n_neighbors, min_dist, int(seed)).astype(np.float32)  # (Pa + Pb, 2)
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            tmp = npy.with_suffix(".tmp.npy")
+            np.save(tmp, coords)
+            tmp.replace(npy)
+            write_json_atomic(meta_path, {"checkpoints": stamp, "models": [a.name, b.name], "params": params})
+        memo[key] = (Projection(a.label, coords[: len(points)], points, params, source, 0.0),
+                     Projection(b.label, coords[len(points) :], points_b, params, source, 0.0))
+        seconds = time.perf_counter() - start
+        return tuple(Projection(p.model, p.coords, p.points, p.params, p.source, seconds) for p in memo[key])
+    return tuple(Projection(p.model, p.coords, p.points, p.params, "memory", time.perf_counter() - start) for p in memo[key])
+
+
+def selection(world: World, items: Sequence[str] | str | None, langs: Sequence[str] | None = None) -> tuple[list[tuple[str, str]], pd.DataFrame, str, list[str]]:
+    """The selected instances: (thumbnail, caption) pairs for a grid, a table of their captions in ``langs``,
+    a status line and the selected ids (to ring in the maps). ``items`` is a list of test image ids or one string of them (space or comma separated)."""
+    if isinstance(items, str):
+        items = items.replace(",", " ").split()
+    wanted = list(dict.fromkeys(i for i in (items or []) if i))
+    unknown = [i for i in wanted if i not in world.gallery_pos]
+    if unknown:
+        raise InputError(f"Not test images of this world: {', '.join(unknown[:5])}.")
+    if not wanted:
+        raise InputError("Select points in a map first (click one, or lasso a group).")
+    langs = [l for l in (langs or world.languages) if l in world.languages]
+    shown = wanted[:MAX_SELECTED]
+    grid, rows = [], []
+    for item in shown:
+        caps = [world.captions[i] for i in world.captions_of_item[item] if world.captions[i].lang in langs]
+        caps.sort(key=lambda c: (langs.index(c.lang), c.source not in NATIVE_SOURCES))
+        first = next((c.text for c in caps if c.lang == "en"), caps[0].text if caps else "")
+        grid.append((str(world.thumbnail(item)), f"{item} · {first[:90]}"))
+        seen = set()
+        for c in caps:
+            if c.lang not in seen:
+                seen.add(c.lang)
+                rows.append({"image": item, "language": c.lang, "caption": c.text})
+    more = f" (the first {MAX_SELECTED} shown)" if len(wanted) > MAX_SELECTED else ""
+    status = f"**{len(wanted)} instance{'s' if len(wanted) != 1 else ''} selected**{more}; highlighted (ringed) in both maps."
+    return grid, pd.DataFrame(rows, columns=["image", "language", "caption"]), status, wanted
+
+
+def figure(p: Projection, lines: bool = False, highlight: Sequence[str] = (), thumb_url: Callable[[str], str] | None = None):
+    """The map: images (black squares) and captions (one colour per language); ``highlight``: the selected
+    instances' points ringed. Every point carries (item id, thumbnail URL) as customdata for the page's
+    click, lasso and hover handlers."""
     import plotly.graph_objects as go
 
+    url = thumb_url or (lambda item: "")
     fig = go.Figure()
     kinds = np.array([pt["kind"] for pt in p.points])
     if lines:
@@ -214,18 +303,28 @@ def figure(p: Projection, lines: bool = False):
     img = np.flatnonzero(kinds == "image")
     fig.add_trace(go.Scattergl(x=p.coords[img, 0], y=p.coords[img, 1], mode="markers", name="images",
                                marker=dict(symbol="square", size=8, color="#222", line=dict(width=1, color="white")),
-                               text=[p.points[k]["item"] for k in img], hovertemplate="image %{text}<extra></extra>"))
+                               text=[p.points[k]["item"] for k in img], customdata=[[p.points[k]["item"], url(p.points[k]["item"])] for k in img],
+                               hovertemplate="image %{text}<extra></extra>"))
     langs = sorted({pt["lang"] for pt in p.points if pt["kind"] == "caption"}, key=lambda l: p.params["langs"].index(l))
     for i, lang in enumerate(langs):
         sel = [k for k, pt in enumerate(p.points) if pt["kind"] == "caption" and pt["lang"] == lang]
         fig.add_trace(go.Scattergl(x=p.coords[sel, 0], y=p.coords[sel, 1], mode="markers", name=f"{language_name(lang)} captions",
-                                   marker=dict(size=7, color=PALETTE[i % len(PALETTE)], opacity=0.8),
-                                   text=[_wrap(p.points[k]["text"]) for k in sel], customdata=[p.points[k]["item"] for k in sel],
-                                   hovertemplate="%{text}<br><i>image %{customdata}</i><extra>" + lang + "</extra>"))
-    params = ", ".join(f"{k}={v}" for k, v in p.params.items() if k not in ("langs", "algorithm"))
-    fig.update_layout(template="plotly_white", height=520, title=f"{p.model}: {p.params['algorithm']} ({params})",
-                      legend=dict(orientation="h", y=-0.12), margin=dict(t=60, l=30, r=20, b=30),
-                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title="", scaleanchor="x"))
+                                   marker=dict(size=7, color=LANGUAGE_COLOURS[i % len(LANGUAGE_COLOURS)], opacity=0.8),
+                                   text=[_wrap(p.points[k]["text"]) for k in sel],
+                                   customdata=[[p.points[k]["item"], url(p.points[k]["item"])] for k in sel],
+                                   hovertemplate="%{text}<br><i>image %{customdata[0]}</i><extra>" + lang + "</extra>"))
+    marked = set(highlight)
+    if marked:
+        ring = [k for k, pt in enumerate(p.points) if pt["item"] in marked]
+        fig.add_trace(go.Scattergl(x=p.coords[ring, 0], y=p.coords[ring, 1], mode="markers", name="selected",
+                                   marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(width=3, color=OKABE_ITO["vermillion"])),
+                                   customdata=[[p.points[k]["item"], url(p.points[k]["item"])] for k in ring],
+                                   hovertemplate="selected: image %{customdata[0]}<extra></extra>"))
+    params = ", ".join(f"{k}={v}" for k, v in p.params.items() if k not in ("langs", "algorithm", "shared"))
+    shared = " · one shared map" if p.params.get("shared") else ""
+    fig.update_layout(**chart_layout(height=500, title=f"{p.model}: {p.params['algorithm']} ({params}){shared}", dragmode="lasso",
+                                     legend=dict(orientation="h", y=-0.08), margin=dict(t=60, l=20, r=20, b=30),
+                                     xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title="", scaleanchor="x")))
     return fig
 
 
@@ -242,8 +341,14 @@ def default_params(world: World) -> dict:
 # the tab (Gradio layout and wiring; gradio is imported here only)
 
 
+def thumb_url(world: World):
+    """item id -> the URL the page loads its thumbnail from (the app serves the thumbnail folder)."""
+    return lambda item: f"gradio_api/file={world.thumbnail(item)}"
+
+
 def build_tab(world: World, page) -> None:
-    """The Embedding space tab: two models' maps side by side; opens on the cached default maps."""
+    """The Embedding space tab: two models' maps side by side, linked to each other and to a grid of the
+    selected instances; opens on the cached default maps."""
     import gradio as gr
 
     from ccr_core.dashboard.ui import guarded
@@ -251,9 +356,10 @@ def build_tab(world: World, page) -> None:
     names = world.model_names()
     second = names[1] if len(names) > 1 else names[0]
     d = default_params(world)
+    urls = thumb_url(world)
     with gr.Tab("Embedding space", id="projection") as tab:
         gr.Markdown("Images (■) and their captions (●, one colour per language) in one 2-D map per model. Well-aligned models put an "
-                    "image's captions in every language next to it. Maps are cached; new parameters are computed in the background.")
+                    "image's captions in every language next to it. " + SELECT_NOTE)
         with gr.Row():
             model_a = gr.Dropdown(names, value=names[0], label="Left model", allow_custom_value=True)
             model_b = gr.Dropdown(names, value=second, label="Right model", allow_custom_value=True)
@@ -263,38 +369,107 @@ def build_tab(world: World, page) -> None:
             sample = gr.Slider(*LIMITS["sample"], value=d["sample"], step=10, label="Images sampled")
             nn = gr.Slider(*LIMITS["n_neighbors"], value=d["n_neighbors"], step=1, label="UMAP n_neighbors")
             md = gr.Slider(0.0, 1.0, value=d["min_dist"], step=0.05, label="UMAP min_dist")
+        with gr.Row():
             lines = gr.Checkbox(value=False, label="Join each image to its captions")
-        btn = gr.Button("Draw", variant="primary", elem_id="proj-btn")
+            shared = gr.Checkbox(value=False, label="One shared map (both models' points in one fit: the same axes)", elem_id="proj-shared")
+            btn = gr.Button("Draw", variant="primary", elem_id="proj-btn")
         status = gr.Markdown("Opening on the default maps…", elem_id="proj-status")
         with gr.Row():
             plot_a = gr.Plot(label="Left", elem_id="proj-a")
             plot_b = gr.Plot(label="Right", elem_id="proj-b")
-        drawn = gr.State(False)
+        gr.Markdown(LANGUAGE_CLUSTER_NOTE, elem_id="proj-note")
+        with gr.Row():
+            # The page's click / lasso handler writes the selected ids here and presses the button (a person can type ids too).
+            selected_ids = gr.Textbox(value="", label="Selected images (ids; filled by clicking or lassoing a map)", scale=4, elem_id="proj-selected")
+            show_btn = gr.Button("Show selected", scale=1, elem_id="proj-show-selected")
+        sel_status = gr.Markdown(elem_id="proj-sel-status")
+        sel_grid = gr.Gallery(label="Selected instances", columns=6, height=300, object_fit="contain", allow_preview=True, elem_id="proj-grid")
+        sel_table = gr.Dataframe(interactive=False, wrap=True, label="Their captions", elem_id="proj-sel-table")
+        drawn = gr.State(None)  # the arguments of the maps on screen, to redraw them with a selection ringed
 
     page.model_pickers += [model_a, model_b]
 
-    @guarded(3)
-    def do_projection(a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, progress=gr.Progress()):
-        pa = project(world, a, chosen, algorithm, n_sample, n_neighbors, min_dist, progress=lambda f, t: progress(f / 2, desc=t))
-        pb = project(world, b, chosen, algorithm, n_sample, n_neighbors, min_dist, progress=lambda f, t: progress(0.5 + f / 2, desc=t))
-        text = f"{pa.model}: {pa.source} in {pa.seconds:.1f} s · {pb.model}: {pb.source} in {pb.seconds:.1f} s"
-        return text, figure(pa, join), figure(pb, join)
+    def maps(args, highlight=()):
+        a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map = args
+        if one_map:
+            pa, pb = project_shared(world, a, b, chosen, algorithm, n_sample, n_neighbors, min_dist)
+        else:
+            pa = project(world, a, chosen, algorithm, n_sample, n_neighbors, min_dist)
+            pb = project(world, b, chosen, algorithm, n_sample, n_neighbors, min_dist)
+        return pa, pb, figure(pa, join, highlight, urls), figure(pb, join, highlight, urls)
 
-    def draw(*args):
-        out = do_projection(*args)
-        return (*out, not str(out[0]).startswith("⚠"))
+    @guarded(4)
+    def do_projection(a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map, progress=gr.Progress()):
+        args = [a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map]
+        progress(0.1, desc=f"{algorithm}: fitting (cached maps open at once)")
+        pa, pb, fa, fb = maps(args)
+        text = (f"One shared {algorithm} fit of both models: {pa.source} in {pa.seconds:.1f} s" if one_map else
+                f"{pa.model}: {pa.source} in {pa.seconds:.1f} s · {pb.model}: {pb.source} in {pb.seconds:.1f} s")
+        return text, fa, fb, args
 
-    btn.click(draw, [model_a, model_b, langs, algo, sample, nn, md, lines],
+    btn.click(do_projection, [model_a, model_b, langs, algo, sample, nn, md, lines, shared],
               [status, plot_a, plot_b, drawn], api_name="projection", concurrency_id="projection", concurrency_limit=1)
+
+    @guarded(5)
+    def show_selected(ids, args, chosen):
+        grid, table, text, items = selection(world, ids, chosen)
+        if not args:
+            return text, grid, table, gr.skip(), gr.skip()
+        _, _, fa, fb = maps(args, items)
+        return text, grid, table, fa, fb
+
+    gr.on([show_btn.click, selected_ids.submit], show_selected, [selected_ids, drawn, langs], [sel_status, sel_grid, sel_table, plot_a, plot_b],
+          api_name="projection_select")
 
     def open_defaults(already):
         """The default maps of the first two models, if cached (the warm-up thread computes them); never computes."""
         if already:
-            return gr.skip(), gr.skip(), gr.skip(), True
-        maps = [project(world, name, world.languages, cached_only=True, **d) for name in (names[0], second)]
-        if any(m is None for m in maps):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        found = [project(world, name, world.languages, cached_only=True, **d) for name in (names[0], second)]
+        if any(m is None for m in found):
             return ("The default UMAP maps are still being computed in the background; press **Draw** to compute them now "
-                    "(or choose PCA, which takes a second).", gr.skip(), gr.skip(), False)
-        return f"Default maps ({d['algorithm']}, {d['sample']} images), from the cache.", figure(maps[0]), figure(maps[1]), True
+                    "(or choose PCA, which takes a second).", gr.skip(), gr.skip(), None)
+        args = [names[0], second, world.languages, d["algorithm"], d["sample"], d["n_neighbors"], d["min_dist"], False, False]
+        return (f"Default maps ({d['algorithm']}, {d['sample']} images), from the cache.", figure(found[0], False, (), urls),
+                figure(found[1], False, (), urls), args)
 
     tab.select(open_defaults, drawn, [status, plot_a, plot_b, drawn], api_visibility="private")
+
+
+# Runs in the page (``launch(js=...)``): links the maps to the selection box and shows a thumbnail on hover.
+# Plotly gives every drawn plot an event emitter (``gd._ev``); a redraw may replace it, so handlers are
+# (re)attached whenever it changes.
+PAGE_JS = """
+() => {
+  const tip = document.createElement('img');
+  tip.id = 'ccr-hover-thumb';
+  tip.style.cssText = 'position:fixed;display:none;z-index:9999;width:140px;border:3px solid #000;background:#fff;pointer-events:none';
+  document.body.appendChild(tip);
+  const ids = (ev) => [...new Set((ev && ev.points ? ev.points : []).map(p => Array.isArray(p.customdata) ? p.customdata[0] : null).filter(Boolean))];
+  const send = (list) => {
+    const box = document.querySelector('#proj-selected textarea, #proj-selected input');
+    if (!box || !list.length) return;
+    box.value = list.join(' ');
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+    setTimeout(() => { const b = document.querySelector('#proj-show-selected'); if (b) b.click(); }, 150);
+  };
+  const hook = (gd) => {
+    if (!gd._ev || gd.__ccrEv === gd._ev) return;
+    gd.__ccrEv = gd._ev;
+    gd.on('plotly_selected', (ev) => send(ids(ev)));
+    gd.on('plotly_click', (ev) => send(ids(ev)));
+    gd.on('plotly_hover', (ev) => {
+      const p = ev && ev.points && ev.points[0];
+      const url = p && Array.isArray(p.customdata) ? p.customdata[1] : '';
+      if (!url) return;
+      tip.src = url;
+      const e = ev.event || {};
+      tip.style.left = ((e.clientX || 0) + 16) + 'px';
+      tip.style.top = ((e.clientY || 0) + 16) + 'px';
+      tip.style.display = 'block';
+    });
+    gd.on('plotly_unhover', () => { tip.style.display = 'none'; });
+  };
+  setInterval(() => document.querySelectorAll('#proj-a .js-plotly-plot, #proj-b .js-plotly-plot').forEach(hook), 700);
+}
+"""

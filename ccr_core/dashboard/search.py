@@ -13,11 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ccr_core.dashboard.detect import has_letters
 from ccr_core.dashboard.world import MAX_QUERY_CHARS, InputError, ModelEntry, World, language_name
 from ccr_core.data.bundle import Caption
 from ccr_core.eval import metrics
 
 MAX_K = 50
+NO_LETTERS_NOTE = ("This query has no letters (only emoji, digits or symbols), so it has no language: the detected language is a "
+                   "guess and the results may mean little. Add a word, or choose the language yourself.")
 UNCERTAINTY_TOP_K = 10  # candidates UML's query uncertainty looks at
 
 
@@ -89,8 +92,9 @@ class MethodHits:
         return " · ".join(parts)
 
     def gallery(self) -> list[tuple[str, str]]:
-        """(thumbnail path, caption) pairs for a gallery component."""
-        return [(str(h.thumb), f"#{h.rank} · {h.score:.3f} · {h.item_id}" + (" ✓ ground truth" if h.is_target else "")) for h in self.hits]
+        """(thumbnail path, caption) pairs for a gallery component; the ground truth's thumbnail has a
+        drawn border and its caption starts with the mark, so neither is cut off."""
+        return [(str(h.thumb), ("✓ ground truth · " if h.is_target else "") + f"#{h.rank} · {h.score:.3f} · {h.item_id}") for h in self.hits]
 
 
 @dataclass
@@ -114,7 +118,7 @@ class SearchResult:
         if self.caption:
             lines.append(f"This is test caption `{self.caption.id}` of image `{self.caption.item}`: its image is marked ✓; "
                          "ranks are over all " + "test images.")
-        lines += [f"_Note: {n}_" for n in self.notes]
+        lines += [f"⚠ **{n}**" if n == NO_LETTERS_NOTE else f"_Note: {n}_" for n in self.notes]
         return "\n\n".join(lines)
 
     def summary_table(self) -> pd.DataFrame:
@@ -167,6 +171,8 @@ def text_search(world: World, query: str | None, lang: str | None = "auto", meth
             notes += trunc
     else:
         lang, guessed = world.resolve_language(lang, text)
+        if guessed and not has_letters(text):
+            notes.append(NO_LETTERS_NOTE)
         query_emb, trunc = world.encode_texts([text], lang, models)
         notes += trunc
     target = world.gallery_pos[caption.item] if caption is not None else None
@@ -179,7 +185,8 @@ def text_search(world: World, query: str | None, lang: str | None = "auto", meth
 
 def _method_hits(world: World, m: ModelEntry, scores: np.ndarray, query_emb: np.ndarray, k: int, target: int | None) -> MethodHits:
     order = stable_order(scores)[:k]
-    hits = [Hit(world.gallery[j].id, r + 1, float(scores[j]), world.thumbs[world.gallery[j].id], j == target) for r, j in enumerate(order)]
+    hits = [Hit(world.gallery[j].id, r + 1, float(scores[j]), world.truth_thumbnail(world.gallery[j].id) if j == target else world.thumbs[world.gallery[j].id],
+                j == target) for r, j in enumerate(order)]
     result = MethodHits(m.label, hits)
     if target is not None:
         result.target_rank = rank_of(scores, target)
@@ -313,11 +320,11 @@ def caption_by_id(world: World, caption_id: str | None) -> Caption:
 # --------------------------------------------------------------------------------------------------
 # the tab (Gradio layout and wiring; gradio is imported here only)
 
-MAX_SLOTS = 12  # result columns (shipped models + room for trained ones)
+MAX_SLOTS = 12  # result columns (shipped models + room for published runs)
 SUMMARY_COLUMNS = ["method", "ground-truth rank", "top-1 image", "top-1 score", "UML uncertainty"]
 I2T_COLUMNS = ["method", "language", "rank", "score", "caption", "own caption", "source", "image"]
-HINT = ("**New here?** Describe a picture in any language and press **Enter** (Shift+Enter adds a line), "
-        "pick a test caption on the right to see where its own image lands, or click an example below.")
+HINT = ("**New here?** Describe a picture in any language and press **Enter**, or click an example. Each column is one method's "
+        "closest test images, best first; a test caption's own image is framed in yellow (✓ ground truth).")
 
 
 def language_choices(world: World) -> list[tuple[str, str]]:
@@ -325,43 +332,62 @@ def language_choices(world: World) -> list[tuple[str, str]]:
     return [("auto-detect", "auto")] + [(f"{language_name(l)} ({l})", l) for l in world.query_languages]
 
 
+def slot_title(world: World, m: MethodHits) -> str:
+    """A result column's heading: the method's colour swatch (the same in every chart) and the column's facts."""
+    from ccr_core.dashboard.colours import method_colour
+    from ccr_core.dashboard.glossary import model_tooltip
+
+    entry = world.registry.find(m.model.split(" (", 1)[0])
+    colour = method_colour(entry.method, entry.noise) if entry else "#000"
+    tip = model_tooltip(entry) if entry else ""
+    return f'<span style="color:{colour}">■</span> <span title="{tip}">**{m.title}**</span>'
+
+
 def build_tab(world: World, page) -> None:
-    """The Search tab: text -> image galleries per method, and image -> text."""
+    """The Search tab: text -> image galleries per method (first thing under the query), then image -> text."""
     import gradio as gr
 
+    from ccr_core.dashboard.colours import main_models
     from ccr_core.dashboard.ui import SEARCH_CHOICES, guarded, selected, takes_event
 
     names = world.model_names()
+    main_names = [m.name for m in main_models(world.model_list())] or names[:5]
     slots = min(MAX_SLOTS, len(names) + 3)
     world_langs = [(f"{language_name(l)} ({l})", l) for l in world.languages]
 
-    def gallery_updates(result):
-        ups = [gr.update(visible=False, value=None) for _ in range(slots)]
-        for i, m in enumerate(result.methods[:slots]):
-            ups[i] = gr.update(visible=True, value=m.gallery(), label=m.title)
-        return ups
-
     with gr.Tab("Search", id="search"):
-        with gr.Row():
-            with gr.Column(scale=3):
-                query = gr.Textbox(label="Query (any language)", placeholder="Describe a picture… (Enter searches, Shift+Enter adds a line)",
-                                   lines=1, max_lines=6, elem_id="query")
-                with gr.Row():
-                    lang = gr.Dropdown(language_choices(world), value="auto", label="Language", scale=1, elem_id="lang")
-                    k = gr.Number(value=8, precision=0, label=f"Results per method (1–{MAX_K})", scale=1, elem_id="k")
-                methods = gr.CheckboxGroup(names, value=names[:slots], label="Methods", elem_id="methods")
-                search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-            with gr.Column(scale=2):
-                gr.Markdown("**…or find a test caption** (type words or an id; its image is then marked ✓ with its rank per method)")
-                browse_lang = gr.Dropdown([("all languages", "all")] + world_langs, value="all", label="Captions in")
-                caption_find = gr.Textbox(value="", label="Find a test caption (words or an id; the list below follows as you type)", lines=1,
-                                          max_lines=1, elem_id="caption-find")
-                caption = gr.Dropdown(caption_choices(world, "all"), value=None, label=f"Test caption ({SEARCH_CHOICES} matches at a time)",
-                                      filterable=True, allow_custom_value=True, elem_id="caption-pick")
-        status = gr.Markdown(HINT, elem_id="search-status")
+        with gr.Row(equal_height=True):
+            query = gr.Textbox(label="Query (any language)", placeholder="Describe a picture… (Enter searches, Shift+Enter adds a line)",
+                               lines=1, max_lines=6, elem_id="query", scale=5)
+            lang = gr.Dropdown(language_choices(world), value="auto", label="Language", scale=2, elem_id="lang")
+            k = gr.Number(value=8, precision=0, label=f"Results (1–{MAX_K})", scale=1, min_width=90, elem_id="k")
+            search_btn = gr.Button("Search", variant="primary", elem_id="search-btn", scale=1, min_width=90)
+        with gr.Row(equal_height=True):
+            methods = gr.CheckboxGroup(main_names, value=main_names, label="Methods", elem_id="methods", scale=5,
+                                       info="The 5 main methods; variants (trained with noise, the floor, …) behind the toggle.")
+            variants = gr.Checkbox(value=False, label="Show variants", elem_id="show-variants", scale=1, min_width=120)
         with gr.Row(elem_id="examples"):
-            example_buttons = [(gr.Button(f"{text[:48]}{'…' if len(text) > 48 else ''} ({code})", size="sm", elem_classes="ccr-example"), text, code)
-                               for text, code in world.example_queries(per_lang=1)]
+            example_buttons = [(gr.Button(f"{text[:30]}{'…' if len(text) > 30 else ''} ({code})", size="sm", elem_classes="ccr-example", min_width=60),
+                                text, code) for text, code in world.example_queries(per_lang=1)]
+        status = gr.Markdown(HINT, elem_id="search-status")
+        galleries, titles = [], []
+        for row_start in range(0, slots, 4):
+            with gr.Row(equal_height=False):
+                for i in range(row_start, min(slots, row_start + 4)):
+                    with gr.Column(min_width=200):
+                        titles.append(gr.Markdown(visible=False, elem_id=f"gallery-title-{i}", elem_classes="ccr-gallery-title"))
+                        galleries.append(gr.Gallery(show_label=False, visible=False, columns=2, height=470, object_fit="contain",
+                                                    allow_preview=False, elem_classes="ccr-gallery", elem_id=f"gallery-{i}"))
+        with gr.Accordion("Per-method table (ground-truth rank, top-1, UML uncertainty)", open=False):
+            summary = gr.Dataframe(value=_empty(SUMMARY_COLUMNS), headers=SUMMARY_COLUMNS, interactive=False, elem_id="search-summary")
+        with gr.Accordion("…or pick a test caption (its own image is then framed ✓ with its rank per method)", open=False):
+            with gr.Row():
+                browse_lang = gr.Dropdown([("all languages", "all")] + world_langs, value="all", label="Captions in", scale=1)
+                caption_find = gr.Textbox(value="", label="Find a test caption (words or an id; the list follows as you type)", lines=1,
+                                          max_lines=1, elem_id="caption-find", scale=2)
+            caption = gr.Dropdown(caption_choices(world, "all"), value=None, label=f"Test caption ({SEARCH_CHOICES} matches at a time)",
+                                  filterable=True, allow_custom_value=True, elem_id="caption-pick")
+
         # The caption search for scripts and tests (a key_up event carries the typed text only from a browser).
         def find_test_captions(text: str, language: str = "all") -> list:
             """Up to 50 (label, caption id) pairs of test captions whose text or id contains every word of ``text``."""
@@ -370,46 +396,51 @@ def build_tab(world: World, page) -> None:
         gr.api(find_test_captions, api_name="find_captions")
         caption_id = gr.State(None)
         slot_items = gr.State([[] for _ in range(slots)])
-        summary = gr.Dataframe(value=_empty(SUMMARY_COLUMNS), headers=SUMMARY_COLUMNS, label="Per method", interactive=False, elem_id="search-summary")
-        galleries = []
-        for row_start in range(0, slots, 4):
-            with gr.Row(equal_height=False):
-                for i in range(row_start, min(slots, row_start + 4)):
-                    galleries.append(gr.Gallery(label=f"slot {i}", visible=False, columns=2, height=520, object_fit="contain",
-                                                allow_preview=False, elem_classes="ccr-gallery", elem_id=f"gallery-{i}"))
         gr.Markdown("### Image → text\nClick any result above, or upload a picture: the closest captions in every language, per method.")
-        first = _first_image_to_text(world, names)
         with gr.Row():
             with gr.Column(scale=1):
                 # A File, not an Image: our own check answers an unreadable upload with a clear message.
                 i2t_image = gr.File(type="filepath", label="Upload a picture (JPEG, PNG, WebP, GIF)", height=120, elem_id="i2t-upload")
-                i2t_item = gr.Textbox(value=first.item_id if first else "", label="…or a test image id (clicking a result fills it; Enter looks it up)",
-                                      elem_id="i2t-item")
+                i2t_item = gr.Textbox(value="", label="…or a test image id (clicking a result fills it; Enter looks it up)", elem_id="i2t-item")
                 i2t_k = gr.Number(value=1, precision=0, label="Captions per language (1–20)")
                 i2t_btn = gr.Button("Closest captions", elem_id="i2t-btn")
             with gr.Column(scale=3):
                 with gr.Row():
-                    i2t_preview = gr.Image(value=first.thumb if first else None, label="Query picture", interactive=False, height=160, scale=1, buttons=[])
-                    pending_note = f"⏳ {world.captions_status}" if world.pending_captions else ""
-                    i2t_status = gr.Markdown(first.status() if first else pending_note, elem_id="i2t-status")
-                i2t_table = gr.Dataframe(value=first.table() if first else _empty(I2T_COLUMNS), headers=I2T_COLUMNS, interactive=False, wrap=True,
-                                         elem_id="i2t-table")
-                waiting = gr.Timer(5.0, active=bool(world.pending_captions))  # inside the tab: a Tabs child must be a Tab
+                    i2t_preview = gr.Image(label="Query picture", interactive=False, height=160, scale=1, buttons=[], elem_id="i2t-preview")
+                    i2t_status = gr.Markdown("", elem_id="i2t-status")
+                i2t_table = gr.Dataframe(value=_empty(I2T_COLUMNS), headers=I2T_COLUMNS, interactive=False, wrap=True, elem_id="i2t-table")
+                waiting = gr.Timer(3.0, active=False)  # inside the tab: a Tabs child must be a Tab
+
+    def default_choices() -> list[str]:
+        """The main methods, and models published from the Experiment tab (what someone just trained is worth seeing)."""
+        return [m.name for m in world.model_list() if m.name in main_names or not m.shipped]
 
     page.model_pickers.append(methods)
-    search_outputs = [status, summary, slot_items, *galleries]
+    page.choosers[id(methods)] = default_choices
+    search_outputs = [status, summary, slot_items, *galleries, *titles]
+
+    def gallery_updates(result):
+        shown = result.methods[:slots]
+        gals = [gr.update(visible=i < len(shown), value=shown[i].gallery() if i < len(shown) else None) for i in range(slots)]
+        heads = [gr.update(visible=i < len(shown), value=slot_title(world, shown[i]) if i < len(shown) else "") for i in range(slots)]
+        return gals + heads
 
     @guarded(len(search_outputs))
     def do_search(q, language, chosen, top_k, cap_id):
         result = text_search(world, q, language, chosen, top_k, cap_id)
-        return (result.status(), result.summary_table(), [[h.item_id for h in m.hits] for m in result.methods[:slots]]
-                + [[] for _ in range(slots - len(result.methods[:slots]))], *gallery_updates(result))
+        items = [[h.item_id for h in m.hits] for m in result.methods[:slots]]
+        return (result.status(), result.summary_table(), items + [[] for _ in range(slots - len(items))], *gallery_updates(result))
 
     gr.on([search_btn.click, query.submit], do_search, [query, lang, methods, k, caption_id], search_outputs, api_name="search")
-    # Editing the query after picking a caption makes it free text again (find_caption notes that).
     for button, text, code in example_buttons:
         button.click(lambda t=text, c=code: (t, c, None), None, [query, lang, caption_id], queue=False, api_visibility="private").then(
             do_search, [query, lang, methods, k, caption_id], search_outputs, api_visibility="private")
+
+    def toggle_variants(show, chosen):
+        listed = world.model_names() if show else default_choices()
+        return gr.update(choices=listed, value=[n for n in (chosen or []) if n in listed] or listed[: len(main_names)])
+
+    variants.change(toggle_variants, [variants, methods], methods, api_visibility="private")
 
     @guarded(3 + len(search_outputs), status_at=3)
     def pick_caption(cap_id, chosen, top_k):
@@ -430,24 +461,24 @@ def build_tab(world: World, page) -> None:
 
     i2t_outputs = [i2t_status, i2t_preview, i2t_table]
 
-    @guarded(len(i2t_outputs))
+    # A failed lookup clears the picture and the table: old results never stand under a new error.
+    @guarded(len(i2t_outputs), on_error={1: None, 2: _empty(I2T_COLUMNS)})
     def do_image_to_text(item, image, chosen, top_k):
         result = image_to_text(world, item, image, chosen, top_k)
         return result.status(), result.thumb, result.table()
 
     gr.on([i2t_btn.click, i2t_image.upload, i2t_item.submit], do_image_to_text, [i2t_item, i2t_image, methods, i2t_k], i2t_outputs, api_name="image_to_text")
 
-    # While the test captions are encoded in the background (a fresh workspace), the panel says so and
-    # polls (``waiting``); once they are ready it draws its image's captions, as a warm start opens with.
+    # The panel opens on the first test image once the test captions are encoded; until then it shows
+    # the background work's live status and polls. Filled at each page load, never at build time.
     def poll_captions(chosen, top_k, item):
-        done = fill_when_captions_ready(world, chosen, top_k, item)
+        done = fill_when_captions_ready(world, chosen or main_names, top_k, item)
         if done is None:
             return (f"⏳ {world.captions_status}", gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True))
         return (*done, gr.Timer(active=False))
 
-    # (The timer starts active in every page served while the captions were pending at start-up, so a
-    # page opened after the pass is filled in by its first tick.)
     waiting.tick(poll_captions, [methods, i2t_k, i2t_item], [i2t_status, i2t_item, i2t_preview, i2t_table, waiting], api_visibility="private")
+    page.on_load(lambda: poll_captions(main_names, 1, None), [i2t_status, i2t_item, i2t_preview, i2t_table, waiting])
 
     def make_pick(slot):
         @takes_event
@@ -471,7 +502,7 @@ def fill_when_captions_ready(world: World, chosen, top_k, item: str | None = Non
     """(status, item id, thumbnail, table) of the panel's image (the one the user picked meanwhile, else the
     first test image) once the test captions are encoded, or None while they are not (the image -> text
     panel's poll on a fresh workspace)."""
-    if world.pending_captions and not world.captions_error:
+    if world.caption_work.active:
         return None
     item = item if item in world.gallery_pos else world.gallery[0].id
     try:
@@ -479,10 +510,3 @@ def fill_when_captions_ready(world: World, chosen, top_k, item: str | None = Non
     except InputError as exc:
         return str(exc), item, None, _empty(I2T_COLUMNS)
     return result.status(), item, result.thumb, result.table()
-
-
-def _first_image_to_text(world: World, names: list[str]) -> ImageSearchResult | None:
-    """What the image -> text panel opens with: the first test image's closest caption per language."""
-    if not world.gallery or not names or world.pending_captions:  # captions still being encoded: nothing to show yet
-        return None
-    return image_to_text(world, world.gallery[0].id, None, names, 1)

@@ -17,9 +17,10 @@ log = logging.getLogger("ccr.app")
 SEARCH_CHOICES = 50  # choices a server-side search dropdown shows at a time (the page never holds them all)
 
 
-def guarded(n_outputs: int, status_at: int = 0):
+def guarded(n_outputs: int, status_at: int = 0, on_error: dict | None = None):
     """Decorate a handler: an :class:`InputError` (or any crash) becomes a warning toast and a
-    ``⚠ message`` in output ``status_at``; the other outputs are left as they are."""
+    ``⚠ message`` in output ``status_at``; the other outputs are left as they are, except those
+    ``on_error`` gives a value for (output index -> value: results that must not stay under the error)."""
     import gradio as gr
 
     def decorator(fn):
@@ -35,6 +36,8 @@ def guarded(n_outputs: int, status_at: int = 0):
                 message = f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). The server log has the details."
                 gr.Warning(message)
             out = [gr.skip()] * n_outputs
+            for index, value in (on_error or {}).items():
+                out[index] = value
             out[status_at] = f"⚠ {message}"
             return out[0] if n_outputs == 1 else tuple(out)
 
@@ -56,6 +59,23 @@ def takes_event(fn):
     return fn
 
 
+def takes_request(fn):
+    """Mark a handler's ``request`` parameter as the Gradio request (for its browser session), as
+    :func:`takes_event` does for ``evt``."""
+    import gradio as gr
+
+    target = fn
+    while target is not None:
+        target.__annotations__ = {**getattr(target, "__annotations__", {}), "request": gr.Request}
+        target = getattr(target, "__wrapped__", None)
+    return fn
+
+
+def session_of(request) -> str:
+    """The browser session a request comes from (each page load, each API client is one); "" without one."""
+    return str(getattr(request, "session_hash", None) or "")
+
+
 def selected(evt, key: str):
     """A field of a select event's data; a call without a selection (e.g. from a script) is a user error.
 
@@ -75,6 +95,12 @@ class Page:
     model_pickers: list = field(default_factory=list)  # components whose choices are the world's models
     uncertainty_pickers: list = field(default_factory=list)  # components whose choices are the UML models
     components: dict = field(default_factory=dict)  # named components one tab hands to another
+    choosers: dict = field(default_factory=dict)  # id(picker) -> function giving its choices, where not every model
+    loaders: list = field(default_factory=list)  # (function, outputs) run at every page load: live values, never build-time ones
+
+    def on_load(self, fn, outputs: list) -> None:
+        """Run ``fn()`` at every page load into ``outputs`` (status lines, timers: what must be as of now)."""
+        self.loaders.append((fn, outputs))
 
     def model_choice_updates(self) -> list:
         """Updates that give every model picker the world's current models (after a training run)."""
@@ -84,7 +110,8 @@ class Page:
 
         names = self.world.model_names()
         uml = uncertainty_models(self.world)
-        return [gr.update(choices=names) for _ in self.model_pickers] + [gr.update(choices=uml) for _ in self.uncertainty_pickers]
+        return ([gr.update(choices=self.choosers[id(p)]() if id(p) in self.choosers else names) for p in self.model_pickers]
+                + [gr.update(choices=uml) for _ in self.uncertainty_pickers])
 
     @property
     def choice_targets(self) -> list:

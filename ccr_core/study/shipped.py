@@ -9,11 +9,10 @@ import torch
 
 from ccr_core.eval.free_queries import evaluate_free_queries, load_scenes, summarise
 from ccr_core.io import read_json, write_json_atomic
-from ccr_core.methods import method_sort_key
 from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
 from ccr_core.study import grid as study_grid
 from ccr_core.study.runner import Workbenches, copy_checkpoint, evaluate_run, scored_budget_of
-from ccr_core.study.stats import scored_budget, t_interval, threshold_verdict, units_label
+from ccr_core.study.stats import scored_budget, t_interval, threshold_verdict
 from ccr_core.training.checkpoint import OPTIMIZER, OPTIMIZER_META, convert_weights
 from ccr_core.training.inference import load_trained
 
