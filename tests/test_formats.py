@@ -327,7 +327,7 @@ def test_seeded_split_is_reproducible_and_proportional():
     assert seeded_split(ids, seed=4) != a
 
 
-@pytest.mark.parametrize("module", ["ccr_core.data.formats", "ccr_core.data.importer", "ccr_core.data.flickr8k_ml"])
+@pytest.mark.parametrize("module", ["ccr_core.data.formats.lines", "ccr_core.data.importer", "ccr_core.data.flickr8k_ml"])
 def test_docstring_examples(module):
     import doctest
     import importlib
