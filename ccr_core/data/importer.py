@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import warnings
@@ -43,6 +42,7 @@ from ccr_core.data.bundle import (
 )
 from ccr_core.data.formats import BadLine, FormatError
 from ccr_core.data.image_names import ImageResolver, read_image_map
+from ccr_core.data.splits import SPLIT_ALIASES, read_split_file, seeded_split
 
 # Every caption format the importer reads, with the one line `ccr data import --help` shows for it.
 FORMATS: dict[str, str] = {
@@ -55,7 +55,6 @@ FORMATS: dict[str, str] = {
     "lines": "parallel line files: line i describes image i of --image-list (Multi30K raw, Flickr30k translations); "
              "--lang, or a .<lang>[.gz] suffix",
 }
-SPLIT_ALIASES = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 SPLIT_CHOICES = ("train", "val", "test", "seeded")
 DEFAULT_SPLIT = "test"  # where captions go when nothing names a split (see the module docstring)
 MAX_ABSENT_FRACTION = 0.5  # more images absent than this, and the import wants only_existing=True
@@ -160,45 +159,6 @@ def _read_rows(cf: CaptionFile, image_list: str | os.PathLike | None, mt_system:
             for r, tag_lang, source in formats.read_nrccr_captions(path, mt_system, bad_lines=bad)
         ]
     raise ValueError(f"unknown caption format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
-
-
-def _read_split_file(split_file: str | os.PathLike | Mapping[str, str | os.PathLike]) -> dict[str, str]:
-    """Image name/id -> split, from ``{split: list file}`` or one file of ``<image> <split>`` lines."""
-    out: dict[str, str] = {}
-    if isinstance(split_file, Mapping):
-        for split, list_path in split_file.items():
-            if split not in SPLITS:
-                raise ValueError(f"split_file: unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-            for name in formats.read_image_list(list_path):
-                out[name] = split
-        return out
-    path = Path(split_file)
-    for lineno, line in enumerate(formats.read_lines(path), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2 or parts[1] not in SPLIT_ALIASES:
-            raise FormatError(f"{path}:{lineno}: expected '<image> <split>' with split train, val or test, got {line!r}")
-        out[parts[0]] = SPLIT_ALIASES[parts[1]]
-    return out
-
-
-def seeded_split(ids: Sequence[str], ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, str]:
-    """Assign whole images to train/val/test in the given proportions, reproducibly.
-
-    >>> sorted(Counter(seeded_split([str(i) for i in range(10)]).values()).items())
-    [('test', 1), ('train', 8), ('val', 1)]
-    """
-    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
-        raise ValueError(f"ratios must be three non-negative numbers (train, val, test), got {ratios!r}")
-    order = sorted(ids)
-    random.Random(seed).shuffle(order)
-    total = sum(ratios)
-    n_train = round(len(order) * ratios[0] / total)
-    n_val = round(len(order) * ratios[1] / total)
-    return {
-        image: "train" if i < n_train else "val" if i < n_train + n_val else "test" for i, image in enumerate(order)
-    }
 
 
 def _caption_files(captions_file, fmt: str, lang, image_list) -> list[CaptionFile]:
@@ -387,7 +347,7 @@ def import_captions(
         split_of = seeded_split(items_in_order, ratios, seed)
     elif split_file is not None:
         split_from = f"split file {split_file}"
-        named_splits = _read_split_file(split_file)
+        named_splits = read_split_file(split_file)
         for row in rows:
             item = item_of[row.image]
             found = next((named_splits[k] for k in (row.image, image_of[row.image], item, Path(item).name) if k in named_splits), None)
