@@ -9,6 +9,7 @@ not an edge: a submodule importing its own package's ``__init__`` is how Python 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,16 @@ def test_the_checker_names_an_upward_import_with_file_and_line(tmp_path):
     assert len(found) == 1
     assert found[0].endswith("low/x.py:5: pkg.low.x imports pkg.high.y (layer 'low' -> higher layer 'high')")
     assert function_level_imports(modules, "pkg") == ["x.py:5: pkg.low.x"]
+
+
+def test_docstrings_cite_documents_inside_the_repository(ccr_graph):
+    modules, _ = ccr_graph
+    repo = PACKAGE_ROOT.parent
+    outside, missing = [], []
+    for name, path in modules.items():
+        text = path.read_text(encoding="utf-8")
+        outside += [f"{path.name}: {m}" for m in re.findall(r"shared/docs/[\w./-]+", text)]
+        missing += [f"{path.name}: {m}" for m in re.findall(r"\bdocs/[\w./-]+\.md\b", text)
+                    if "shared/" + m not in text and not (repo / m).is_file()]
+    assert not outside, "docstrings citing documents outside the repository:\n" + "\n".join(sorted(set(outside)))
+    assert not missing, "cited documents that are not in docs/:\n" + "\n".join(sorted(set(missing)))

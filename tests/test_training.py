@@ -266,3 +266,6 @@ def test_training_on_gpu_matches_cpu(world, tmp_path):
         torch.testing.assert_close(a[key], b[key], atol=1e-3, rtol=1e-2)
     model = load_trained(tmp_path / "cuda", bench)
     assert evaluate_model(model, bench)["groups"]["de"]["SumR"] >= 0
+    model.method.to("cuda")  # a model on the GPU encodes typed text there and hands back CPU tensors
+    typed = model.encode_texts(["ein roter Kreis (typed)"], "de")
+    assert typed.device.type == "cpu" and typed.shape[0] == 1

@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 import ccr_core.methods  # noqa: F401  (registers every built-in method, so build_method knows the checkpoint's)
+from ccr_core.devices import module_device
 from ccr_core.encoding import encode_captions, encode_items
 from ccr_core.methods.base import TextBatch, build_method
 from ccr_core.training.checkpoint import CheckpointError, check_compatible, load_weights, verify_checkpoint
@@ -65,7 +66,8 @@ class TrainedModel:
     def encode_texts(self, texts: Sequence[str], lang: str, batch: TextBatch | None = None) -> torch.Tensor:
         """(len(texts), E) embeddings of free-typed ``texts`` in ``lang``; ``batch``: their
         :meth:`text_batch` when already computed (for another model of the same text configuration)."""
-        return self.method.encode_text(batch if batch is not None else self.text_batch(texts), lang)
+        batch = batch if batch is not None else self.text_batch(texts)
+        return self.method.encode_text(batch.to(module_device(self.method)), lang).cpu()
 
 
 def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedModel:
