@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import Result, best_of
-from ccr_core.eval.metrics import retrieval_report
+from ccr_core.metrics import retrieval_report
 
 N_IMAGES = 5_000
 CAPTIONS_PER_IMAGE = 5

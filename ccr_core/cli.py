@@ -19,7 +19,8 @@ from ccr_core.backbones.vision import EfficientNetLite0, load_visual_backbone
 from ccr_core.data.bundle import BundleError, load_bundle, resolve_bundle
 from ccr_core.data.demo_world.build import build_demo_world
 from ccr_core.data.flickr8k_ml import build_flickr8k_ml, fetch_flickr8k_ml
-from ccr_core.data.importer import DEFAULT_SPLIT, FORMATS, MAX_ABSENT_FRACTION, SPLIT_CHOICES, format_import_summary, import_captions, merge_bundles
+from ccr_core.data.importer import DEFAULT_SPLIT, FORMATS, MAX_ABSENT_FRACTION, SPLIT_CHOICES, format_import_summary, import_captions
+from ccr_core.data.merge import merge_bundles
 from ccr_core.data.noise import write_noisy_bundle
 from ccr_core.data.test_sets import BENCHMARKS, MULTI30K_TEST_SPLIT, BenchmarkConfig
 from ccr_core.devices import resolve_device

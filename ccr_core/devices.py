@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from ccr_core.methods.base import TextBatch
+
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """The device a training process uses. ``auto`` takes GPU ``LOCAL_RANK`` (set by torchrun; 0 otherwise)
@@ -29,8 +31,6 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 def batch_to(batch, device: torch.device):
     """A method batch (nested dicts/lists of tensors and TextBatch) on ``device``; non-tensors unchanged."""
-    from ccr_core.methods.base import TextBatch
-
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, TextBatch):

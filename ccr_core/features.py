@@ -15,9 +15,11 @@ backbone identity differs from the one asked for.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -109,8 +111,6 @@ class _Prefetcher:
     JPEG decode and resize (PIL, GIL released) overlap the forward pass instead of adding to it."""
 
     def __init__(self, backbone: VisualBackbone):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.backbone = backbone
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccr-decode")
         self.pending: dict[tuple, object] = {}
@@ -290,8 +290,6 @@ def _finish(bundle, backbone, out_dir: Path, identity, ids, frame_offsets, frame
 
 
 def _ids_hash(ids: Sequence[str]) -> str:
-    import hashlib
-
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 

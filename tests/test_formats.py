@@ -17,7 +17,8 @@ from ccr_core.data.formats import (
     TaggedCaption,
     XFlickrCOImage,
 )
-from ccr_core.data.importer import detect_format, import_captions, seeded_split
+from ccr_core.data.importer import detect_format, import_captions
+from ccr_core.data.splits import seeded_split
 
 # Non-ASCII on purpose: umlauts, Czech diacritics, CJK, an emoji, and CSV-hostile quotes and commas.
 TEXTS = ["Ein Mädchen läuft.", "Malá dívka leze.", "一个小女孩在爬楼梯。", "Un « chat », \"noir\" 🐈", "plain, with comma"]
@@ -327,7 +328,7 @@ def test_seeded_split_is_reproducible_and_proportional():
     assert seeded_split(ids, seed=4) != a
 
 
-@pytest.mark.parametrize("module", ["ccr_core.data.formats", "ccr_core.data.importer", "ccr_core.data.flickr8k_ml"])
+@pytest.mark.parametrize("module", ["ccr_core.data.formats.lines", "ccr_core.data.importer", "ccr_core.data.splits", "ccr_core.data.flickr8k_ml"])
 def test_docstring_examples(module):
     import doctest
     import importlib

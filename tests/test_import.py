@@ -12,7 +12,9 @@ from benchmark_fixtures import COCO_IDS, FLICKR_IDS, flickr8k_name, make_flickr8
 from ccr_core.data import importer
 from ccr_core.data.bundle import BundleError, BundleExistsError, load_bundle
 from ccr_core.data.formats import FormatError
-from ccr_core.data.importer import ImageResolver, format_import_summary, import_captions, merge_bundles, read_image_map
+from ccr_core.data.image_names import ImageResolver, read_image_map
+from ccr_core.data.importer import format_import_summary, import_captions
+from ccr_core.data.merge import merge_bundles
 
 PRESENT = [0, 1, 2, 4, 5, 7, 8, 9, 10, 11]  # 10 of the 12 Flickr images; none of the 4 COCO ones
 

@@ -9,6 +9,7 @@ not an edge: a submodule importing its own package's ``__init__`` is how Python 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,35 @@ def test_evaluation_builds_on_training_and_never_the_reverse(ccr_graph):
     assert "ccr_core.eval" not in units["ccr_core.training"] and "ccr_core.evaluate" not in units["ccr_core.training"]
 
 
+# Units whose modules still import project modules inside functions; every other unit imports them at the
+# top, so a module's dependencies are all in its first lines. Take a unit out of here once it does too.
+LAZY_IMPORTS_LEFT = ("ccr_core.dashboard", "ccr_core.protocol", "ccr_core.experiments", "ccr_core.setup_demo", "ccr_core.study")
+
+
+def function_level_imports(modules: dict[str, Path], package: str = "ccr_core") -> list[str]:
+    """``file:line: module`` of every import of a package module inside a function or method."""
+    out = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.Import) and any(a.name.split(".")[0] == package for a in node.names):
+                    out.append(f"{path.name}:{node.lineno}: {name}")
+                elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == package):
+                    out.append(f"{path.name}:{node.lineno}: {name}")
+    return sorted(set(out))
+
+
+def test_project_modules_are_imported_at_module_top(ccr_graph):
+    modules, _ = ccr_graph
+    checked = {name: path for name, path in modules.items() if not unit_of(name).startswith(LAZY_IMPORTS_LEFT)}
+    assert "ccr_core.training.train" in checked and "ccr_core.cli" in checked
+    lazy = function_level_imports(checked)
+    assert not lazy, "project modules imported inside functions (import them at the top of the module):\n" + "\n".join(lazy)
+
+
 def _write(pkg: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
         (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -187,3 +217,17 @@ def test_the_checker_names_an_upward_import_with_file_and_line(tmp_path):
     found = upward_imports(import_graph(modules), modules, layers=(("low", ("pkg", "pkg.low")), ("high", ("pkg.high",))))
     assert len(found) == 1
     assert found[0].endswith("low/x.py:5: pkg.low.x imports pkg.high.y (layer 'low' -> higher layer 'high')")
+    assert function_level_imports(modules, "pkg") == ["x.py:5: pkg.low.x"]
+
+
+def test_docstrings_cite_documents_inside_the_repository(ccr_graph):
+    modules, _ = ccr_graph
+    repo = PACKAGE_ROOT.parent
+    outside, missing = [], []
+    for name, path in modules.items():
+        text = path.read_text(encoding="utf-8")
+        outside += [f"{path.name}: {m}" for m in re.findall(r"shared/docs/[\w./-]+", text)]
+        missing += [f"{path.name}: {m}" for m in re.findall(r"\bdocs/[\w./-]+\.md\b", text)
+                    if "shared/" + m not in text and not (repo / m).is_file()]
+    assert not outside, "docstrings citing documents outside the repository:\n" + "\n".join(sorted(set(outside)))
+    assert not missing, "cited documents that are not in docs/:\n" + "\n".join(sorted(set(missing)))

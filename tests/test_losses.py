@@ -504,7 +504,8 @@ def _attraction(loss_of_t, v, t, i):
 
 
 def test_aml_is_attractive_on_every_clean_pair_and_repels_flagged_ones():
-    """Fault 2 of issue 12: the old push acted on clean pairs (above the margin) and spared noisy ones."""
+    """AML pulls every clean pair together and pushes only flagged pairs apart, never the reverse (a push on
+    clean pairs above the margin that spares noisy ones would train the noise in)."""
     v, s, t = (_unit(8, 6, seed=k, dtype=torch.float64) for k in (43, 44, 45))
     t = F.normalize(t + 1.5 * v, dim=-1)  # clean pairs well aligned (cos above any margin)
     s = F.normalize(s + 1.5 * v, dim=-1)  # and so is every English caption with its image
@@ -524,7 +525,7 @@ def test_aml_is_attractive_on_every_clean_pair_and_repels_flagged_ones():
 
 
 def test_clean_pair_labels_and_the_hard_kl_label():
-    """Fault 3 of issue 12: a soft label leaked into the KL term and penalised a clean pair's own evidence."""
+    """The KL term takes the hard label: a soft label there would penalise a clean pair's own evidence."""
     certainty = torch.tensor([0.9, 0.4, 0.7])
     flagged = torch.tensor([False, False, True])
     soft, hard = L.clean_pair_labels(certainty, flagged)

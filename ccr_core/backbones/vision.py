@@ -15,6 +15,7 @@ Pre-computed features (an ``.npy`` matrix with an id list) go straight into a fe
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -202,8 +203,6 @@ class _Lite0Features(torch.nn.Module):
 def _export_copy(net: torch.nn.Module) -> torch.nn.Module:
     """A contiguous (NCHW) copy of ``net`` for the exporter: traced from channels_last weights the
     exported graph computes other numbers (the probe check caught it)."""
-    import copy
-
     return copy.deepcopy(net).to(memory_format=torch.contiguous_format).eval()
 
 

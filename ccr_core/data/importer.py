@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import warnings
@@ -38,10 +37,12 @@ from typing import Mapping, Sequence
 
 from ccr_core.data import formats
 from ccr_core.data.bundle import (
-    LANGUAGE_CODES, SOURCE_PATTERN, SPLITS, Bundle, Caption, Item, Manifest, check_output_folder, load_bundle,
+    LANGUAGE_CODES, SOURCE_PATTERN, SPLITS, Bundle, Caption, Item, Manifest, check_output_folder,
     publish_bundle, save_bundle,
 )
 from ccr_core.data.formats import BadLine, FormatError
+from ccr_core.data.image_names import ImageResolver, read_image_map
+from ccr_core.data.splits import SPLIT_ALIASES, read_split_file, seeded_split
 
 # Every caption format the importer reads, with the one line `ccr data import --help` shows for it.
 FORMATS: dict[str, str] = {
@@ -54,8 +55,6 @@ FORMATS: dict[str, str] = {
     "lines": "parallel line files: line i describes image i of --image-list (Multi30K raw, Flickr30k translations); "
              "--lang, or a .<lang>[.gz] suffix",
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-SPLIT_ALIASES = {"train": "train", "restval": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 SPLIT_CHOICES = ("train", "val", "test", "seeded")
 DEFAULT_SPLIT = "test"  # where captions go when nothing names a split (see the module docstring)
 MAX_ABSENT_FRACTION = 0.5  # more images absent than this, and the import wants only_existing=True
@@ -122,99 +121,6 @@ def infer_lang(path: str | os.PathLike) -> str | None:
     return next((c.lower() for c in candidates if c.lower() in LANGUAGE_CODES), None)
 
 
-def read_image_map(path: str | os.PathLike) -> dict[str, str]:
-    """A two-column file: the image name used by the captions, then the file in the image folder.
-
-    Columns are separated by a tab, a comma or spaces; blank lines and ``#`` comments are skipped;
-    a header line ``image,file`` (or any first line whose second column is ``file``/``path``) too.
-    """
-    path = Path(path)
-    out: dict[str, str] = {}
-    first = True
-    for lineno, line in enumerate(formats.read_lines(path), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = [p.strip() for p in (line.split("\t") if "\t" in line else line.split(",") if "," in line else line.split())]
-        parts = [p for p in parts if p]
-        if len(parts) != 2:
-            raise FormatError(f"{path}:{lineno}: expected two columns '<name in the captions> <file in the image folder>', got {line[:80]!r}")
-        header, first = first and parts[1].lower() in ("file", "path", "filename", "target"), False
-        if header:
-            continue
-        name, target = parts
-        if out.get(name, target) != target:
-            raise FormatError(f"{path}:{lineno}: {name!r} is mapped to {target!r} here but to {out[name]!r} earlier")
-        out[name] = target
-    if not out:
-        raise FormatError(f"{path}: the image map is empty")
-    return out
-
-
-_FLICKR8K_NAME = re.compile(r"^(?P<id>\d+)_[0-9a-f]+$")
-_FLICKR30K_NAME = re.compile(r"^\d+$")
-
-
-class ImageResolver:
-    """A caption's image reference -> the file's path relative to the image folder, and by which rule.
-
-    Rules, in order: ``image-map`` (a :func:`read_image_map` entry), ``name`` (the name as written,
-    with a common suffix, or its last path component), ``flickr30k-id`` (the numeric-prefix rule of
-    the module docstring; a prefix shared by two files is not resolved).
-    """
-
-    def __init__(self, images_dir: str | os.PathLike, image_map: Mapping[str, str] | None = None, id_rule: bool = True):
-        self.images_dir = Path(images_dir)
-        self.image_map = dict(image_map or {})
-        self.id_rule = id_rule
-        self._by_id: dict[str, list[str]] | None = None  # numeric id -> file names (both conventions)
-
-    def _id_index(self) -> dict[str, list[str]]:
-        if self._by_id is None:
-            self._by_id = defaultdict(list)
-            with os.scandir(self.images_dir) as entries:
-                for entry in entries:
-                    stem, suffix = os.path.splitext(entry.name)
-                    if suffix.lower() not in IMAGE_SUFFIXES:
-                        continue
-                    match = _FLICKR8K_NAME.match(stem)
-                    if match or _FLICKR30K_NAME.match(stem):
-                        self._by_id[match["id"] if match else stem].append(entry.name)
-        return self._by_id
-
-    def _exists(self, relative: str) -> bool:
-        return (self.images_dir / relative).is_file() or (self.images_dir / relative).is_dir()
-
-    def resolve(self, ref: str) -> tuple[str | None, str]:
-        """``(relative path, rule)``, or ``(None, why not)``."""
-        base = ref.rsplit("/", 1)[-1]
-        for key in (ref, base, os.path.splitext(base)[0]):
-            if key in self.image_map:
-                target = self.image_map[key]
-                if os.path.isabs(target):
-                    try:
-                        target = str(Path(target).relative_to(self.images_dir))
-                    except ValueError:
-                        return None, f"is mapped to {target!r}, which is outside"
-                return (target, "image-map") if self._exists(target) else (None, f"is mapped to {target!r}, which is missing")
-        candidates = [ref] + [ref + suffix for suffix in IMAGE_SUFFIXES]
-        if "/" in ref:  # a Karpathy "train2014/x.jpg" also matches a flat folder of x.jpg
-            candidates.append(base)
-        for candidate in candidates:
-            if self._exists(candidate):
-                return candidate, "name"
-        if self.id_rule:
-            stem = os.path.splitext(base)[0]
-            match = _FLICKR8K_NAME.match(stem)
-            number = match["id"] if match else stem if _FLICKR30K_NAME.match(stem) else None
-            if number is not None:
-                hits = [n for n in self._id_index().get(number, []) if os.path.splitext(n)[0] != stem]
-                if len(hits) == 1:
-                    return hits[0], "flickr30k-id"
-                if len(hits) > 1:
-                    return None, f"has a Flickr id ({number}) shared by {len(hits)} files ({', '.join(sorted(hits)[:3])})"
-        return None, "not found"
-
-
 def _read_rows(cf: CaptionFile, image_list: str | os.PathLike | None, mt_system: str, bad: list[BadLine] | None) -> list[_Row]:
     path, fmt, lang = cf.path, cf.fmt, cf.lang
     if fmt in ("csv", "jsonl"):
@@ -253,45 +159,6 @@ def _read_rows(cf: CaptionFile, image_list: str | os.PathLike | None, mt_system:
             for r, tag_lang, source in formats.read_nrccr_captions(path, mt_system, bad_lines=bad)
         ]
     raise ValueError(f"unknown caption format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
-
-
-def _read_split_file(split_file: str | os.PathLike | Mapping[str, str | os.PathLike]) -> dict[str, str]:
-    """Image name/id -> split, from ``{split: list file}`` or one file of ``<image> <split>`` lines."""
-    out: dict[str, str] = {}
-    if isinstance(split_file, Mapping):
-        for split, list_path in split_file.items():
-            if split not in SPLITS:
-                raise ValueError(f"split_file: unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-            for name in formats.read_image_list(list_path):
-                out[name] = split
-        return out
-    path = Path(split_file)
-    for lineno, line in enumerate(formats.read_lines(path), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2 or parts[1] not in SPLIT_ALIASES:
-            raise FormatError(f"{path}:{lineno}: expected '<image> <split>' with split train, val or test, got {line!r}")
-        out[parts[0]] = SPLIT_ALIASES[parts[1]]
-    return out
-
-
-def seeded_split(ids: Sequence[str], ratios: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, str]:
-    """Assign whole images to train/val/test in the given proportions, reproducibly.
-
-    >>> sorted(Counter(seeded_split([str(i) for i in range(10)]).values()).items())
-    [('test', 1), ('train', 8), ('val', 1)]
-    """
-    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
-        raise ValueError(f"ratios must be three non-negative numbers (train, val, test), got {ratios!r}")
-    order = sorted(ids)
-    random.Random(seed).shuffle(order)
-    total = sum(ratios)
-    n_train = round(len(order) * ratios[0] / total)
-    n_val = round(len(order) * ratios[1] / total)
-    return {
-        image: "train" if i < n_train else "val" if i < n_train + n_val else "test" for i, image in enumerate(order)
-    }
 
 
 def _caption_files(captions_file, fmt: str, lang, image_list) -> list[CaptionFile]:
@@ -480,7 +347,7 @@ def import_captions(
         split_of = seeded_split(items_in_order, ratios, seed)
     elif split_file is not None:
         split_from = f"split file {split_file}"
-        named_splits = _read_split_file(split_file)
+        named_splits = read_split_file(split_file)
         for row in rows:
             item = item_of[row.image]
             found = next((named_splits[k] for k in (row.image, image_of[row.image], item, Path(item).name) if k in named_splits), None)
@@ -606,76 +473,3 @@ def format_import_summary(bundle: Bundle) -> str:
     )
     lines.append(f"splits ({sp['from']}): {per_split}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------
-# Merging bundles
-
-
-def merge_bundles(
-    bundles: Sequence[str | os.PathLike | Bundle], out_dir: str | os.PathLike, name: str | None = None, force: bool = False
-) -> Path:
-    """One bundle from several: items matched by id (the same id must be the same image file, in the
-    same split), captions concatenated (an identical caption is kept once; a different caption under
-    a taken id gets the next free number), noise labels kept. Images are referenced, never copied:
-    the merged ``image_root`` is the deepest folder holding every source's images.
-
-    Raises:
-        BundleError: an item id that names two different files, or one image in two splits.
-    """
-    from ccr_core.data.bundle import BundleError
-
-    loaded = [b if isinstance(b, Bundle) else load_bundle(b, check_images=False) for b in bundles]
-    if len(loaded) < 2:
-        raise ValueError("merge needs at least two bundles")
-    check_output_folder(out_dir, force, keep=[b.root for b in loaded])
-    roots = [b.image_root.absolute() for b in loaded]
-    common = Path(os.path.commonpath([str(r) for r in roots]))
-    items: dict[str, tuple[Item, Path, str]] = {}  # id -> (item with path relative to common, absolute file, bundle name)
-    for bundle, root in zip(loaded, roots):
-        for it in bundle.items:
-            absolute = (root / it.image).resolve()
-            rel = os.path.relpath(root / it.image, common)
-            if it.id in items:
-                first, first_file, first_name = items[it.id]
-                if first_file != absolute:
-                    raise BundleError(f"item {it.id!r} is {first_file} in {first_name!r} but {absolute} in {bundle.name!r}")
-                if first.split != it.split or first.kind != it.kind:
-                    raise BundleError(f"item {it.id!r} is {first.split}/{first.kind} in {first_name!r} but {it.split}/{it.kind} in {bundle.name!r}")
-                continue
-            items[it.id] = (Item(it.id, rel, it.split, it.kind), absolute, bundle.name)
-    captions: list[Caption] = []
-    taken: dict[str, Caption] = {}  # caption id -> caption, over the bundles merged so far
-    noise: dict[str, str] = {}
-    numbered = re.compile(r"^(?P<head>.*#)(?P<n>\d+)$")
-    for bundle in loaded:
-        new_id: dict[str, str] = {}  # this bundle's caption id -> its id in the merged bundle
-        fresh: list[Caption] = []
-        for cap in bundle.captions:
-            same = taken.get(cap.id)
-            if same is not None and (same.item, same.lang, same.text, same.source) == (cap.item, cap.lang, cap.text, cap.source):
-                new_id[cap.id] = cap.id  # the same caption, met again
-                continue
-            cid = cap.id
-            if same is not None:
-                match = numbered.match(cap.id)
-                head, n = (match["head"], int(match["n"])) if match else (cap.id + "#", 0)
-                while f"{head}{n}" in taken:
-                    n += 1
-                cid = f"{head}{n}"
-            new_id[cap.id] = cid
-            taken[cid] = cap
-            fresh.append(cap)
-        # refs point into the same bundle; rename them with it
-        captions += [Caption(new_id[c.id], c.item, c.lang, c.text, c.source, c.split, new_id.get(c.ref, c.ref) if c.ref else "") for c in fresh]
-        for cid, label in bundle.noise.items():
-            noise[new_id.get(cid, cid)] = label
-    manifest = Manifest(
-        name=name or Path(out_dir).absolute().name,
-        licence=" + ".join(dict.fromkeys(b.manifest.licence for b in loaded)),
-        description="Merged from " + ", ".join(f"{b.name} ({b.root})" for b in loaded) + ".",
-        image_root=str(common),
-        extra={"merged_from": [{"name": b.name, "root": str(b.root.absolute()), "items": len(b.items), "captions": len(b.captions)} for b in loaded]},
-    )
-    return publish_bundle(out_dir, lambda folder: save_bundle(folder, manifest, [v[0] for v in items.values()], captions, noise),
-                          force, keep=[b.root for b in loaded])

@@ -7,7 +7,6 @@ warned about; ``exclude_trained`` drops them from that checkpoint's evaluation.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from ccr_core.data.test_sets import (BENCHMARKS, MULTI30K_LANGUAGES, XFLICKRCO_L
 from ccr_core.eval.retrieval import evaluate_model
 from ccr_core.io import write_json_atomic, write_text_atomic
 from ccr_core.training.checkpoint import verify_checkpoint
-from ccr_core.training.config import TrainConfig
+from ccr_core.training.config import BackboneConfig, TrainConfig
 from ccr_core.training.inference import load_trained
 from ccr_core.training.workbench import Workbench, prepare_workbench
 
@@ -39,11 +38,11 @@ def run_benchmark(cfg: BenchmarkConfig, workspace: str | os.PathLike, progress: 
     report = bundle.manifest.extra.get("import", {})
     order = XFLICKRCO_LANGUAGES if cfg.benchmark == "xflickrco" else MULTI30K_LANGUAGES
     languages = [lang for lang in order if lang in bundle.languages] + [lang for lang in bundle.languages if lang not in order]
-    benches: dict[str, Workbench] = {}
+    benches: dict[BackboneConfig, Workbench] = {}
     results = []
     for ckpt, meta in folders:
         train_cfg = TrainConfig.from_dict(meta["train_config"])
-        key = json.dumps([train_cfg.visual_backbone, train_cfg.text_backbone, train_cfg.trainable_layers, train_cfg.text_prefix])
+        key = BackboneConfig.of_run(train_cfg)
         if key not in benches:
             benches[key] = prepare_workbench(train_cfg, workspace, bundle=bundle, progress=progress, splits=("test",))
         bench = benches[key]

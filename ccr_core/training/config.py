@@ -62,3 +62,31 @@ class TrainConfig:
                 setattr(self, key, value)
             else:
                 self.method_config[key] = value
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """What a workbench's caches are computed with: models that agree on it share one workbench (one
+    feature cache, one text-state cache), whatever their method."""
+
+    text_backbone: str = "e5-small"
+    visual_backbone: str = "efficientnet-lite0"
+    text_trainable_layers: int = 0  # the text-state cache stops below the fine-tuned top layers
+    text_prefix: str = "query: "
+
+    @classmethod
+    def of_run(cls, cfg: TrainConfig) -> "BackboneConfig":
+        return cls(cfg.text_backbone, cfg.visual_backbone, int(cfg.trainable_layers or 0), cfg.text_prefix)
+
+    @classmethod
+    def of_checkpoint(cls, meta: dict) -> "BackboneConfig":
+        """From a checkpoint's ``config.json`` (its own fields first, then its training config's)."""
+        cfg = meta.get("train_config", {})
+        return cls(cfg.get("text_backbone", "e5-small"), cfg.get("visual_backbone", "efficientnet-lite0"),
+                   int(meta.get("text_trainable_layers", cfg.get("trainable_layers", 0)) or 0),
+                   meta.get("text_prefix", cfg.get("text_prefix", "query: ")))
+
+    def train_config(self, **fields_) -> TrainConfig:
+        """A training config with these backbones (``fields_``: any other TrainConfig fields)."""
+        return TrainConfig(text_backbone=self.text_backbone, visual_backbone=self.visual_backbone,
+                           trainable_layers=self.text_trainable_layers, text_prefix=self.text_prefix, **fields_)

@@ -9,7 +9,7 @@ set of languages, so each language's ``TextBatch`` is complete (``targets`` list
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -150,8 +150,6 @@ def _batches_without_repeated_items(indices: list[int], items: list[str], batch_
     """Cut ``indices`` (in order) into batches in which no item appears twice -- two captions of one
     image in a batch would be false negatives for a contrastive loss. Skipped indices go first into
     the next batch."""
-    from collections import deque
-
     pending = deque(zip(indices, items))
     while pending:
         batch, seen, skipped = [], set(), []

@@ -15,9 +15,11 @@ from typing import Sequence
 import torch
 
 import ccr_core.methods  # noqa: F401  (registers every built-in method, so build_method knows the checkpoint's)
+from ccr_core.devices import module_device
 from ccr_core.encoding import encode_captions, encode_items
 from ccr_core.methods.base import TextBatch, build_method
 from ccr_core.training.checkpoint import CheckpointError, check_compatible, load_weights, verify_checkpoint
+from ccr_core.training.config import BackboneConfig
 from ccr_core.training.image_cache import ImageTop
 from ccr_core.training.text_cache import TextTop, frozen_states
 
@@ -38,15 +40,9 @@ class TrainedModel:
         return replace(self, bench=bench)
 
     @property
-    def text_trainable_layers(self) -> int:
-        """Top text-backbone layers the method fine-tuned (its text states stop below them)."""
-        cfg = self.meta.get("train_config", {})
-        return int(self.meta.get("text_trainable_layers", cfg.get("trainable_layers", 0)) or 0)
-
-    @property
-    def text_prefix(self) -> str:
-        """The prefix the text backbone saw in training (e5's ``"query: "``)."""
-        return self.meta.get("text_prefix", self.meta.get("train_config", {}).get("text_prefix", "query: "))
+    def backbones(self) -> BackboneConfig:
+        """The backbones, fine-tuned text layers and prefix it was trained with (models that agree share a workbench)."""
+        return BackboneConfig.of_checkpoint(self.meta)
 
     def encode_items(self, items) -> torch.Tensor:
         """(N, E) embeddings of bundle items (images, videos) from the workbench's caches."""
@@ -63,14 +59,15 @@ class TrainedModel:
         texts = list(texts)
         if all(t in self.bench.text_states for t in texts):
             return self.bench.text_states.batch(texts)
-        states, mask = frozen_states(self.bench.text_encoder, texts, self.text_trainable_layers, self.text_prefix)
+        states, mask = frozen_states(self.bench.text_encoder, texts, self.backbones.text_trainable_layers, self.backbones.text_prefix)
         return TextBatch(states.float(), mask)
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], lang: str, batch: TextBatch | None = None) -> torch.Tensor:
         """(len(texts), E) embeddings of free-typed ``texts`` in ``lang``; ``batch``: their
         :meth:`text_batch` when already computed (for another model of the same text configuration)."""
-        return self.method.encode_text(batch if batch is not None else self.text_batch(texts), lang)
+        batch = batch if batch is not None else self.text_batch(texts)
+        return self.method.encode_text(batch.to(module_device(self.method)), lang).cpu()
 
 
 def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedModel:

@@ -125,7 +125,7 @@ def train(
     run_dir = Path(run_dir)
     workspace = Path(workspace or workspace_dir())
     device = resolve_device(cfg.device)  # checked before any distributed start-up or cache work
-    rank, world = _distributed()
+    rank, world_size = _distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if bench is None:
@@ -145,7 +145,7 @@ def train(
     optimizer = torch.optim.Adam(_param_groups(method, params, cfg), lr=cfg.lr)
     extra_opts = {f"extra{i}": o for i, o in enumerate(method.extra_optimizers())}
     model = method
-    if world > 1:
+    if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             method, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     state = {"epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": -1, "stale": 0, "lr": cfg.lr, "history": []}
@@ -194,16 +194,16 @@ def train(
         _set_seed(cfg.seed * 1_000_003 + epoch)
         method.train()
         batches = source.epoch_batches(cfg.batch_size, seed=cfg.seed * 100_003 + epoch)
-        steps = [batches[i : i + cfg.accumulate * world] for i in range(0, len(batches), cfg.accumulate * world)]
-        steps = [s for s in steps if len(s) == cfg.accumulate * world]
+        steps = [batches[i : i + cfg.accumulate * world_size] for i in range(0, len(batches), cfg.accumulate * world_size)]
+        steps = [s for s in steps if len(s) == cfg.accumulate * world_size]
         bar = tqdm(steps, disable=not progress or rank != 0, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", unit="step")
         running = None
         for micro in bar:
-            mine = micro[rank::world]
+            mine = micro[rank::world_size]
             optimizer.zero_grad(set_to_none=True)
             terms_sum: dict[str, float] = {}
             for k, indices in enumerate(mine):
-                batch = source.make_batch(indices, seed=cfg.seed * 7919 + state["step"] * 131 + k * world + rank,
+                batch = source.make_batch(indices, seed=cfg.seed * 7919 + state["step"] * 131 + k * world_size + rank,
                                           targets_per_batch=0 if cfg.method == "one_to_k" else cfg.targets_per_batch)
                 if device.type != "cpu":
                     batch = batch_to(batch, device)
@@ -232,7 +232,7 @@ def train(
                 stop = True
                 break
         bar.close()
-        score = _broadcast(validation_score(method, bench, select_lang) if rank == 0 else None, world)
+        score = _broadcast(validation_score(method, bench, select_lang) if rank == 0 else None, world_size)
         state["epoch"] = epoch + 1
         improved = score["t2i_recall_sum"] > state["best_score"]
         state["history"].append({"epoch": epoch + 1, "step": state["step"], "val": score, "lr": state["lr"], "seconds": run_seconds(),
@@ -265,9 +265,9 @@ def train(
     return summary
 
 
-def _broadcast(obj, world: int):
+def _broadcast(obj, world_size: int):
     """Rank 0's value on every rank (so every process takes the same learning-rate and stop decisions)."""
-    if world == 1:
+    if world_size == 1:
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)

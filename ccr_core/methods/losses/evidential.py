@@ -158,7 +158,7 @@ def fisher_edl_loss(
         kl_labels: (N, C) hard labels (one-hot, or all zero for a pair flagged noisy) for the KL
             evidence-removal term's ``α̃``; default ``y``. DECL and I-EDL always use the hard label there:
             with a soft label ``ỹ_ii < 1`` the term keeps ``(1 − ỹ_ii)·α_ii`` and penalises the pair's own
-            evidence, i.e. it pushes a clean pair apart (issue 12, fault 3).
+            evidence, i.e. it pushes a clean pair apart.
 
     Returns:
         Scalar (or (N,)) loss.
