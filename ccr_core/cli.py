@@ -29,13 +29,14 @@ from ccr_core.eval.retrieval import evaluate_with_detectors
 from ccr_core.eval.tables import detector_table, markdown_table
 from ccr_core.features import FeatureCacheError, cache_dir_for, describe, extract_features, import_precomputed
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
-from ccr_core.methods import METHODS
+from ccr_core.methods import METHODS, load_plugins, method_sort_key
 from ccr_core.paths import bundle_dir, cache_dir, shared_data_dir, workspace_dir
 from ccr_core.training.checkpoint import CheckpointError, verify_checkpoint
 from ccr_core.training.config import TrainConfig
 from ccr_core.training.inference import load_trained
 from ccr_core.training.text_cache import TextCacheError
 from ccr_core.training.train import train
+from ccr_core.registry import PluginError
 from ccr_core.training.workbench import prepare_workbench, with_noise
 
 EPILOG = """environment:
@@ -158,7 +159,6 @@ def cmd_data_noise(args) -> int:
 
 def _methods_help() -> str:
     """The registered methods for ``ccr train --help``, plugins named with where they come from."""
-    from ccr_core.methods import METHODS, method_sort_key
 
     names = sorted(METHODS.list(), key=method_sort_key)
     text = "one of: " + ", ".join(n if METHODS.plugin_of(n) is None else f"{n} (plugin {METHODS.plugin_of(n)})" for n in names)
@@ -172,7 +172,6 @@ def load_plugin_options(argv: list[str] | None) -> list[str]:
     pre.add_argument("--plugin", action="append", default=[])
     known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
     if known.plugin:
-        from ccr_core.methods import load_plugins
 
         load_plugins(known.plugin)
     return rest
@@ -408,7 +407,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ccr_core.registry import PluginError
 
     try:
         argv = load_plugin_options(argv)

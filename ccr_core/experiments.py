@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ccr_core.study import executors
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
-from ccr_core.methods import method_sort_key
+from ccr_core.methods import PLUGIN_ENV, load_plugins, method_sort_key
 from ccr_core.paths import REPO_ROOT
 from ccr_core.study import grid as study_grid
 from ccr_core.study import runner
@@ -182,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     executor = executors.from_args(args)
     if args.plugin:
-        from ccr_core.methods import PLUGIN_ENV, load_plugins
 
         load_plugins(args.plugin)
         os.environ[PLUGIN_ENV] = ",".join(filter(None, [os.environ.get(PLUGIN_ENV, ""), *args.plugin]))  # and in every worker

@@ -19,6 +19,10 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from ccr_core.methods import METHODS, build_method
+from ccr_core.methods.base import TextBatch
+from ccr_core.study import grid
+
 B, L, T = 6, 5, 4  # items, tokens, frames
 TEXT_DIM, VISUAL_DIM, EMBED_DIM = 16, 12, 8
 LANGS = ["en", "de", "fr"]
@@ -39,7 +43,6 @@ class TinyTop(nn.Module):
 
 
 def text_batch(gen: torch.Generator, b: int = B, length: int = L):
-    from ccr_core.methods.base import TextBatch
 
     states = torch.randn(b, length, TEXT_DIM, generator=gen)  # (B, L, Dt)
     lengths = torch.randint(1, length + 1, (b,), generator=gen)
@@ -64,7 +67,6 @@ def make_batch(seed: int = 0, video: bool = False, back: bool = True, targets=("
 
 def tiny_config(name: str, **overrides):
     """The method's config at the tiny widths (only fields it has), plus ``overrides``."""
-    from ccr_core.methods import METHODS
 
     cls = METHODS.get(name).config_class
     known = {f.name for f in fields(cls)}
@@ -72,7 +74,6 @@ def tiny_config(name: str, **overrides):
 
 
 def build(name: str, text_top: nn.Module | None = None, **overrides):
-    from ccr_core.methods import METHODS
 
     torch.manual_seed(0)
     return METHODS.get(name)(tiny_config(name, **overrides), text_top=text_top)
@@ -130,7 +131,6 @@ def check_gradients_reach_trained_parameters_only(name: str, video: bool = True)
 def check_save_load_round_trip(name: str, video: bool = True) -> None:
     from safetensors.torch import load, save
 
-    from ccr_core.methods import build_method
 
     model = build(name)
     optimizer = torch.optim.Adam(model.main_parameters(), lr=1e-2)
@@ -150,7 +150,6 @@ def check_save_load_round_trip(name: str, video: bool = True) -> None:
 
 
 def check_config_round_trip(name: str, video: bool = True) -> None:
-    from ccr_core.methods import METHODS
 
     cls = METHODS.get(name).config_class
     for config in (cls(), tiny_config(name)):
@@ -203,8 +202,6 @@ def check_tiny_overfit_beats_chance(name: str, video: bool = True) -> None:
 def check_config_takes_the_grids_settings(name: str, video: bool = True) -> None:
     """The comparison grid builds every method with ``head="linear"`` (its common-encoder setting) and with each
     world's published config and per-method overrides: the method's config must take them."""
-    from ccr_core.methods import build_method
-    from ccr_core.study import grid
 
     configs = [{"head": grid.COMMON_HEAD}]
     for proto in grid.PROTOCOL.values():
@@ -234,7 +231,6 @@ def check_method(name: str, only: Iterable[str] | None = None, video: bool = Tru
     """Run the registry's checks (``only``: those named, keys of :data:`CHECKS`) on the registered method ``name``,
     with one torch thread; the first failure raises an AssertionError naming the check. ``video=False`` for a
     method that does not take frame sequences."""
-    from ccr_core.methods import METHODS
 
     METHODS.get(name)  # an unknown name (or a plugin that failed to load) says so here
     threads = torch.get_num_threads()

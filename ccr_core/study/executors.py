@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ccr_core.io import read_json
+from ccr_core.methods import load_plugins, plugin_modules
+from ccr_core.paths import workspace_dir
 from ccr_core.study import grid as study_grid
 from ccr_core.study import runner
 from ccr_core.study.stats import target_sumr
@@ -44,8 +46,6 @@ class RunSpec:
 
     @classmethod
     def of(cls, run: "study_grid.Run", threads: int = 0) -> "RunSpec":
-        from ccr_core.methods import plugin_modules
-        from ccr_core.paths import workspace_dir
 
         world = study_grid.PROTOCOL[run.world]
         return cls(run, world, study_grid.steps_per_epoch(run.world, world.train["batch_size"]), str(workspace_dir()),
@@ -62,7 +62,6 @@ class _Installed:
     def __enter__(self):
         import torch
 
-        from ccr_core.methods import load_plugins
 
         spec = self.spec
         load_plugins(spec.plugins)

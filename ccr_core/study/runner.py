@@ -14,12 +14,12 @@ from pathlib import Path
 
 from ccr_core.eval.retrieval import evaluate_model, evaluate_with_detectors
 from ccr_core.io import read_json, write_json_atomic
+from ccr_core.methods import METHODS
 from ccr_core.paths import workspace_dir
 from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, fine_tuned_runs, grid
 from ccr_core.training.inference import load_trained
 from ccr_core.training.train import train
-from ccr_core.training.workbench import prepare_workbench
-from ccr_core.training.workbench import with_noise
+from ccr_core.training.workbench import prepare_workbench, with_noise
 
 
 class Workbenches:
@@ -94,7 +94,6 @@ def _finished(runs, root: Path | None) -> list[dict]:
 def collect(world: str, root: Path | None = None) -> list[dict]:
     """Every finished run's ``result.json`` of the world's current grid (runs of other configs are ignored), for the
     grid's methods and any other registered method run at its budget (``--methods <a plugin>``)."""
-    from ccr_core.methods import METHODS
 
     methods = PROTOCOL[world].methods
     return _finished(grid(world, methods=(*methods, *(m for m in METHODS.list() if m not in methods))), root)
