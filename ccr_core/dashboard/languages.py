@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ccr_core.dashboard.colours import chart_layout, main_models, method_colour
-from ccr_core.dashboard.detect import known_language
+from ccr_core.dashboard.detect import has_letters, known_language
 from ccr_core.dashboard.search import clean_query, rank_of, stable_order
 from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, World, language_name
 from ccr_core.eval import metrics
@@ -110,7 +110,7 @@ class ManyLanguagesResult:
         else:
             ref = "English" if "en" in self.texts else language_name(next(iter(self.texts)))
             head = f"No instance picked: the intended image is each method's top-1 for the {ref} text."
-        lines = [f"**{len(self.texts)} languages** ({langs}), {self.seconds * 1000:.0f} ms. {head}"]
+        lines = [f"**{len(self.texts)} language{'' if len(self.texts) == 1 else 's'}** ({langs}), {self.seconds * 1000:.0f} ms. {head}"]
         best = [m for m in self.methods if m.spread is not None]
         if best:
             winner = min(best, key=lambda m: m.spread)
@@ -174,6 +174,9 @@ def many_languages(world: World, texts: dict[str, str | None], instance: str | N
             continue
         if lang not in world.languages and not known_language(lang):
             notes.append(f"Ignored {lang!r}: not a language the text encoder knows.")
+            continue
+        if not has_letters(raw):  # emoji, digits or control characters alone carry no description to compare
+            notes.append(f"Ignored {lang}: no letters (only emoji, digits or symbols), so nothing to compare across languages.")
             continue
         filled[lang], more = clean_query(raw)
         notes += [f"{lang}: {n}" for n in more]
