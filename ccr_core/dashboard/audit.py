@@ -326,13 +326,13 @@ def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0,
 
 
 def build_tab(world: World, page) -> None:
-    """The Uncertainty audit tab: the distribution, detection curves, precision at k and a pager of pairs."""
+    """The Audit tab (UML's uncertainty): the distribution, detection curves, precision at k and a pager of pairs."""
     import gradio as gr
 
     from ccr_core.dashboard.ui import guarded
 
     uml_names = uncertainty_models(world)
-    with gr.Tab("Uncertainty audit", id="audit") as tab:
+    with gr.Tab("Audit", id="audit") as tab:
         gr.Markdown("UML estimates how uncertain each training pair is (image, English caption, machine-translated caption): "
                     "its uncertainty u = B/S, and how little of its evidence sits on the pair's own image and caption "
                     "(the DECL score it trains with), beside the trivial detectors (the plain baseline's 1 − cosine and per-pair loss). "

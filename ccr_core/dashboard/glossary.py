@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 
 TERMS = {
-    "floor": "floor: the frozen encoders with only a small projection trained on English pairs -- what you get "
-             "without learning the target languages. Every method should beat it.",
+    "floor": "floor: the simplest model -- the frozen image and text encoders, each followed by one linear map, trained on "
+             "English captions and their machine translations. Every method should beat it.",
     "baseline": "baseline: one text encoder trained on English captions and their machine translations, no noise handling.",
     "baseline-en": "baseline-en: the baseline trained on English captions only; other languages work only through the "
                    "multilingual text encoder.",

@@ -208,7 +208,7 @@ NO_INSTANCE = ("(none: use each method's top-1 for the English text)", "")
 
 
 def build_tab(world: World, page) -> None:
-    """The Many languages tab, opened on a test instance in every language with its result drawn."""
+    """The Languages tab, opened on a test instance in every language with its result drawn."""
     import gradio as gr
 
     from ccr_core.dashboard.detect import ENCODER_LANGUAGES
@@ -220,7 +220,7 @@ def build_tab(world: World, page) -> None:
     start_texts = instance_texts(world, start)
     opening = many_languages(world, start_texts, start, main_names) if start and any(start_texts.values()) else None
     others = sorted((l for l in ENCODER_LANGUAGES if l not in world.languages), key=language_name)
-    with gr.Tab("Many languages", id="languages"):
+    with gr.Tab("Languages", id="languages"):
         gr.Markdown("Type **the same description in several languages** (or pick a test instance to fill them in). For each method: "
                     "where does each language put the intended image, and how far apart are those ranks? The spread (σ) is the MRV of "
                     "your own instance: 0 means every language agrees. **Add a language** the world has no captions in: its row shows "

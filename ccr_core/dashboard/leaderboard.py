@@ -167,8 +167,8 @@ def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | N
     return df.sort_values([sort_by, "model", "group"], ascending=[ascending, True, True], kind="stable").reset_index(drop=True)
 
 
-RANKING_COLUMNS = ["rank", "model", "method", "train noise", "target SumR", "target SumR over seeds (95% CI)", "vs baseline (paired, 95% CI)",
-                   "verdict", "MRV mean", "grid setting"]
+RANKING_COLUMNS = ["rank", "model", "target SumR", "target SumR over seeds (95% CI)", "vs baseline (paired, 95% CI)", "verdict", "MRV mean",
+                   "method", "train noise"]
 
 
 def _verdict_words(mean: float, hw: float, n: int) -> str:
@@ -199,7 +199,7 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
         if cell and cell["stats"].get("target SumR"):
             mean, hw = cell["stats"]["target SumR"]
             n = len(cell["seeds"])
-            interval = f"{plus_minus((mean, hw))} ({n} seed{'s' if n != 1 else ''})"
+            interval = f"{plus_minus((mean, hw))} ({n} seed{'s' if n != 1 else ''}, {setting})"
             base_table = fine_tuned_cells(world) if setting == "fine-tuned" else protocol_cells(world)
             base = base_table.get(("common" if setting == "fine-tuned" else setting, "baseline", float(m.noise)))
             if m.method == "baseline":
@@ -212,7 +212,7 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
         mrv = r.get("mrv", {}).get("mrv_mean")
         rows.append({"model": m.label, "method": m.method, "train noise": m.noise, "target SumR": round(own, 1) if own is not None else None,
                      "target SumR over seeds (95% CI)": interval, "vs baseline (paired, 95% CI)": versus, "verdict": verdict,
-                     "MRV mean": round(mrv, 3) if mrv is not None else None, "grid setting": setting})
+                     "MRV mean": round(mrv, 3) if mrv is not None else None})
     df = pd.DataFrame(rows, columns=RANKING_COLUMNS[1:])
     df = df.sort_values(["target SumR", "model"], ascending=[False, True], kind="stable", na_position="last").reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
@@ -236,7 +236,6 @@ def ranking_figure(world: World, df: pd.DataFrame):
         fig.add_trace(go.Bar(y=[row["model"]], x=[row["target SumR"]], orientation="h", name=row["model"], showlegend=False,
                              marker=dict(color=style["colour"], pattern_shape=style["pattern"], line=dict(color="#333", width=0.5)),
                              error_x=dict(type="data", array=[stat[1]], visible=True, color="#333") if stat and not math.isnan(stat[1]) else None,
-                             text=[f"{row['target SumR']:.0f}" if row["target SumR"] == row["target SumR"] else ""], textposition="inside",
                              hovertemplate=f"{row['model']}<br>target SumR %{{x:.1f}}<br>{row['verdict']}<extra></extra>"))
     fig.update_layout(**chart_layout(height=max(260, 34 * len(df) + 90), title="Target-language SumR per model (whisker: 95% interval over seeds)",
                                      xaxis_title="target SumR (higher is better)", margin=dict(t=60, l=10, r=20, b=50)))

@@ -1,4 +1,4 @@
-"""Embedding-space tab: 2-D UMAP or PCA of a model's test image and caption embeddings (one joint fit,
+"""Maps tab (the embedding space): 2-D UMAP or PCA of a model's test image and caption embeddings (one joint fit,
 so images and captions share the map), coloured by language and modality, optionally with lines from
 each image to its captions -- or one shared fit of two models' points, so both maps have the same
 axes. The maps are linked views: clicking or lasso-selecting points shows the selected instances (their
@@ -341,27 +341,37 @@ def default_params(world: World) -> dict:
 # the tab (Gradio layout and wiring; gradio is imported here only)
 
 
+def default_models(world: World) -> tuple[str, str]:
+    """The two models the tab opens with: the baseline and 1-to-K where the world has them (the pair whose
+    maps differ most in how languages mix), else the first two main models."""
+    from ccr_core.dashboard.colours import main_models
+
+    main = [m.name for m in main_models(world.model_list())] or world.model_names()
+    pick = [n for n in ("baseline", "one_to_k") if n in main] or main[:2]
+    return (pick[0], pick[1] if len(pick) > 1 else (main[1] if len(main) > 1 else pick[0]))
+
+
 def thumb_url(world: World):
     """item id -> the URL the page loads its thumbnail from (the app serves the thumbnail folder)."""
     return lambda item: f"gradio_api/file={world.thumbnail(item)}"
 
 
 def build_tab(world: World, page) -> None:
-    """The Embedding space tab: two models' maps side by side, linked to each other and to a grid of the
+    """The Maps tab: two models' maps side by side, linked to each other and to a grid of the
     selected instances; opens on the cached default maps."""
     import gradio as gr
 
     from ccr_core.dashboard.ui import guarded
 
     names = world.model_names()
-    second = names[1] if len(names) > 1 else names[0]
+    first, second = default_models(world)
     d = default_params(world)
     urls = thumb_url(world)
-    with gr.Tab("Embedding space", id="projection") as tab:
+    with gr.Tab("Maps", id="projection") as tab:
         gr.Markdown("Images (■) and their captions (●, one colour per language) in one 2-D map per model. Well-aligned models put an "
                     "image's captions in every language next to it. " + SELECT_NOTE)
         with gr.Row():
-            model_a = gr.Dropdown(names, value=names[0], label="Left model", allow_custom_value=True)
+            model_a = gr.Dropdown(names, value=first, label="Left model", allow_custom_value=True)
             model_b = gr.Dropdown(names, value=second, label="Right model", allow_custom_value=True)
             langs = gr.CheckboxGroup([(language_name(l), l) for l in world.languages], value=world.languages, label="Caption languages")
         with gr.Row():
@@ -384,7 +394,8 @@ def build_tab(world: World, page) -> None:
             show_btn = gr.Button("Show selected", scale=1, elem_id="proj-show-selected")
         sel_status = gr.Markdown(elem_id="proj-sel-status")
         sel_grid = gr.Gallery(label="Selected instances", columns=6, height=300, object_fit="contain", allow_preview=True, elem_id="proj-grid")
-        sel_table = gr.Dataframe(interactive=False, wrap=True, label="Their captions", elem_id="proj-sel-table")
+        sel_table = gr.Dataframe(value=pd.DataFrame(columns=["image", "language", "caption"]), interactive=False, wrap=True, label="Their captions",
+                                 elem_id="proj-sel-table")
         drawn = gr.State(None)  # the arguments of the maps on screen, to redraw them with a selection ringed
 
     page.model_pickers += [model_a, model_b]
@@ -425,11 +436,11 @@ def build_tab(world: World, page) -> None:
         """The default maps of the first two models, if cached (the warm-up thread computes them); never computes."""
         if already:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        found = [project(world, name, world.languages, cached_only=True, **d) for name in (names[0], second)]
+        found = [project(world, name, world.languages, cached_only=True, **d) for name in (first, second)]
         if any(m is None for m in found):
             return ("The default UMAP maps are still being computed in the background; press **Draw** to compute them now "
                     "(or choose PCA, which takes a second).", gr.skip(), gr.skip(), None)
-        args = [names[0], second, world.languages, d["algorithm"], d["sample"], d["n_neighbors"], d["min_dist"], False, False]
+        args = [first, second, world.languages, d["algorithm"], d["sample"], d["n_neighbors"], d["min_dist"], False, False]
         return (f"Default maps ({d['algorithm']}, {d['sample']} images), from the cache.", figure(found[0], False, (), urls),
                 figure(found[1], False, (), urls), args)
 

@@ -4,6 +4,7 @@ captions in every language per method). Ranks use the library's tie rule (stable
 ties broken by gallery index), so a test caption's rank here is its rank in the evaluation."""
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,7 @@ class SearchResult:
         shown = self.query if len(self.query) <= 80 else self.query[:80] + "…"
         lines = [f"**Query** “{markdown_escape(shown)}” in {lang}, {len(self.methods)} method(s), {self.seconds * 1000:.0f} ms."]
         if self.caption:
-            lines.append(f"This is test caption `{self.caption.id}` of image `{self.caption.item}`: its image is marked ✓; "
+            lines.append(f"This is test caption `{self.caption.id}` of image `{self.caption.item}`: its image is framed in yellow (✓ ground truth); "
                          "ranks are over all " + "test images.")
         lines += [f"⚠ **{n}**" if n == NO_LETTERS_NOTE else f"_Note: {n}_" for n in self.notes]
         return "\n\n".join(lines)
@@ -337,9 +338,13 @@ def slot_title(world: World, m: MethodHits) -> str:
     from ccr_core.dashboard.colours import method_colour
     from ccr_core.dashboard.glossary import model_tooltip
 
+    from ccr_core.dashboard.glossary import TERMS
+
     entry = world.registry.find(m.model.split(" (", 1)[0])
     colour = method_colour(entry.method, entry.noise) if entry else "#000"
     tip = model_tooltip(entry) if entry else ""
+    if m.uncertainty is not None:
+        tip += " " + html.escape(TERMS["uncertainty"], quote=True)
     return f'<span style="color:{colour}">■</span> <span title="{tip}">**{m.title}**</span>'
 
 
@@ -364,7 +369,9 @@ def build_tab(world: World, page) -> None:
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn", scale=1, min_width=90)
         with gr.Row(equal_height=True):
             methods = gr.CheckboxGroup(main_names, value=main_names, label="Methods", elem_id="methods", scale=5,
-                                       info="The 5 main methods; variants (trained with noise, the floor, …) behind the toggle.")
+                                       info="The 5 main methods. Variants behind the toggle: floor (the simplest model), -noise0.4 "
+                                            "(trained with 40% of translations swapped), baseline-en (English only). Hover a result's "
+                                            "heading for what its name means.")
             variants = gr.Checkbox(value=False, label="Show variants", elem_id="show-variants", scale=1, min_width=120)
         with gr.Row(elem_id="examples"):
             example_buttons = [(gr.Button(f"{text[:30]}{'…' if len(text) > 30 else ''} ({code})", size="sm", elem_classes="ccr-example", min_width=60),
