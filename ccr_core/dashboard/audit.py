@@ -309,8 +309,7 @@ def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0,
         english = source.text if source is not None and source.lang == "en" else ""
         label = ps.noise_names[j] or "unlabelled"
         shown = f"u={ps.scores[j]:.3f}" + (f" · DECL={ps.mismatch[j]:.3f}" if ps.mismatch is not None else "")
-        gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · {shown} · {label} · [{cap.lang}] {cap.text[:80]}"
-                        + (f" ← [en] {english[:60]}" if english else "")))
+        gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · {shown} · {label} · {cap.lang}"))  # the texts: in the table below
         rows.append({"#": r, "uncertainty": round(float(ps.scores[j]), 4),
                      **({"mismatch": round(float(ps.mismatch[j]), 4)} if ps.mismatch is not None else {}), "true label": label, "language": cap.lang,
                      "machine-translated caption": cap.text, "English source": english, "source": cap.source, "image": ps.item_ids[j],
@@ -359,7 +358,8 @@ def build_tab(world: World, page) -> None:
         with gr.Row():
             prev_btn, next_btn = gr.Button("◀ Previous"), gr.Button("Next ▶")
         page_status = gr.Markdown(elem_id="audit-page-status")
-        pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=True, label="Pairs", object_fit="contain", elem_id="audit-gallery")
+        pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=True, label="Pairs", object_fit="contain", elem_id="audit-gallery",
+                                  elem_classes="ccr-gallery")
         pair_table = gr.Dataframe(interactive=False, wrap=True, label="Pairs", elem_id="audit-table")
 
     page.uncertainty_pickers.append(model)

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ccr_core import protocol
+from ccr_core.dashboard.colours import CHART_FONT, FAMILY_COLOURS, chart_layout, family, is_main, method_colour, model_style
 from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, safe_name
 from ccr_core.io import read_json, write_json_atomic
+from ccr_core.paths import REPO_ROOT
 from ccr_core.methods import method_sort_key
 
 METRICS = ("SumR", "mean_recall", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_MedR", "i2t_MedR")
@@ -61,9 +64,6 @@ def protocol_cells(world: World) -> dict:
     """The equal-budget grid's cells for this world (``ccr_core.protocol.cells`` of results/protocol-<world>.json),
     or {} when it has not been run; read once per world."""
     if "protocol_cells" not in world.memo:
-        from ccr_core import protocol
-        from ccr_core.paths import REPO_ROOT
-
         path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
         world.memo["protocol_cells"] = protocol.cells(read_json(path)) if path.exists() else {}
     return world.memo["protocol_cells"]
@@ -72,9 +72,6 @@ def protocol_cells(world: World) -> dict:
 def fine_tuned_cells(world: World) -> dict:
     """The fine-tuned runs' cells (results/fine-tuned-<world>.json, common encoder), or {}; read once per world."""
     if "fine_tuned_cells" not in world.memo:
-        from ccr_core import protocol
-        from ccr_core.paths import REPO_ROOT
-
         path = REPO_ROOT / "results" / f"fine-tuned-{world.name}.json"
         world.memo["fine_tuned_cells"] = protocol.cells(read_json(path)) if path.exists() else {}
     return world.memo["fine_tuned_cells"]
@@ -116,8 +113,6 @@ def plus_minus(stat: tuple[float, float] | None, digits: int = 1) -> str:
 
 def interval_table(world: World) -> pd.DataFrame:
     """One row per cell of the equal-budget grid: target and English SumR, MRV and kept share, mean ± 95% CI."""
-    from ccr_core import protocol
-
     table = protocol_cells(world)
     rows = []
     for (setting, method, noise), cell in sorted(table.items(), key=lambda kv: (kv[0][0], method_sort_key(kv[0][1]), kv[0][2])):
@@ -133,9 +128,6 @@ def interval_table(world: World) -> pd.DataFrame:
 
 def noise_plot(world: World, setting: str = "common"):
     """Target SumR against the noise rate per method (mean ± 95% CI over seeds), or None without a grid."""
-    from ccr_core import protocol
-    from ccr_core.paths import REPO_ROOT
-
     path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
     return protocol.noise_figure(world.name, read_json(path), setting) if path.exists() else None
 
@@ -173,8 +165,6 @@ RANKING_COLUMNS = ["rank", "model", "target SumR", "target SumR over seeds (95% 
 
 def _verdict_words(mean: float, hw: float, n: int) -> str:
     """The comparison with the baseline in plain words ("better", "worse", "not resolved ...")."""
-    from ccr_core import protocol
-
     word = protocol.verdict(mean, hw, n, "higher")
     return {"holds": "better than the baseline", "does not hold": "worse than the baseline",
             "identical in every seed": "same as the baseline"}.get(word, f"difference {word}")
@@ -184,10 +174,6 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
     """One row per model, best target-language SumR first: its own (seed-0) target SumR, the mean ± 95% interval
     over the equal-budget grid's seeds of its method at its noise rate, and the paired difference from the
     baseline at the same noise rate with its verdict -- a difference whose interval holds 0 says "not resolved"."""
-    from ccr_core import protocol
-
-    from ccr_core.dashboard.colours import is_main
-
     rows = []
     for m in world.model_list():
         if not show_variants and not is_main(m):
@@ -224,8 +210,6 @@ def ranking_figure(world: World, df: pd.DataFrame):
     with the grid's interval as a whisker where there is one."""
     import plotly.graph_objects as go
 
-    from ccr_core.dashboard.colours import chart_layout, model_style
-
     fig = go.Figure()
     ordered = df.iloc[::-1]  # best at the top
     for _, row in ordered.iterrows():
@@ -251,8 +235,6 @@ def leaderboard_figures(df: pd.DataFrame, metric: str = "SumR", world: World | N
     """(bar chart of ``metric`` per group and model, horizontal bar chart of MRV per model), each model in its
     method family's colour (noisy ones hatched), the same as in every other chart."""
     import plotly.graph_objects as go
-
-    from ccr_core.dashboard.colours import chart_layout, method_colour, model_style
 
     if metric not in df.columns:
         raise InputError(f"Unknown metric {metric!r}.")
@@ -296,8 +278,6 @@ def export(world: World, df: pd.DataFrame) -> tuple[Path, Path]:
 
 def recoloured(fig):
     """A figure from the library (traces named by method) in the dashboard's family colours and readable font."""
-    from ccr_core.dashboard.colours import CHART_FONT, FAMILY_COLOURS, family, method_colour
-
     if fig is None:
         return None
     for trace in fig.data:

@@ -14,7 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ccr_core.dashboard.captions import caption_by_id, caption_choices, caption_label, find_captions  # noqa: F401  (the tab's picker)
+from ccr_core.dashboard.colours import main_models, method_colour
 from ccr_core.dashboard.detect import has_letters
+from ccr_core.dashboard.glossary import TERMS, model_tooltip
 from ccr_core.dashboard.world import MAX_QUERY_CHARS, InputError, ModelEntry, World, language_name
 from ccr_core.data.bundle import Caption
 from ccr_core.eval import metrics
@@ -276,49 +279,6 @@ def image_to_text(world: World, item_id: str | None = None, image_path: str | Pa
 
 
 # --------------------------------------------------------------------------------------------------
-# caption browser
-
-
-def caption_label(c: Caption) -> str:
-    return f"[{c.lang}] {c.text}  ·  {c.id}"
-
-
-def caption_choices(world: World, lang: str | None = None, limit: int = 50) -> list[tuple[str, str]]:
-    """(label, caption id) of the first ``limit`` test captions in ``lang`` (all languages for None/"all")."""
-    return find_captions(world, "", lang, limit)
-
-
-def find_captions(world: World, text: str | None, lang: str | None = None, limit: int = 50) -> list[tuple[str, str]]:
-    """(label, caption id) of up to ``limit`` test captions in ``lang`` whose text or id contains ``text``
-    (case-insensitive; every word of it, in any order), exact id matches first: the server-side search
-    behind the caption picker, so the page never holds thousands of choices."""
-    words = (text or "").strip().casefold().split()
-    pool = world.test_captions_in(lang)
-    if not words:
-        return [(caption_label(c), c.id) for c in pool[:limit]]
-    exact = [c for c in pool if c.id.casefold() == " ".join(words)]
-    out = list(exact)
-    for c in pool:
-        if len(out) >= limit:
-            break
-        haystack = f"{c.text} {c.id}".casefold()
-        if c not in exact and all(w in haystack for w in words):
-            out.append(c)
-    return [(caption_label(c), c.id) for c in out[:limit]]
-
-
-def caption_by_id(world: World, caption_id: str | None) -> Caption:
-    """The test caption with this id; a typed text that is not an id picks its first match."""
-    pos = world.caption_pos.get(caption_id or "")
-    if pos is None:
-        matches = find_captions(world, caption_id, None, 1) if (caption_id or "").strip() else []
-        if not matches:
-            raise InputError("Choose a test caption from the list (type a few words or an id to find one).")
-        pos = world.caption_pos[matches[0][1]]
-    return world.captions[pos]
-
-
-# --------------------------------------------------------------------------------------------------
 # the tab (Gradio layout and wiring; gradio is imported here only)
 
 MAX_SLOTS = 12  # result columns (shipped models + room for published runs)
@@ -335,11 +295,6 @@ def language_choices(world: World) -> list[tuple[str, str]]:
 
 def slot_title(world: World, m: MethodHits) -> str:
     """A result column's heading: the method's colour swatch (the same in every chart) and the column's facts."""
-    from ccr_core.dashboard.colours import method_colour
-    from ccr_core.dashboard.glossary import model_tooltip
-
-    from ccr_core.dashboard.glossary import TERMS
-
     entry = world.registry.find(m.model.split(" (", 1)[0])
     colour = method_colour(entry.method, entry.noise) if entry else "#000"
     tip = model_tooltip(entry) if entry else ""
@@ -352,7 +307,6 @@ def build_tab(world: World, page) -> None:
     """The Search tab: text -> image galleries per method (first thing under the query), then image -> text."""
     import gradio as gr
 
-    from ccr_core.dashboard.colours import main_models
     from ccr_core.dashboard.ui import SEARCH_CHOICES, guarded, selected, takes_event
 
     names = world.model_names()

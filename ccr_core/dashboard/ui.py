@@ -10,7 +10,7 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
-from ccr_core.dashboard.world import InputError, World
+from ccr_core.dashboard.world import InputError, World, uncertainty_models
 
 log = logging.getLogger("ccr.app")
 
@@ -105,8 +105,6 @@ class Page:
     def model_choice_updates(self) -> list:
         """Updates that give every model picker the world's current models (after a training run)."""
         import gradio as gr
-
-        from ccr_core.dashboard.world import uncertainty_models
 
         names = self.world.model_names()
         uml = uncertainty_models(self.world)
