@@ -233,7 +233,9 @@ def build_tab(world: World, page) -> None:
                 ml_find = gr.Textbox(value="", label="Find a test instance (words of a caption or an id)", lines=1, max_lines=1, elem_id="ml-find")
                 ml_instance = gr.Dropdown(picks, value=start or "", label="Intended image (test instance)", filterable=True,
                                           allow_custom_value=True, elem_id="ml-instance")
-            ml_methods = gr.CheckboxGroup(names, value=main_names, label="Methods", scale=3)
+            with gr.Column(scale=3):
+                ml_methods = gr.CheckboxGroup(main_names, value=main_names, label="Methods")
+                ml_variants = gr.Checkbox(value=False, label="Show variants", elem_id="ml-variants")
         with gr.Row():
             ml_texts = [gr.Textbox(value=start_texts.get(l, ""), label=f"{language_name(l)} ({l})", lines=1, max_lines=4, elem_id=f"ml-text-{l}")
                         for l in world.languages]
@@ -257,7 +259,7 @@ def build_tab(world: World, page) -> None:
         ml_plot = gr.Plot(value=opening.figure() if opening else None, label="Ranks per language", elem_id="ml-plot")
         ml_table = gr.Dataframe(value=opening.table() if opening else None, interactive=False, label="Ranks, spread and agreement", elem_id="ml-table")
 
-    page.model_pickers.append(ml_methods)
+    page.hide_variants(ml_methods, ml_variants, main_names)
 
     @guarded(len(ml_texts) + 1, status_at=len(ml_texts))
     def fill_instance(item):

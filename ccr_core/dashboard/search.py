@@ -372,12 +372,7 @@ def build_tab(world: World, page) -> None:
                 i2t_table = gr.Dataframe(value=_empty(I2T_COLUMNS), headers=I2T_COLUMNS, interactive=False, wrap=True, elem_id="i2t-table")
                 waiting = gr.Timer(3.0, active=False)  # inside the tab: a Tabs child must be a Tab
 
-    def default_choices() -> list[str]:
-        """The main methods, and models published from the Experiment tab (what someone just trained is worth seeing)."""
-        return [m.name for m in world.model_list() if m.name in main_names or not m.shipped]
-
-    page.model_pickers.append(methods)
-    page.choosers[id(methods)] = default_choices
+    page.hide_variants(methods, variants, main_names)
     search_outputs = [status, summary, slot_items, *galleries, *titles]
 
     def gallery_updates(result):
@@ -397,11 +392,6 @@ def build_tab(world: World, page) -> None:
         button.click(lambda t=text, c=code: (t, c, None), None, [query, lang, caption_id], queue=False, api_visibility="private").then(
             do_search, [query, lang, methods, k, caption_id], search_outputs, api_visibility="private")
 
-    def toggle_variants(show, chosen):
-        listed = world.model_names() if show else default_choices()
-        return gr.update(choices=listed, value=[n for n in (chosen or []) if n in listed] or listed[: len(main_names)])
-
-    variants.change(toggle_variants, [variants, methods], methods, api_visibility="private")
 
     @guarded(3 + len(search_outputs), status_at=3)
     def pick_caption(cap_id, chosen, top_k):
