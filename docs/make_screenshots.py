@@ -57,6 +57,8 @@ def take(page) -> None:
     page.locator("#gallery-0 img").first.wait_for(state="visible")
     page.evaluate("window.scrollTo(0, 0)")
     shot("search-german", full=False)
+    page.goto(page.url)  # a fresh page: free text, language detected
+    page.locator("#query textarea").wait_for()
     search("一个红色的圆形在一颗蓝色星星的左边")
     page.evaluate("window.scrollTo(0, 0)")
     shot("search-chinese", full=False)

@@ -224,6 +224,9 @@ def test_caption_picker_searches_on_the_server(page):
     assert options.count() == 1  # only the match is in the page
     options.filter(has_text="编号14").first.click()
     page.locator("#search-status").get_by_text("img14#zh#0").wait_for()
+    assert page.locator("#lang input").input_value() != "auto-detect"  # the picked caption's language ...
+    page.locator("#query textarea").press_sequentially(" rot", delay=20)  # typed by a person
+    page.wait_for_function("() => document.querySelector('#lang input').value === 'auto-detect'")  # ... until the query is retyped
 
 
 def test_many_languages_opens_drawn_and_adds_a_language(page):

@@ -672,7 +672,7 @@ def test_every_method_family_keeps_one_colour_blind_safe_hue():
     from ccr_core.dashboard import colours
 
     assert colours.family("one_to_k-noise0.4") == "one_to_k" and colours.family("uml-ft") == "uml" and colours.family("floor (trained here)") == "floor"
-    assert colours.method_colour("baseline") != colours.method_colour("one_to_k", 0.4)  # were both blue
+    assert colours.method_colour("baseline") != colours.method_colour("one_to_k", 0.4)  # a family and another family's variant never share a colour
     assert len({colours.method_colour(m) for m in colours.FAMILY_COLOURS}) == len(colours.FAMILY_COLOURS)
     assert set(colours.FAMILY_COLOURS.values()) <= set(colours.OKABE_ITO.values())
     light = colours.method_colour("uml", 0.4)

@@ -118,7 +118,7 @@ def measured_findings(world: World) -> str:
 def about_markdown(world: World) -> str:
     """Plain words, the glossary and what was found first; the formulas and the dataset card after them."""
     fine_tuned = any(m.fine_tuned for m in world.model_list())
-    words = "## Words used here\n" + glossary_markdown(fine_tuned)
+    words = "## Words used here\n" + glossary_markdown(fine_tuned, methods=False)
     parts = [PLAIN_MD, *([FINE_TUNED_MD] if fine_tuned else []), words, measured_findings(world), METHODS_MD, dataset_card(world)]
     return "\n\n".join(parts)
 

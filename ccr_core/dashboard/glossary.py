@@ -46,8 +46,9 @@ def model_tooltip(model) -> str:
     return html.escape(" ".join(terms), quote=True)
 
 
-def glossary_markdown(has_fine_tuned: bool) -> str:
-    """The glossary as a Markdown list; ``-ft`` only where the world has such models."""
-    keys = ["floor", "baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k", "-noise", *(["-ft"] if has_fine_tuned else []),
-            "trained here", "uncertainty", "SumR", "MRV", "interval"]
+def glossary_markdown(has_fine_tuned: bool, methods: bool = True) -> str:
+    """The glossary as a Markdown list; ``-ft`` only where the world has such models; ``methods=False``: without
+    the six methods (for a page that has just introduced them)."""
+    named = ["floor", "baseline", "nrccr", "cl2cm", "uml", "one_to_k"] if methods else []
+    keys = [*named, "baseline-en", "-noise", *(["-ft"] if has_fine_tuned else []), "trained here", "uncertainty", "SumR", "MRV", "interval"]
     return "\n".join(f"- {TERMS[k]}" for k in keys)

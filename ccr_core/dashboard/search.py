@@ -388,6 +388,12 @@ def build_tab(world: World, page) -> None:
         return (result.status(), result.summary_table(), items + [[] for _ in range(slots - len(items))], *gallery_updates(result))
 
     gr.on([search_btn.click, query.submit], do_search, [query, lang, methods, k, caption_id], search_outputs, api_name="search")
+
+    def typed(cap_id):
+        """Typing over a picked test caption makes the query free text again, in a language to detect anew."""
+        return ("auto", None) if cap_id else (gr.skip(), gr.skip())
+
+    query.input(typed, caption_id, [lang, caption_id], queue=False, show_progress="hidden", api_visibility="private")
     for button, text, code in example_buttons:
         button.click(lambda t=text, c=code: (t, c, None), None, [query, lang, caption_id], queue=False, api_visibility="private").then(
             do_search, [query, lang, methods, k, caption_id], search_outputs, api_visibility="private")
