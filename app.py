@@ -34,6 +34,7 @@ body, .gradio-container {{font-family: {FONT_STACK}}}
 .gradio-container code, .gradio-container pre {{font-family: {", ".join(f'"{f}"' if " " in f else f for f in MONO_FONTS)}}}
 .ccr-gallery .caption-label {{font-size: 0.8em; white-space: normal; overflow: visible; text-overflow: clip; max-width: 100%; line-height: 1.2}}
 .ccr-gallery-title p {{margin: 0; font-size: 0.95em}}
+#examples button {{white-space: nowrap; overflow: hidden; text-overflow: ellipsis; display: block}}
 """
 
 
@@ -50,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # The tabs, in page order; each builder lays out its tab and wires it to its own module's functions.
 # Experiment comes after every tab with a model picker: a finished run refreshes those pickers.
-TABS = ("search", "languages", "consistency", "audit", "projection", "leaderboard", "experiment", "about")
+TABS = ("lesson", "search", "languages", "consistency", "audit", "projection", "leaderboard", "experiment", "about")
 
 
 def build_app(world):
@@ -63,7 +64,7 @@ def build_app(world):
     page = Page(world)
     with gr.Blocks(title=f"CCR Lab · {world.name}", analytics_enabled=False) as demo:
         gr.Markdown(lambda: header_markdown(world), elem_classes="ccr-header", elem_id="header")  # a callable: as of each page load
-        with gr.Tabs():
+        with gr.Tabs(selected="search"):  # "Start here" sits first for teaching; a visitor lands on Search
             for tab in TABS:
                 importlib.import_module(f"ccr_core.dashboard.{tab}").build_tab(world, page)
         # A page opened after a training run finished lists the new model too.
@@ -88,7 +89,8 @@ def warm_up(world) -> None:
     try:
         world.captions_ready.wait()  # both need the test captions' embeddings
         consistency.mrv_summary(world)
-        for name in world.model_names():
+        opening = projection.default_models(world)  # the maps the tab opens with first
+        for name in [*opening, *(n for n in world.model_names() if n not in opening)]:
             projection.project(world, name, world.languages, **projection.default_params(world))
         projection.warm_umap_cache()  # numba's on-disk cache, once per machine: later starts' first live UMAP is faster
     except Exception:  # noqa: BLE001 -- warming is an optimisation; the tabs compute on demand anyway

@@ -121,7 +121,7 @@ def test_caption_browser_and_pick(client, server):
     assert choices and all(c[0].startswith("[zh]") for c in choices)
     out = client.predict(choices[0][1], ALL, 4, api_name="/pick_caption")
     text, lang, status = out[:3]  # (the caption id goes to a gr.State, which clients do not see)
-    assert lang == "zh" and choices[0][1] in status and "marked ✓" in status and "编号" in text
+    assert lang == "zh" and choices[0][1] in status and "framed in yellow" in status and "编号" in text
     assert client.predict("no-such-caption", ALL, 4, api_name="/pick_caption")[2].startswith("⚠")
 
 
@@ -185,7 +185,7 @@ def test_caption_search_is_server_side(client, server):
     assert client.predict("no such words", "all", api_name="/find_captions") == []
     # A typed text that is not an id picks its first match.
     text, lang, status, *_ = client.predict("编号 14", ALL, 3, api_name="/pick_caption")
-    assert lang == "zh" and "编号14" in text and "marked ✓" in status
+    assert lang == "zh" and "编号14" in text and "framed in yellow" in status
 
 
 def test_search_in_a_language_the_world_lacks(client):
@@ -258,7 +258,7 @@ def test_leaderboard_and_downloads(client):
         "SumR", "SumR", ["en", "de", "zh"], True, api_name="/leaderboard")
     assert len(table["data"]) == len(ALL) * 3 and bars["type"] == mrv["type"] == ranking_plot["type"] == "plotly"
     assert [row[1] for row in ranking["data"]] and len(ranking["data"]) == len(ALL)  # one row per model
-    assert {row[7] for row in ranking["data"]} == {"no seeds run"}  # the tiny world has no grid: said, not left blank
+    assert {row[ranking["headers"].index("verdict")] for row in ranking["data"]} == {"no seeds run"}  # the tiny world has no grid: said, not left blank
     assert "No equal-budget grid has been run for this world yet" in status and not intervals["data"]  # the tiny world has no grid
     assert Path(csv_file).read_text().startswith("model,method,train noise,group")
     assert '"world": "tiny"' in Path(json_file).read_text()

@@ -660,7 +660,7 @@ def test_ranking_has_one_row_per_model_with_interval_and_verdict(world):
     assert sorted(table["model"]) == sorted(world.model_names()) and list(table["rank"]) == list(range(1, len(table) + 1))
     row = table.set_index("model")
     mean, hw = stats.t_interval([440.0, 450.0, 445.0])
-    assert row.loc["uml", "target SumR over seeds (95% CI)"] == f"{mean:.1f} ± {hw:.1f} (3 seeds)"
+    assert row.loc["uml", "target SumR over seeds (95% CI)"] == f"{mean:.1f} ± {hw:.1f} (3 seeds, published)"
     assert row.loc["uml", "verdict"] == "better than the baseline" and row.loc["uml", "vs baseline (paired, 95% CI)"].startswith("+40.0")
     assert row.loc["one_to_k", "verdict"].startswith("difference not resolved")
     assert row.loc["baseline", "verdict"] == "the reference"
@@ -672,7 +672,7 @@ def test_every_method_family_keeps_one_colour_blind_safe_hue():
     from ccr_core.dashboard import colours
 
     assert colours.family("one_to_k-noise0.4") == "one_to_k" and colours.family("uml-ft") == "uml" and colours.family("floor (trained here)") == "floor"
-    assert colours.method_colour("baseline") != colours.method_colour("one_to_k", 0.4)  # were both blue
+    assert colours.method_colour("baseline") != colours.method_colour("one_to_k", 0.4)  # a family and another family's variant never share a colour
     assert len({colours.method_colour(m) for m in colours.FAMILY_COLOURS}) == len(colours.FAMILY_COLOURS)
     assert set(colours.FAMILY_COLOURS.values()) <= set(colours.OKABE_ITO.values())
     light = colours.method_colour("uml", 0.4)
@@ -751,6 +751,30 @@ def test_about_has_methods_citations_and_the_dataset_card(world):
     text = about.about_markdown(world)
     for needle in ("ACM Multimedia 2022", "AAAI 2024", "Science China Information Sciences 2025", "KDD 2024", "MRV", "Licence", "tiny", "$$"):
         assert needle in text
+    # Plain words and the glossary come before the first formula; -ft is explained only where the world has such models.
+    assert text.index("In plain words") < text.index("Words used here") < text.index("$")
+    assert "-noise0.4" in text and "UML uncertainty" in text and "floor:" in text and "-ft" not in text
+
+
+def test_start_here_lesson_steps_show_real_results(world):
+    from ccr_core.dashboard import consistency, lesson
+    from ccr_core.eval import metrics
+
+    two = lesson.step_two_languages(world)
+    assert len(two.gallery) == 8 and any("✓ the described picture" in caption for _, caption in two.gallery)
+    assert list(two.table["language"]) == ["English", "German"] and all(Path(p).exists() for p, _ in two.gallery)
+    noisy = lesson.step_noisy_translation(world)
+    assert len(noisy.gallery) == 1 and noisy.table.iloc[2]["text"] == "noisy-correspondence"
+    spread = lesson.step_rank_spread(world)
+    ranks = consistency.rank_tables(world, world.model("baseline"))["t2i"]
+    assert f"MRV = {metrics.mrv(ranks):.2f}" in spread.text and len(spread.table) == len(world.languages)
+    flags = lesson.step_uml_flags(world)
+    assert len(flags.gallery) == 2 and flags.table.iloc[0]["mismatch"] >= flags.table.iloc[1]["mismatch"]
+    standings = lesson.step_standings(world)
+    assert set(standings.table["model"]) == {"baseline", "uml", "one_to_k"} and "not resolved" in standings.text
+    assert "Search" in lesson.step_try_it(world).text
+    # Plain words first: no step shows a formula.
+    assert not any("$" in step(world).text for _, step in lesson.STEPS)
 
 
 def test_warm_umap_cache_fills_numba_cache_once(tmp_path):

@@ -1,21 +1,30 @@
-"""About tab: what each method does, with its key formula and citation, how the numbers are measured,
-and the world's dataset card (from the bundle manifest)."""
+"""About tab: in plain words first -- the task, each method in a sentence, the words the dashboard uses,
+what the comparison found (holds / not resolved) -- then, for researchers, each method's key formula
+and citation, how the numbers are measured, and the world's dataset card (from the bundle manifest)."""
 from __future__ import annotations
 
 from collections import Counter
 
+from ccr_core.dashboard.glossary import TERMS, glossary_markdown
 from ccr_core.dashboard.world import World, language_name
 
+PLAIN_MD = """
+## In plain words
+These models find pictures from a description written in many languages, and descriptions from a picture. They learned from
+English descriptions written by people and from **machine translations** of them into other languages. Machine translation makes
+mistakes: some translated descriptions are wrong, and some are attached to the wrong picture (*noisy correspondence*). The methods
+differ in how they keep those mistakes from spoiling what they learn:
+""" + "\n".join(f"- {TERMS[m]}" for m in ("floor", "baseline", "nrccr", "cl2cm", "uml", "one_to_k")) + "\n"
+
+FINE_TUNED_MD = ("In this world the models named `<method>-ft` also fine-tune the last two EfficientNet-Lite0 blocks and its head "
+                 "convolution, as the papers train their encoders' upper layers; `floor` and `baseline-en` stay frozen (the floor is the "
+                 "reference those gains are measured against).")
+
 METHODS_MD = r"""
-## The task
-**Cross-lingual cross-modal retrieval (CCR)**: find images from captions written in many languages, and captions from images,
-when the models were trained with human captions in English only, plus *machine translations* (MT) of them. MT is imperfect:
-some translated captions are wrong, some pairs plainly mismatched (*noisy correspondence*). The methods differ in how they keep
-that noise out of the non-English text encoder. Every model here shares one frozen image encoder and one multilingual text
-backbone; only small heads (and optionally the top text layers) are trained. In the real-photo world (Flickr8k-ML) the models
-named `<method>-ft` also fine-tune the last two EfficientNet-Lite0 blocks and its head convolution, as the papers train their
-encoders' upper layers; `floor` and `baseline-en` there stay frozen (the floor is the reference those gains are measured against). Notation: $v$ image, $s$ English caption,
-$t$ target-language (MT) caption, $b$ back-translation; all L2-normalised, so $a\cdot b$ is a cosine.
+## The methods, for researchers
+Every model here shares one frozen image encoder and one multilingual text backbone; only small heads (and optionally the top
+text layers) are trained. Notation: $v$ image, $s$ English caption, $t$ target-language (MT) caption, $b$ back-translation; all
+L2-normalised, so $a\cdot b$ is a cosine.
 
 ### Baseline: translate-train contrastive
 Train on $(v,s)$ and $(v,t)$ pairs with a symmetric InfoNCE loss,
@@ -108,7 +117,11 @@ def measured_findings(world: World) -> str:
 
 
 def about_markdown(world: World) -> str:
-    return METHODS_MD + "\n\n" + measured_findings(world) + "\n\n" + dataset_card(world)
+    """Plain words, the glossary and what was found first; the formulas and the dataset card after them."""
+    fine_tuned = any(m.fine_tuned for m in world.model_list())
+    words = "## Words used here\n" + glossary_markdown(fine_tuned, methods=False)
+    parts = [PLAIN_MD, *([FINE_TUNED_MD] if fine_tuned else []), words, measured_findings(world), METHODS_MD, dataset_card(world)]
+    return "\n\n".join(parts)
 
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]

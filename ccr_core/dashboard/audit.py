@@ -309,8 +309,7 @@ def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0,
         english = source.text if source is not None and source.lang == "en" else ""
         label = ps.noise_names[j] or "unlabelled"
         shown = f"u={ps.scores[j]:.3f}" + (f" · DECL={ps.mismatch[j]:.3f}" if ps.mismatch is not None else "")
-        gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · {shown} · {label} · [{cap.lang}] {cap.text[:80]}"
-                        + (f" ← [en] {english[:60]}" if english else "")))
+        gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · {shown} · {label} · {cap.lang}"))  # the texts: in the table below
         rows.append({"#": r, "uncertainty": round(float(ps.scores[j]), 4),
                      **({"mismatch": round(float(ps.mismatch[j]), 4)} if ps.mismatch is not None else {}), "true label": label, "language": cap.lang,
                      "machine-translated caption": cap.text, "English source": english, "source": cap.source, "image": ps.item_ids[j],
@@ -326,13 +325,13 @@ def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0,
 
 
 def build_tab(world: World, page) -> None:
-    """The Uncertainty audit tab: the distribution, detection curves, precision at k and a pager of pairs."""
+    """The Audit tab (UML's uncertainty): the distribution, detection curves, precision at k and a pager of pairs."""
     import gradio as gr
 
     from ccr_core.dashboard.ui import guarded
 
     uml_names = uncertainty_models(world)
-    with gr.Tab("Uncertainty audit", id="audit") as tab:
+    with gr.Tab("Audit", id="audit") as tab:
         gr.Markdown("UML estimates how uncertain each training pair is (image, English caption, machine-translated caption): "
                     "its uncertainty u = B/S, and how little of its evidence sits on the pair's own image and caption "
                     "(the DECL score it trains with), beside the trivial detectors (the plain baseline's 1 − cosine and per-pair loss). "
@@ -359,7 +358,8 @@ def build_tab(world: World, page) -> None:
         with gr.Row():
             prev_btn, next_btn = gr.Button("◀ Previous"), gr.Button("Next ▶")
         page_status = gr.Markdown(elem_id="audit-page-status")
-        pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=True, label="Pairs", object_fit="contain", elem_id="audit-gallery")
+        pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=True, label="Pairs", object_fit="contain", elem_id="audit-gallery",
+                                  elem_classes="ccr-gallery")
         pair_table = gr.Dataframe(interactive=False, wrap=True, label="Pairs", elem_id="audit-table")
 
     page.uncertainty_pickers.append(model)

@@ -91,7 +91,7 @@ def caption_work() -> BackgroundWork:
 
 
 def training_work() -> BackgroundWork:
-    return BackgroundWork("Preparing the training pairs", "the Uncertainty audit and Experiment tabs")
+    return BackgroundWork("Preparing the training pairs", "the Audit and Experiment tabs")
 
 
 def finish_caption_caches(world, progress: bool = False) -> None:
@@ -127,7 +127,7 @@ def finish_caption_caches(world, progress: bool = False) -> None:
 
 
 def finish_training_caches(world, progress: bool = False) -> None:
-    """Build what the Uncertainty audit and Experiment tabs need -- features of every image and text
+    """Build what the Audit and Experiment tabs need -- features of every image and text
     states of the training captions -- and swap them into every workbench. A no-op when nothing is pending."""
     work = world.training_work
     try:

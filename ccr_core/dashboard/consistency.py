@@ -74,8 +74,10 @@ def spread_histogram(world: World, models: Sequence[str] | None = None, directio
     direction = _direction(direction)
     fig = go.Figure()
     chosen = world.select_models(models or world.model_names())
+    upper = 1.0
     for m in reversed(chosen):  # the first model at the top
         sigma = np.std(rank_tables(world, m)[direction].astype(np.float64), axis=1)
+        upper = max(upper, float(np.percentile(sigma, 90)) if sigma.size else 1.0)
         style = model_style(m)
         fig.add_trace(go.Box(x=sigma, name=f"{m.label} (MRV {sigma.mean():.2f})", orientation="h", boxmean=True, boxpoints=False,
                              marker_color=style["colour"], line=dict(color=style["colour"]), fillcolor=style["colour"], opacity=0.8,
@@ -84,6 +86,7 @@ def spread_histogram(world: World, models: Sequence[str] | None = None, directio
                                      xaxis_title="σ of an instance's ranks across languages (0 = every language alike)",
                                      title=f"Rank spread per instance, {DIRECTIONS[direction]} (dashed line in a box: the mean = MRV)"))
     fig.update_yaxes(automargin=True)
+    fig.update_xaxes(range=[0, 1.6 * upper])  # the boxes, not the long tail of a few very inconsistent images (hover for all)
     return fig
 
 
@@ -178,13 +181,13 @@ def build_tab(world: World, page) -> None:
                     "every language agrees. **MRV** (mean rank variance) is the mean spread over images: lower is more consistent.")
         with gr.Row():
             direction = gr.Radio([(v, k) for k, v in DIRECTIONS.items()], value="t2i", label="Direction")
-            model = gr.Dropdown(names, value=names[0], label="Model for the 'most inconsistent' list", allow_custom_value=True)
+            first = next((m.name for m in main_models(world.model_list())), names[0])
+            model = gr.Dropdown(names, value=first, label="Model for the 'most inconsistent' list", allow_custom_value=True)
             variants = gr.Checkbox(value=False, label="Show variants", elem_id="cons-variants")
         status = gr.Markdown()
         summary = gr.Dataframe(interactive=False, label="MRV per model", elem_id="cons-summary")
-        with gr.Row():
-            hist = gr.Plot(label="Rank spread per instance", elem_id="cons-hist")
-            worst = gr.Dataframe(interactive=False, label="Most inconsistent instances (click a row)", elem_id="cons-worst")
+        hist = gr.Plot(label="Rank spread per instance", elem_id="cons-hist")
+        worst = gr.Dataframe(interactive=False, label="Most inconsistent instances (click a row)", elem_id="cons-worst")
         with gr.Row():
             find = gr.Textbox(value="", label="Find an instance (words of a caption or an id)", lines=1, max_lines=1, scale=1, elem_id="cons-find")
             instance = gr.Dropdown([], label="Instance", filterable=True, allow_custom_value=True, scale=2, elem_id="cons-instance")

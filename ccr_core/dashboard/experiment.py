@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import ccr_core.methods  # noqa: F401  (registers every method)
+from ccr_core.dashboard.colours import chart_layout, method_colour
 from ccr_core.dashboard.workbenches import noisy_bench
 from ccr_core.dashboard.world import InputError, World, default_train_config
 from ccr_core.evaluate import load_trained
@@ -78,15 +79,14 @@ class Job:
         fig = go.Figure()
         if self.losses:
             steps, losses = zip(*self.losses)
-            fig.add_trace(go.Scatter(x=steps, y=losses, mode="lines", name="loss (per step)", line=dict(color="#9ecae9")))
+            fig.add_trace(go.Scatter(x=steps, y=losses, mode="lines", name="loss (per step)", line=dict(color=method_colour(self.method, 0.5))))
             smooth, run = [], None
             for value in losses:
                 run = value if run is None else 0.9 * run + 0.1 * value
                 smooth.append(run)
-            fig.add_trace(go.Scatter(x=steps, y=smooth, mode="lines", name="moving average", line=dict(color="#4C78A8", width=3)))
-        fig.update_layout(template="plotly_white", height=360, xaxis_title="optimiser step", yaxis_title="training loss",
-                          title=f"Training loss: {self.method}, noise {self.noise:g}", xaxis=dict(range=[0, self.steps]),
-                          legend=dict(orientation="h", y=-0.25), margin=dict(t=60, l=50, r=20, b=40))
+            fig.add_trace(go.Scatter(x=steps, y=smooth, mode="lines", name="moving average", line=dict(color=method_colour(self.method), width=3)))
+        fig.update_layout(**chart_layout(height=380, xaxis_title="optimiser step", yaxis_title="training loss",
+                                         title=f"Training loss: {self.method}, noise {self.noise:g}", xaxis=dict(range=[0, self.steps])))
         return fig
 
 

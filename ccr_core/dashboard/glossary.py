@@ -5,8 +5,8 @@ from __future__ import annotations
 import html
 
 TERMS = {
-    "floor": "floor: the frozen encoders with only a small projection trained on English pairs -- what you get "
-             "without learning the target languages. Every method should beat it.",
+    "floor": "floor: the simplest model -- the frozen image and text encoders, each followed by one linear map, trained on "
+             "English captions and their machine translations. Every method should beat it.",
     "baseline": "baseline: one text encoder trained on English captions and their machine translations, no noise handling.",
     "baseline-en": "baseline-en: the baseline trained on English captions only; other languages work only through the "
                    "multilingual text encoder.",
@@ -46,8 +46,9 @@ def model_tooltip(model) -> str:
     return html.escape(" ".join(terms), quote=True)
 
 
-def glossary_markdown(has_fine_tuned: bool) -> str:
-    """The glossary as a Markdown list; ``-ft`` only where the world has such models."""
-    keys = ["floor", "baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k", "-noise", *(["-ft"] if has_fine_tuned else []),
-            "trained here", "uncertainty", "SumR", "MRV", "interval"]
+def glossary_markdown(has_fine_tuned: bool, methods: bool = True) -> str:
+    """The glossary as a Markdown list; ``-ft`` only where the world has such models; ``methods=False``: without
+    the six methods (for a page that has just introduced them)."""
+    named = ["floor", "baseline", "nrccr", "cl2cm", "uml", "one_to_k"] if methods else []
+    keys = [*named, "baseline-en", "-noise", *(["-ft"] if has_fine_tuned else []), "trained here", "uncertainty", "SumR", "MRV", "interval"]
     return "\n".join(f"- {TERMS[k]}" for k in keys)

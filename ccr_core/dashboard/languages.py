@@ -211,7 +211,7 @@ NO_INSTANCE = ("(none: use each method's top-1 for the English text)", "")
 
 
 def build_tab(world: World, page) -> None:
-    """The Many languages tab, opened on a test instance in every language with its result drawn."""
+    """The Languages tab, opened on a test instance in every language with its result drawn."""
     import gradio as gr
 
     from ccr_core.dashboard.detect import ENCODER_LANGUAGES
@@ -223,7 +223,7 @@ def build_tab(world: World, page) -> None:
     start_texts = instance_texts(world, start)
     opening = many_languages(world, start_texts, start, main_names) if start and any(start_texts.values()) else None
     others = sorted((l for l in ENCODER_LANGUAGES if l not in world.languages), key=language_name)
-    with gr.Tab("Many languages", id="languages"):
+    with gr.Tab("Languages", id="languages"):
         gr.Markdown("Type **the same description in several languages** (or pick a test instance to fill them in). For each method: "
                     "where does each language put the intended image, and how far apart are those ranks? The spread (σ) is the MRV of "
                     "your own instance: 0 means every language agrees. **Add a language** the world has no captions in: its row shows "
@@ -236,7 +236,9 @@ def build_tab(world: World, page) -> None:
                 ml_find = gr.Textbox(value="", label="Find a test instance (words of a caption or an id)", lines=1, max_lines=1, elem_id="ml-find")
                 ml_instance = gr.Dropdown(picks, value=start or "", label="Intended image (test instance)", filterable=True,
                                           allow_custom_value=True, elem_id="ml-instance")
-            ml_methods = gr.CheckboxGroup(names, value=main_names, label="Methods", scale=3)
+            with gr.Column(scale=3):
+                ml_methods = gr.CheckboxGroup(main_names, value=main_names, label="Methods")
+                ml_variants = gr.Checkbox(value=False, label="Show variants", elem_id="ml-variants")
         with gr.Row():
             ml_texts = [gr.Textbox(value=start_texts.get(l, ""), label=f"{language_name(l)} ({l})", lines=1, max_lines=4, elem_id=f"ml-text-{l}")
                         for l in world.languages]
@@ -260,7 +262,7 @@ def build_tab(world: World, page) -> None:
         ml_plot = gr.Plot(value=opening.figure() if opening else None, label="Ranks per language", elem_id="ml-plot")
         ml_table = gr.Dataframe(value=opening.table() if opening else None, interactive=False, label="Ranks, spread and agreement", elem_id="ml-table")
 
-    page.model_pickers.append(ml_methods)
+    page.hide_variants(ml_methods, ml_variants, main_names)
 
     @guarded(len(ml_texts) + 1, status_at=len(ml_texts))
     def fill_instance(item):

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from ccr_core.dashboard.colours import CHART_FONT, FAMILY_COLOURS, chart_layout, family, is_main, method_colour, model_style
 from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, safe_name
 from ccr_core.io import read_json, write_json_atomic
+from ccr_core.paths import REPO_ROOT
 from ccr_core.methods import method_sort_key
-from ccr_core.study.stats import format_interval, kept_share, paired, t_interval, target_sumr, verdict
+from ccr_core.study.plots import noise_figure
+from ccr_core.study.stats import at_end_of_budget, cells, format_interval, kept_share, paired, t_interval, target_sumr, verdict
 
 METRICS = ("SumR", "mean_recall", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_MedR", "i2t_MedR")
 COLUMNS = ["model", "method", "train noise", "group", "queries", "images", "t2i_R@1", "t2i_R@5", "t2i_R@10",
@@ -62,9 +65,6 @@ def protocol_cells(world: World) -> dict:
     """The equal-budget grid's cells for this world (``ccr_core.study.stats.cells`` of results/protocol-<world>.json),
     or {} when it has not been run; read once per world."""
     if "protocol_cells" not in world.memo:
-        from ccr_core.paths import REPO_ROOT
-        from ccr_core.study.stats import at_end_of_budget, cells
-
         path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
         world.memo["protocol_cells"] = cells([r for r in read_json(path) if at_end_of_budget(r)]) if path.exists() else {}
     return world.memo["protocol_cells"]
@@ -73,9 +73,6 @@ def protocol_cells(world: World) -> dict:
 def fine_tuned_cells(world: World) -> dict:
     """The fine-tuned runs' cells (results/fine-tuned-<world>.json, common encoder), or {}; read once per world."""
     if "fine_tuned_cells" not in world.memo:
-        from ccr_core.paths import REPO_ROOT
-        from ccr_core.study.stats import cells
-
         path = REPO_ROOT / "results" / f"fine-tuned-{world.name}.json"
         world.memo["fine_tuned_cells"] = cells(read_json(path)) if path.exists() else {}
     return world.memo["fine_tuned_cells"]
@@ -123,9 +120,6 @@ def interval_table(world: World) -> pd.DataFrame:
 
 def noise_plot(world: World, setting: str = "common"):
     """Target SumR against the noise rate per method (mean ± 95% CI over seeds), or None without a grid."""
-    from ccr_core.paths import REPO_ROOT
-    from ccr_core.study.plots import noise_figure
-
     path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
     return noise_figure(world.name, read_json(path), setting) if path.exists() else None
 
@@ -157,8 +151,8 @@ def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | N
     return df.sort_values([sort_by, "model", "group"], ascending=[ascending, True, True], kind="stable").reset_index(drop=True)
 
 
-RANKING_COLUMNS = ["rank", "model", "method", "train noise", "target SumR", "target SumR over seeds (95% CI)", "vs baseline (paired, 95% CI)",
-                   "verdict", "MRV mean", "grid setting"]
+RANKING_COLUMNS = ["rank", "model", "target SumR", "target SumR over seeds (95% CI)", "vs baseline (paired, 95% CI)", "verdict", "MRV mean",
+                   "method", "train noise"]
 
 
 def _verdict_words(mean: float, hw: float, n: int) -> str:
@@ -172,8 +166,6 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
     """One row per model, best target-language SumR first: its own (seed-0) target SumR, the mean ± 95% interval
     over the equal-budget grid's seeds of its method at its noise rate, and the paired difference from the
     baseline at the same noise rate with its verdict -- a difference whose interval holds 0 says "not resolved"."""
-    from ccr_core.dashboard.colours import is_main
-
     rows = []
     for m in world.model_list():
         if not show_variants and not is_main(m):
@@ -198,7 +190,7 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
         mrv = r.get("mrv", {}).get("mrv_mean")
         rows.append({"model": m.label, "method": m.method, "train noise": m.noise, "target SumR": round(own, 1) if own is not None else None,
                      "target SumR over seeds (95% CI)": interval, "vs baseline (paired, 95% CI)": versus, "verdict": verdict,
-                     "MRV mean": round(mrv, 3) if mrv is not None else None, "grid setting": setting})
+                     "MRV mean": round(mrv, 3) if mrv is not None else None})
     df = pd.DataFrame(rows, columns=RANKING_COLUMNS[1:])
     df = df.sort_values(["target SumR", "model"], ascending=[False, True], kind="stable", na_position="last").reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
@@ -210,8 +202,6 @@ def ranking_figure(world: World, df: pd.DataFrame):
     with the grid's interval as a whisker where there is one."""
     import plotly.graph_objects as go
 
-    from ccr_core.dashboard.colours import chart_layout, model_style
-
     fig = go.Figure()
     ordered = df.iloc[::-1]  # best at the top
     for _, row in ordered.iterrows():
@@ -222,7 +212,6 @@ def ranking_figure(world: World, df: pd.DataFrame):
         fig.add_trace(go.Bar(y=[row["model"]], x=[row["target SumR"]], orientation="h", name=row["model"], showlegend=False,
                              marker=dict(color=style["colour"], pattern_shape=style["pattern"], line=dict(color="#333", width=0.5)),
                              error_x=dict(type="data", array=[stat[1]], visible=True, color="#333") if stat and not math.isnan(stat[1]) else None,
-                             text=[f"{row['target SumR']:.0f}" if row["target SumR"] == row["target SumR"] else ""], textposition="inside",
                              hovertemplate=f"{row['model']}<br>target SumR %{{x:.1f}}<br>{row['verdict']}<extra></extra>"))
     fig.update_layout(**chart_layout(height=max(260, 34 * len(df) + 90), title="Target-language SumR per model (whisker: 95% interval over seeds)",
                                      xaxis_title="target SumR (higher is better)", margin=dict(t=60, l=10, r=20, b=50)))
@@ -238,8 +227,6 @@ def leaderboard_figures(df: pd.DataFrame, metric: str = "SumR", world: World | N
     """(bar chart of ``metric`` per group and model, horizontal bar chart of MRV per model), each model in its
     method family's colour (noisy ones hatched), the same as in every other chart."""
     import plotly.graph_objects as go
-
-    from ccr_core.dashboard.colours import chart_layout, method_colour, model_style
 
     if metric not in df.columns:
         raise InputError(f"Unknown metric {metric!r}.")
@@ -283,8 +270,6 @@ def export(world: World, df: pd.DataFrame) -> tuple[Path, Path]:
 
 def recoloured(fig):
     """A figure from the library (traces named by method) in the dashboard's family colours and readable font."""
-    from ccr_core.dashboard.colours import CHART_FONT, FAMILY_COLOURS, family, method_colour
-
     if fig is None:
         return None
     for trace in fig.data:

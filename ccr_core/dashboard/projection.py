@@ -1,4 +1,4 @@
-"""Embedding-space tab: 2-D UMAP or PCA of a model's test image and caption embeddings (one joint fit,
+"""Maps tab (the embedding space): 2-D UMAP or PCA of a model's test image and caption embeddings (one joint fit,
 so images and captions share the map), coloured by language and modality, optionally with lines from
 each image to its captions -- or one shared fit of two models' points, so both maps have the same
 axes. The maps are linked views: clicking or lasso-selecting points shows the selected instances (their
@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ccr_core.dashboard.colours import OKABE_ITO, chart_layout
+from ccr_core.dashboard.colours import OKABE_ITO, chart_layout, main_models
 from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, ModelEntry, World, language_name, safe_name
 from ccr_core.io import read_json, write_json_atomic
 
@@ -270,8 +270,7 @@ def selection(world: World, items: Sequence[str] | str | None, langs: Sequence[s
     for item in shown:
         caps = [world.captions[i] for i in world.captions_of_item[item] if world.captions[i].lang in langs]
         caps.sort(key=lambda c: (langs.index(c.lang), c.source not in NATIVE_SOURCES))
-        first = next((c.text for c in caps if c.lang == "en"), caps[0].text if caps else "")
-        grid.append((str(world.thumbnail(item)), f"{item} · {first[:90]}"))
+        grid.append((str(world.thumbnail(item)), item))  # its captions: in the table beside the grid
         seen = set()
         for c in caps:
             if c.lang not in seen:
@@ -317,12 +316,11 @@ def figure(p: Projection, lines: bool = False, highlight: Sequence[str] = (), th
     if marked:
         ring = [k for k, pt in enumerate(p.points) if pt["item"] in marked]
         fig.add_trace(go.Scattergl(x=p.coords[ring, 0], y=p.coords[ring, 1], mode="markers", name="selected",
-                                   marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(width=3, color=OKABE_ITO["vermillion"])),
+                                   marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(width=2.5, color=OKABE_ITO["black"])),
                                    customdata=[[p.points[k]["item"], url(p.points[k]["item"])] for k in ring],
                                    hovertemplate="selected: image %{customdata[0]}<extra></extra>"))
-    params = ", ".join(f"{k}={v}" for k, v in p.params.items() if k not in ("langs", "algorithm", "shared"))
-    shared = " · one shared map" if p.params.get("shared") else ""
-    fig.update_layout(**chart_layout(height=500, title=f"{p.model}: {p.params['algorithm']} ({params}){shared}", dragmode="lasso",
+    shared = " (shared map)" if p.params.get("shared") else ""
+    fig.update_layout(**chart_layout(height=500, title=f"{p.model}: {p.params['algorithm']}{shared}", dragmode="lasso",
                                      legend=dict(orientation="h", y=-0.08), margin=dict(t=60, l=20, r=20, b=30),
                                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title="", scaleanchor="x")))
     return fig
@@ -341,27 +339,35 @@ def default_params(world: World) -> dict:
 # the tab (Gradio layout and wiring; gradio is imported here only)
 
 
+def default_models(world: World) -> tuple[str, str]:
+    """The two models the tab opens with: the baseline and 1-to-K where the world has them (the pair whose
+    maps differ most in how languages mix), else the first two main models."""
+    main = [m.name for m in main_models(world.model_list())] or world.model_names()
+    pick = [n for n in ("baseline", "one_to_k") if n in main] or main[:2]
+    return (pick[0], pick[1] if len(pick) > 1 else (main[1] if len(main) > 1 else pick[0]))
+
+
 def thumb_url(world: World):
     """item id -> the URL the page loads its thumbnail from (the app serves the thumbnail folder)."""
     return lambda item: f"gradio_api/file={world.thumbnail(item)}"
 
 
 def build_tab(world: World, page) -> None:
-    """The Embedding space tab: two models' maps side by side, linked to each other and to a grid of the
+    """The Maps tab: two models' maps side by side, linked to each other and to a grid of the
     selected instances; opens on the cached default maps."""
     import gradio as gr
 
     from ccr_core.dashboard.ui import guarded
 
     names = world.model_names()
-    second = names[1] if len(names) > 1 else names[0]
+    first, second = default_models(world)
     d = default_params(world)
     urls = thumb_url(world)
-    with gr.Tab("Embedding space", id="projection") as tab:
+    with gr.Tab("Maps", id="projection") as tab:
         gr.Markdown("Images (■) and their captions (●, one colour per language) in one 2-D map per model. Well-aligned models put an "
                     "image's captions in every language next to it. " + SELECT_NOTE)
         with gr.Row():
-            model_a = gr.Dropdown(names, value=names[0], label="Left model", allow_custom_value=True)
+            model_a = gr.Dropdown(names, value=first, label="Left model", allow_custom_value=True)
             model_b = gr.Dropdown(names, value=second, label="Right model", allow_custom_value=True)
             langs = gr.CheckboxGroup([(language_name(l), l) for l in world.languages], value=world.languages, label="Caption languages")
         with gr.Row():
@@ -383,8 +389,10 @@ def build_tab(world: World, page) -> None:
             selected_ids = gr.Textbox(value="", label="Selected images (ids; filled by clicking or lassoing a map)", scale=4, elem_id="proj-selected")
             show_btn = gr.Button("Show selected", scale=1, elem_id="proj-show-selected")
         sel_status = gr.Markdown(elem_id="proj-sel-status")
-        sel_grid = gr.Gallery(label="Selected instances", columns=6, height=300, object_fit="contain", allow_preview=True, elem_id="proj-grid")
-        sel_table = gr.Dataframe(interactive=False, wrap=True, label="Their captions", elem_id="proj-sel-table")
+        sel_grid = gr.Gallery(label="Selected instances", columns=6, height=300, object_fit="contain", allow_preview=True, elem_id="proj-grid",
+                              elem_classes="ccr-gallery")
+        sel_table = gr.Dataframe(value=pd.DataFrame(columns=["image", "language", "caption"]), interactive=False, wrap=True, label="Their captions",
+                                 elem_id="proj-sel-table")
         drawn = gr.State(None)  # the arguments of the maps on screen, to redraw them with a selection ringed
 
     page.model_pickers += [model_a, model_b]
@@ -403,8 +411,9 @@ def build_tab(world: World, page) -> None:
         args = [a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map]
         progress(0.1, desc=f"{algorithm}: fitting (cached maps open at once)")
         pa, pb, fa, fb = maps(args)
-        text = (f"One shared {algorithm} fit of both models: {pa.source} in {pa.seconds:.1f} s" if one_map else
-                f"{pa.model}: {pa.source} in {pa.seconds:.1f} s · {pb.model}: {pb.source} in {pb.seconds:.1f} s")
+        settings = ", ".join(f"{k}={v}" for k, v in pa.params.items() if k not in ("langs", "algorithm", "shared"))
+        text = (f"One shared {algorithm} fit of both models ({settings}): {pa.source} in {pa.seconds:.1f} s" if one_map else
+                f"{algorithm} ({settings}) · {pa.model}: {pa.source} in {pa.seconds:.1f} s · {pb.model}: {pb.source} in {pb.seconds:.1f} s")
         return text, fa, fb, args
 
     btn.click(do_projection, [model_a, model_b, langs, algo, sample, nn, md, lines, shared],
@@ -425,11 +434,11 @@ def build_tab(world: World, page) -> None:
         """The default maps of the first two models, if cached (the warm-up thread computes them); never computes."""
         if already:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        found = [project(world, name, world.languages, cached_only=True, **d) for name in (names[0], second)]
+        found = [project(world, name, world.languages, cached_only=True, **d) for name in (first, second)]
         if any(m is None for m in found):
             return ("The default UMAP maps are still being computed in the background; press **Draw** to compute them now "
                     "(or choose PCA, which takes a second).", gr.skip(), gr.skip(), None)
-        args = [names[0], second, world.languages, d["algorithm"], d["sample"], d["n_neighbors"], d["min_dist"], False, False]
+        args = [first, second, world.languages, d["algorithm"], d["sample"], d["n_neighbors"], d["min_dist"], False, False]
         return (f"Default maps ({d['algorithm']}, {d['sample']} images), from the cache.", figure(found[0], False, (), urls),
                 figure(found[1], False, (), urls), args)
 

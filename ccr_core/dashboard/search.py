@@ -4,6 +4,7 @@ captions in every language per method). Ranks use the library's tie rule (stable
 ties broken by gallery index), so a test caption's rank here is its rank in the evaluation."""
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ccr_core.dashboard.captions import caption_by_id, caption_choices, caption_label, find_captions  # noqa: F401  (the tab's picker)
+from ccr_core.dashboard.colours import main_models, method_colour
 from ccr_core.dashboard.detect import has_letters
+from ccr_core.dashboard.glossary import TERMS, model_tooltip
 from ccr_core.dashboard.world import MAX_QUERY_CHARS, InputError, ModelEntry, World, language_name
 from ccr_core.data.bundle import Caption
 from ccr_core.eval import metrics
@@ -116,7 +120,7 @@ class SearchResult:
         shown = self.query if len(self.query) <= 80 else self.query[:80] + "…"
         lines = [f"**Query** “{markdown_escape(shown)}” in {lang}, {len(self.methods)} method(s), {self.seconds * 1000:.0f} ms."]
         if self.caption:
-            lines.append(f"This is test caption `{self.caption.id}` of image `{self.caption.item}`: its image is marked ✓; "
+            lines.append(f"This is test caption `{self.caption.id}` of image `{self.caption.item}`: its image is framed in yellow (✓ ground truth); "
                          "ranks are over all " + "test images.")
         lines += [f"⚠ **{n}**" if n == NO_LETTERS_NOTE else f"_Note: {n}_" for n in self.notes]
         return "\n\n".join(lines)
@@ -275,49 +279,6 @@ def image_to_text(world: World, item_id: str | None = None, image_path: str | Pa
 
 
 # --------------------------------------------------------------------------------------------------
-# caption browser
-
-
-def caption_label(c: Caption) -> str:
-    return f"[{c.lang}] {c.text}  ·  {c.id}"
-
-
-def caption_choices(world: World, lang: str | None = None, limit: int = 50) -> list[tuple[str, str]]:
-    """(label, caption id) of the first ``limit`` test captions in ``lang`` (all languages for None/"all")."""
-    return find_captions(world, "", lang, limit)
-
-
-def find_captions(world: World, text: str | None, lang: str | None = None, limit: int = 50) -> list[tuple[str, str]]:
-    """(label, caption id) of up to ``limit`` test captions in ``lang`` whose text or id contains ``text``
-    (case-insensitive; every word of it, in any order), exact id matches first: the server-side search
-    behind the caption picker, so the page never holds thousands of choices."""
-    words = (text or "").strip().casefold().split()
-    pool = world.test_captions_in(lang)
-    if not words:
-        return [(caption_label(c), c.id) for c in pool[:limit]]
-    exact = [c for c in pool if c.id.casefold() == " ".join(words)]
-    out = list(exact)
-    for c in pool:
-        if len(out) >= limit:
-            break
-        haystack = f"{c.text} {c.id}".casefold()
-        if c not in exact and all(w in haystack for w in words):
-            out.append(c)
-    return [(caption_label(c), c.id) for c in out[:limit]]
-
-
-def caption_by_id(world: World, caption_id: str | None) -> Caption:
-    """The test caption with this id; a typed text that is not an id picks its first match."""
-    pos = world.caption_pos.get(caption_id or "")
-    if pos is None:
-        matches = find_captions(world, caption_id, None, 1) if (caption_id or "").strip() else []
-        if not matches:
-            raise InputError("Choose a test caption from the list (type a few words or an id to find one).")
-        pos = world.caption_pos[matches[0][1]]
-    return world.captions[pos]
-
-
-# --------------------------------------------------------------------------------------------------
 # the tab (Gradio layout and wiring; gradio is imported here only)
 
 MAX_SLOTS = 12  # result columns (shipped models + room for published runs)
@@ -334,12 +295,11 @@ def language_choices(world: World) -> list[tuple[str, str]]:
 
 def slot_title(world: World, m: MethodHits) -> str:
     """A result column's heading: the method's colour swatch (the same in every chart) and the column's facts."""
-    from ccr_core.dashboard.colours import method_colour
-    from ccr_core.dashboard.glossary import model_tooltip
-
     entry = world.registry.find(m.model.split(" (", 1)[0])
     colour = method_colour(entry.method, entry.noise) if entry else "#000"
     tip = model_tooltip(entry) if entry else ""
+    if m.uncertainty is not None:
+        tip += " " + html.escape(TERMS["uncertainty"], quote=True)
     return f'<span style="color:{colour}">■</span> <span title="{tip}">**{m.title}**</span>'
 
 
@@ -347,7 +307,6 @@ def build_tab(world: World, page) -> None:
     """The Search tab: text -> image galleries per method (first thing under the query), then image -> text."""
     import gradio as gr
 
-    from ccr_core.dashboard.colours import main_models
     from ccr_core.dashboard.ui import SEARCH_CHOICES, guarded, selected, takes_event
 
     names = world.model_names()
@@ -364,7 +323,9 @@ def build_tab(world: World, page) -> None:
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn", scale=1, min_width=90)
         with gr.Row(equal_height=True):
             methods = gr.CheckboxGroup(main_names, value=main_names, label="Methods", elem_id="methods", scale=5,
-                                       info="The 5 main methods; variants (trained with noise, the floor, …) behind the toggle.")
+                                       info="The 5 main methods. Variants behind the toggle: floor (the simplest model), -noise0.4 "
+                                            "(trained with 40% of translations swapped), baseline-en (English only). Hover a result's "
+                                            "heading for what its name means.")
             variants = gr.Checkbox(value=False, label="Show variants", elem_id="show-variants", scale=1, min_width=120)
         with gr.Row(elem_id="examples"):
             example_buttons = [(gr.Button(f"{text[:30]}{'…' if len(text) > 30 else ''} ({code})", size="sm", elem_classes="ccr-example", min_width=60),
@@ -411,12 +372,7 @@ def build_tab(world: World, page) -> None:
                 i2t_table = gr.Dataframe(value=_empty(I2T_COLUMNS), headers=I2T_COLUMNS, interactive=False, wrap=True, elem_id="i2t-table")
                 waiting = gr.Timer(3.0, active=False)  # inside the tab: a Tabs child must be a Tab
 
-    def default_choices() -> list[str]:
-        """The main methods, and models published from the Experiment tab (what someone just trained is worth seeing)."""
-        return [m.name for m in world.model_list() if m.name in main_names or not m.shipped]
-
-    page.model_pickers.append(methods)
-    page.choosers[id(methods)] = default_choices
+    page.hide_variants(methods, variants, main_names)
     search_outputs = [status, summary, slot_items, *galleries, *titles]
 
     def gallery_updates(result):
@@ -432,15 +388,16 @@ def build_tab(world: World, page) -> None:
         return (result.status(), result.summary_table(), items + [[] for _ in range(slots - len(items))], *gallery_updates(result))
 
     gr.on([search_btn.click, query.submit], do_search, [query, lang, methods, k, caption_id], search_outputs, api_name="search")
+
+    def typed(cap_id):
+        """Typing over a picked test caption makes the query free text again, in a language to detect anew."""
+        return ("auto", None) if cap_id else (gr.skip(), gr.skip())
+
+    query.input(typed, caption_id, [lang, caption_id], queue=False, show_progress="hidden", api_visibility="private")
     for button, text, code in example_buttons:
         button.click(lambda t=text, c=code: (t, c, None), None, [query, lang, caption_id], queue=False, api_visibility="private").then(
             do_search, [query, lang, methods, k, caption_id], search_outputs, api_visibility="private")
 
-    def toggle_variants(show, chosen):
-        listed = world.model_names() if show else default_choices()
-        return gr.update(choices=listed, value=[n for n in (chosen or []) if n in listed] or listed[: len(main_names)])
-
-    variants.change(toggle_variants, [variants, methods], methods, api_visibility="private")
 
     @guarded(3 + len(search_outputs), status_at=3)
     def pick_caption(cap_id, chosen, top_k):

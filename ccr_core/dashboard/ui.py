@@ -10,7 +10,7 @@ import functools
 import logging
 from dataclasses import dataclass, field
 
-from ccr_core.dashboard.world import InputError, World
+from ccr_core.dashboard.world import InputError, World, uncertainty_models
 
 log = logging.getLogger("ccr.app")
 
@@ -106,12 +106,26 @@ class Page:
         """Updates that give every model picker the world's current models (after a training run)."""
         import gradio as gr
 
-        from ccr_core.dashboard.world import uncertainty_models
-
         names = self.world.model_names()
         uml = uncertainty_models(self.world)
         return ([gr.update(choices=self.choosers[id(p)]() if id(p) in self.choosers else names) for p in self.model_pickers]
                 + [gr.update(choices=uml) for _ in self.uncertainty_pickers])
+
+    def hide_variants(self, picker, toggle, main_names: list[str]) -> None:
+        """Show ``picker`` with the main methods (and published Experiment runs) until ``toggle`` is ticked,
+        then with every model; page loads and published runs keep to the same rule."""
+        import gradio as gr
+
+        def default_choices() -> list[str]:
+            return [m.name for m in self.world.model_list() if m.name in main_names or not m.shipped]
+
+        def toggled(show, chosen):
+            listed = self.world.model_names() if show else default_choices()
+            return gr.update(choices=listed, value=[n for n in (chosen or []) if n in listed] or listed[: len(main_names)])
+
+        self.model_pickers.append(picker)
+        self.choosers[id(picker)] = default_choices
+        toggle.change(toggled, [toggle, picker], picker, api_visibility="private")
 
     @property
     def choice_targets(self) -> list:
