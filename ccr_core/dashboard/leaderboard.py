@@ -177,7 +177,7 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
         if cell and cell["stats"].get("target SumR"):
             mean, hw = cell["stats"]["target SumR"]
             n = len(cell["seeds"])
-            interval = f"{format_interval((mean, hw))} ({n} seed{'s' if n != 1 else ''})"
+            interval = f"{format_interval((mean, hw))} ({n} seed{'s' if n != 1 else ''}, {setting})"
             base_table = fine_tuned_cells(world) if setting == "fine-tuned" else protocol_cells(world)
             base = base_table.get(("common" if setting == "fine-tuned" else setting, "baseline", float(m.noise)))
             if m.method == "baseline":
