@@ -5,19 +5,9 @@ second colour. Also the chart font size and the colour-blind-safe continuous sca
 from __future__ import annotations
 
 from ccr_core.methods import method_sort_key
+from ccr_core.study.plots import FAMILY_COLOURS, OKABE_ITO
 
-# Okabe & Ito (2008), "Color Universal Design".
-OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73", "yellow": "#F0E442",
-             "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7", "grey": "#999999"}
-FAMILY_COLOURS = {
-    "floor": OKABE_ITO["grey"],
-    "baseline": OKABE_ITO["blue"],
-    "baseline-en": OKABE_ITO["sky blue"],  # a baseline trained on English only: the baseline's hue family
-    "nrccr": OKABE_ITO["orange"],
-    "cl2cm": OKABE_ITO["bluish green"],
-    "uml": OKABE_ITO["vermillion"],
-    "one_to_k": OKABE_ITO["reddish purple"],
-}
+# The palette and each family's colour are defined once, beside the study's figures (RESULTS.md uses them too).
 OTHER_COLOUR = OKABE_ITO["black"]
 MAIN_METHODS = ("baseline", "nrccr", "cl2cm", "uml", "one_to_k")  # what the charts and pickers show before "show variants"
 SEQUENTIAL_SCALE = "Cividis"  # heatmaps: light-dark, readable without telling red from green

@@ -11,9 +11,18 @@ from ccr_core.methods import method_sort_key
 from ccr_core.study.stats import at_end_of_budget, cells
 
 PLOT_DIR = Path(__file__).resolve().parents[2] / "docs"
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies; one colour per method in every figure.
-METHOD_COLOURS = {"floor": "#000000", "baseline": "#0072B2", "baseline-en": "#56B4E9", "nrccr": "#D55E00",
-                  "cl2cm": "#009E73", "uml": "#CC79A7", "one_to_k": "#E69F00"}
+# Okabe & Ito (2008), "Color Universal Design".
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73", "yellow": "#F0E442",
+             "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7", "grey": "#999999"}
+FAMILY_COLOURS = {
+    "floor": OKABE_ITO["grey"],
+    "baseline": OKABE_ITO["blue"],
+    "baseline-en": OKABE_ITO["sky blue"],  # a baseline trained on English only: the baseline's hue family
+    "nrccr": OKABE_ITO["orange"],
+    "cl2cm": OKABE_ITO["bluish green"],
+    "uml": OKABE_ITO["vermillion"],
+    "one_to_k": OKABE_ITO["reddish purple"],
+}
 
 
 def noise_figure(world: str, results: list[dict], setting: str = "common"):
@@ -28,7 +37,7 @@ def noise_figure(world: str, results: list[dict], setting: str = "common"):
             continue
         stats = [table[k]["stats"].get("target SumR", (float("nan"), float("nan"))) for k in keys]
         fig.add_trace(go.Scatter(x=[k[2] for k in keys], y=[s[0] for s in stats], name=method, mode="lines+markers",
-                                 line={"dash": "dash" if method == "floor" else "solid", "color": METHOD_COLOURS.get(method)},
+                                 line={"dash": "dash" if method == "floor" else "solid", "color": FAMILY_COLOURS.get(method)},
                                  error_y={"type": "data", "array": [0 if math.isnan(s[1]) else s[1] for s in stats], "visible": True}))
     fig.update_layout(title=f"{world}, {setting} setting: target-language SumR under noisy correspondence (mean ± 95% CI over runs)",
                       xaxis_title="injected noise rate", yaxis_title="target SumR (mean over non-English languages)",
