@@ -226,5 +226,5 @@ def test_a_dashboard_on_a_fresh_workspace_computes_only_its_gallerys_feature_map
     expected = load_trained(shipped, bench).encode_items(world_.gallery).numpy()  # through the full cache
     assert np.allclose(entry.image_emb, expected, atol=1e-5)
     world_.finish_training_caches()
-    for wb in world_._workbenches():
+    for wb in world_.workbenches():
         assert wb.map_items is None and all(not str(m.root).endswith("-test-split") for m in wb.maps.values())

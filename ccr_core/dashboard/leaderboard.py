@@ -13,7 +13,7 @@ import pandas as pd
 from ccr_core.dashboard.colours import CHART_FONT, FAMILY_COLOURS, chart_layout, family, is_main, method_colour, model_style
 from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, safe_name
 from ccr_core.io import read_json, write_json_atomic
-from ccr_core.paths import REPO_ROOT
+from ccr_core import paths  # paths.REPO_ROOT read at call time: tests point it at their own results/
 from ccr_core.methods import method_sort_key
 from ccr_core.study.plots import noise_figure
 from ccr_core.study.stats import at_end_of_budget, cells, format_interval, kept_share, paired, t_interval, target_sumr, verdict
@@ -65,7 +65,7 @@ def protocol_cells(world: World) -> dict:
     """The equal-budget grid's cells for this world (``ccr_core.study.stats.cells`` of results/protocol-<world>.json),
     or {} when it has not been run; read once per world."""
     if "protocol_cells" not in world.memo:
-        path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
+        path = paths.REPO_ROOT / "results" / f"protocol-{world.name}.json"
         world.memo["protocol_cells"] = cells([r for r in read_json(path) if at_end_of_budget(r)]) if path.exists() else {}
     return world.memo["protocol_cells"]
 
@@ -73,7 +73,7 @@ def protocol_cells(world: World) -> dict:
 def fine_tuned_cells(world: World) -> dict:
     """The fine-tuned runs' cells (results/fine-tuned-<world>.json, common encoder), or {}; read once per world."""
     if "fine_tuned_cells" not in world.memo:
-        path = REPO_ROOT / "results" / f"fine-tuned-{world.name}.json"
+        path = paths.REPO_ROOT / "results" / f"fine-tuned-{world.name}.json"
         world.memo["fine_tuned_cells"] = cells(read_json(path)) if path.exists() else {}
     return world.memo["fine_tuned_cells"]
 
@@ -82,7 +82,8 @@ def grid_cell(world: World, model: ModelEntry) -> tuple[str, dict | None]:
     """(setting, cell) of the equal-budget grid that stands for the model's method at its noise rate: the
     published setting, else the common-encoder one (the floor is common only); a model with fine-tuned
     backbone tops: its fine-tuned runs'. ("", None) where the grid has no such runs."""
-    if model.fine_tuned:
+    meta = getattr(getattr(model, "trained", None), "meta", None) or {}
+    if meta.get("visual_trainable_blocks") or meta.get("text_trainable_layers"):  # as ModelEntry.fine_tuned, for any model-like object
         cell = fine_tuned_cells(world).get(("common", model.method, float(model.noise)))
         return ("fine-tuned", cell) if cell else ("", None)
     table = protocol_cells(world)
@@ -120,7 +121,7 @@ def interval_table(world: World) -> pd.DataFrame:
 
 def noise_plot(world: World, setting: str = "common"):
     """Target SumR against the noise rate per method (mean ± 95% CI over seeds), or None without a grid."""
-    path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
+    path = paths.REPO_ROOT / "results" / f"protocol-{world.name}.json"
     return noise_figure(world.name, read_json(path), setting) if path.exists() else None
 
 
