@@ -245,7 +245,6 @@ def test_leaderboard_and_about_read_the_grid(tmp_path, monkeypatch):
                for m in ("baseline", "uml") for n, t in ((0.0, 400.0), (0.4, 300.0)) for seed in (0, 1, 2)]
     write_json_atomic(tmp_path / "results" / "protocol-w.json", results)
     monkeypatch.setattr(ccr_core.paths, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(leaderboard, "REPO_ROOT", tmp_path)
     if hasattr(about, "REPO_ROOT"):
         monkeypatch.setattr(about, "REPO_ROOT", tmp_path)
     world = SimpleNamespace(name="w", memo={})
@@ -255,9 +254,9 @@ def test_leaderboard_and_about_read_the_grid(tmp_path, monkeypatch):
     assert leaderboard._interval(world, SimpleNamespace(method="nrccr", noise=0.0, fine_tuned=False), "de") is None  # not in the grid
     # a model with fine-tuned backbone tops: its fine-tuned runs (one seed here), never the frozen grid's cell
     write_json_atomic(tmp_path / "results" / "fine-tuned-w.json", [_result("uml", 0.0, 0, 420.0)])
-    tuned = SimpleNamespace(method="uml", noise=0.0, fine_tuned=True)
+    tuned = SimpleNamespace(method="uml", noise=0.0, trained=SimpleNamespace(meta={"visual_trainable_blocks": 2}))
     assert leaderboard._interval(world, tuned, "de") == "420.0 (1 seed)"
-    assert leaderboard._interval(world, SimpleNamespace(method="baseline", noise=0.0, fine_tuned=True), "de") is None
+    assert leaderboard._interval(world, SimpleNamespace(method="baseline", noise=0.0, trained=tuned.trained), "de") is None
     table = leaderboard.interval_table(world)
     assert len(table) == 4 and set(table["seeds"]) == {3} and table.iloc[0]["target SumR"].startswith("401.0 ±")
     fig = leaderboard.noise_plot(world, "published")
