@@ -291,17 +291,16 @@ def test_shipped_features_are_used_and_only_the_text_states_wait(world_paths, tm
 
 def _direct_similarity(world, model, lang):
     """Similarity of a language's test captions to the gallery, straight from the library."""
-    from ccr_core.evaluate import embed_captions, embed_items
 
     bench = world.benches[model.text_config]
     caps = [c for c in world.captions if c.lang == lang]
-    sim = (embed_captions(model.trained, bench, caps, lang) @ embed_items(model.trained, bench, world.gallery).T).numpy()
+    sim = (model.trained.on(bench).encode_captions(caps, lang) @ model.trained.on(bench).encode_items(world.gallery).T).numpy()
     return caps, sim, np.array([world.gallery_pos[c.item] for c in caps])
 
 
 def test_dataset_caption_ground_truth_rank_equals_the_similarity_matrix_rank(world):
     from ccr_core.dashboard import search
-    from ccr_core.eval import metrics
+    from ccr_core import metrics
 
     for lang in ("de", "zh"):
         for model in world.model_list():
@@ -459,8 +458,8 @@ def test_many_languages_takes_a_language_the_world_lacks(world):
 
 def test_mrv_table_matches_metrics_and_evaluation(world):
     from ccr_core.dashboard import consistency
-    from ccr_core.eval import metrics
-    from ccr_core.evaluate import evaluate_model
+    from ccr_core import metrics
+    from ccr_core.eval.retrieval import evaluate_model
 
     table = consistency.mrv_summary(world)
     for _, row in table.iterrows():
@@ -496,8 +495,8 @@ def test_consistency_instance_detail(world):
 
 def test_audit_scores_match_training_pair_uncertainty(world):
     from ccr_core.dashboard import InputError, audit
-    from ccr_core.eval import metrics
-    from ccr_core.evaluate import training_pair_uncertainty
+    from ccr_core import metrics
+    from ccr_core.eval.detectors import training_pair_uncertainty
 
     if "uml" not in world.model_names():
         pytest.skip("uml is not available")
@@ -613,7 +612,8 @@ def test_a_shared_projection_fits_both_models_at_once_and_selection_links_them(w
 def test_leaderboard_matches_evaluation_and_is_cached(world, world_paths, monkeypatch):
     import pandas as pd
 
-    import ccr_core.evaluate
+    from ccr_core.dashboard import leaderboard as leaderboard_module
+    from ccr_core.eval.retrieval import evaluate_model
     from ccr_core.dashboard import InputError, leaderboard
     from ccr_core.dashboard.world import load_world
 
@@ -621,7 +621,7 @@ def test_leaderboard_matches_evaluation_and_is_cached(world, world_paths, monkey
     assert len(df) == len(world.model_names()) * 3 and list(df["SumR"]) == sorted(df["SumR"], reverse=True)
     row = df[(df["model"] == "baseline") & (df["group"] == "de")].iloc[0]
     model = world.model("baseline")
-    expected = ccr_core.evaluate.evaluate_model(model.trained, world.benches[model.text_config])
+    expected = evaluate_model(model.trained, world.benches[model.text_config])
     assert row["SumR"] == round(expected["groups"]["de"]["SumR"], 2) and row["MRV t2i"] == round(expected["mrv"]["mrv_t2i"], 3)
     assert list(leaderboard.leaderboard_table(world, "MRV mean")["MRV mean"]) == sorted(df["MRV mean"])
     bars, mrv = leaderboard.leaderboard_figures(df, "t2i_R@1", world)
@@ -629,7 +629,7 @@ def test_leaderboard_matches_evaluation_and_is_cached(world, world_paths, monkey
     csv_path, json_path = leaderboard.export(world, df)
     assert len(pd.read_csv(csv_path)) == len(df) and json.loads(json_path.read_text())["world"] == "tiny"
     # A second start reads the cached, stamped results instead of evaluating again.
-    monkeypatch.setattr(ccr_core.evaluate, "evaluate_model", lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr(leaderboard_module, "evaluate_model", lambda *a, **k: pytest.fail("evaluated again"))
     fresh = load_world(world_paths["bundle"], world_paths["checkpoints"], world_paths["workspace"])
     assert leaderboard.leaderboard_table(fresh, "SumR").equals(df)
     with pytest.raises(InputError, match="Cannot sort"):
@@ -758,7 +758,7 @@ def test_about_has_methods_citations_and_the_dataset_card(world):
 
 def test_start_here_lesson_steps_show_real_results(world):
     from ccr_core.dashboard import consistency, lesson
-    from ccr_core.eval import metrics
+    from ccr_core import metrics
 
     two = lesson.step_two_languages(world)
     assert len(two.gallery) == 8 and any("✓ the described picture" in caption for _, caption in two.gallery)

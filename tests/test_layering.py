@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("methods and metrics", ("ccr_core.methods", "ccr_core.devices", "ccr_core.metrics")),
     ("caches and encoding", ("ccr_core.features", "ccr_core.encoding", "ccr_core.index")),
     ("training", ("ccr_core.training",)),
-    ("evaluation", ("ccr_core.eval", "ccr_core.evaluate")),
+    ("evaluation", ("ccr_core.eval",)),
     ("study", ("ccr_core.study", "ccr_core.experiments")),
     ("applications", ("ccr_core.cli", "ccr_core.dashboard", "ccr_core.setup_demo", "ccr_core.testing")),
 )
@@ -157,7 +157,7 @@ def test_evaluation_builds_on_training_and_never_the_reverse(ccr_graph):
     _, graph = ccr_graph
     units = unit_graph(graph)
     assert "ccr_core.training" in units["ccr_core.eval"]
-    assert "ccr_core.eval" not in units["ccr_core.training"] and "ccr_core.evaluate" not in units["ccr_core.training"]
+    assert "ccr_core.eval" not in units["ccr_core.training"]
 
 
 # Units whose modules still import project modules inside functions; every other unit imports them at the

@@ -1,5 +1,5 @@
 """Uncertainty and noise audit tab (UML): the per-pair uncertainty of every (image, English, target)
-training pair, from ``ccr_core.evaluate.every_training_pair_uncertainty`` (the same batches, so the same
+training pair, from ``ccr_core.eval.detectors.every_training_pair_uncertainty`` (the same batches, so the same
 scores as the noise AUROC in RESULTS.md), keeping pairs without a noise label too. Where labels exist:
 ROC and precision-recall curves of every detector -- u, the DECL score UML trains with, and the trivial
 ones (the plain baseline's 1 − cosine and per-pair loss) -- AUROC/AUPRC and precision at k; and a
@@ -16,7 +16,8 @@ from ccr_core.dashboard.colours import OKABE_ITO, chart_layout
 from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, language_name, safe_name, uncertainty_models
 from ccr_core.io import read_json, sha256_file
 from ccr_core.paths import ASSETS_DIR
-from ccr_core.eval import metrics
+from ccr_core import metrics
+from ccr_core.eval.detectors import every_training_pair_uncertainty
 
 PAGE = 12
 
@@ -127,8 +128,6 @@ def pair_uncertainty(world: World, model: ModelEntry, batch_size: int = 128, use
     key = (model.name, model.checkpoint_hash)
     if key in memo and use_shipped:
         return memo[key]
-    from ccr_core.evaluate import every_training_pair_uncertainty
-
     shipped = shipped_scores(world, model) if use_shipped else None
     if shipped is not None:  # a fresh workspace: the audit opens at once, before the training pairs are ready
         memo[key] = shipped

@@ -12,15 +12,14 @@ import pandas as pd
 
 from ccr_core.dashboard.colours import SEQUENTIAL_SCALE, chart_layout, main_models, model_style
 from ccr_core.dashboard.world import InputError, ModelEntry, World, language_name
-from ccr_core.eval import metrics
+from ccr_core import metrics
+from ccr_core.eval.retrieval import query_groups
 
 DIRECTIONS = {"t2i": "text → image", "i2t": "image → text"}
 
 
 def _mrv_captions(world: World) -> dict[str, list[int]]:
     """lang -> rows of world.captions used for MRV (the evaluation's native query group of each language)."""
-    from ccr_core.evaluate import query_groups
-
     out = {}
     for group, (lang, sources) in query_groups(world.bundle, "test").items():
         if "/" in group:

@@ -20,10 +20,7 @@ from ccr_core.dashboard.models import ModelEntry
 from ccr_core.dashboard.thumbnails import safe_name
 from ccr_core.data.bundle import Caption, Item
 from ccr_core.encoding import pooled_image_features
-from ccr_core.evaluate import embed_items
 from ccr_core.io import atomic_path
-from ccr_core.methods.base import TextBatch
-from ccr_core.training.text_cache import frozen_states
 
 # torch intra-op threads for the e5 forward of a typed query (0: leave torch's setting). One short
 # text gains little from a second OpenMP thread, and a second thread that must wait for a busy core
@@ -66,7 +63,7 @@ class Embeddings:
                     return images, stored_captions
             except (OSError, ValueError, KeyError, EOFError):
                 pass  # unreadable: recompute and overwrite
-        images = embed_items(trained, bench, self.gallery).numpy().astype(np.float32)
+        images = trained.on(bench).encode_items(self.gallery).numpy().astype(np.float32)
         if not captions:
             return images, None
         return images, self.caption_embeddings(trained, bench, weights_hash, images)
@@ -88,7 +85,7 @@ class Embeddings:
         for lang, rows in by_lang.items():
             for b in range(0, len(rows), CAPTION_BATCH):
                 chunk = rows[b : b + CAPTION_BATCH]
-                emb = trained.method.encode_text(bench.text_states.batch([self.captions[i].text for i in chunk]), lang).numpy()
+                emb = trained.on(bench).encode_captions([self.captions[i] for i in chunk], lang).numpy()
                 if out is None:
                     out = np.zeros((len(self.captions), emb.shape[1]), dtype=np.float32)
                 out[chunk] = emb
@@ -109,16 +106,13 @@ class Embeddings:
             by_config[m.text_config].append(m)
         for config, group in by_config.items():
             bench = benches[config]
-            _, _, trainable_layers, prefix = config
-            if all(t in bench.text_states for t in texts):
-                batch = bench.text_states.batch(list(texts))
-            else:
-                with torch_threads(QUERY_THREADS):
-                    states, mask = frozen_states(bench.text_encoder, list(texts), trainable_layers, prefix)
-                batch = TextBatch(states.float(), mask)
-                notes += truncation_notes(bench.text_encoder, texts, prefix)
+            first = group[0].trained.on(bench)
+            with torch_threads(QUERY_THREADS):  # the frozen backbone's forward, when a text is not in the cache
+                batch = first.text_batch(texts)  # one backbone pass, shared by the models of this configuration
+            if not all(t in bench.text_states for t in texts):
+                notes += truncation_notes(bench.text_encoder, texts, first.backbones.text_prefix)
             for m in group:
-                out[m.name] = m.trained.method.encode_text(batch, lang).numpy().astype(np.float32)
+                out[m.name] = m.trained.on(bench).encode_texts(texts, lang, batch).numpy().astype(np.float32)
         return out, sorted(set(notes))
 
     def visual_backbone(self, spec: str):

@@ -16,7 +16,7 @@ import ccr_core.methods  # noqa: F401  (registers every method)
 from ccr_core.dashboard.colours import chart_layout, method_colour
 from ccr_core.dashboard.workbenches import noisy_bench
 from ccr_core.dashboard.world import InputError, World, default_train_config
-from ccr_core.evaluate import load_trained
+from ccr_core.training.inference import load_trained
 from ccr_core.methods import METHODS
 from ccr_core.training.data import training_examples
 from ccr_core.training.train import TrainConfig, train

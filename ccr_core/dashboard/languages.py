@@ -16,7 +16,7 @@ from ccr_core.dashboard.colours import chart_layout, main_models, method_colour
 from ccr_core.dashboard.detect import has_letters, known_language
 from ccr_core.dashboard.search import clean_query, rank_of, stable_order
 from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, World, language_name
-from ccr_core.eval import metrics
+from ccr_core import metrics
 
 NO_LANGUAGE_NOTE = "⚠ **Left out “{text}”: its row has no language chosen.** Choose the language in the row's menu and compare again."
 

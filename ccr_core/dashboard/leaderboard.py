@@ -14,6 +14,7 @@ from ccr_core.dashboard.colours import CHART_FONT, FAMILY_COLOURS, chart_layout,
 from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, safe_name
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core import paths  # paths.REPO_ROOT read at call time: tests point it at their own results/
+from ccr_core.eval.retrieval import evaluate_model
 from ccr_core.methods import method_sort_key
 from ccr_core.study.plots import noise_figure
 from ccr_core.study.stats import at_end_of_budget, cells, format_interval, kept_share, paired, t_interval, target_sumr, verdict
@@ -48,8 +49,6 @@ def model_result(world: World, model: ModelEntry) -> dict:
         if result is None:
             if model.captions is None:  # its test captions are still being encoded: no rows yet (not memoised)
                 return {"model": model.label, "groups": {}, "pending": model.captions_wait() if model.captions_wait else ""}
-            from ccr_core.evaluate import evaluate_model
-
             result = evaluate_model(model.trained, world.benches[model.text_config])
             write_json_atomic(path, {"checkpoint_sha256": model.checkpoint_hash, "bundle": bundle_stamp(world), "result": result})
         result = {**result, "model": model.label}

@@ -21,7 +21,7 @@ class ModelEntry:
 
     name: str
     method: str  # registry name
-    trained: object  # ccr_core.evaluate.TrainedModel
+    trained: object  # ccr_core.training.inference.TrainedModel
     bench: object  # the Workbench whose backbones it was trained with (audit: its noisy bundle)
     text_config: tuple  # (text_backbone, visual_backbone, trainable_layers, text_prefix)
     checkpoint_hash: str  # SHA-256 of model.safetensors (stamps every cache derived from the model)

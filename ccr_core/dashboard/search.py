@@ -20,7 +20,7 @@ from ccr_core.dashboard.detect import has_letters
 from ccr_core.dashboard.glossary import TERMS, model_tooltip
 from ccr_core.dashboard.world import MAX_QUERY_CHARS, InputError, ModelEntry, World, language_name
 from ccr_core.data.bundle import Caption
-from ccr_core.eval import metrics
+from ccr_core import metrics
 
 MAX_K = 50
 NO_LETTERS_NOTE = ("This query has no letters (only emoji, digits or symbols), so it has no language: the detected language is a "

@@ -28,7 +28,7 @@ from ccr_core.dashboard.models import ModelEntry, ModelRegistry, checkpoint_fold
 from ccr_core.dashboard.thumbnails import make_thumbnail, marked_thumbnail, safe_name
 from ccr_core.dashboard.workbenches import noisy_bench, prepare_test_workbench
 from ccr_core.data.bundle import Bundle, BundleError, Caption, Item, load_bundle
-from ccr_core.evaluate import load_trained
+from ccr_core.training.inference import load_trained
 from ccr_core.io import read_json
 from ccr_core.training.checkpoint import CheckpointError
 from ccr_core.training.train import TrainConfig
