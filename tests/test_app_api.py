@@ -270,11 +270,19 @@ def test_a_training_run_is_private_to_its_session_until_published(client, server
     from gradio_client import Client
 
     other = Client(server["url"], verbose=False)  # a second browser session
-    job, status, progress, plot, _timer = client.predict("baseline", 0.0, 6, False, api_name="/train_start")
-    assert job and "baseline" in status
-    busy = other.predict("baseline", 0.0, 6, False, api_name="/train_start")
-    assert busy[1].startswith("⚠") or "Finished" in client.predict(job, api_name="/train_status")[0]
-    assert other.predict(job, api_name="/train_status")[0].startswith("⚠")  # not even its status
+    # A long run first: while it trains, the machine's one training slot is taken for every session.
+    long_job, status, *_ = client.predict("baseline", 0.0, 1000, False, api_name="/train_start")
+    assert long_job and "baseline" in status
+    assert other.predict("baseline", 0.0, 6, False, api_name="/train_start")[1].startswith("⚠")
+    assert other.predict(long_job, api_name="/train_status")[0].startswith("⚠")  # not even its status
+    assert "discarded" in client.predict(long_job, False, api_name="/train_stop")
+    deadline = time.time() + 60  # the stopped run ends after its current step, then the slot is free
+    while True:
+        job, status, progress, plot, _timer = client.predict("baseline", 0.0, 6, False, api_name="/train_start")
+        if not status.startswith("⚠") or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert job and "baseline" in status, status
     deadline = time.time() + 120
     while time.time() < deadline:
         out = client.predict(job, api_name="/train_status")
