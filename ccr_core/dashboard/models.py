@@ -4,7 +4,7 @@ Experiment tab are private to the browser session that trained them (``owner``) 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from ccr_core.dashboard.errors import InputError
 from ccr_core.io import read_json
+from ccr_core.index import ExactIndex
 from ccr_core.methods import method_sort_key
 
 
@@ -31,6 +32,14 @@ class ModelEntry:
     shipped: bool = True  # False: trained in the Experiment tab
     captions_wait: Callable[[], str] | None = None  # the world's status while ``captions`` is None
     owner: str | None = None  # the session that trained it, while it is private; None: every user sees it
+    _gallery_index: ExactIndex | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def gallery_index(self) -> ExactIndex:
+        """An exact index over ``image_emb`` (built on first use): the library's top-k search and tie rule."""
+        if self._gallery_index is None:
+            self._gallery_index = ExactIndex.over(self.image_emb)
+        return self._gallery_index
 
     @property
     def caption_emb(self) -> np.ndarray:

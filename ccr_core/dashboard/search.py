@@ -188,7 +188,8 @@ def text_search(world: World, query: str | None, lang: str | None = "auto", meth
 
 
 def _method_hits(world: World, m: ModelEntry, scores: np.ndarray, query_emb: np.ndarray, k: int, target: int | None) -> MethodHits:
-    order = stable_order(scores)[:k]
+    _, rows = m.gallery_index.search(query_emb.reshape(1, -1), k)  # top-k by score, ties by gallery row
+    order = [int(j) for j in rows[0]]
     hits = [Hit(world.gallery[j].id, r + 1, float(scores[j]), world.truth_thumbnail(world.gallery[j].id) if j == target else world.thumbs[world.gallery[j].id],
                 j == target) for r, j in enumerate(order)]
     result = MethodHits(m.label, hits)
