@@ -7,17 +7,11 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from ccr_core.methods import METHODS, TextBatch, build_method
+from ccr_core.testing import B, EMBED_DIM, TEXT_DIM, TINY, VISUAL_DIM, L, TinyTop, make_batch
 
-B, L, T = 6, 5, 4  # items, tokens, frames
-TEXT_DIM, VISUAL_DIM, EMBED_DIM = 16, 12, 8
-LANGS = ["en", "de", "fr"]
-TINY = dict(
-    text_dim=TEXT_DIM, visual_dim=VISUAL_DIM, embed_dim=EMBED_DIM, hidden_dim=8, num_heads=2,
-    max_text_tokens=16, max_frames=8, languages=LANGS,
-)
+# The tiny sizes, batches and text-top stand-in are ccr_core.testing's: the same a plugin's own tests use.
 EXPECTED_KEYS = {
     "baseline": {"visual_source", "visual_target"},
     "baseline-en": {"visual_source"},
@@ -40,44 +34,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def text_batch(gen: torch.Generator, b: int = B, length: int = L) -> TextBatch:
-    states = torch.randn(b, length, TEXT_DIM, generator=gen)  # (B, L, Dt)
-    lengths = torch.randint(1, length + 1, (b,), generator=gen)
-    lengths[0] = length  # at least one full row, so no all-padding column
-    return TextBatch(states, torch.arange(length)[None, :] < lengths[:, None])  # mask (B, L)
-
-
-def make_batch(seed: int = 0, video: bool = False, back: bool = True, targets=("de", "fr"), b: int = B) -> dict:
-    gen = torch.Generator().manual_seed(seed)
-    batch = {
-        "visual": torch.randn(b, VISUAL_DIM, generator=gen),
-        "text": {lang: text_batch(gen, b) for lang in ["en", *targets]},
-        "targets": list(targets),
-        "item_ids": [f"item{i}" for i in range(b)],
-    }
-    if back:
-        batch["back"] = {lang: text_batch(gen, b) for lang in targets}
-    if video:
-        batch["frames"] = torch.randn(b, T, VISUAL_DIM, generator=gen)  # (B, T, Dv)
-        frame_lengths = torch.randint(1, T + 1, (b,), generator=gen)
-        batch["frame_mask"] = torch.arange(T)[None, :] < frame_lengths[:, None]  # (B, T)
-    return batch
-
-
 def build(name: str, **overrides):
     torch.manual_seed(0)
     return build_method(name, dict(TINY, **overrides))
-
-
-class TinyTop(nn.Module):
-    """Stands in for the trainable top layers of the text backbone."""
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(TEXT_DIM, TEXT_DIM)
-
-    def forward(self, states, mask):
-        return states + self.linear(states)  # (B, L, Dt)
 
 
 def test_registry_lists_the_methods():
