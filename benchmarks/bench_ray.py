@@ -33,7 +33,7 @@ def _workspace(tmp: Path) -> Path:
     """A workspace whose bundles and caches are the built demo world's (links) and whose runs folder is empty."""
     source = workspace_dir()
     ws = tmp / "workspace"
-    ws.mkdir()
+    ws.mkdir(parents=True)
     for name in ("bundles", "features", "text_states"):
         if (source / name).exists():
             (ws / name).symlink_to(source / name)
