@@ -176,11 +176,12 @@ def floor_goal(world: str, table: dict) -> list[str]:
 
 def budget_lines(world: str, kept: list[dict]) -> list[str]:
     """The budget as recorded: steps and exposures of the scored models, per language where the runs recorded it."""
-    steps = sorted({scored_budget(r)["steps"] for r in kept})
-    exposures = sorted({scored_budget(r).get("target_exposures") for r in kept} - {None})
+    scored = [scored_budget(r) for r in kept]
+    steps = sorted({b["steps"] for b in scored})
+    exposures = sorted({b.get("target_exposures") for b in scored} - {None})
     by_lang: dict[str, set] = {}
-    for r in kept:
-        for lang, n in (scored_budget(r).get("exposures_by_language") or {}).items():
+    for b in scored:
+        for lang, n in (b.get("exposures_by_language") or {}).items():
             by_lang.setdefault(lang, set()).add(n)
     proto = PROTOCOL[world]
     text = (f"Every scored model: {', '.join(f'{s:,}' for s in steps)} optimiser steps (recorded) at batch {proto.train['batch_size']}, "
@@ -285,7 +286,7 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
             if any(f"best-epoch SumR {g}" in st for g in groups):
                 out.append(f"| {key[1]} (best val. epoch) | {key[2]:g} | " + " | ".join(format_interval(st.get(f"best-epoch SumR {g}")) for g in groups) + " |")
         out += ["", "</details>", ""]
-    spreads = [(key, draw_spread(cell, "target SumR")) for key, cell in sorted(table.items()) if draw_spread(cell, "target SumR")]
+    spreads = [(key, spread) for key, cell in sorted(table.items()) if (spread := draw_spread(cell, "target SumR"))]
     if spreads:
         out += ["**A second draw of noisy pairs** (noise seed 1 beside 0, same seeds): mean |draw 1 − draw 0| of target SumR per seed — "
                 + "; ".join(f"{k[1]} {k[0]} {k[2]:g}: {s:.1f} ({n} seeds)" for k, (s, n) in spreads)
