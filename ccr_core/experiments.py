@@ -1,7 +1,9 @@
 """The experiments behind ``RESULTS.md`` and the shipped checkpoints, one resumable command per world:
 
-    python -m ccr_core.experiments --world demo-world          # the demo-world grid (docs/methods.md §8)
+    python -m ccr_core.experiments --world demo-world          # the demo-world grid (docs/methods.md §8), into the workspace
     python -m ccr_core.experiments --world flickr8k-ml         # the real-photo grid
+    python -m ccr_core.experiments --world demo-world --pilot  # seed 0 of every method at a long budget: the learning curves
+    python -m ccr_core.experiments --world demo-world --publish  # the workspace's records into results/, RESULTS.md, README
     python -m ccr_core.experiments --world demo-world --budget # time a few steps per method, print the grid's cost
     python -m ccr_core.experiments --world demo-world --ship   # copy each method's seed-0 model into checkpoints/
     python -m ccr_core.experiments --world flickr8k-ml --ablations  # one config change per stated cause of a gap
@@ -11,10 +13,11 @@
 
 The grid (:mod:`ccr_core.study`): every method at the same steps, in the "published" setting (own heads) and the
 "common encoder" setting (the floor's heads), at 3 seeds, over the world's noise rates, each run scored at the end of
-its budget; finished runs are skipped, killed ones resume. Per-run records are merged into
-``results/protocol-<world>.json`` (a rerun replaces its older record). ``--ship`` evaluates the shipped float16 copies
-and merges their numbers into ``results/<world>.json``, the table of the models the dashboard serves. RESULTS.md and
-README's headline table are written from those files alone.
+its budget, with a learning curve; finished runs are skipped, killed ones resume. Per-run records are merged into
+``<CCR_WORKSPACE>/results/protocol-<world>.json``: a grid command never writes the repository. ``--publish`` merges the
+workspace's records into ``results/`` (refusing to replace a committed record whose numbers differ, unless
+``--replace``) and rewrites RESULTS.md and README's headline table from ``results/`` alone (:mod:`ccr_core.study.records`).
+``--ship`` copies seed-0 models into ``checkpoints/`` and evaluates the shipped float16 copies into ``results/<world>.json``.
 """
 from __future__ import annotations
 
@@ -30,11 +33,12 @@ from ccr_core.io import read_json, write_json_atomic, write_text_atomic
 from ccr_core.methods import PLUGIN_ENV, load_plugins, method_sort_key
 from ccr_core.paths import REPO_ROOT
 from ccr_core.study import grid as study_grid
+from ccr_core.study import records
 from ccr_core.study import runner
 from ccr_core.study.plots import write_plots
-from ccr_core.study.report import protocol_markdown
-from ccr_core.study.shipped import RESULTS_DIR, results_markdown, ship
-from ccr_core.study.stats import at_end_of_budget, cells, format_difference, format_interval, units_label
+from ccr_core.study.report import convergence_by_cell, pilot_markdown, protocol_markdown
+from ccr_core.study.shipped import results_markdown, ship
+from ccr_core.study.stats import cells, format_difference, format_interval, units_label
 from ccr_core.study.variants import ablation_markdown, fine_tuned_markdown
 
 WORLDS = tuple(study_grid.PROTOCOL)
@@ -53,41 +57,67 @@ def run_all(runs: list, progress: bool, executor=None) -> None:
     (executor or executors.LocalExecutor()).run(runs, progress)
 
 
-def _merge_into(path: Path, results: list[dict]) -> list[dict]:
+def _merge_into(kind: str, world: str, results: list[dict]) -> list[dict]:
+    """The workspace's records of one kind and world, with ``results`` merged in (a run done again replaces its
+    workspace record; the repository's records change only through :func:`publish`)."""
+    path = records.record_path(kind, world, records.workspace_results_dir())
     merged = runner.merge_results(read_json(path) if path.exists() else [], results)
     if merged:
         write_json_atomic(path, merged)
     return merged
 
 
+_SLOW = {"cl2cm": 1, "nrccr": 2}  # the slowest methods per step (benchmarks/RESULTS.md) run last, so the others' curves come first
+
+
+def run_pilot(world: str, progress: bool = True, executor=None, methods=None) -> list[dict]:
+    """The world's pilot (:func:`ccr_core.study.grid.pilot_runs`), cheapest methods first, into the workspace's
+    ``pilot-<world>.json``."""
+    runs = sorted(study_grid.pilot_runs(world, methods), key=lambda r: (_SLOW.get(r.method, 0), r.setting != "common", r.noise))
+    run_all(runs, progress, executor)
+    return _merge_into("pilot", world, runner._finished(runs, None))
+
+
 def run_ablations(world: str, progress: bool = True, seeds=None, executor=None) -> list[dict]:
-    """The world's ablation runs (resumable like the grid), merged into ``results/ablations-<world>.json``."""
+    """The world's ablation runs (resumable like the grid), merged into the workspace's ``ablations-<world>.json``."""
     run_all(study_grid.ablation_runs(world, seeds), progress, executor)
-    return _merge_into(RESULTS_DIR / f"ablations-{world}.json", runner.collect_ablations(world))
+    return _merge_into("ablations", world, runner.collect_ablations(world))
 
 
 def run_fine_tuned(world: str, progress: bool = True, seeds=None, methods=None, executor=None) -> list[dict]:
-    """The world's fine-tuned runs (seed 0 unless ``seeds``), merged into ``results/fine-tuned-<world>.json``."""
+    """The world's fine-tuned runs (seed 0 unless ``seeds``), merged into the workspace's ``fine-tuned-<world>.json``."""
     if world not in study_grid.FINE_TUNED:
         raise SystemExit(f"{world}: no fine-tuned setting in study.grid.FINE_TUNED (worlds with one: {', '.join(study_grid.FINE_TUNED)})")
     run_all(study_grid.fine_tuned_runs(world, seeds=tuple(seeds or (0,)), methods=methods), progress, executor)
-    return _merge_into(RESULTS_DIR / f"fine-tuned-{world}.json", runner.collect_fine_tuned(world))
+    return _merge_into("fine-tuned", world, runner.collect_fine_tuned(world))
 
 
 def write_protocol_results(world: str) -> list[dict]:
-    """The world's finished run folders merged into ``results/protocol-<world>.json`` (records of runs not in this
-    workspace stay; a run done again replaces its record)."""
-    return _merge_into(RESULTS_DIR / f"protocol-{world}.json", runner.collect(world))
+    """The world's finished run folders merged into the workspace's ``protocol-<world>.json``."""
+    return _merge_into("protocol", world, runner.collect(world))
+
+
+def publish(worlds, replace: bool = False) -> list[Path]:
+    """Every kind of record of ``worlds`` from the workspace into ``results/`` (:func:`ccr_core.study.records.publish`);
+    all kinds are checked before any is written, so a conflict writes nothing."""
+    jobs = [(kind, world) for world in worlds for kind in records.KINDS]
+    if not replace:
+        for kind, world in jobs:
+            new = records.load(kind, world, records.workspace_results_dir())
+            _, conflicts = records.merge(records.load(kind, world), new)
+            if conflicts:
+                records.publish(kind, world)  # raises PublishConflict naming them
+    return [p for kind, world in jobs if (p := records.publish(kind, world, replace=replace))]
 
 
 def _read(name: str):
-    path = RESULTS_DIR / name
+    path = records.repo_results_dir() / name
     return read_json(path) if path.exists() else None
 
 
 def render_results_md() -> str:
     """RESULTS.md from results/*.json: the comparison sections, then the shipped models' table."""
-    shipped = {p.stem: read_json(p) for p in sorted(RESULTS_DIR.glob("*.json")) if not p.stem.startswith(("protocol-", "ablations-", "fine-tuned-"))}
+    shipped = records.shipped_records()
     lines = ["# Results", "",
              "Two kinds of numbers. **The comparison** (first): every method at the same budget, in two settings, at 3 seeds with "
              "95% intervals (`ccr_core/study/`, docs/methods.md §8); only those support research answers, and every verdict word "
@@ -99,12 +129,20 @@ def render_results_md() -> str:
         results = _read(f"protocol-{world}.json")
         if not results:
             continue
+        lines += pilot_markdown(world, records.load("pilot", world))
         lines += protocol_markdown(world, results)
-        if (ablations := _read(f"ablations-{world}.json")):
-            lines += ablation_markdown(world, results, ablations)
-        if (tuned := _read(f"fine-tuned-{world}.json")):
-            lines += fine_tuned_markdown(world, results, tuned)
-            tuned_runs[world] = tuned
+        grid_rows, steps = records.for_tables(results, world), study_grid.PROTOCOL[world].steps
+        for kind, render in (("ablations", ablation_markdown), ("fine-tuned", fine_tuned_markdown)):
+            stored = records.load(kind, world)
+            rows = records.table_records(stored, steps)
+            if rows:
+                lines += render(world, grid_rows, rows)
+            if len(rows) < len(stored):
+                lines += [f"*{kind} ({world})*: {len(stored) - len(rows)} committed records were scored at other budgets "
+                          f"({', '.join(f'{s:,}' for s in sorted(records.mixed_budgets(stored) - {steps}))} steps) and are in no "
+                          f"table; `python -m ccr_core.experiments --world {world} --{kind}` runs them at {steps:,} steps.", ""]
+            if kind == "fine-tuned" and rows:
+                tuned_runs[world] = rows
         if (study_grid_plot := REPO_ROOT / "docs" / f"protocol-{world}.png").exists():
             lines += [f"![target SumR against noise rate, {world}](docs/{study_grid_plot.name})", ""]
     if len(lines) == 7:
@@ -118,18 +156,25 @@ def headline_table() -> str:
     over runs scored at the end of the budget) and each method − floor at noise 0, with its verdict."""
     out = ["| world | method | target SumR, clean | target SumR, 40% noisy pairs | − floor, clean |", "|---|---|---|---|---|"]
     for world in WORLDS:
-        results = [r for r in (_read(f"protocol-{world}.json") or []) if at_end_of_budget(r)]
-        table = cells(results)
+        results = records.world_table_records("protocol", world)
+        table, marks = cells(results), convergence_by_cell(results)
         floor = table.get(("common", "floor", 0.0))
         for method in sorted({k[1] for k in table if k[0] == "common"}, key=method_sort_key):
             clean, noisy = table.get(("common", method, 0.0)), table.get(("common", method, 0.4))
             if clean is None:
                 continue
             versus = "" if method == "floor" or floor is None else format_difference(clean["per_unit"]["target SumR"], floor["per_unit"]["target SumR"])
-            noisy_cell = f"{format_interval(noisy['stats']['target SumR'])} ({units_label(len(noisy['units']))})" if noisy else "not run"
-            out.append(f"| {world} | {method} | {format_interval(clean['stats']['target SumR'])} ({units_label(len(clean['units']))}) | "
-                       f"{noisy_cell} | {versus} |")
+            noisy_cell = (f"{format_interval(noisy['stats']['target SumR'])} ({units_label(len(noisy['units']))}"
+                          f"{_mark(marks, ('common', method, 0.4))})" if noisy else "not run")
+            out.append(f"| {world} | {method} | {format_interval(clean['stats']['target SumR'])} ({units_label(len(clean['units']))}"
+                       f"{_mark(marks, ('common', method, 0.0))}) | {noisy_cell} | {versus} |")
     return "\n".join(out)
+
+
+def _mark(marks: dict, key: tuple) -> str:
+    """", not converged (k of n runs)" / ", no curve" beside a number whose runs had not flattened or cannot tell."""
+    mark = marks.get(key, "")
+    return "" if mark in ("", "yes") else f", {mark}"
 
 
 def write_readme_table(readme: Path = REPO_ROOT / "README.md") -> Path:
@@ -171,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ship", action="store_true", help="after the grid, copy each method's seed-0 model (only --methods, when given) into checkpoints/<world>/ and update results/<world>.json")
     parser.add_argument("--plots", action="store_true", help="render docs/protocol-<world>.png (headless chromium)")
     parser.add_argument("--markdown-only", action="store_true", help="only rewrite RESULTS.md and README's headline table from results/*.json")
+    parser.add_argument("--pilot", action="store_true", help="run the world's pilot instead of its grid: seed 0 of every method, both "
+                        "settings, clean and 40%% noise, at the pilot's long budget with a learning-curve point every eval_every steps "
+                        "(study.grid.PROTOCOL), into the workspace's pilot-<world>.json; it decides the grid's budget")
+    parser.add_argument("--publish", action="store_true", help="merge the workspace's records of --world (default: every world) into "
+                        "results/, then rewrite RESULTS.md and README's headline table; a committed record whose numbers would change "
+                        "is refused (nothing is written) unless --replace")
+    parser.add_argument("--replace", action="store_true", help="with --publish: replace committed records that differ")
     parser.add_argument("--ablations", action="store_true", help="run the world's ablations (study.grid.ABLATIONS: one config change "
                         "each, testing a stated cause of a gap) instead of its grid, into results/ablations-<world>.json")
     parser.add_argument("--fine-tuned", action="store_true", help="run the world's fine-tuned setting (study.grid.FINE_TUNED: every method "
@@ -190,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         for world in args.world:
             print_budget(world, progress=not args.quiet)
         return 0
-    if args.fine_tuned and not args.markdown_only:
+    if args.pilot and not args.markdown_only:
+        for world in args.world:
+            run_pilot(world, progress=not args.quiet, executor=executor, methods=args.methods)
+    elif args.fine_tuned and not args.markdown_only:
         for world in args.world:
             run_fine_tuned(world, progress=not args.quiet, seeds=args.seeds, methods=args.methods, executor=executor)
             if args.ship:
@@ -205,11 +260,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {world} grid done in {time.perf_counter() - start:.0f} s", flush=True)
             if args.ship:
                 ship(world, progress=not args.quiet, methods=args.methods)
+    if args.publish:
+        try:
+            for path in publish(args.world or WORLDS, replace=args.replace):
+                print(f"published {path}")
+        except records.PublishConflict as exc:
+            print(f"not published: {exc}", file=sys.stderr)
+            return 2
     if args.plots:
-        for path in write_plots(RESULTS_DIR, WORLDS):
+        for path in write_plots(records.repo_results_dir(), WORLDS):
             print(f"wrote {path}")
-    print(f"wrote {write_results_md()}")
-    print(f"wrote {write_readme_table()}")
+    if args.publish or args.markdown_only or args.plots or args.ship:
+        print(f"wrote {write_results_md()}")
+        print(f"wrote {write_readme_table()}")
+    else:
+        print(f"records are in {records.workspace_results_dir()}; `python -m ccr_core.experiments --world {' '.join(args.world)} "
+              "--publish` puts them into results/, RESULTS.md and README")
     return 1 if executor.failed else 0  # failed runs were reported; the rest is written
 
 

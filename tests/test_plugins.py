@@ -199,6 +199,7 @@ def test_example_plugin_trains_enters_the_grid_results_md_and_the_dashboard(tmp_
     import functools
 
     from ccr_core import experiments
+    from ccr_core.study import records
     from ccr_core.study.grid import PROTOCOL, Run, WorldProtocol
 
     bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
@@ -214,12 +215,15 @@ def test_example_plugin_trains_enters_the_grid_results_md_and_the_dashboard(tmp_
     monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(train=TINY_TRAIN, steps=4, noise={"common": (0.0,), "published": (0.0,)},
                                                         seeds=(0, 1), data=str(bundle)))
-    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(records, "repo_results_dir", lambda: tmp_path / "results")
     monkeypatch.setattr(experiments, "WORLDS", ("tiny",))
     monkeypatch.setattr(experiments, "REPO_ROOT", tmp_path)
     shutil.copy(REPO / "README.md", tmp_path / "README.md")
     monkeypatch.setattr(experiments, "write_readme_table", functools.partial(experiments.write_readme_table, tmp_path / "README.md"))
     assert experiments.main(["--world", "tiny", "--methods", "floor", "sigmoid", "--quiet"]) == 0
+    assert not (tmp_path / "results").exists() and not (tmp_path / "RESULTS.md").exists()  # the grid writes the workspace only
+    assert (tmp_path / "README.md").read_text() == (REPO / "README.md").read_text()
+    assert experiments.main(["--world", "tiny", "--publish", "--quiet"]) == 0
     results = experiments.read_json(tmp_path / "results" / "protocol-tiny.json")
     mine = [r for r in results if r["method"] == "sigmoid"]
     assert {(r["setting"], r["seed"]) for r in mine} == {("common", 0), ("common", 1), ("published", 0), ("published", 1)}

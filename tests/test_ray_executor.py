@@ -17,6 +17,7 @@ import pytest
 
 from ccr_core.study import executors
 from ccr_core.io import read_json
+from ccr_core.study import records
 from ccr_core.study import grid as study_grid
 from ccr_core.study import runner
 from ccr_core.study.grid import PROTOCOL, Run, WorldProtocol
@@ -140,12 +141,12 @@ def test_experiments_command_takes_the_ray_executor(cluster, tiny_world, monkeyp
     from ccr_core import experiments
 
     monkeypatch.setenv("CCR_WORKSPACE", str(tiny_world / "ws"))
-    monkeypatch.setattr(experiments, "RESULTS_DIR", tiny_world / "results")
+    monkeypatch.setattr(records, "repo_results_dir", lambda: tiny_world / "results")
     monkeypatch.setattr(experiments, "REPO_ROOT", tiny_world)
     monkeypatch.setattr(experiments, "WORLDS", (WORLD,))
     shutil.copy(REPO / "README.md", tiny_world / "README.md")
     monkeypatch.setattr(experiments, "write_readme_table", functools.partial(experiments.write_readme_table, tiny_world / "README.md"))
-    assert experiments.main(["--world", WORLD, "--methods", "floor", "--seeds", "0", "--executor", "ray", "--quiet"]) == 0
+    assert experiments.main(["--world", WORLD, "--methods", "floor", "--seeds", "0", "--executor", "ray", "--quiet", "--publish"]) == 0
     results = read_json(tiny_world / "results" / f"protocol-{WORLD}.json")
     assert {(r["method"], r["noise_rate"]) for r in results} == {("floor", 0.0), ("floor", 0.5)}
     assert "| floor | 0.5 | 1 |" in (tiny_world / "RESULTS.md").read_text()

@@ -21,7 +21,7 @@ def _ulp(text: str) -> float:
 
 def _claims(text: str):
     """(mean, half-width, word, tolerance) of every "difference m ± h ... — **word**" line."""
-    for m in re.finditer(rf"difference ({NUM}) ± ({NUM})[^—\n]*— \*\*([a-z ]+?)(?: at \d+ runs?)?\*\*", text):
+    for m in re.finditer(rf"difference ({NUM}) ± ({NUM})[^—\n]*— \*\*([a-z ]+?)(?: at \d+ (?:runs?|seeds?))?\*\*", text):
         yield float(m[1]), float(m[2]), m[3], _ulp(m[1]) + _ulp(m[2])
 
 
@@ -33,7 +33,7 @@ def _cells(text: str):
 
 def _targets(text: str):
     """(mean, half-width, threshold, word, tolerance) of every "m ± h unit (n runs) against the target ≥ t — **word**"."""
-    for m in re.finditer(rf"({NUM}) ± ({NUM})[^(\n]*\(\d+ runs?\) against the target ≥ ({NUM})[^—\n]*— \*\*([a-z ]+?)(?: at \d+ runs?)?\*\*", text):
+    for m in re.finditer(rf"({NUM}) ± ({NUM})[^(\n]*\(\d+ (?:runs?|seeds?)\) against the target ≥ ({NUM})[^—\n]*— \*\*([a-z ]+?)(?: at \d+ (?:runs?|seeds?))?\*\*", text):
         yield float(m[1]), float(m[2]), float(m[3]), m[4], _ulp(m[1]) + _ulp(m[2])
 
 
@@ -45,7 +45,7 @@ def test_results_md_has_verdicts_to_check():
 def test_every_research_answer_follows_its_interval(mean, hw, word, tol):
     if word in ("holds", "does not hold"):
         assert abs(mean) - hw > -tol, f"'{word}' but {mean} ± {hw} contains 0"
-    elif word == "identical in every run":
+    elif word == "identical in every seed":
         assert mean == 0 and hw == 0
     else:
         assert word == "not resolved" and abs(mean) - hw <= tol, f"'{word}' but {mean} ± {hw} excludes 0"
@@ -105,3 +105,49 @@ def test_readme_quotes_no_number_absent_from_the_results():
     quoted = [n.rstrip(".,") for n in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?", prose)]
     missing = sorted({n for n in quoted if n not in small and n not in published and n.replace(",", "") not in published})
     assert not missing, f"README quotes numbers found in no results file: {missing}"
+
+
+def test_results_md_is_the_generated_one():
+    """RESULTS.md is exactly what the records give (`python -m ccr_core.experiments --markdown-only`): no hand edit, no
+    flipped word, no deleted line can stand."""
+    from ccr_core.experiments import render_results_md
+
+    assert RESULTS == render_results_md(), "RESULTS.md differs from the records: run python -m ccr_core.experiments --markdown-only"
+
+
+def _problems(text: str) -> list[str]:
+    """Everything the checks of this file find wrong in a RESULTS.md text."""
+    from ccr_core.experiments import render_results_md
+
+    found = [] if text == render_results_md() else ["differs from the generated RESULTS.md"]
+    for mean, hw, word, tol in _claims(text):
+        if word in ("holds", "does not hold") and not abs(mean) - hw > -tol:
+            found.append(f"{word}: {mean} ± {hw}")
+    for mean, hw, word, tol in _cells(text):
+        if word == "identical" and not (mean == 0 and hw == 0):
+            found.append(f"identical: {mean} ± {hw}")
+    return found
+
+
+MUTATIONS = {
+    "holds -> does not hold": (r"— \*\*holds\*\*", "— **does not hold**"),
+    "does not hold -> holds": (r"— \*\*does not hold\*\*", "— **holds**"),
+    "identical -> holds": (r"— \*\*identical in every seed\*\*", "— **holds**"),
+    "met -> not met": (r"— \*\*met\*\*", "— **not met**"),
+    "a table verdict without an interval": (r"\| not resolved \(1 seed, no interval\) \|", "| met |"),
+    "a research answer deleted": (r"\n- [^\n]*— \*\*(?:holds|does not hold|not resolved[^*]*)\*\*", ""),
+    "a number changed": (r"(\d+)\.(\d) ± ", r"\g<1>.9 ± "),
+}
+
+
+def test_the_checks_catch_every_named_mutation():
+    """Each mutation a reviewer tried (a flipped sign, identical turned into holds, a one-run verdict, a deleted research
+    answer) makes the checks fail; at least five of them apply to the current RESULTS.md."""
+    assert _problems(RESULTS) == []
+    applied = 0
+    for name, (pattern, replacement) in MUTATIONS.items():
+        mutated, n = re.subn(pattern, replacement, RESULTS, count=1)
+        if n:
+            applied += 1
+            assert _problems(mutated), f"the mutation '{name}' went unnoticed"
+    assert applied >= 5

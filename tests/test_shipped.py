@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ccr_core.experiments import RESULTS_DIR, render_results_md
+from ccr_core.experiments import render_results_md
+from ccr_core.study.records import repo_results_dir
 from ccr_core.io import read_json
 from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
 from ccr_core.training.checkpoint import load_weights, verify_checkpoint
@@ -53,7 +54,7 @@ def test_shipped_checkpoint_verifies_loads_and_matches_results(world, name):
     assert all(v.dtype == torch.float16 for k, v in load_weights(folder).items() if v.is_floating_point())  # the shipping copy
     shipped = read_json(folder / "metrics.json")
     model_name = name.replace("-noise", "@noise")
-    (reported,) = [r for r in json.loads((RESULTS_DIR / f"{world}.json").read_text()) if r["model"] == model_name]  # results/protocol-*.json hold the grid, not shipped models
+    (reported,) = [r for r in json.loads((repo_results_dir() / f"{world}.json").read_text()) if r["model"] == model_name]  # results/protocol-*.json hold the grid, not shipped models
     assert shipped == reported  # the numbers beside the checkpoint are the ones in the results table
     assert shipped["method"] == meta["method"] and shipped["weights"] == "float16"
 

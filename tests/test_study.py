@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from ccr_core.study import grid as study_grid
-from ccr_core.study import report, runner, stats, variants
+from ccr_core.study import records, report, runner, stats, variants
 from ccr_core.study.grid import PROTOCOL, Run, WorldProtocol
 
 from conftest import make_tiny_bundle
@@ -69,17 +69,17 @@ def test_t_interval_p_value_and_holm_against_references():
 
 
 @pytest.mark.parametrize("mean,hw,n,expected", [
-    (3.0, 1.0, 3, "holds"), (-3.0, 1.0, 3, "does not hold"), (0.5, 1.0, 3, "not resolved at 3 runs"),
-    (3.0, float("nan"), 1, "not resolved (1 run, no interval)"), (0.0, 0.0, 3, "identical in every run")])
+    (3.0, 1.0, 3, "holds"), (-3.0, 1.0, 3, "does not hold"), (0.5, 1.0, 3, "not resolved at 3 seeds"),
+    (3.0, float("nan"), 1, "not resolved (1 seed, no interval)"), (0.0, 0.0, 3, "identical in every seed")])
 def test_verdict_follows_the_interval(mean, hw, n, expected):
     assert stats.verdict(mean, hw, n) == expected
 
 
 @pytest.mark.parametrize("mean,hw,n,threshold,expected", [
-    (5.4, 8.8, 3, 5.0, "not resolved at 3 runs"),  # the mean clears the bar, the interval does not
-    (-2.8, 2.9, 3, -3.0, "not resolved at 3 runs"),  # reaches -5.7
+    (5.4, 8.8, 3, 5.0, "not resolved at 3 seeds"),  # the mean clears the bar, the interval does not
+    (-2.8, 2.9, 3, -3.0, "not resolved at 3 seeds"),  # reaches -5.7
     (9.0, 3.0, 3, 5.0, "met"), (1.0, 3.0, 3, 5.0, "not met"), (0.97, 0.01, 3, 0.95, "met"),
-    (7.0, float("nan"), 1, 5.0, "not resolved (1 run, no interval)")])
+    (7.0, float("nan"), 1, 5.0, "not resolved (1 seed, no interval)")])
 def test_threshold_verdict_follows_the_interval(mean, hw, n, threshold, expected):
     assert stats.threshold_verdict(mean, hw, n, threshold) == expected
 
@@ -109,10 +109,10 @@ def test_research_answers_pair_runs_and_compare_uml_with_its_own_cosine():
     results = _uml_world()
     table = stats.cells(results)
     share = stats.kept_share(table, "common", "uml", 0.4)
-    assert share[(1, 0)] == pytest.approx(100 * 342 / 401)  # target SumR ignores English and the "/" groups
+    assert share[1] == pytest.approx(100 * 342 / 401)  # target SumR ignores English and the "/" groups
     text = "\n".join(report.research_answers("demo-world", table))
     line = next(l for l in text.splitlines() if l.startswith("- uml − baseline:"))
-    assert "(3 runs; Holm p " in line and line.endswith("— **holds**")
+    assert "(3 seeds; Holm p " in line and line.endswith("— **holds**")
     own = next(l for l in text.splitlines() if l.startswith("- UML DECL score − UML's own cosine:"))
     assert own.startswith("- UML DECL score − UML's own cosine: difference +0.089 ± 0.00") and own.endswith("**holds**")
     assert "the fair trivial reference is the same model's own cosine, 0.901 ± 0.00" in text
@@ -140,23 +140,26 @@ def test_uml_targets_are_met_only_when_the_interval_clears_the_bar():
     # per seed: uml 340+2s over 400+s, baseline 300+s over 400+s -> +9.98, +10.22, +10.45 points
     assert keep.endswith("against the target ≥ +5.0 points — **met**")
     auc = next(l for l in lines if l.startswith("- UML's own detector AUROC"))
-    assert auc == "- UML's own detector AUROC: 0.990 ± 0.000 (3 runs) against the target ≥ 0.950 — **met**"
+    assert auc == "- UML's own detector AUROC: 0.990 ± 0.000 (3 seeds) against the target ≥ 0.950 — **met**"
     wobbly = [dict(r) for r in results]
     for r, bump in zip([r for r in wobbly if r["method"] == "uml" and r["noise_rate"] == 0.4], (-40.0, 0.0, 25.0)):
         r["groups"] = {**r["groups"], "de": {"SumR": r["groups"]["de"]["SumR"] + bump}}
     keep = next(l for l in report.uml_targets(stats.cells(wobbly), "demo-world") if l.startswith("- UML's kept share"))
-    assert "**not resolved at 3 runs**" in keep  # a mean above the bar is not "met"
+    assert "**not resolved at 3 seeds**" in keep  # a mean above the bar is not "met"
 
 
-def test_records_scored_before_the_end_of_their_budget_are_set_aside_with_their_steps():
+def test_tables_hold_one_scored_budget_and_records_of_others_are_in_no_table():
     old = _result("one_to_k", 0.0, 0, 400.0, steps=699, best_epoch=1, epochs=3)
-    assert stats.scored_budget(old) == {"checkpoint": "best validation epoch", "steps": 233, "target_exposures": 33}
-    assert not stats.at_end_of_budget(old) and stats.at_end_of_budget(_result("uml", 0.0, 0, 400.0, best_epoch=3, epochs=3))
-    results = [_result(m, 0.0, s, 400.0, steps=699, best_epoch=3, epochs=3) for m in ("floor", "uml") for s in (0, 1, 2)] + [old]
+    assert records.scored_budget(old) == {"checkpoint": "best validation epoch", "steps": 233, "target_exposures": 33}
+    assert not records.at_end_of_budget(old) and records.at_end_of_budget(_result("uml", 0.0, 0, 400.0, best_epoch=3, epochs=3))
+    other = _result("cl2cm", 0.0, 0, 500.0, steps=1398, best_epoch=6, epochs=6)  # another budget, scored at its end
+    results = [_result(m, 0.0, s, 400.0, steps=699, best_epoch=3, epochs=3) for m in ("floor", "uml") for s in (0, 1, 2)] + [old, other]
     md = "\n".join(report.protocol_markdown("flickr8k-ml", results))
-    assert "(6 of " in md and "**Set aside**" in md and "one_to_k common noise 0 (1 runs, scored after 233 steps)" in md
+    assert "(6 of " in md and "Set aside" not in md
+    assert "Records of other budgets (233, 1,398 steps) are kept in results/ but are in no table here" in md
     assert "Every scored model: 699 optimiser steps (recorded)" in md
-    assert "| one_to_k |" not in md  # not in any table
+    assert "| one_to_k |" not in md and "| cl2cm |" not in md  # not in any table
+    assert records.mixed_budgets(records.for_tables(results, "flickr8k-ml")) == {699}
 
 
 def test_budget_lines_print_per_language_exposures_as_recorded():
@@ -171,9 +174,11 @@ def test_cells_pool_noise_draws_and_report_their_spread():
     results += [_result("baseline", 0.4, s, 300.0 + d * 4.0, noise_seed=d) for s in (0, 1) for d in (0, 1)]
     table = stats.cells(results)
     cell = table[("common", "baseline", 0.4)]
-    assert cell["units"] == [(0, 0), (0, 1), (1, 0), (1, 1)] and cell["seeds"] == [0, 1] and cell["draws"] == [0, 1]
+    assert cell["runs"] == [(0, 0), (0, 1), (1, 0), (1, 1)] and cell["units"] == cell["seeds"] == [0, 1] and cell["draws"] == [0, 1]
     assert stats.draw_spread(cell, "target SumR") == (4.0, 2)
-    assert set(stats.kept_share(table, "common", "baseline", 0.4)) == {(0, 0), (0, 1), (1, 0), (1, 1)}  # each draw against its seed's clean run
+    # the seed is the unit: a seed's two draws are averaged before the interval (302 per seed, not four runs)
+    assert cell["per_unit"]["SumR de"] == {0: 302.0, 1: 302.0} and cell["stats"]["SumR de"] == (302.0, 0.0)
+    assert set(stats.kept_share(table, "common", "baseline", 0.4)) == {0, 1}  # each seed against its own clean run
 
 
 def test_merge_results_replaces_a_rerun_and_keeps_the_rest():
@@ -208,10 +213,10 @@ def test_tiny_grid_runs_end_to_end_scores_the_end_of_its_budget_and_resumes(tmp_
     monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(
         train={"batch_size": 4, "lr": 1e-3, "targets_per_batch": 0, "text_backbone": "tiny-text", "visual_backbone": "tiny-visual"},
         steps=5, noise={"common": (0.0, 0.5), "published": (0.0,)}, methods=("floor", "uml"), seeds=(0,), data=str(bundle),
-        noise_draws={"common": (0.5,)}))
+        noise_draws={"common": (0.5,)}, eval_every=2))
     from ccr_core import experiments
 
-    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(records, "repo_results_dir", lambda: tmp_path / "results")
     results = experiments.run_grid("tiny", progress=False)
     assert len(results) == len(study_grid.grid("tiny")) == 2 * 3 + 1  # floor common only; 0.5 in two draws
     for r in results:
@@ -228,7 +233,9 @@ def test_tiny_grid_runs_end_to_end_scores_the_end_of_its_budget_and_resumes(tmp_
     assert all({"cosine", "pair_loss"} <= set(r["detectors"]) for r in noisy)
     stamps = {r.label: r.folder().joinpath("result.json").stat().st_mtime_ns for r in study_grid.grid("tiny")}
     again = experiments.run_grid("tiny", progress=False)  # everything finished: nothing is retrained or re-evaluated
-    assert len(again) == len(results) and (tmp_path / "results" / "protocol-tiny.json").exists()
+    assert len(again) == len(results) and (tmp_path / "ws" / "results" / "protocol-tiny.json").exists()
+    assert not (tmp_path / "results").exists()  # the grid writes the workspace; only --publish writes results/
+    assert all([p["step"] for p in r["curve"]] == [2, 4, 5] for r in results)  # every eval_every steps and at the budget
     assert stamps == {r.label: r.folder().joinpath("result.json").stat().st_mtime_ns for r in study_grid.grid("tiny")}
 
 

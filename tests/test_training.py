@@ -272,3 +272,24 @@ def test_training_on_gpu_matches_cpu(world, tmp_path):
     model.method.to("cuda")  # a model on the GPU encodes typed text there and hands back CPU tensors
     typed = model.encode_texts(["ein roter Kreis (typed)"], "de")
     assert typed.device.type == "cpu" and typed.shape[0] == 1
+
+
+@pytest.mark.parametrize("method", ["baseline", "nrccr"])
+def test_learning_curve_points_leave_training_unchanged(world, tmp_path, method):
+    """A run with curve points every step trains the same weights as one without (the validation pass restores the
+    random states and the training mode: NRCCR's dropout would show a change), and each point is the validation SumR
+    the trained model gives at that step."""
+    root, bundle, bench = world
+    base = dict(method=method, data=str(bundle.root), epochs=2, max_steps=3, **TINY)
+    plain = train(TrainConfig(**base), tmp_path / "plain", root / "ws", progress=False, bench=bench)
+    curved = train(TrainConfig(**base, eval_every=1), tmp_path / "curved", root / "ws", progress=False, bench=bench)
+    assert plain["curve"] == [] and [p["step"] for p in curved["curve"]] == [1, 2, 3]
+    a, b = load_weights(tmp_path / "plain" / "last"), load_weights(tmp_path / "curved" / "last")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    last = curved["curve"][-1]
+    assert set(last["sumr"]) == {"en", "de", "fr"} and 0 <= last["en_sumr"] <= 600
+    assert last["target_sumr"] == pytest.approx((last["sumr"]["de"] + last["sumr"]["fr"]) / 2)
+    # the end point is the model in last/, re-scored independently on the validation split
+    from ccr_core.training.curve import curve_point
+    model = load_trained(tmp_path / "curved" / "last", bench, "curved")
+    assert curve_point(model.method, bench, 3)["sumr"] == pytest.approx(last["sumr"])

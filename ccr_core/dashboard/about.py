@@ -106,12 +106,13 @@ def measured_findings(world: World) -> str:
     from ccr_core.io import read_json
     from ccr_core.paths import REPO_ROOT
     from ccr_core.study.report import research_answers
-    from ccr_core.study.stats import at_end_of_budget, cells
+    from ccr_core.study import records
+    from ccr_core.study.stats import cells
 
     path = REPO_ROOT / "results" / f"protocol-{world.name}.json"
     if not path.exists():
         return "## What the comparison found\n\nNo equal-budget comparison has been run for this world yet (`python -m ccr_core.experiments --world ...`)."
-    table = cells([r for r in read_json(path) if at_end_of_budget(r)])
+    table = cells(records.world_table_records("protocol", world.name, path.parent))
     return "\n".join(["## What the comparison found", "", "From the equal-budget grid (3 seeds, 95% intervals; RESULTS.md has the tables).", "",
                       *research_answers(world.name, table)])
 

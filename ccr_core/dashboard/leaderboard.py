@@ -17,7 +17,8 @@ from ccr_core import paths  # paths.REPO_ROOT read at call time: tests point it 
 from ccr_core.eval.retrieval import evaluate_model
 from ccr_core.methods import method_sort_key
 from ccr_core.study.plots import noise_figure
-from ccr_core.study.stats import at_end_of_budget, cells, format_interval, kept_share, paired, t_interval, target_sumr, verdict
+from ccr_core.study import records
+from ccr_core.study.stats import cells, format_interval, kept_share, paired, t_interval, target_sumr, verdict
 
 METRICS = ("SumR", "mean_recall", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_MedR", "i2t_MedR")
 COLUMNS = ["model", "method", "train noise", "group", "queries", "images", "t2i_R@1", "t2i_R@5", "t2i_R@10",
@@ -65,7 +66,7 @@ def protocol_cells(world: World) -> dict:
     or {} when it has not been run; read once per world."""
     if "protocol_cells" not in world.memo:
         path = paths.REPO_ROOT / "results" / f"protocol-{world.name}.json"
-        world.memo["protocol_cells"] = cells([r for r in read_json(path) if at_end_of_budget(r)]) if path.exists() else {}
+        world.memo["protocol_cells"] = cells(records.world_table_records("protocol", world.name, path.parent)) if path.exists() else {}
     return world.memo["protocol_cells"]
 
 
@@ -159,7 +160,7 @@ def _verdict_words(mean: float, hw: float, n: int) -> str:
     """The comparison with the baseline in plain words ("better", "worse", "not resolved ...")."""
     word = verdict(mean, hw, n, "higher")
     return {"holds": "better than the baseline", "does not hold": "worse than the baseline",
-            "identical in every run": "same as the baseline"}.get(word, f"difference {word}")
+            "identical in every seed": "same as the baseline"}.get(word, f"difference {word}")
 
 
 def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:

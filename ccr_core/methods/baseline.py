@@ -31,6 +31,9 @@ class Baseline(CCRMethod):
 
     name = "baseline"
     config_class = BaselineConfig
+    # In the grid's common setting (head="linear", InfoNCE at the floor's τ) this is the floor's model, loss and
+    # initialisation: the grid runs it once, as the floor (ccr_core/study/grid.py).
+    common_setting_is_floor = True
 
     def __init__(self, config: BaselineConfig, text_top=None):
         super().__init__(config, text_top)

@@ -1,25 +1,31 @@
 """RESULTS.md's comparison sections, written from the runs' records: the grid's tables, the research answers, each
 method against the floor, the targets. Every verdict word comes from :mod:`ccr_core.study.stats`.
 
-Only runs scored at the end of their budget enter a table or an answer (every method's scored model then saw the same
-steps); a record scored at an earlier best validation epoch is listed as set aside, with the steps its model saw.
+Every table and answer reads its records through :func:`ccr_core.study.records.table_records`: runs scored at the end
+of the world's protocol budget, so every row saw the same steps; a cell is shown with all its runs. Each cell says how
+many of its runs had converged by the learning-curve rule (:func:`ccr_core.study.records.converged`).
+
+In the common setting the baseline is the floor's model (:func:`ccr_core.study.grid.same_as_floor`): the table shows one
+row for both, and the research answers' "baseline" there is that row; no claim compares the two.
 """
 from __future__ import annotations
 
 import math
 
 from ccr_core.methods import method_sort_key
-from ccr_core.study.grid import PROTOCOL, SETTINGS, grid
-from ccr_core.study.stats import (at_end_of_budget, cells, draw_spread, format_difference, format_interval, format_mean,
+from ccr_core.study import records
+from ccr_core.study.grid import FLOOR, PROTOCOL, SETTINGS, grid, pilot_runs, same_as_floor
+from ccr_core.study.plots import PLOT_DIR
+from ccr_core.study.stats import (cells, draw_spread, format_difference, format_interval, format_mean,
                                   holm, kept_share, paired, paired_differences, scored_budget, t_interval, t_p_value,
                                   threshold_verdict, units_label, verdict)
 
 DETECTORS = (("cosine", "raw cosine (trivial)"), ("pair_loss", "per-pair loss (trivial, NCR)"),
              ("uncertainty", "UML u = B/S"), ("mismatch", "UML DECL score (trains with)"))
 
-# A world's reference floor and goal, stated for that world only: on Flickr8k-ML, frozen e5 + EfficientNet-Lite0 with
-# one linear map per side trained on en + zh MT scored these SumR; the goal is the best method 15% above them.
-REFERENCE_FLOOR_SUMR = {"flickr8k-ml": {"en": 251.0, "zh": 160.0, "zh/human-translation": 236.0}}
+# The goal on Flickr8k-ML: the best method 15% above the grid's own floor (frozen e5 + EfficientNet-Lite0, one linear map
+# per side, at the same budget), per query group; the floor's number comes from its records.
+GOAL_WORLDS = ("flickr8k-ml",)
 GOAL_FACTOR = 1.15
 # UML's targets (set for the demo world, reported on every world): share kept at 40% noise, clean cost, detector.
 UML_KEEP_POINTS, UML_CLEAN_COST_PCT, UML_DETECTOR_AUROC = 5.0, -3.0, 0.95
@@ -52,8 +58,29 @@ def claim_lines(claims: list[tuple]) -> list[str]:
     return out
 
 
+def with_common_baseline(table: dict) -> dict:
+    """The table with the common setting's baseline cells taken from the floor's (the same model there: no claim may
+    compare the two)."""
+    out = dict(table)
+    for (setting, method, rate), cell in table.items():
+        if setting == "common" and method == FLOOR:
+            for other in {k[1] for k in table} | {"baseline"}:
+                if other != FLOOR and _is_floor_alias(other):
+                    out.setdefault(("common", other, rate), cell)
+    return out
+
+
+def _is_floor_alias(method: str) -> bool:
+    try:
+        return same_as_floor(method, "common")
+    except KeyError:  # a method no longer registered (a plugin's record)
+        return False
+
+
 def research_answers(world: str, table: dict) -> list[str]:
-    """The research questions, answered from the per-run paired differences; Holm within each question."""
+    """The research questions, answered from the per-seed paired differences; Holm within each question. In the common
+    setting the baseline is the floor's row; claims that compare a model with itself are not asked."""
+    table = with_common_baseline(table)
     out = ["#### Research answers (paired differences over runs, 95% t-intervals)", "",
            "Each answer is one interval: **holds** / **does not hold** when it excludes 0, **not resolved** when it contains 0 "
            "(the data cannot tell the two apart; it does not mean they are equal). Many questions are asked at once, so each "
@@ -68,7 +95,7 @@ def research_answers(world: str, table: dict) -> list[str]:
             claims = []
             for method in _methods_in(table, setting, rate) + (["floor"] if setting == "published" else []):
                 own = kept_share(table, "common" if method == "floor" else setting, method, rate)
-                if method != "baseline" and own:
+                if method != "baseline" and own and not (setting == "common" and (method == FLOOR or _is_floor_alias(method))):
                     claims.append((f"{method} − baseline", own, base, "higher", " pts", 2))
             if claims:
                 out += [f"**{setting}, {rate:.0%} noise: which methods keep more target SumR than the baseline?** (share kept, points)",
@@ -132,6 +159,7 @@ def target_line(label: str, mean: float, hw: float, n: int, threshold: float, un
 
 def uml_targets(table: dict, world: str) -> list[str]:
     """UML's three targets (set for the demo world; the same comparisons on every world), each from its interval."""
+    table = with_common_baseline(table)
     out = []
     for setting in SETTINGS:
         uml, base = kept_share(table, setting, "uml", 0.4), kept_share(table, setting, "baseline", 0.4)
@@ -154,22 +182,23 @@ def uml_targets(table: dict, world: str) -> list[str]:
 
 
 def floor_goal(world: str, table: dict) -> list[str]:
-    """Per group: does the best method (by mean, noise 0, either setting) reach 1.15 × the world's reference floor?"""
-    reference = REFERENCE_FLOOR_SUMR.get(world)
-    if not reference:
+    """Per group: does the best method (by mean, noise 0, either setting) reach 1.15 × the grid's own floor?"""
+    floor = table.get(("common", FLOOR, 0.0))
+    if world not in GOAL_WORLDS or not floor:
         return []
-    out = [f"**Does the best method reach {GOAL_FACTOR:.2f} × the reference floor?** ({world}; reference: frozen e5 + "
-           "EfficientNet-Lite0, one linear map per side, en + zh MT; grid runs at noise 0, intervals over seeds)", "",
-           "| group | reference floor | goal | best method | its SumR | verdict |", "|---|---|---|---|---|---|"]
-    for group, floor in reference.items():
+    out = [f"**Does the best method reach {GOAL_FACTOR:.2f} × the floor?** ({world}; the floor: frozen e5 + EfficientNet-Lite0, "
+           "one linear map per side, this grid's common-setting runs at noise 0; intervals over seeds)", "",
+           "| group | floor | goal | best method | its SumR | verdict |", "|---|---|---|---|---|---|"]
+    for group in sorted(k.split(" ", 1)[1] for k in floor["stats"] if k.startswith("SumR ")):
+        reference = floor["stats"][f"SumR {group}"][0]
         scored = [(cell["stats"][f"SumR {group}"], key) for key, cell in table.items()
-                  if key[2] == 0 and key[1] != "floor" and f"SumR {group}" in cell["stats"]]
+                  if key[2] == 0 and key[1] != FLOOR and f"SumR {group}" in cell["stats"]]
         if not scored:
             continue
         (mean, hw), key = max(scored, key=lambda s: s[0][0])
         n = len(table[key]["per_unit"][f"SumR {group}"])
-        goal = GOAL_FACTOR * floor
-        out.append(f"| {group} | {floor:.0f} | {goal:.1f} | {key[1]} ({key[0]}) | {format_interval((mean, hw))} | "
+        goal = GOAL_FACTOR * reference
+        out.append(f"| {group} | {reference:.1f} | {goal:.1f} | {key[1]} ({key[0]}) | {format_interval((mean, hw))} | "
                    f"{threshold_verdict(mean, hw, n, goal)} |")
     return out + [""]
 
@@ -236,10 +265,11 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
     """RESULTS.md's comparison section of one world."""
     if not results:
         return []
-    kept = [r for r in results if at_end_of_budget(r)]
-    set_aside = [r for r in results if not at_end_of_budget(r)]
-    table = cells(kept)
     proto = PROTOCOL[world]
+    kept = records.for_tables(results, world)
+    other_budgets = sorted({records.scored_steps(r) for r in results} - {proto.steps})
+    table = cells(kept)
+    marks = convergence_by_cell(kept)
     done = {(r["setting"], r["method"], r["noise_rate"], r.get("noise_seed", 0), r["seed"]) for r in kept}
     missing = [r for r in grid(world) if (r.setting, r.method, r.noise, r.noise_seed, r.seed) not in done]
     seeds = sorted({r["seed"] for r in kept})
@@ -247,16 +277,14 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
            *budget_lines(world, kept),
            f"Seeds {', '.join(map(str, seeds))}; noisy pairs drawn with noise seed 0 (the same pairs for every method and seed)"
            + (f", and a second draw (noise seed 1) in {_draw_cells(proto.noise_draws)}" if proto.noise_draws else "")
-           + ". Cells: mean ± 95% t-interval over runs. Frozen backbones (e5-small, EfficientNet-Lite0) in both settings: the papers "
-             "fine-tune their text encoders.",
-           f"Regenerate: `python -m ccr_core.experiments --world {world}` (resumable); runs under `workspace/runs/protocol/{world}/`.", ""]
-    if set_aside:
-        by = {}
-        for r in set_aside:
-            by.setdefault((r["setting"], r["method"], r["noise_rate"]), []).append(scored_budget(r)["steps"])
-        out += ["**Set aside** (scored at their best validation epoch, before the end of the budget, by an older runner; not "
-                "comparable at equal budget): " + "; ".join(f"{m} {s} noise {n:g} ({len(v)} runs, scored after {', '.join(f'{x:,}' for x in sorted(set(v)))} steps)"
-                                                            for (s, m, n), v in sorted(by.items())) + ".", ""]
+           + ". Cells: mean ± 95% t-interval over seeds (a seed's two draws averaged first). Frozen backbones (e5-small, "
+             "EfficientNet-Lite0) in both settings: the papers fine-tune their text encoders. In the common setting the baseline "
+             "is the floor's model (same loss, τ, heads and initialisation), so one row shows both.",
+           f"Regenerate: `python -m ccr_core.experiments --world {world}` (resumable; runs under `<CCR_WORKSPACE>/runs/protocol/{world}/`), "
+           f"then `--publish`.", ""]
+    if other_budgets:
+        out += [f"Records of other budgets ({', '.join(f'{s:,}' for s in other_budgets)} steps) are kept in results/ but are in no "
+                "table here: a table holds one scored budget.", ""]
     if missing:
         out += not_run_lines(missing, results)
     groups = sorted({k.split(" ", 1)[1] for c in table.values() for k in c["stats"] if k.startswith("SumR ")})
@@ -266,23 +294,24 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
             continue
         title = "as published (each method's own heads)" if setting == "published" else "common encoder (the floor's linear heads for every objective)"
         out += [f"#### {title}", "",
-                "| method | noise | runs | target SumR | en SumR | MRV (mean i2t/t2i) | kept % | scored steps | train s (mean) |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "| method | noise | seeds | target SumR | en SumR | MRV (mean i2t/t2i) | kept % | scored steps | converged | train s (mean) |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for key in keys:
             cell = table[key]
             st = cell["stats"]
             share = kept_share(table, key[0], key[1], key[2]) if key[2] else {}
             draws = f" ({len(cell['seeds'])} seeds × {len(cell['draws'])} draws)" if len(cell["draws"]) > 1 else ""
-            steps = sorted(set(cell["per_unit"]["scored steps"].values()))
-            out.append(f"| {key[1]}{' (same model in both settings)' if key[1] == 'floor' and setting == 'published' else ''} | {key[2]:g} | "
+            steps = sorted({int(v) for v in cell["per_run"]["scored steps"].values()})
+            out.append(f"| {_row_name(key[1], setting)} | {key[2]:g} | "
                        f"{len(cell['units'])}{draws} | {format_interval(st.get('target SumR'))} | {format_interval(st.get('SumR en'))} | "
                        f"{format_interval(st.get('mrv_mean'), 2)} | {format_interval(t_interval(list(share.values()))) if share else ''} | "
-                       f"{', '.join(f'{s:,}' for s in steps)} | {format_mean(st.get('train_seconds'))} |")
+                       f"{', '.join(f'{s:,}' for s in steps)} | {marks.get(key, '')} | {format_mean(st.get('train_seconds'))} |")
         out += ["", "<details><summary>SumR per language (and at the best validation epoch, a second, labelled number)</summary>", "",
                 "| method | noise | " + " | ".join(groups) + " |", "|---|---|" + "---|" * len(groups)]
         for key in keys:
             st = table[key]["stats"]
-            out.append(f"| {key[1]} | {key[2]:g} | " + " | ".join(format_interval(st.get(f"SumR {g}")) for g in groups) + " |")
+            note = "" if not marks.get(key, "").startswith(("not converged", "no curve")) else f" ({marks[key]})"
+            out.append(f"| {key[1]}{note} | {key[2]:g} | " + " | ".join(format_interval(st.get(f"SumR {g}")) for g in groups) + " |")
             if any(f"best-epoch SumR {g}" in st for g in groups):
                 out.append(f"| {key[1]} (best val. epoch) | {key[2]:g} | " + " | ".join(format_interval(st.get(f"best-epoch SumR {g}")) for g in groups) + " |")
         out += ["", "</details>", ""]
@@ -290,12 +319,38 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
     if spreads:
         out += ["**A second draw of noisy pairs** (noise seed 1 beside 0, same seeds): mean |draw 1 − draw 0| of target SumR per seed — "
                 + "; ".join(f"{k[1]} {k[0]} {k[2]:g}: {s:.1f} ({n} seeds)" for k, (s, n) in spreads)
-                + ". Cells with two draws pool both in their intervals.", ""]
+                + ". Cells with two draws average them within each seed before the interval.", ""]
     out += detector_table(table)
     out += research_answers(world, table)
     out += against_floor(table)
     out += uml_targets(table, world)
     out += floor_goal(world, table)
+    return out
+
+
+def _row_name(method: str, setting: str) -> str:
+    if method == FLOOR and setting == "published":
+        return f"{FLOOR} (same model in both settings)"
+    if method == FLOOR and setting == "common":
+        aliases = [m for m in ("baseline",) if _is_floor_alias(m)]
+        return f"{FLOOR} = {', '.join(aliases)} (one model in this setting)" if aliases else FLOOR
+    return method
+
+
+def convergence_by_cell(kept: list[dict]) -> dict[tuple, str]:
+    """Per cell: "yes" when every run's curve had flattened at its budget (:func:`ccr_core.study.records.converged`),
+    "not converged (k of n runs)" when some had not, "no curve" when its records have none."""
+    by: dict[tuple, list] = {}
+    for r in kept:
+        by.setdefault((r["setting"], r["method"], r["noise_rate"]), []).append(records.converged(r))
+    out = {}
+    for key, verdicts in by.items():
+        if any(v is None for v in verdicts):
+            out[key] = "no curve"
+        elif all(verdicts):
+            out[key] = "yes"
+        else:
+            out[key] = f"not converged ({sum(1 for v in verdicts if not v)} of {len(verdicts)} runs)"
     return out
 
 
@@ -313,4 +368,44 @@ def detector_table(table: dict) -> list[str]:
         row = [f"{format_interval(st[f'{name} auroc'], 3)} ({st[f'{name} auprc'][0]:.2f}, {st[f'{name} precision_at_n_noisy'][0]:.2f})"
                if f"{name} auroc" in st else "" for name, _ in DETECTORS]
         out.append(f"| {key[0]} | {key[1]} | {key[2]:g} | " + " | ".join(row) + " |")
+    return out + [""]
+
+
+def pilot_markdown(world: str, pilot: list[dict]) -> list[str]:
+    """The pilot's learning curves: where each method's validation target SumR flattens, the budget at which every method
+    has converged by the rule (:func:`ccr_core.study.records.converged_budget`), and which methods had not converged at
+    the grid's current budget."""
+    proto = PROTOCOL[world]
+    planned = len(pilot_runs(world))
+    head = [f"### {world}: the pilot (learning curves that decide the budget)", ""]
+    how = (f"Seed 0 of every method, both settings, clean and 40% noise, {proto.pilot_steps:,} steps with a validation point every "
+           f"{proto.eval_every} steps (`python -m ccr_core.experiments --world {world} --pilot`, resumable). A run has converged at "
+           f"budget B when its validation target SumR gains at most {records.CONVERGENCE_GAIN:.0%} (relative) from 0.75 B to B.")
+    if not pilot:
+        return head + [how + f" **Not run yet** ({planned} runs).", ""]
+    curves = {(r["setting"], r["method"], r["noise_rate"]): r for r in pilot if r.get("curve")}
+    chosen, own = records.converged_budget(curves)
+    marks = sorted({s for r in curves.values() for s, _ in records.curve_values(r)})
+    shown = [s for s in marks if s in (proto.steps, proto.pilot_steps) or s % (4 * proto.eval_every) == 0]
+    out = head + [how + f" {len(curves)} of {planned} pilot runs done.", "",
+                  "| setting | method | noise | " + " | ".join(f"{s:,}" for s in shown) + f" | gain in the last quarter of {proto.steps:,} steps | converged from |",
+                  "|---|---|---|" + "---|" * len(shown) + "---|---|"]
+    for key in sorted(curves, key=lambda k: (k[0], method_sort_key(k[1]), k[2])):
+        points = records.curve_values(curves[key])
+        at = dict(points)
+        gain = records.late_gain(points, proto.steps)
+        out.append(f"| {key[0]} | {key[1]} | {key[2]:g} | " + " | ".join(f"{at[s]:.1f}" if s in at else "" for s in shown)
+                   + f" | {'' if gain is None else f'{gain:+.1%}'} | {'not within the pilot' if own[key] is None else f'{own[key]:,} steps'} |")
+    undertrained = sorted({f"{k[1]} ({k[0]}, noise {k[2]:g})" for k, r in curves.items() if records.converged(r, proto.steps) is False})
+    out += ["", f"At the grid's current budget ({proto.steps:,} steps) these pilot runs were still gaining more than "
+                f"{records.CONVERGENCE_GAIN:.0%}: {', '.join(undertrained) if undertrained else 'none'}."]
+    if len(curves) < planned:
+        out.append(f"**Budget not chosen yet**: {planned - len(curves)} pilot runs are still to run.")
+    elif chosen is None:
+        out.append("**No budget within the pilot** at which every method has converged: "
+                   + ", ".join(f"{k[1]} ({k[0]}, {k[2]:g})" for k, v in own.items() if v is None) + " still gain at its end.")
+    else:
+        out.append(f"**Converged budget**: {chosen:,} steps, the smallest at which every pilot run has converged.")
+    if (PLOT_DIR / f"pilot-{world}.png").exists():
+        out += ["", f"![validation target SumR against steps, {world} pilot](docs/pilot-{world}.png)"]
     return out + [""]

@@ -12,10 +12,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from ccr_core.eval.retrieval import evaluate_model, evaluate_with_detectors
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.methods import METHODS
 from ccr_core.paths import workspace_dir
+from ccr_core.study import records
 from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, fine_tuned_runs, grid
 from ccr_core.training.inference import load_trained
 from ccr_core.training.train import train
@@ -42,16 +45,6 @@ class Workbenches:
         return self._noisy[key]
 
 
-def scored_budget_of(summary: dict, epoch: int | None = None) -> dict:
-    """Steps and exposures the model saved at ``epoch`` saw (the run's end when None), from the trainer's summary."""
-    if epoch is None or epoch == summary["epochs"]:
-        return {"checkpoint": "end of budget", "steps": summary["steps"], "target_exposures": summary.get("target_exposures"),
-                "exposures_by_language": summary.get("exposures_by_language")}
-    entry = next(h for h in summary["history"] if h["epoch"] == epoch)
-    return {"checkpoint": "best validation epoch", "epoch": epoch, "steps": entry["step"],
-            "target_exposures": entry.get("target_exposures"), "exposures_by_language": entry.get("exposures_by_language")}
-
-
 def run_one(run: Run, workbenches: Workbenches, progress: bool = True) -> dict:
     """Train (or resume) one run, score its end-of-budget model (and its best validation epoch's), write ``result.json``."""
     folder = run.folder()
@@ -63,11 +56,13 @@ def run_one(run: Run, workbenches: Workbenches, progress: bool = True) -> dict:
         train(cfg, folder, progress=progress, bench=bench, resume=(folder / "last" / "manifest.json").exists())
     summary = read_json(folder / "summary.json")
     result = evaluate_run(folder / "last", bench, summary, run.label)
-    result["scored"] = scored_budget_of(summary)
+    result["scored"] = records.summary_budget(summary)
     if summary["best_epoch"] != summary["epochs"]:
         best = evaluate_model(load_trained(folder / "best", bench, run.label))
-        result["best_epoch_result"] = {**scored_budget_of(summary, summary["best_epoch"]),
+        result["best_epoch_result"] = {**records.summary_budget(summary, summary["best_epoch"]),
                                        "groups": {g: {"SumR": rep["SumR"]} for g, rep in best["groups"].items()}}
+    result["curve"] = summary.get("curve", [])
+    result["torch_threads"] = torch.get_num_threads()  # results can differ in the last digits across thread counts
     result.update({"world": run.world, "setting": run.setting, "method": run.method, "noise_rate": run.noise, "seed": run.seed,
                    "noise_seed": run.noise_seed, "train_config": asdict(cfg), **({"variant": run.variant} if run.variant else {})})
     write_json_atomic(folder / "result.json", result)
@@ -109,16 +104,10 @@ def collect_ablations(world: str, root: Path | None = None) -> list[dict]:
     return _finished(ablation_runs(world), root)
 
 
-def run_key(result: dict) -> tuple:
-    """What identifies a run across records: world, setting, method (+ variant), noise rate and draw, seed."""
-    return (result.get("world"), result["setting"], result["method"], result.get("variant", ""), result["noise_rate"],
-            result.get("noise_seed", 0), result["seed"])
-
-
 def merge_results(old: list[dict], new: list[dict]) -> list[dict]:
     """The records of ``old`` that ``new`` does not redo, then ``new`` (a rerun replaces its older record)."""
-    redone = {run_key(r) for r in new}
-    return [r for r in old if run_key(r) not in redone] + list(new)
+    redone = {records.run_key(r) for r in new}
+    return [r for r in old if records.run_key(r) not in redone] + list(new)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -11,12 +11,12 @@ from ccr_core.eval.free_queries import evaluate_free_queries, load_scenes, summa
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
 from ccr_core.study import grid as study_grid
-from ccr_core.study.runner import Workbenches, copy_checkpoint, evaluate_run, scored_budget_of
+from ccr_core.study import records
+from ccr_core.study.runner import Workbenches, copy_checkpoint, evaluate_run
 from ccr_core.study.stats import scored_budget, t_interval, threshold_verdict
 from ccr_core.training.checkpoint import OPTIMIZER, OPTIMIZER_META, convert_weights
 from ccr_core.training.inference import load_trained
 
-RESULTS_DIR = REPO_ROOT / "results"
 # What ships per world: the "published" setting's seed-0 model at these noise rates (and the floor, the
 # common encoder itself); the dashboard serves them.
 SHIP_NOISE = {"demo-world": (0.0, 0.4), "flickr8k-ml": (0.0,)}
@@ -167,7 +167,7 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
         bench = workbenches.get(run)
         summary = read_json(run.folder() / "summary.json")
         result = evaluate_run(target, bench, summary, name)
-        result["scored"] = scored_budget_of(summary)
+        result["scored"] = records.summary_budget(summary)
         if (bench.bundle.root / "scenes.jsonl").exists():
             result["free_queries"] = free_query_report(load_trained(target, bench, name), bench)
         if fine_tuned:
@@ -178,7 +178,7 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
         write_json_atomic(target / "metrics.json", result)
         shipped.append(result)
         print(f"shipped {world}/{name}", flush=True)
-    path = RESULTS_DIR / f"{world}.json"
+    path = records.record_path("shipped", world)
     names = {r["model"] for r in shipped} | replaced
     kept = [r for r in (read_json(path) if path.exists() else []) if r["model"] not in names]
     for method in sorted(replaced):  # the frozen model the fine-tuned one replaces (its numbers stay in the grid's tables)

@@ -1,10 +1,11 @@
 """Intervals and verdicts over a grid's runs: every word a table prints ("holds", "met", "above") is computed here
 from an interval, never from a mean alone.
 
-Unit of replication: one run, keyed ``(seed, noise_seed)``. A cell's interval is the 95% Student-t half-width over its
-units (``t_{0.975, n-1} · sd / √n``); a comparison between two cells uses the per-unit paired difference (same seed,
-same noisy pairs) and its t-interval. The intervals cover training seeds (and, where a cell has a second draw of noisy
-pairs, that draw); they do not cover the choice of test split.
+Unit of replication: the training seed. A cell's runs are keyed ``(seed, noise_seed)``; where a cell has a second draw of
+noisy pairs, the draws of one seed are averaged first, so a seed counts once (two draws of one seed are not two
+independent runs). A cell's interval is the 95% Student-t half-width over its seeds (``t_{0.975, n-1} · sd / √n``); a
+comparison between two cells uses the per-seed paired difference and its t-interval. The intervals cover training seeds
+(and, averaged within them, the draws of noisy pairs); they do not cover the choice of test split.
 
 Verdicts:
 
@@ -23,7 +24,10 @@ import math
 import numpy as np
 from scipy import stats
 
-Unit = tuple  # (seed, noise_seed)
+from ccr_core.study import records
+
+Unit = int  # the training seed
+Run = tuple  # (seed, noise_seed): one run of a cell
 
 
 def t_interval(values) -> tuple[float, float]:
@@ -78,7 +82,7 @@ def paired_differences(a: dict, b: dict) -> list[float]:
 
 
 def units_label(n: int) -> str:
-    return f"{n} run{'s' if n != 1 else ''}"
+    return f"{n} seed{'s' if n != 1 else ''}"
 
 
 def verdict(mean: float, hw: float, n: int, better: str = "higher") -> str:
@@ -86,7 +90,7 @@ def verdict(mean: float, hw: float, n: int, better: str = "higher") -> str:
     if n < 2 or math.isnan(hw):
         return f"not resolved ({units_label(n)}, no interval)"
     if hw == 0 and mean == 0:
-        return "identical in every run"
+        return "identical in every seed"
     lo, hi = mean - hw, mean + hw
     sign = 1 if better == "higher" else -1
     if sign * lo > 0 and sign * hi > 0:
@@ -110,7 +114,7 @@ def threshold_verdict(mean: float, hw: float, n: int, threshold: float) -> str:
 def difference_word(mean: float, hw: float, n: int) -> str:
     """A table cell's word for a − b: "above" / "below" / "identical" / "not resolved" (the interval contains 0)."""
     v = verdict(mean, hw, n)
-    return {"holds": "above", "does not hold": "below", "identical in every run": "identical"}.get(v, "not resolved")
+    return {"holds": "above", "does not hold": "below", "identical in every seed": "identical"}.get(v, "not resolved")
 
 
 def format_interval(stat: tuple[float, float] | None, digits: int = 1) -> str:
@@ -145,7 +149,8 @@ def target_sumr(result: dict) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def unit_of(result: dict) -> Unit:
+def run_of(result: dict) -> Run:
+    """``(seed, noise_seed)`` of a record."""
     return (result["seed"], result.get("noise_seed", result.get("train_config", {}).get("noise_seed", 0)))
 
 
@@ -175,39 +180,32 @@ def run_metrics(result: dict) -> dict[str, float]:
 
 
 def scored_budget(result: dict) -> dict:
-    """What the scored model of a run saw: its steps, target-language exposures and per-language exposures.
-
-    A run scored by the runner records it (``result["scored"]``). An older record scored its best validation epoch; its
-    steps are then ``steps · best_epoch / epochs`` (every epoch has the same number of full batches), and it counts as
-    scored at the end of its budget only when the best epoch was the last."""
-    if "scored" in result:
-        return result["scored"]
-    budget = result.get("budget", {})
-    epochs, best = budget.get("epochs") or 1, budget.get("best_epoch") or budget.get("epochs") or 1
-    steps = round(budget.get("steps", 0) * best / epochs)
-    exposures = budget.get("target_exposures")
-    return {"checkpoint": "end of budget" if best == epochs else "best validation epoch", "steps": steps,
-            "target_exposures": round(exposures * best / epochs) if exposures is not None else None}
+    """What the scored model of a run saw (:func:`ccr_core.study.records.scored_budget`)."""
+    return records.scored_budget(result)
 
 
 def at_end_of_budget(result: dict) -> bool:
-    return scored_budget(result)["checkpoint"] == "end of budget"
+    return records.at_end_of_budget(result)
 
 
 def cells(results: list[dict]) -> dict[tuple, dict]:
-    """``{(setting, method, noise): {"units": [...], "per_unit": {metric: {unit: v}}, "stats": {metric: (mean, hw)}}}``."""
+    """``{(setting, method, noise): {"runs": [(seed, draw)], "per_run": {metric: {(seed, draw): v}}, "units": [seed],
+    "per_unit": {metric: {seed: mean over its draws}}, "stats": {metric: (mean, hw) over seeds}}}``."""
     grouped: dict[tuple, dict] = {}
     for r in results:
-        cell = grouped.setdefault((r["setting"], r["method"], r["noise_rate"]), {"units": [], "per_unit": {}})
-        unit = unit_of(r)
-        cell["units"].append(unit)
+        cell = grouped.setdefault((r["setting"], r["method"], r["noise_rate"]), {"runs": [], "per_run": {}})
+        run = run_of(r)
+        cell["runs"].append(run)
         for metric, value in run_metrics(r).items():
             if value is not None:
-                cell["per_unit"].setdefault(metric, {})[unit] = value
+                cell["per_run"].setdefault(metric, {})[run] = value
     for cell in grouped.values():
-        cell["units"].sort()
-        cell["seeds"] = sorted({u[0] for u in cell["units"]})
-        cell["draws"] = sorted({u[1] for u in cell["units"]})
+        cell["runs"].sort()
+        cell["seeds"] = cell["units"] = sorted({run[0] for run in cell["runs"]})
+        cell["draws"] = sorted({run[1] for run in cell["runs"]})
+        cell["per_unit"] = {metric: {seed: float(np.mean([v for (s, _), v in by_run.items() if s == seed]))
+                                     for seed in sorted({s for s, _ in by_run})}
+                            for metric, by_run in cell["per_run"].items()}
         cell["stats"] = {m: t_interval(list(by_unit.values())) for m, by_unit in cell["per_unit"].items()}
     return grouped
 
@@ -218,14 +216,13 @@ def kept_share(table: dict, setting: str, method: str, noise: float) -> dict[Uni
     if not clean or not noisy:
         return {}
     c, n = clean["per_unit"].get("target SumR", {}), noisy["per_unit"].get("target SumR", {})
-    clean_by_seed = {seed: v for (seed, _), v in c.items()}
-    return {u: 100.0 * v / clean_by_seed[u[0]] for u, v in sorted(n.items()) if clean_by_seed.get(u[0])}
+    return {seed: 100.0 * v / c[seed] for seed, v in sorted(n.items()) if c.get(seed)}
 
 
 def draw_spread(cell: dict, metric: str) -> tuple[float, int] | None:
     """Mean over seeds of |draw 1 − draw 0| for one metric (how much a second draw of noisy pairs moves a run), and
     over how many seeds; None where the cell has one draw."""
-    values = cell["per_unit"].get(metric, {})
+    values = cell["per_run"].get(metric, {})
     seeds = sorted({s for s, d in values if d == 1 and (s, 0) in values})
     if not seeds:
         return None

@@ -20,7 +20,7 @@ def fine_tuned_markdown(world: str, grid_results: list[dict], tuned_results: lis
            f"(`{', '.join(f'{k}={v:g}' for k, v in tune.train)}`). `python -m ccr_core.experiments --world {world} --fine-tuned` "
            f"(seed 0; `--seeds 0 1 2` for more; resumable). *frozen*: the grid's run of the same method and seed(s), "
            "backbones frozen. *change*: fine-tuned − frozen, paired per seed (one seed gives no interval and no verdict). "
-           "These runs were scored at their best validation epoch (the steps their models saw are in the last column).", "",
+           "Every row was scored at the end of the same budget (last column).", "",
            "| method | backbones | seeds | " + " | ".join(f"{g} SumR" for g in groups) + " | scored steps | train s |",
            "|---|---|---|" + "---|" * len(groups) + "---|---|"]
     for key in sorted(tuned, key=lambda k: method_sort_key(k[1])):
@@ -29,11 +29,11 @@ def fine_tuned_markdown(world: str, grid_results: list[dict], tuned_results: lis
         units = set(ft["units"])
         base = frozen.get(("common", method, 0.0))
         same = {m: {u: v for u, v in by.items() if u in units} for m, by in base["per_unit"].items()} if base else {}
-        steps = ", ".join(f"{s:,}" for s in sorted(set(ft["per_unit"]["scored steps"].values())))
+        steps = _steps(ft)
         out.append(f"| {method} | fine-tuned | {len(ft['seeds'])} | " + " | ".join(format_interval(ft["stats"].get(f"SumR {g}")) for g in groups)
                    + f" | {steps} | {format_mean(ft['stats'].get('train_seconds'))} |")
         if base:
-            base_steps = ", ".join(f"{s:,}" for s in sorted(set(same.get("scored steps", {}).values())))
+            base_steps = ", ".join(f"{s:,}" for s in sorted({int(v) for v in same.get("scored steps", {}).values()}))
             out.append(f"| {method} | frozen | {len(units & set(base['units']))} | "
                        + " | ".join(format_interval(t_interval(list(same.get(f"SumR {g}", {}).values()))) for g in groups)
                        + f" | {base_steps} | {format_mean(t_interval(list(same.get('train_seconds', {}).values())))} |")
@@ -50,7 +50,7 @@ def fine_tuned_markdown(world: str, grid_results: list[dict], tuned_results: lis
 
 
 def _steps(cell: dict) -> str:
-    return ", ".join(f"{s:,}" for s in sorted(set(cell["per_unit"]["scored steps"].values())))
+    return ", ".join(f"{s:,}" for s in sorted({int(v) for v in cell["per_run"]["scored steps"].values()}))
 
 
 def ablation_markdown(world: str, grid_results: list[dict], ablation_results: list[dict]) -> list[str]:
@@ -85,5 +85,5 @@ def ablation_markdown(world: str, grid_results: list[dict], ablation_results: li
             row = [format_difference(variant["per_unit"].get(f"SumR {g}", {}), other["per_unit"].get(f"SumR {g}", {})) for g in groups]
             out.append(f"| {label} | " + " | ".join(row) + " |")
         scored = [f"ablation {_steps(variant)}"] + [f"{label.split(' − ')[1]} {_steps(other)}" for label, other in others if other]
-        out += ["", f"Steps the scored models saw: {'; '.join(scored)} (a model scored before the end of its budget saw fewer).", ""]
+        out += ["", f"Steps the scored models saw: {'; '.join(scored)}.", ""]
     return out

@@ -15,6 +15,7 @@ class TrainConfig:
     seed: int = 0  # model initialisation and batch order
     epochs: int = 10  # upper bound; early stopping may end sooner
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); the Experiment tab uses it
+    eval_every: int = 0  # a learning-curve point (validation SumR per language) every this many steps and at max_steps (0: none)
     batch_size: int = 128  # NRCCR's published batch size
     accumulate: int = 1  # micro-batches per optimiser step (a single-process stand-in for DDP)
     targets_per_batch: int = 0  # target languages per batch, drawn at random (0: all; 1-to-K always uses all)

@@ -37,6 +37,7 @@ from ccr_core.metrics import recall_at_k, text_to_image_ranks
 from ccr_core.paths import workspace_dir
 from ccr_core.training.checkpoint import load_optimizer_state, load_weights, save_checkpoint, verify_checkpoint
 from ccr_core.training.config import TrainConfig
+from ccr_core.training.curve import curve_point, due
 from ccr_core.training.data import BatchSource, training_examples
 from ccr_core.training.image_cache import ImageTop
 from ccr_core.training.text_cache import TextTop
@@ -179,9 +180,10 @@ def train(
     }
     start_time = time.perf_counter()
     earlier = float(state.get("seconds", 0.0))  # training time before a resume: reported times are the whole run's
+    curve_seconds_before = float(state.get("curve_seconds", 0.0))
 
-    def run_seconds() -> float:
-        return earlier + time.perf_counter() - start_time
+    def run_seconds() -> float:  # training time: the learning curve's validation passes are not counted
+        return earlier + time.perf_counter() - start_time - state.get("curve_seconds", 0.0) + curve_seconds_before
 
     seen = 0
     target_exposures = int(state.get("target_exposures", 0))  # target-language captions trained on (the budget's unit)
@@ -226,6 +228,10 @@ def train(
             running = terms_sum["loss"] if running is None else 0.9 * running + 0.1 * terms_sum["loss"]
             elapsed = time.perf_counter() - start_time
             bar.set_postfix(loss=f"{running:.4f}", caps_per_s=f"{seen / max(elapsed, 1e-9):.0f}")
+            if rank == 0 and due(state["step"], cfg.eval_every, cfg.max_steps):
+                tick = time.perf_counter()
+                state.setdefault("curve", []).append(curve_point(method, bench, state["step"]))
+                state["curve_seconds"] = state.get("curve_seconds", 0.0) + time.perf_counter() - tick
             if on_step is not None and rank == 0:
                 on_step({"step": state["step"], "epoch": epoch, "loss": terms_sum["loss"], "terms": terms_sum, "captions_per_s": seen / max(elapsed, 1e-9)})
             if (cfg.max_steps and state["step"] >= cfg.max_steps) or (should_stop is not None and should_stop()):
@@ -259,7 +265,8 @@ def train(
     summary = {"method": cfg.method, "bundle": bench.bundle.name, "best_epoch": state["best_epoch"], "best_val_t2i_recall_sum": state["best_score"],
                "epochs": state["epoch"], "steps": state["step"], "target_exposures": target_exposures,
                "exposures_by_language": dict(exposures_by_language), "train_seconds": run_seconds(),
-               "captions_per_s": seen / max(time.perf_counter() - start_time, 1e-9), "select_lang": select_lang, "history": state["history"]}
+               "captions_per_s": seen / max(time.perf_counter() - start_time, 1e-9), "select_lang": select_lang, "history": state["history"],
+               "curve": state.get("curve", []), "curve_seconds": state.get("curve_seconds", 0.0)}
     if rank == 0:
         write_json_atomic(run_dir / "summary.json", summary)
     return summary
