@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ccr_core.study import executors
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
-from ccr_core.methods import PLUGIN_ENV, load_plugins, method_sort_key
+from ccr_core.methods import PLUGIN_ENV, REFERENCE, load_plugins, method_sort_key
 from ccr_core.paths import REPO_ROOT
 from ccr_core.study import grid as study_grid
 from ccr_core.study import runner
@@ -120,12 +120,12 @@ def headline_table() -> str:
     for world in WORLDS:
         results = [r for r in (_read(f"protocol-{world}.json") or []) if at_end_of_budget(r)]
         table = cells(results)
-        floor = table.get(("common", "floor", 0.0))
+        floor = table.get(("common", REFERENCE, 0.0))
         for method in sorted({k[1] for k in table if k[0] == "common"}, key=method_sort_key):
             clean, noisy = table.get(("common", method, 0.0)), table.get(("common", method, 0.4))
             if clean is None:
                 continue
-            versus = "" if method == "floor" or floor is None else format_difference(clean["per_unit"]["target SumR"], floor["per_unit"]["target SumR"])
+            versus = "" if method == REFERENCE or floor is None else format_difference(clean["per_unit"]["target SumR"], floor["per_unit"]["target SumR"])
             noisy_cell = f"{format_interval(noisy['stats']['target SumR'])} ({units_label(len(noisy['units']))})" if noisy else "not run"
             out.append(f"| {world} | {method} | {format_interval(clean['stats']['target SumR'])} ({units_label(len(clean['units']))}) | "
                        f"{noisy_cell} | {versus} |")

@@ -30,6 +30,13 @@ class Baseline(CCRMethod):
     """
 
     name = "baseline"
+    label = "baseline"
+    description = "one text encoder trained on English captions and their machine translations, no noise handling."
+    colour = "blue"
+    display_order = 10
+    main = True
+    role = "baseline"
+    loss_keys = ("visual_source", "visual_target")
     config_class = BaselineConfig
 
     def __init__(self, config: BaselineConfig, text_top=None):
@@ -78,4 +85,12 @@ class EnglishOnlyBaseline(Baseline):
     """The baseline trained on (v, en) only: shows what the multilingual backbone gives for free."""
 
     name = "baseline-en"
+    label = "baseline-en"
+    description = ("the baseline trained on English captions only; other languages work only through the "
+                   "multilingual text encoder.")
+    colour = "sky blue"
+    display_order = 20
+    main = False
+    role = ""
+    loss_keys = ("visual_source",)
     config_class = EnglishOnlyBaselineConfig

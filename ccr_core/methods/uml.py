@@ -95,6 +95,13 @@ class UML(CCRMethod):
     """
 
     name = "uml"
+    label = "UML"
+    description = ("learns how uncertain each training pair is and trusts doubtful pairs less; it can flag pairs "
+                   "that look mismatched.")
+    colour = "vermillion"
+    display_order = 50
+    main = True
+    loss_keys = ("contrastive", "evidential", "mutual", "mean_uncertainty", "flagged_fraction")
     config_class = UMLConfig
 
     def __init__(self, config: UMLConfig, text_top=None):

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ccr_core.data.bundle import load_bundle, resolve_bundle
+from ccr_core.methods import REFERENCE, main_methods
 from ccr_core.paths import workspace_dir
 from ccr_core.training.config import TrainConfig
 from ccr_core.training.data import training_examples
@@ -41,7 +42,7 @@ class WorldProtocol:
     train: dict
     steps: int  # optimiser steps of every run
     noise: dict  # setting -> noise rates
-    methods: tuple = ("floor", "baseline", "nrccr", "cl2cm", "uml", "one_to_k")
+    methods: tuple = tuple(main_methods())  # the built-in methods marked main, in display order
     seeds: tuple = (0, 1, 2)
     published_config: dict = field(default_factory=dict)  # method_config of the "published" setting
     method_overrides: dict = field(default_factory=dict)  # method -> method_config overrides (both settings)
@@ -64,7 +65,7 @@ PROTOCOL = {
     "flickr8k-ml": WorldProtocol(
         train={"batch_size": 128, "lr": 5e-4, "targets_per_batch": 0, "select_lang": "zh"},
         steps=699, noise={"common": (0.0, 0.2, 0.4, 0.6), "published": (0.0,)},
-        method_overrides={"floor": {"temperature": 0.08}},  # the floor's tuned τ (sweep in the README)
+        method_overrides={REFERENCE: {"temperature": 0.08}},  # the floor's tuned τ (sweep in the README)
     ),
 }
 
@@ -177,8 +178,8 @@ class Run:
     def train_config(self) -> TrainConfig:
         proto = PROTOCOL[self.world]
         epochs = max(1, math.ceil(proto.steps / steps_per_epoch(self.world, proto.train["batch_size"])))
-        method_config = dict(proto.published_config) if self.setting == "published" and self.method != "floor" else {}
-        if self.setting == "common" and self.method != "floor":
+        method_config = dict(proto.published_config) if self.setting == "published" and self.method != REFERENCE else {}
+        if self.setting == "common" and self.method != REFERENCE:
             method_config["head"] = COMMON_HEAD
         method_config.update(proto.method_overrides.get(self.method, {}))
         method_config.update(dict(self.overrides))
@@ -214,7 +215,7 @@ def grid(world: str, methods=None, settings=None, seeds=None, noise=None, draws=
     runs = []
     for setting in settings or SETTINGS:
         for method in methods or proto.methods:
-            if method == "floor" and setting != "common":
+            if method == REFERENCE and setting != "common":
                 continue
             for rate in proto.noise[setting]:
                 if noise is not None and rate not in noise:
