@@ -243,3 +243,34 @@ def test_example_plugin_trains_enters_the_grid_results_md_and_the_dashboard(tmp_
     assert set(table[table["method"] == "sigmoid"]["setting"]) == {"common", "published"}
     board = leaderboard.leaderboard_table(world)
     assert "sigmoid" in set(board["method"])
+
+
+SMALL_LOSS = REPO / "examples" / "ccr_small_loss"
+
+
+@pytest.mark.slow
+def test_small_loss_example_runs_in_the_grid_through_the_plugin_option(tmp_path, monkeypatch):
+    """The second example, not installed: ``--plugin ccr_small_loss`` imports it, and the grid trains and scores it
+    like a built-in (the smallest grid: one setting, one seed, 2 steps)."""
+    from ccr_core import experiments
+    from ccr_core.study.grid import PROTOCOL, WorldProtocol
+
+    monkeypatch.syspath_prepend(str(SMALL_LOSS / "src"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SMALL_LOSS / "src"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("CCR_PLUGINS", "")  # restored after the test: the grid adds its --plugin modules here
+    bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(train=TINY_TRAIN, steps=2, noise={"common": (0.0,), "published": (0.0,)},
+                                                        seeds=(0,), data=str(bundle)))
+    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(experiments, "WORLDS", ("tiny",))
+    monkeypatch.setattr(experiments, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(experiments, "write_readme_table", lambda *a, **k: None)
+    assert experiments.main(["--world", "tiny", "--plugin", "ccr_small_loss", "--methods", "small_loss", "--settings", "common",
+                             "--quiet"]) == 0
+    assert os.environ["CCR_PLUGINS"].endswith("ccr_small_loss")  # and every worker imports it too
+    results = experiments.read_json(tmp_path / "results" / "protocol-tiny.json")
+    (mine,) = [r for r in results if r["method"] == "small_loss"]
+    assert mine["setting"] == "common" and mine["budget"]["steps"] == 2
+    assert mine["train_config"]["method_config"]["head"] == "linear"
+    assert 0 <= mine["groups"]["de"]["SumR"] <= 600

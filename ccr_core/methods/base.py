@@ -71,6 +71,9 @@ class MethodConfig:
         return cls(**data)
 
 
+FACTS = ("label", "description", "colour", "display_order", "main", "role", "loss_keys", "targets_per_batch")
+
+
 class CCRMethod(nn.Module):
     """Base class. Subclasses set ``name`` and ``config_class`` and implement the four methods; the class
     attributes below are the method's facts, which the trainer, the study and the dashboard read from the
@@ -96,6 +99,11 @@ class CCRMethod(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        # Facts describe one method: a subclass (a plugin built on the baseline) does not inherit its parent's
+        # order, colour, role or loss keys; what it does not declare keeps the defaults above.
+        for fact in FACTS:
+            if fact not in cls.__dict__:
+                setattr(cls, fact, getattr(CCRMethod, fact))
         cls.has_discriminator_step = cls.discriminator_step is not CCRMethod.discriminator_step
         cls.has_uncertainty = cls.uncertainty is not CCRMethod.uncertainty
 
