@@ -15,11 +15,12 @@ help:
 	@echo "make bench  run the benchmarks and rewrite benchmarks/RESULTS.md"
 	@echo "make results  train and evaluate every method on both worlds, ship checkpoints, rewrite RESULTS.md"
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml ccr_core/_compat.py examples/ccr_sigmoid/pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml ccr_core/_compat.py examples/ccr_sigmoid/pyproject.toml examples/ccr_small_loss/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e examples/ccr_sigmoid  # the example plugin: its tests run in make test
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e examples/ccr_small_loss  # the second example plugin
 	$(BIN)/python -c 'import ccr_core._compat as shim; shim.install()'  # torchvision shim at interpreter start
 	touch $(STAMP)
 

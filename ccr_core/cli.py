@@ -37,6 +37,7 @@ from ccr_core.training.inference import load_trained
 from ccr_core.training.text_cache import TextCacheError
 from ccr_core.training.train import train
 from ccr_core.registry import PluginError
+from ccr_core.study.grid import PROTOCOL, SETTINGS, Run
 from ccr_core.training.workbench import prepare_workbench, with_noise
 
 EPILOG = """environment:
@@ -177,13 +178,29 @@ def load_plugin_options(argv: list[str] | None) -> list[str]:
     return rest
 
 
-def cmd_train(args) -> int:
-    cfg = TrainConfig.from_dict(read_json(args.config)) if args.config else TrainConfig()
-    cfg.method, cfg.data = args.method, str(args.data)
-    if args.noise is not None:
-        cfg.noise = args.noise
+def train_config_of(args) -> TrainConfig:
+    """The run's TrainConfig: the comparison grid's cell (``--protocol``: that world's budget and settings, at
+    ``--setting``, ``--noise`` and ``--seed``), else ``--config`` or TrainConfig's defaults; then key=value overrides."""
+    METHODS.get(args.method)  # an unknown name fails here, not after the feature and text caches are built
+    if args.protocol:
+        if args.config or args.data:
+            raise ValueError("--protocol takes the world's bundle and the grid's settings: leave out --data and --config")
+        cfg = Run(args.protocol, args.setting, args.method, float(args.noise or 0.0), args.seed or 0).train_config()
+    else:
+        if not args.data:
+            raise ValueError("name the bundle with --data (or train a grid cell with --protocol WORLD)")
+        cfg = TrainConfig.from_dict(read_json(args.config)) if args.config else TrainConfig()
+        cfg.method, cfg.data = args.method, str(args.data)
+        if args.noise is not None:
+            cfg.noise = args.noise
+        if args.seed is not None:
+            cfg.seed = args.seed
     cfg.apply_overrides(args.overrides)
-    METHODS.get(cfg.method)  # an unknown name fails here, not after the feature and text caches are built
+    return cfg
+
+
+def cmd_train(args) -> int:
+    cfg = train_config_of(args)
     noise_tag = f"-noise{cfg.noise:g}" if cfg.noise else ""
     run_dir = args.out or workspace_dir() / "runs" / f"{Path(cfg.data).name}-{cfg.method}{noise_tag}-seed{cfg.seed}"
     summary = train(cfg, run_dir, resume=args.resume, progress=not args.quiet)
@@ -276,15 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a method on a bundle",
                        description="Train a CCR method. Frozen features and text states are computed once and cached; each epoch validates on the "
-                                   "target language (text->image R@1+5+10), keeps the best checkpoint, decays the learning rate and stops early. "
+                                   "target language (text->image R@1+5+10), keeps the best checkpoint, decays the learning rate and stops early (--protocol: the grid's budget instead). "
                                    "Extra key=value pairs set TrainConfig fields (epochs=5, lr=3e-4, target_langs='[\"zh\"]') or, for other keys, "
                                    "the method's own config (temperature=0.05). Backbone tops train for any method: trainable_layers=K (top K e5 layers), "
                                    "trainable_image_blocks=K (last K of EfficientNet-Lite0's 16 blocks + head conv, from feature maps cached once, "
                                    "with flips, BatchNorm statistics frozen), backbone_lr=1e-4 (their learning rate; default lr).")
     p.add_argument("--method", required=True, help=_methods_help())
-    p.add_argument("--data", required=True, help="bundle folder or name (demo-world, flickr8k-ml)")
+    p.add_argument("--data", help="bundle folder or name (demo-world, flickr8k-ml); not with --protocol")
+    p.add_argument("--protocol", choices=sorted(PROTOCOL), metavar="WORLD",
+                   help="train the comparison grid's cell for this world (ccr_core.study.grid.PROTOCOL): its bundle, optimiser "
+                        "steps, batch size, learning rate and targets per batch, early stopping off, and in the common setting "
+                        "the floor's linear heads; --noise and --seed pick the cell. Without it the run takes TrainConfig's "
+                        f"defaults (lr {TrainConfig.lr:g}, {TrainConfig.epochs} epochs, early stopping), which differ from the grid's. "
+                        f"Worlds: {', '.join(sorted(PROTOCOL))}")
+    p.add_argument("--setting", choices=SETTINGS, default="common", help="with --protocol: the grid's setting (default common)")
     p.add_argument("--noise", type=float, help="inject noisy correspondence into this fraction of training pairs")
-    p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
+    p.add_argument("--seed", type=int, help="training seed (default 0)")
+    p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields; not with --protocol")
     p.add_argument("--out", type=Path, help="run folder (default <workspace>/runs/<data>-<method>[-noise<p>]-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--quiet", action="store_true")

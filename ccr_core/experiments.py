@@ -30,13 +30,13 @@ from pathlib import Path
 
 from ccr_core.study import executors
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
-from ccr_core.methods import PLUGIN_ENV, load_plugins, method_sort_key
+from ccr_core.methods import PLUGIN_ENV, REFERENCE, load_plugins, method_sort_key
 from ccr_core.paths import REPO_ROOT
 from ccr_core.study import grid as study_grid
 from ccr_core.study import records
 from ccr_core.study import runner
 from ccr_core.study.plots import write_plots
-from ccr_core.study.report import convergence_by_cell, pilot_markdown, protocol_markdown
+from ccr_core.study.report import convergence_by_cell, pilot_markdown, protocol_markdown, run_seconds
 from ccr_core.study.shipped import results_markdown, ship
 from ccr_core.study.stats import cells, format_difference, format_interval, units_label
 from ccr_core.study.variants import ablation_markdown, fine_tuned_markdown
@@ -67,13 +67,12 @@ def _merge_into(kind: str, world: str, results: list[dict]) -> list[dict]:
     return merged
 
 
-_SLOW = {"cl2cm": 1, "nrccr": 2}  # the slowest methods per step (benchmarks/RESULTS.md) run last, so the others' curves come first
-
-
 def run_pilot(world: str, progress: bool = True, executor=None, methods=None) -> list[dict]:
     """The world's pilot (:func:`ccr_core.study.grid.pilot_runs`), cheapest methods first, into the workspace's
     ``pilot-<world>.json``."""
-    runs = sorted(study_grid.pilot_runs(world, methods), key=lambda r: (_SLOW.get(r.method, 0), r.setting != "common", r.noise))
+    cost = {key[1]: seconds for key, (seconds, _) in run_seconds(records.load("protocol", world)).items() if key[0] == "common"}
+    # the cheapest methods first (by their recorded run times), so most curves come early
+    runs = sorted(study_grid.pilot_runs(world, methods), key=lambda r: (cost.get(r.method, 0.0), r.setting != "common", r.noise))
     run_all(runs, progress, executor)
     return _merge_into("pilot", world, runner._finished(runs, None))
 
@@ -158,12 +157,12 @@ def headline_table() -> str:
     for world in WORLDS:
         results = records.world_table_records("protocol", world)
         table, marks = cells(results), convergence_by_cell(results)
-        floor = table.get(("common", "floor", 0.0))
+        floor = table.get(("common", REFERENCE, 0.0))
         for method in sorted({k[1] for k in table if k[0] == "common"}, key=method_sort_key):
             clean, noisy = table.get(("common", method, 0.0)), table.get(("common", method, 0.4))
             if clean is None:
                 continue
-            versus = "" if method == "floor" or floor is None else format_difference(clean["per_unit"]["target SumR"], floor["per_unit"]["target SumR"])
+            versus = "" if method == REFERENCE or floor is None else format_difference(clean["per_unit"]["target SumR"], floor["per_unit"]["target SumR"])
             noisy_cell = (f"{format_interval(noisy['stats']['target SumR'])} ({units_label(len(noisy['units']))}"
                           f"{_mark(marks, ('common', method, 0.4))})" if noisy else "not run")
             out.append(f"| {world} | {method} | {format_interval(clean['stats']['target SumR'])} ({units_label(len(clean['units']))}"

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ccr_core.methods import METHODS, build_method
-from ccr_core.methods.base import TextBatch
+from ccr_core.methods.base import ROLES, TextBatch
 from ccr_core.study import grid
+from ccr_core.study.plots import OKABE_ITO
 
 B, L, T = 6, 5, 4  # items, tokens, frames
 TEXT_DIM, VISUAL_DIM, EMBED_DIM = 16, 12, 8
@@ -96,6 +97,10 @@ def check_encoders_give_unit_vectors(name: str, video: bool = True) -> None:
 
 
 def check_loss_terms_are_named_finite_scalars(name: str, video: bool = True, expected_keys: Iterable[str] | None = None) -> None:
+    """Every case gives named finite scalars with a total ``"loss"``; the terms are ``expected_keys``, by default the
+    class's declared ``loss_keys`` (a method that declares none is checked for the total only)."""
+    if expected_keys is None and METHODS.get(name).loss_keys:
+        expected_keys = METHODS.get(name).loss_keys
     model = build(name)
     cases = [dict(back=True), dict(back=False), dict(back=False, targets=())] + ([dict(video=True, back=False)] if video else [])
     for case in cases:
@@ -215,7 +220,21 @@ def check_config_takes_the_grids_settings(name: str, video: bool = True) -> None
                                  "make_visual_head to take the grid's settings)") from None
 
 
+def check_facts_are_well_formed(name: str, video: bool = True) -> None:
+    """The class's facts (``ccr_core.methods.base.CCRMethod``) are what the trainer and the dashboard can read."""
+    cls = METHODS.get(name)
+    assert cls.colour is None or cls.colour in OKABE_ITO, f"colour {cls.colour!r} is not one of {sorted(OKABE_ITO)}"
+    assert isinstance(cls.display_order, (int, float)), f"display_order {cls.display_order!r} is not a number"
+    assert cls.role in ROLES, f"role {cls.role!r}: expected one of {ROLES}"
+    assert cls.targets_per_batch is None or (isinstance(cls.targets_per_batch, int) and cls.targets_per_batch >= 0), \
+        f"targets_per_batch {cls.targets_per_batch!r}: expected None or an int >= 0"
+    assert isinstance(cls.loss_keys, tuple) and "loss" not in cls.loss_keys, \
+        f"loss_keys {cls.loss_keys!r}: a tuple of the terms besides the total 'loss'"
+    assert isinstance(cls.description, str) and "\n" not in cls.description, "description: one line of plain words"
+
+
 CHECKS: dict[str, Callable[..., None]] = {
+    "facts": check_facts_are_well_formed,
     "encoders": check_encoders_give_unit_vectors,
     "loss_terms": check_loss_terms_are_named_finite_scalars,
     "gradients": check_gradients_reach_trained_parameters_only,

@@ -1,27 +1,18 @@
-"""Every registered method, on tiny random inputs on the CPU: encoders, loss keys, gradients, save/load,
-config round-trip, determinism and a tiny overfit; then a few method-specific checks."""
+"""Every registered method through the registry's checks (``ccr_core.testing.check_method``: encoders, loss terms
+against the class's ``loss_keys``, gradients, save/load, config round trip, determinism, a tiny overfit, the grid's
+settings, well-formed facts), one test per method and check; then the method facts the trainer and the dashboard
+read, and a few method-specific checks."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from ccr_core.methods import METHODS, TextBatch, build_method
-from ccr_core.testing import B, EMBED_DIM, TEXT_DIM, TINY, VISUAL_DIM, L, TinyTop, make_batch
+from ccr_core.methods import METHODS, TextBatch, build_method, main_methods, method_with_role, methods_with, ordered_methods
+from ccr_core.testing import B, CHECKS, EMBED_DIM, TEXT_DIM, TINY, VISUAL_DIM, L, check_method, make_batch
 
-# The tiny sizes, batches and text-top stand-in are ccr_core.testing's: the same a plugin's own tests use.
-EXPECTED_KEYS = {
-    "baseline": {"visual_source", "visual_target"},
-    "baseline-en": {"visual_source"},
-    "nrccr": {"source", "target", "similarity_view", "feature_view", "back_translation", "back_translation_weight",
-              "adversarial", "discriminator"},
-    "cl2cm": {"cross_modal", "cross_lingual", "sentence_alignment", "word_alignment", "knowledge_transfer"},
-    "uml": {"contrastive", "evidential", "mutual", "mean_uncertainty", "flagged_fraction"},
-    "one_to_k": {"one_to_k", "temperature"},
-    "floor": {"visual_source", "visual_target"},
-}
+# The tiny sizes and batches are ccr_core.testing's: the same a plugin's own tests use.
 ALL = METHODS.list(plugins=False)  # a plugin runs these checks in its own tests (ccr_core.testing.check_method)
 
 
@@ -39,110 +30,44 @@ def build(name: str, **overrides):
     return build_method(name, dict(TINY, **overrides))
 
 
-def test_registry_lists_the_methods():
-    assert set(EXPECTED_KEYS) <= set(ALL)
-
-
-@pytest.mark.parametrize("video", [False, True], ids=["image", "video"])
+@pytest.mark.parametrize("check", list(CHECKS))
 @pytest.mark.parametrize("name", ALL)
-def test_encoders_give_unit_vectors(name, video):
-    model = build(name)
-    batch = make_batch(video=video)
-    for mode in (model.train, model.eval):
-        mode()
-        t = model.encode_text(batch["text"]["de"], "de")
-        v = model.encode_visual(batch["visual"], batch.get("frames"), batch.get("frame_mask"))
-        assert t.shape == (B, EMBED_DIM) and v.shape == (B, EMBED_DIM)
-        torch.testing.assert_close(t.norm(dim=-1), torch.ones(B))
-        torch.testing.assert_close(v.norm(dim=-1), torch.ones(B))
+def test_registry_checks(name, check):
+    check_method(name, only=[check])
 
 
-@pytest.mark.parametrize(
-    "video,back,targets",
-    [(False, True, ("de", "fr")), (True, False, ("de", "fr")), (False, False, ())],
-    ids=["image-back", "video-noback", "english-only"],
-)
-@pytest.mark.parametrize("name", ALL)
-def test_loss_keys_and_finite(name, video, back, targets):
-    model = build(name)
-    out = model.loss(make_batch(video=video, back=back, targets=targets))
-    assert set(out) == {"loss"} | EXPECTED_KEYS[name]
-    for key, value in out.items():
-        assert value.dim() == 0 and torch.isfinite(value), key
-    assert out["loss"].requires_grad
+# -- the facts on each method class ------------------------------------------------------------------
+def test_every_built_in_declares_its_facts():
+    for name in ALL:
+        cls = METHODS.get(name)
+        assert cls.loss_keys and cls.description and cls.colour and cls.label, name
+        assert cls.display_order != float("inf"), f"{name} has no display_order"
+    assert len({METHODS.get(n).display_order for n in ALL}) == len(ALL), "two built-ins share a display position"
+    assert len({METHODS.get(n).colour for n in ALL}) == len(ALL), "two built-ins share a colour"
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_gradients_reach_heads_not_frozen_inputs(name):
-    config = METHODS.get(name).config_class.from_dict(TINY)
-    torch.manual_seed(0)
-    model = METHODS.get(name)(config, text_top=TinyTop())
-    image_batch, video_batch = make_batch(0), make_batch(1, video=True, back=False)
-    (model.loss(image_batch)["loss"] + model.loss(video_batch)["loss"]).backward()
-    main = {id(p) for p in model.main_parameters()}
-    for pname, p in model.named_parameters():
-        if id(p) in main:
-            assert p.grad is not None, f"{pname} got no gradient"
-            assert torch.isfinite(p.grad).all(), pname
-        else:  # owned by an extra optimiser: the main loss must leave it alone
-            assert p.grad is None, f"{pname} got a gradient from the main loss"
-    assert any(p.grad.abs().sum() > 0 for p in model.text_top.parameters())
-    for batch in (image_batch, video_batch):
-        frozen = [batch["visual"], *(t.states for group in ("text", "back") for t in batch.get(group, {}).values())]
-        frozen += [batch["frames"]] if "frames" in batch else []
-        assert all(not x.requires_grad and x.grad is None for x in frozen)
+def test_loss_keys_check_fails_on_a_wrong_declaration(monkeypatch):
+    """The loss-terms check really compares loss() with the class's loss_keys."""
+    monkeypatch.setattr(METHODS.get("baseline"), "loss_keys", ("visual_source",))
+    with pytest.raises(AssertionError, match="loss_terms"):
+        check_method("baseline", only=["loss_terms"])
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_save_load_round_trip(name, tmp_path):
-    model = build(name)
-    optimizer = torch.optim.Adam(model.main_parameters(), lr=1e-2)
-    model.loss(make_batch(0))["loss"].backward()  # one step, so that BatchNorm statistics move
-    optimizer.step()
-    model.eval()
-    save_file(model.state_dict(), tmp_path / "model.safetensors")
-    fresh = build_method(name, model.config.to_dict())
-    fresh.load_state_dict(load_file(tmp_path / "model.safetensors"))
-    fresh.eval()
-    batch = make_batch(3, video=True)
-    with torch.no_grad():
-        text = batch["text"]["fr"]
-        torch.testing.assert_close(fresh.encode_text(text, "fr"), model.encode_text(text, "fr"))
-        torch.testing.assert_close(fresh.encode_visual(batch["visual"]), model.encode_visual(batch["visual"]))
-        torch.testing.assert_close(
-            fresh.encode_visual(batch["visual"], batch["frames"], batch["frame_mask"]),
-            model.encode_visual(batch["visual"], batch["frames"], batch["frame_mask"]),
-        )
+def test_roles_and_derived_facts():
+    assert method_with_role("reference") == "floor" and method_with_role("baseline") == "baseline"
+    assert ordered_methods(plugins=False)[:2] == ["floor", "baseline"]
+    assert "baseline-en" not in main_methods() and "floor" in main_methods()
+    assert methods_with(targets_per_batch=0) == ["one_to_k"]  # its loss needs every language of an image
+    assert methods_with(has_discriminator_step=True) == ["nrccr"]
+    assert methods_with(has_uncertainty=True) == ["uml"]
+    with pytest.raises(ValueError, match="role 'nonesuch'"):
+        method_with_role("nonesuch")
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_config_round_trip(name):
-    cls = METHODS.get(name).config_class
-    for config in (cls(), cls.from_dict(TINY)):
-        assert cls.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError):
-        cls.from_dict({"no_such_field": 1})
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_eval_mode_is_deterministic(name):
-    model = build(name).eval()
-    batch = make_batch(video=True)
-
-    def encode():
-        with torch.no_grad():
-            text = model.encode_text(batch["text"]["en"])
-            return text, model.encode_visual(batch["visual"], batch["frames"], batch["frame_mask"])
-
-    for a, b in zip(encode(), encode()):
-        assert torch.equal(a, b)
-
-
-def text_to_image_r1(model, batch, lang) -> float:
-    model.eval()
-    with torch.no_grad():
-        sim = model.encode_text(batch["text"][lang], lang) @ model.encode_visual(batch["visual"]).T  # (N, N)
-    return (sim.argmax(dim=1) == torch.arange(sim.shape[0])).float().mean().item()
+def test_facts_check_refuses_a_bad_colour(monkeypatch):
+    monkeypatch.setattr(METHODS.get("uml"), "colour", "mauve")
+    with pytest.raises(AssertionError, match="colour 'mauve'"):
+        check_method("uml", only=["facts"])
 
 
 def overfit(model, batch, steps: int = 30) -> list[float]:
@@ -157,18 +82,6 @@ def overfit(model, batch, steps: int = 30) -> list[float]:
         optimizer.step()
         history.append(out["loss"].item())
     return history
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_tiny_overfit_beats_chance(name):
-    batch = make_batch(5, b=8, targets=("de",))
-    model = build(name, dropout=0.0, attention_dropout=0.0)
-    history = overfit(model, batch)
-    assert history[-1] < 0.5 * history[0]
-    lang = "en" if name == "baseline-en" else "de"
-    # chance is 1/8; NRCCR (hardest-negative triplet, BatchNorm shared by four branches) is the slowest
-    # to show it in eval mode, so the bar is 3/8 rather than a perfect fit
-    assert text_to_image_r1(model, batch, lang) >= 3 / 8
 
 
 # -- method-specific ---------------------------------------------------------------------------------

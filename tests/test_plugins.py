@@ -112,8 +112,9 @@ def test_modules_by_name_strict_errors_name_the_plugin(plugin_world):
 
 
 def test_the_built_in_methods_are_not_plugins():
-    assert METHODS.list(plugins=False) == sorted(["floor", "baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k"])
-    assert all(METHODS.plugin_of(name) is None for name in METHODS.list(plugins=False))
+    assert {"floor", "baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k"} <= set(METHODS.list(plugins=False))
+    assert all(METHODS.plugin_of(name) is None and METHODS.get(name).__module__.startswith("ccr_core.methods.")
+               for name in METHODS.list(plugins=False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,3 +248,75 @@ def test_example_plugin_trains_enters_the_grid_results_md_and_the_dashboard(tmp_
     assert set(table[table["method"] == "sigmoid"]["setting"]) == {"common", "published"}
     board = leaderboard.leaderboard_table(world)
     assert "sigmoid" in set(board["method"])
+
+
+SMALL_LOSS = REPO / "examples" / "ccr_small_loss"
+
+
+@pytest.mark.slow
+def test_small_loss_example_runs_in_the_grid_through_the_plugin_option(tmp_path, monkeypatch):
+    """The second example, not installed: ``--plugin ccr_small_loss`` imports it, and the grid trains and scores it
+    like a built-in (the smallest grid: one setting, one seed, 2 steps)."""
+    from ccr_core import experiments
+    from ccr_core.study.grid import PROTOCOL, WorldProtocol
+
+    monkeypatch.syspath_prepend(str(SMALL_LOSS / "src"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SMALL_LOSS / "src"), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("CCR_PLUGINS", "")  # restored after the test: the grid adds its --plugin modules here
+    bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(train=TINY_TRAIN, steps=2, noise={"common": (0.0,), "published": (0.0,)},
+                                                        seeds=(0,), data=str(bundle)))
+    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(experiments, "WORLDS", ("tiny",))
+    monkeypatch.setattr(experiments, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(experiments, "write_readme_table", lambda *a, **k: None)
+    assert experiments.main(["--world", "tiny", "--plugin", "ccr_small_loss", "--methods", "small_loss", "--settings", "common",
+                             "--quiet"]) == 0
+    assert os.environ["CCR_PLUGINS"].endswith("ccr_small_loss")  # and every worker imports it too
+    results = experiments.read_json(tmp_path / "results" / "protocol-tiny.json")
+    (mine,) = [r for r in results if r["method"] == "small_loss"]
+    assert mine["setting"] == "common" and mine["budget"]["steps"] == 2
+    assert mine["train_config"]["method_config"]["head"] == "linear"
+    assert 0 <= mine["groups"]["de"]["SumR"] <= 600
+
+
+@pytest.mark.slow
+def test_ccr_train_protocol_trains_the_grids_cell(tmp_path, monkeypatch, capsys):
+    """``ccr train --protocol WORLD`` takes the grid's budget and settings for that world (the cell at --noise and
+    --seed), not TrainConfig's defaults; --data or --config beside it is one clear error."""
+    from dataclasses import asdict
+
+    from ccr_core import cli
+    from ccr_core.study.grid import PROTOCOL, Run, WorldProtocol
+    from ccr_core.training.checkpoint import verify_checkpoint
+
+    bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(train=TINY_TRAIN, steps=2, noise={"common": (0.0, 0.4), "published": (0.0,)},
+                                                        data=str(bundle)))
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--method", "baseline", "--protocol", "tiny", "--noise", "0.4", "--seed", "2"])
+    cfg = cli.train_config_of(args)
+    assert asdict(cfg) == asdict(Run("tiny", "common", "baseline", 0.4, 2).train_config())
+    assert (cfg.max_steps, cfg.lr, cfg.seed, cfg.noise, cfg.method_config) == (2, 1e-3, 2, 0.4, {"head": "linear"})
+    assert cfg.patience > cfg.epochs  # early stopping off, as in the grid
+    published = cli.train_config_of(parser.parse_args(["train", "--method", "baseline", "--protocol", "tiny", "--setting", "published"]))
+    assert "head" not in published.method_config and published.seed == 0
+    for extra in (["--data", str(bundle)], ["--config", str(tmp_path / "c.json")]):
+        assert cli.main(["train", "--method", "baseline", "--protocol", "tiny", *extra]) == 2
+        assert "leave out --data and --config" in capsys.readouterr().err
+    assert cli.main(["train", "--method", "baseline"]) == 2 and "--data" in capsys.readouterr().err
+
+    assert cli.main(["train", "--method", "baseline", "--protocol", "tiny", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    meta = verify_checkpoint(tmp_path / "run" / "last")
+    assert meta["train_state"]["step"] == 2 and meta["train_config"]["batch_size"] == 4 and meta["method_config"]["head"] == "linear"
+
+
+def test_ccr_train_help_says_what_protocol_does(capsys):
+    from ccr_core import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--protocol WORLD" in text and "the comparison grid's cell for this world" in text and "demo-world" in text

@@ -7,6 +7,7 @@ from collections import Counter
 
 from ccr_core.dashboard.glossary import TERMS, glossary_markdown
 from ccr_core.dashboard.world import World, language_name
+from ccr_core.methods import main_methods
 
 PLAIN_MD = """
 ## In plain words
@@ -14,7 +15,7 @@ These models find pictures from a description written in many languages, and des
 English descriptions written by people and from **machine translations** of them into other languages. Machine translation makes
 mistakes: some translated descriptions are wrong, and some are attached to the wrong picture (*noisy correspondence*). The methods
 differ in how they keep those mistakes from spoiling what they learn:
-""" + "\n".join(f"- {TERMS[m]}" for m in ("floor", "baseline", "nrccr", "cl2cm", "uml", "one_to_k")) + "\n"
+""" + "\n".join(f"- {TERMS[m]}" for m in main_methods()) + "\n"
 
 FINE_TUNED_MD = ("In this world the models named `<method>-ft` also fine-tune the last two EfficientNet-Lite0 blocks and its head "
                  "convolution, as the papers train their encoders' upper layers; `floor` and `baseline-en` stay frozen (the floor is the "

@@ -15,6 +15,7 @@ import pandas as pd
 from ccr_core.dashboard.colours import OKABE_ITO, chart_layout
 from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp, language_name, safe_name, uncertainty_models
 from ccr_core.io import read_json, sha256_file
+from ccr_core.methods import BASELINE
 from ccr_core.paths import ASSETS_DIR
 from ccr_core import metrics
 from ccr_core.eval.detectors import every_training_pair_uncertainty
@@ -59,7 +60,7 @@ def _labels(model: ModelEntry, caption_ids: list[str]) -> tuple[np.ndarray | Non
 
 
 def _trivial_source(world: World, model: ModelEntry) -> ModelEntry | None:
-    return next((m for m in world.model_list() if m.method == "baseline" and m.noise == model.noise), None)
+    return next((m for m in world.model_list() if m.method == BASELINE and m.noise == model.noise), None)
 
 
 def shipped_scores(world: World, model: ModelEntry, root: Path | None = None) -> PairScores | None:

@@ -4,12 +4,13 @@ here) keeps its family's hue, lighter, and is told apart by a dash or bar patter
 second colour. Also the chart font size and the colour-blind-safe continuous scales the tabs use."""
 from __future__ import annotations
 
-from ccr_core.methods import method_sort_key
-from ccr_core.study.plots import FAMILY_COLOURS, OKABE_ITO
+from ccr_core.methods import METHODS, REFERENCE, main_methods, method_sort_key, ordered_methods
+from ccr_core.study.plots import FAMILY_COLOURS, OKABE_ITO, family_colour
 
 # The palette and each family's colour are defined once, beside the study's figures (RESULTS.md uses them too).
 OTHER_COLOUR = OKABE_ITO["black"]
-MAIN_METHODS = ("baseline", "nrccr", "cl2cm", "uml", "one_to_k")  # what the charts and pickers show before "show variants"
+# What the charts and pickers show before "show variants": the main methods but the floor (drawn as a reference line).
+MAIN_METHODS = tuple(n for n in main_methods() if n != REFERENCE)
 SEQUENTIAL_SCALE = "Cividis"  # heatmaps: light-dark, readable without telling red from green
 CHART_FONT = 15  # px; chart text stays readable on a projector at 1024x768
 NOISY_PATTERN = "/"  # bar pattern of a model trained with injected noise
@@ -19,14 +20,14 @@ NOISY_DASH = "dash"  # its line style
 def family(method: str) -> str:
     """The method family of a registry name or a model name (``uml-noise0.4`` -> ``uml``)."""
     base = method.split(" (", 1)[0]
-    if base in FAMILY_COLOURS:
+    if base in METHODS:
         return base
     for suffix in ("-noise", "-ft", "@", "+"):
         head = base.split(suffix, 1)[0]
-        if head in FAMILY_COLOURS:
+        if head in METHODS:
             return head
     order = method_sort_key(base)[0]
-    return next((f for f in FAMILY_COLOURS if method_sort_key(f)[0] == order), base)
+    return next((f for f in ordered_methods(plugins=False) if method_sort_key(f)[0] == order), base)
 
 
 def _lighter(hex_colour: str, share: float) -> str:
@@ -38,7 +39,7 @@ def _lighter(hex_colour: str, share: float) -> str:
 
 def method_colour(method: str, noise: float = 0.0) -> str:
     """The colour of a method (or a model of it): its family's, lighter when trained with noise."""
-    base = FAMILY_COLOURS.get(family(method), OTHER_COLOUR)
+    base = family_colour(family(method)) or OTHER_COLOUR
     return _lighter(base, 0.35) if noise > 0 else base
 
 

@@ -17,7 +17,7 @@ from ccr_core.dashboard.colours import chart_layout, method_colour
 from ccr_core.dashboard.workbenches import noisy_bench
 from ccr_core.dashboard.world import InputError, World, default_train_config
 from ccr_core.training.inference import load_trained
-from ccr_core.methods import METHODS
+from ccr_core.methods import METHODS, methods_with
 from ccr_core.training.data import training_examples
 from ccr_core.training.train import TrainConfig, train
 
@@ -287,7 +287,7 @@ def build_tab(world: World, page) -> None:
     from ccr_core.dashboard.ui import guarded, session_of, takes_request
 
     jobs = experiments(world)
-    first = "uml" if "uml" in METHODS else METHODS.list()[0]
+    first = next(iter(methods_with(has_uncertainty=True)), METHODS.list()[0])  # a method with a noise detector (UML)
     with gr.Tab("Experiment", id="experiment") as tab:
         gr.Markdown("Train a method on this world for a few hundred steps, optionally with injected noisy correspondence, and watch "
                     "the loss. Your run is **yours**: nobody else sees it until you publish it.")

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import html
 
+from ccr_core.methods import METHODS, main_methods, method_label, ordered_methods
+
+
+def method_term(name: str) -> str:
+    """A method's glossary entry, ``"<label>: <description>"`` from its class; the bare name when it has none."""
+    description = METHODS.get(name).description if name in METHODS else ""
+    return f"{method_label(name)}: {description}" if description else name
+
+
 TERMS = {
-    "floor": "floor: the simplest model -- the frozen image and text encoders, each followed by one linear map, trained on "
-             "English captions and their machine translations. Every method should beat it.",
-    "baseline": "baseline: one text encoder trained on English captions and their machine translations, no noise handling.",
-    "baseline-en": "baseline-en: the baseline trained on English captions only; other languages work only through the "
-                   "multilingual text encoder.",
-    "nrccr": "NRCCR: learns from the machine translations while guarding against translation noise (three views of each caption).",
-    "cl2cm": "CL2CM: first aligns the languages with each other (text to text), then passes that knowledge on to text to image.",
-    "uml": "UML: learns how uncertain each training pair is and trusts doubtful pairs less; it can flag pairs that look mismatched.",
-    "one_to_k": "1-to-K: trains every language against the same image at once, so all languages are pulled to one place.",
+    **{name: method_term(name) for name in ordered_methods(plugins=False)},
     "-noise": "-noise0.4: the same method trained with 40% of its translated training captions swapped for another "
               "image's (injected noise), to see how well it copes with bad training pairs.",
     "-ft": "-ft: the last blocks of the image and text encoders were fine-tuned too (only in worlds that ship such models).",
@@ -30,7 +31,7 @@ TERMS = {
 
 def model_terms(name: str, method: str, noise: float = 0.0, fine_tuned: bool = False, shipped: bool = True) -> list[str]:
     """The glossary entries a model's name is made of (method, then its variant parts)."""
-    out = [TERMS.get(method, method)]
+    out = [TERMS.get(method) or method_term(method)]
     if noise > 0:
         out.append(TERMS["-noise"].replace("0.4", f"{noise:g}").replace("40%", f"{noise:.0%}"))
     if fine_tuned or "-ft" in name:
@@ -48,7 +49,8 @@ def model_tooltip(model) -> str:
 
 def glossary_markdown(has_fine_tuned: bool, methods: bool = True) -> str:
     """The glossary as a Markdown list; ``-ft`` only where the world has such models; ``methods=False``: without
-    the six methods (for a page that has just introduced them)."""
-    named = ["floor", "baseline", "nrccr", "cl2cm", "uml", "one_to_k"] if methods else []
-    keys = [*named, "baseline-en", "-noise", *(["-ft"] if has_fine_tuned else []), "trained here", "uncertainty", "SumR", "MRV", "interval"]
+    the main methods (for a page that has just introduced them); the built-in variants (``baseline-en``) follow them."""
+    named = main_methods() if methods else []
+    variants = [n for n in ordered_methods(plugins=False) if not METHODS.get(n).main]
+    keys = [*named, *variants, "-noise", *(["-ft"] if has_fine_tuned else []), "trained here", "uncertainty", "SumR", "MRV", "interval"]
     return "\n".join(f"- {TERMS[k]}" for k in keys)

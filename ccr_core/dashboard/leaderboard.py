@@ -15,7 +15,7 @@ from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core import paths  # paths.REPO_ROOT read at call time: tests point it at their own results/
 from ccr_core.eval.retrieval import evaluate_model
-from ccr_core.methods import method_sort_key
+from ccr_core.methods import BASELINE, method_sort_key
 from ccr_core.study.plots import noise_figure
 from ccr_core.study import records
 from ccr_core.study.stats import cells, format_interval, kept_share, paired, t_interval, target_sumr, verdict
@@ -180,8 +180,8 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
             n = len(cell["seeds"])
             interval = f"{format_interval((mean, hw))} ({n} seed{'s' if n != 1 else ''}, {setting})"
             base_table = fine_tuned_cells(world) if setting == "fine-tuned" else protocol_cells(world)
-            base = base_table.get(("common" if setting == "fine-tuned" else setting, "baseline", float(m.noise)))
-            if m.method == "baseline":
+            base = base_table.get(("common" if setting == "fine-tuned" else setting, BASELINE, float(m.noise)))
+            if m.method == BASELINE:
                 verdict = "the reference"
             elif base:
                 d_mean, d_hw, d_n = paired(cell["per_unit"].get("target SumR", {}), base["per_unit"].get("target SumR", {}))

@@ -14,6 +14,7 @@ from ccr_core.dashboard.colours import main_models
 from ccr_core.dashboard.errors import InputError
 from ccr_core.dashboard.glossary import TERMS
 from ccr_core.dashboard.world import NATIVE_SOURCES, World, language_name
+from ccr_core.methods import BASELINE, methods_with
 
 
 @dataclass
@@ -53,7 +54,7 @@ def step_two_languages(world: World) -> LessonStep:
     if other is None or "en" not in world.languages:
         raise InputError("This world has no second language to compare with English.")
     item, caps = _instance_in(world, ("en", other))
-    model = _model_for_lesson(world, "one_to_k")
+    model = _model_for_lesson(world, next(iter(methods_with(targets_per_batch=0)), None))  # trained on every language at once
     gallery, rows = [], []
     for lang in ("en", other):
         result = search.text_search(world, caps[lang].text, lang, [model.name], 4, caps[lang].id)
@@ -89,7 +90,7 @@ def step_noisy_translation(world: World) -> LessonStep:
 
 def step_rank_spread(world: World) -> LessonStep:
     """The instance whose ranks differ most across languages, and MRV as the average of that spread."""
-    model = _model_for_lesson(world, "baseline")
+    model = _model_for_lesson(world, BASELINE)
     table = consistency.rank_tables(world, model)
     ranks = table["t2i"].astype(np.float64)
     sigma = ranks.std(axis=1)

@@ -20,6 +20,7 @@ import pandas as pd
 from ccr_core.dashboard.colours import OKABE_ITO, chart_layout, main_models
 from ccr_core.dashboard.world import NATIVE_SOURCES, InputError, ModelEntry, World, language_name, safe_name
 from ccr_core.io import read_json, write_json_atomic
+from ccr_core.methods import BASELINE, methods_with
 
 ALGORITHMS = ("UMAP", "PCA")
 DEFAULTS = {"algorithm": "UMAP", "sample": 200, "n_neighbors": 15, "min_dist": 0.1, "seed": 0}
@@ -340,10 +341,10 @@ def default_params(world: World) -> dict:
 
 
 def default_models(world: World) -> tuple[str, str]:
-    """The two models the tab opens with: the baseline and 1-to-K where the world has them (the pair whose
-    maps differ most in how languages mix), else the first two main models."""
+    """The two models the tab opens with: the baseline and the method trained on every language at once (1-to-K)
+    where the world has them (the pair whose maps differ most in how languages mix), else the first two main models."""
     main = [m.name for m in main_models(world.model_list())] or world.model_names()
-    pick = [n for n in ("baseline", "one_to_k") if n in main] or main[:2]
+    pick = [n for n in (BASELINE, *methods_with(targets_per_batch=0)[:1]) if n in main] or main[:2]
     return (pick[0], pick[1] if len(pick) > 1 else (main[1] if len(main) > 1 else pick[0]))
 
 

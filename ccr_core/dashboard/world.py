@@ -30,6 +30,7 @@ from ccr_core.dashboard.workbenches import noisy_bench, prepare_test_workbench
 from ccr_core.data.bundle import Bundle, BundleError, Caption, Item, load_bundle
 from ccr_core.training.inference import load_trained
 from ccr_core.io import read_json
+from ccr_core.methods import METHODS
 from ccr_core.training.checkpoint import CheckpointError
 from ccr_core.training.train import TrainConfig
 
@@ -249,8 +250,9 @@ def bundle_stamp(world: World) -> str:
 
 
 def uncertainty_models(world: World, session: str | None = None) -> list[str]:
-    """Models that estimate uncertainty (UML); noise-trained ones first (they are the interesting audit)."""
-    models = [m for m in world.model_list(session) if hasattr(m.trained.method, "uncertainty") and m.method == "uml"]
+    """Models whose method estimates uncertainty (its class's ``has_uncertainty``: UML); noise-trained ones first (they
+    are the interesting audit)."""
+    models = [m for m in world.model_list(session) if m.method in METHODS and METHODS.get(m.method).has_uncertainty]
     return [m.name for m in sorted(models, key=lambda m: -m.noise)]
 
 

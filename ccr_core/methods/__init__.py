@@ -7,16 +7,32 @@ distribution (``[project.entry-points."ccr_lab.methods"] name = "package.module"
 module name in ``CCR_PLUGINS=mod1,mod2`` or ``ccr --plugin mod``. ``examples/ccr_sigmoid`` is a worked example;
 ``ccr_core.testing.check_method(name)`` runs the registry's checks on one method.
 """
+import importlib
 import os
+import pkgutil
 import warnings
 
-from ccr_core.methods.base import METHODS, PLUGIN_GROUP, CCRMethod, MethodConfig, TextBatch, build_method
-from ccr_core.methods import baseline, cl2cm, floor, nrccr, one_to_k, uml  # noqa: F401  (register the methods)
+from ccr_core.methods.base import (METHODS, PLUGIN_GROUP, CCRMethod, MethodConfig, TextBatch, build_method, main_methods,
+                                   method_label, method_with_role, methods_with, ordered_methods)
 from ccr_core.registry import PluginError
 
-# The order methods are shown in every table and chart: the floor (the reference), the contrastive baseline, then
-# the field's methods by publication year; a method registered later (a plugin) follows, alphabetically.
-DISPLAY_ORDER = ("floor", "baseline", "baseline-en", "nrccr", "cl2cm", "uml", "one_to_k")
+
+def _import_built_ins() -> None:
+    """Import every module of this package, so each built-in method registers itself: a new method is one file here."""
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_built_ins()
+
+# The order methods are shown in every table and chart, from each built-in's ``display_order``: the floor (the
+# reference), the contrastive baseline, then the field's methods by publication year; a method registered later
+# (a plugin) follows, alphabetically.
+DISPLAY_ORDER = tuple(ordered_methods(plugins=False))
+REFERENCE = method_with_role("reference")  # the floor: the simplest model, which every method must beat
+BASELINE = method_with_role("baseline")  # what the methods are compared against
+DEFAULT_METHOD = BASELINE  # what ``ccr train`` trains when no method is named
 
 PLUGIN_ENV = "CCR_PLUGINS"  # comma-separated modules to import as plugins, in every process (Ray workers too)
 
@@ -53,5 +69,6 @@ def _load_startup_plugins() -> None:
 
 _load_startup_plugins()
 
-__all__ = ["METHODS", "DISPLAY_ORDER", "PLUGIN_ENV", "PLUGIN_GROUP", "CCRMethod", "MethodConfig", "PluginError", "TextBatch",
-           "build_method", "load_plugins", "method_sort_key", "plugin_modules"]
+__all__ = ["METHODS", "BASELINE", "DEFAULT_METHOD", "DISPLAY_ORDER", "REFERENCE", "PLUGIN_ENV", "PLUGIN_GROUP", "CCRMethod", "MethodConfig", "PluginError", "TextBatch",
+           "build_method", "load_plugins", "main_methods", "method_label", "method_sort_key", "method_with_role", "methods_with", "ordered_methods",
+           "plugin_modules"]

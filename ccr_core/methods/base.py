@@ -36,6 +36,8 @@ from ccr_core.registry import Registry
 # Methods in other packages register through this entry-point group (see ccr_core.methods.load_plugins).
 PLUGIN_GROUP = "ccr_lab.methods"
 METHODS: Registry = Registry("method", plugin_group=PLUGIN_GROUP)
+# A method's ``role`` in the comparison: none, the floor every method must beat, the method they are compared against.
+ROLES = ("", "reference", "baseline")
 
 
 @dataclass
@@ -69,11 +71,41 @@ class MethodConfig:
         return cls(**data)
 
 
+FACTS = ("label", "description", "colour", "display_order", "main", "role", "loss_keys", "targets_per_batch")
+
+
 class CCRMethod(nn.Module):
-    """Base class. Subclasses set ``name`` and ``config_class`` and implement the four methods."""
+    """Base class. Subclasses set ``name`` and ``config_class`` and implement the four methods; the class
+    attributes below are the method's facts, which the trainer, the study and the dashboard read from the
+    registry (see :func:`ordered_methods`), so a method is described in its own file only."""
 
     name: str = "base"
     config_class: type[MethodConfig] = MethodConfig
+
+    # -- facts about the method (class attributes; a plugin may leave them at these defaults) ----------------
+    label: str = ""  # how prose names it ("NRCCR", "1-to-K"); "" = its registry name
+    description: str = ""  # one plain-words sentence: what it does differently (glossary, About tab)
+    colour: str | None = None  # its charts' colour: a name in ccr_core.study.plots.OKABE_ITO; None = the "other" colour
+    display_order: float = float("inf")  # position in every table and chart; unset (a plugin) = after, alphabetically
+    main: bool = False  # one of the comparison's methods: the grid trains it, tables and pickers show it by default
+    role: str = ""  # "reference": the floor every method must beat; "baseline": what methods are compared against
+    loss_keys: tuple[str, ...] = ()  # the terms loss() returns besides the total "loss"
+    # Target languages per batch: None = the trainer's ``targets_per_batch``; 0 = every target language in
+    # every batch (a loss over all languages of an image at once).
+    targets_per_batch: int | None = None
+    # Derived from the class (set in __init_subclass__): whether it defines discriminator_step / uncertainty.
+    has_discriminator_step: bool = False
+    has_uncertainty: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Facts describe one method: a subclass (a plugin built on the baseline) does not inherit its parent's
+        # order, colour, role or loss keys; what it does not declare keeps the defaults above.
+        for fact in FACTS:
+            if fact not in cls.__dict__:
+                setattr(cls, fact, getattr(CCRMethod, fact))
+        cls.has_discriminator_step = cls.discriminator_step is not CCRMethod.discriminator_step
+        cls.has_uncertainty = cls.uncertainty is not CCRMethod.uncertainty
 
     def __init__(self, config: MethodConfig, text_top: nn.Module | None = None):
         super().__init__()
@@ -117,6 +149,11 @@ class CCRMethod(nn.Module):
         """Per-pair uncertainty in [0, 1] (UML only); None for methods without one."""
         return None
 
+    def discriminator_step(self, batch: dict) -> float:  # pragma: no cover - optional
+        """One step of a method's own adversary (NRCCR's language discriminator) on ``batch``, after the main
+        loss's backward and before the main optimiser's step; returns its loss. Methods without one leave it."""
+        raise NotImplementedError
+
     def extra_optimizers(self) -> list[torch.optim.Optimizer]:
         """Optimisers a method steps itself (e.g. NRCCR's language discriminator, stepped by its
         ``discriminator_step(batch)``), returned so a trainer can checkpoint them. Default: none.
@@ -132,6 +169,35 @@ class CCRMethod(nn.Module):
         """Trainable parameters for the main optimiser: all but those an extra optimiser owns."""
         owned = {id(p) for opt in self.extra_optimizers() for group in opt.param_groups for p in group["params"]}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in owned]
+
+
+def ordered_methods(plugins: bool = True) -> list[str]:
+    """Registered method names in display order (``display_order``, then by name); ``plugins=False``: built-ins only."""
+    return sorted(METHODS.list(plugins=plugins), key=lambda n: (METHODS.get(n).display_order, n))
+
+
+def main_methods(plugins: bool = False) -> list[str]:
+    """The comparison's methods (``main``), in display order: what the grid trains."""
+    return [n for n in ordered_methods(plugins) if METHODS.get(n).main]
+
+
+def method_with_role(role: str) -> str:
+    """The built-in method with ``role`` ("reference": the floor; "baseline"); a ValueError when none has it."""
+    found = [n for n in ordered_methods(plugins=False) if METHODS.get(n).role == role]
+    if len(found) != 1:
+        raise ValueError(f"expected one built-in method with role {role!r}, found {found}")
+    return found[0]
+
+
+def methods_with(plugins: bool = False, **facts) -> list[str]:
+    """Method names in display order whose class facts equal ``facts`` (``methods_with(targets_per_batch=0)``: those
+    whose batches carry every target language); ``plugins=False``: built-ins only."""
+    return [n for n in ordered_methods(plugins) if all(getattr(METHODS.get(n), k) == v for k, v in facts.items())]
+
+
+def method_label(name: str) -> str:
+    """How prose names a registered method (its ``label``), else the name itself (an unknown name too)."""
+    return (METHODS.get(name).label or name) if name in METHODS else name
 
 
 def build_method(name: str, config: MethodConfig | dict | None = None, **overrides) -> CCRMethod:

@@ -30,6 +30,13 @@ class Baseline(CCRMethod):
     """
 
     name = "baseline"
+    label = "baseline"
+    description = "one text encoder trained on English captions and their machine translations, no noise handling."
+    colour = "blue"
+    display_order = 10
+    main = True
+    role = "baseline"
+    loss_keys = ("visual_source", "visual_target")
     config_class = BaselineConfig
     # In the grid's common setting (head="linear", InfoNCE at the floor's τ) this is the floor's model, loss and
     # initialisation: the grid runs it once, as the floor (ccr_core/study/grid.py).
@@ -50,20 +57,24 @@ class Baseline(CCRMethod):
     def encode_visual(self, visual, frames=None, frame_mask=None) -> torch.Tensor:
         return self.visual(visual, frames, frame_mask)  # (B, E)
 
-    def pair_loss(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def pair_loss(self, v: torch.Tensor, t: torch.Tensor, lang: str) -> torch.Tensor:
+        """The loss hook: the scalar loss of a batch's (image, caption in ``lang``) pairs, ``v`` (B, E) and ``t`` (B, E)
+        L2-normalised, ``v[i]`` matching ``t[i]``. ``loss()`` sums the English term and the mean of the target terms, so
+        a method that only changes this loss subclasses the baseline, overrides this function and registers itself
+        (examples/ccr_sigmoid, examples/ccr_small_loss)."""
         if self.config.loss_kind == "infonce":
             return losses.info_nce(v, t, self.config.temperature)
         return losses.triplet_hardest_negative(v, t, self.config.margin, reduction="sum")
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
         v = encode_batch_visual(self, batch)  # (B, E)
-        out = {"visual_source": self.pair_loss(v, self.encode_text(batch["text"]["en"], "en"))}
+        out = {"visual_source": self.pair_loss(v, self.encode_text(batch["text"]["en"], "en"), "en")}
         total = out["visual_source"]
         if self.config.train_languages == "all":
             targets = batch.get("targets", [])
             if targets:
                 out["visual_target"] = torch.stack(
-                    [self.pair_loss(v, self.encode_text(batch["text"][lang], lang)) for lang in targets]
+                    [self.pair_loss(v, self.encode_text(batch["text"][lang], lang), lang) for lang in targets]
                 ).mean()
             else:
                 out["visual_target"] = v.new_zeros(())
@@ -81,4 +92,12 @@ class EnglishOnlyBaseline(Baseline):
     """The baseline trained on (v, en) only: shows what the multilingual backbone gives for free."""
 
     name = "baseline-en"
+    label = "baseline-en"
+    description = ("the baseline trained on English captions only; other languages work only through the "
+                   "multilingual text encoder.")
+    colour = "sky blue"
+    display_order = 20
+    main = False
+    role = ""
+    loss_keys = ("visual_source",)
     config_class = EnglishOnlyBaselineConfig

@@ -43,6 +43,13 @@ class CL2CM(CCRMethod):
     """
 
     name = "cl2cm"
+    label = "CL2CM"
+    description = ("first aligns the languages with each other (text to text), then passes that knowledge on to "
+                   "text to image.")
+    colour = "bluish green"
+    display_order = 40
+    main = True
+    loss_keys = ("cross_modal", "cross_lingual", "sentence_alignment", "word_alignment", "knowledge_transfer")
     config_class = CL2CMConfig
 
     def __init__(self, config: CL2CMConfig, text_top=None):

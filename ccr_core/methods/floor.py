@@ -25,6 +25,14 @@ class LinearFloor(CCRMethod):
     """``t = W_t · normalise(mean_tokens(states))``, ``v = W_v · features``; both L2-normalised."""
 
     name = "floor"
+    label = "floor"
+    description = ("the simplest model -- the frozen image and text encoders, each followed by one linear map, "
+                   "trained on English captions and their machine translations. Every method should beat it.")
+    colour = "grey"
+    display_order = 0
+    main = True
+    role = "reference"
+    loss_keys = ("visual_source", "visual_target")
     config_class = FloorConfig
 
     def __init__(self, config: FloorConfig, text_top=None):

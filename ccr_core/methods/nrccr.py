@@ -71,6 +71,13 @@ class NRCCR(CCRMethod):
     """
 
     name = "nrccr"
+    label = "NRCCR"
+    description = ("learns from the machine translations while guarding against translation noise (three views of "
+                   "each caption).")
+    colour = "orange"
+    display_order = 30
+    main = True
+    loss_keys = ("source", "target", "similarity_view", "feature_view", "back_translation", "back_translation_weight", "adversarial", "discriminator")
     config_class = NRCCRConfig
 
     def __init__(self, config: NRCCRConfig, text_top=None):

@@ -29,6 +29,13 @@ class OneToK(CCRMethod):
     ``L = (L_i2t + L_t2i) / (2K)`` with a learnable temperature clamped to [0.001, 0.5]."""
 
     name = "one_to_k"
+    label = "1-to-K"
+    description = "trains every language against the same image at once, so all languages are pulled to one place."
+    colour = "reddish purple"
+    display_order = 60
+    main = True
+    loss_keys = ("one_to_k", "temperature")
+    targets_per_batch = 0
     config_class = OneToKConfig
 
     def __init__(self, config: OneToKConfig, text_top=None):

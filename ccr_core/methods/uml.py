@@ -18,20 +18,17 @@ from ccr_core.methods.base import METHODS, CCRMethod, TextBatch
 from ccr_core.methods.heads import EncoderConfig, encode_batch_visual, make_text_head, make_visual_head
 
 
-# The measurements quoted in the comments below are validation t2i R@1+5+10 (Czech) of
-#   ccr train --method uml --data demo-world head=linear targets_per_batch=0 lr=5e-4 max_steps=82 epochs=1 warmup_steps=1000 K=V...
-# (one epoch, warm-up only; max_steps=164 epochs=2 and the default warm-up for the two-epoch numbers), seed 0, with the
-# named fields K=V changed; the baseline's 200.1 / 231.9 are the same protocol's common-setting baseline run.
+# The measurements behind these defaults (the command, the numbers) are in docs/method-notes.md, "UML's defaults".
 
 
 @dataclass
 class UMLConfig(EncoderConfig):
     # [ours] τ of the English contrastive term and of AML's pull term: the baseline's 0.05, so the pull on a clean
-    # pair is the baseline's InfoNCE (0.07 gave 185 vs 200 validation points after one demo epoch)
+    # pair is the baseline's InfoNCE
     temperature: float = 0.05
     evidence_temperature: float = 0.1  # τ_e in e = exp(tanh(s)/τ_e) (DECL)
     # [ours] DECL warms up W epochs (5 on Flickr30K) with one-hot labels before it trusts its noise flags;
-    # counted in optimiser steps so the method needs nothing from the trainer (≈ 1 demo-world epoch)
+    # counted in optimiser steps so the method needs nothing from the trainer (about one demo-world epoch)
     warmup_steps: int = 80
     # [ours] the pair's noise score from its two views (image → target, English → target): "mean" | "max"
     view_combination: str = "mean"
@@ -39,9 +36,8 @@ class UMLConfig(EncoderConfig):
     # disagree with the caption) or in "any" view; "all" spares clean pairs with one poor view
     flag_views: str = "all"
     # [ours] certainty c_i of a pair: "views" = the share of its views whose argmax is its own candidate (1 when
-    # both clean anchors agree; DECL's hard rule, per view); "evidence" = 1 − its noise score. Measured on the demo
-    # world: a clean pair holds only ~0.1-0.3 of its row's normalised evidence among 128 candidates, so "evidence"
-    # caps the label (and the pull) far below 1 and the model never sharpens
+    # both clean anchors agree; DECL's hard rule, per view); "evidence" = 1 − its noise score, which caps the label
+    # (and the pull) far below 1 when a clean pair holds a small share of its row's evidence
     certainty: str = "views"
     # [ours] where the softened label's remaining mass 1 − c_i goes: "none" (dropped; ỹ_ii = c_i, rest 0) or
     # "fisher" (spread ∝ ψ₁(α_ij), our first reading: it lands on the least similar candidates)
@@ -54,13 +50,11 @@ class UMLConfig(EncoderConfig):
     aml_margin: float = 0.1  # [ours] AML push: how far below its hardest clean negative a flagged pair is pushed
     aml_push_weight: float = 1.0  # [ours] AML push weight relative to its pull
     contrastive_weight: float = 1.0  # [ours] plain InfoNCE(v, en), so the model also learns English
-    # [ours] weight of the Fisher-weighted EDL term. Measured after one demo-world epoch (common heads, warm-up only):
-    # 1.0 costs 26 validation points (159.5 against 185.3 without it): its evidence on cosines pushes every negative
+    # [ours] weight of the Fisher-weighted EDL term, kept small: its evidence on cosines pushes every negative
     # towards −1, which a 256-d space cannot give 127 negatives at once
     evidential_weight: float = 0.1
     # [ours] weight of the AML term: its pull averages three pair terms, (v, s), (v, t) and (s, t), so 3 gives the
-    # image–target pair the baseline's weight (measured, demo world, 2 epochs, noise 0: validation 228.1 against the
-    # baseline's 231.9; 210.9 at weight 1)
+    # image–target pair the baseline's weight
     mutual_weight: float = 3.0
 
 
@@ -95,6 +89,13 @@ class UML(CCRMethod):
     """
 
     name = "uml"
+    label = "UML"
+    description = ("learns how uncertain each training pair is and trusts doubtful pairs less; it can flag pairs "
+                   "that look mismatched.")
+    colour = "vermillion"
+    display_order = 50
+    main = True
+    loss_keys = ("contrastive", "evidential", "mutual", "mean_uncertainty", "flagged_fraction")
     config_class = UMLConfig
 
     def __init__(self, config: UMLConfig, text_top=None):

@@ -26,14 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ccr_core.data.bundle import load_bundle, resolve_bundle
-from ccr_core.methods import METHODS
+from ccr_core.methods import METHODS, REFERENCE, main_methods
 from ccr_core.paths import workspace_dir
 from ccr_core.training.config import TrainConfig
 from ccr_core.training.data import training_examples
 
 SETTINGS = ("published", "common")
 COMMON_HEAD = "linear"  # the floor's heads: one linear map per side
-FLOOR = "floor"  # the reference every method is compared with
 PILOT_NOISE = (0.0, 0.4)  # the pilot's noise rates: clean, and the rate every setting of every world runs
 
 
@@ -44,7 +43,7 @@ class WorldProtocol:
     train: dict
     steps: int  # optimiser steps of every run
     noise: dict  # setting -> noise rates
-    methods: tuple = ("floor", "baseline", "nrccr", "cl2cm", "uml", "one_to_k")
+    methods: tuple = tuple(main_methods())  # the built-in methods marked main, in display order
     seeds: tuple = (0, 1, 2)
     published_config: dict = field(default_factory=dict)  # method_config of the "published" setting
     method_overrides: dict = field(default_factory=dict)  # method -> method_config overrides (both settings)
@@ -185,8 +184,8 @@ class Run:
         proto = PROTOCOL[self.world]
         steps = self.steps or proto.steps
         epochs = max(1, math.ceil(steps / steps_per_epoch(self.world, proto.train["batch_size"])))
-        method_config = dict(proto.published_config) if self.setting == "published" and self.method != "floor" else {}
-        if self.setting == "common" and self.method != "floor":
+        method_config = dict(proto.published_config) if self.setting == "published" and self.method != REFERENCE else {}
+        if self.setting == "common" and self.method != REFERENCE:
             method_config["head"] = COMMON_HEAD
         method_config.update(proto.method_overrides.get(self.method, {}))
         method_config.update(dict(self.overrides))
@@ -218,7 +217,7 @@ def steps_per_epoch(world: str, batch_size: int) -> int:
 def same_as_floor(method: str, setting: str) -> bool:
     """Whether ``method`` in ``setting`` is the floor's model: the floor itself outside the common setting (it has no
     heads of its own), and a method whose class says its common-setting model is the floor's (the baseline)."""
-    if method == FLOOR:
+    if method == REFERENCE:
         return setting != "common"
     return setting == "common" and bool(getattr(METHODS.get(method), "common_setting_is_floor", False))
 

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ccr_core.io import read_json
-from ccr_core.methods import method_sort_key
+from ccr_core.methods import METHODS, REFERENCE, method_sort_key, ordered_methods
 from ccr_core.study import records
 from ccr_core.study.grid import PROTOCOL
 from ccr_core.study.stats import cells
@@ -16,15 +16,19 @@ PLOT_DIR = Path(__file__).resolve().parents[2] / "docs"
 # Okabe & Ito (2008), "Color Universal Design".
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73", "yellow": "#F0E442",
              "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7", "grey": "#999999"}
-FAMILY_COLOURS = {
-    "floor": OKABE_ITO["grey"],
-    "baseline": OKABE_ITO["blue"],
-    "baseline-en": OKABE_ITO["sky blue"],  # a baseline trained on English only: the baseline's hue family
-    "nrccr": OKABE_ITO["orange"],
-    "cl2cm": OKABE_ITO["bluish green"],
-    "uml": OKABE_ITO["vermillion"],
-    "one_to_k": OKABE_ITO["reddish purple"],
-}
+
+
+def family_colour(method: str) -> str | None:
+    """A registered method's chart colour (its class's ``colour``, a name in :data:`OKABE_ITO`); None for a name
+    that is not registered or a method without one."""
+    colour = METHODS.get(method).colour if method in METHODS else None
+    if colour is not None and colour not in OKABE_ITO:
+        raise ValueError(f"method {method!r}: colour {colour!r} is not one of {sorted(OKABE_ITO)}")
+    return OKABE_ITO[colour] if colour else None
+
+
+# Each method family's colour, from the methods registered at import (a later --plugin: family_colour).
+FAMILY_COLOURS = {name: family_colour(name) for name in ordered_methods() if family_colour(name)}
 
 
 def noise_figure(world: str, results: list[dict], setting: str = "common"):
@@ -34,12 +38,12 @@ def noise_figure(world: str, results: list[dict], setting: str = "common"):
     table = cells(records.for_tables(results, world))
     fig = go.Figure()
     for method in sorted({k[1] for k in table}, key=method_sort_key):
-        keys = sorted(k for k in table if k[1] == method and (k[0] == setting or method == "floor"))
+        keys = sorted(k for k in table if k[1] == method and (k[0] == setting or method == REFERENCE))
         if not keys:
             continue
         stats = [table[k]["stats"].get("target SumR", (float("nan"), float("nan"))) for k in keys]
         fig.add_trace(go.Scatter(x=[k[2] for k in keys], y=[s[0] for s in stats], name=method, mode="lines+markers",
-                                 line={"dash": "dash" if method == "floor" else "solid", "color": FAMILY_COLOURS.get(method)},
+                                 line={"dash": "dash" if method == REFERENCE else "solid", "color": family_colour(method)},
                                  error_y={"type": "data", "array": [0 if math.isnan(s[1]) else s[1] for s in stats], "visible": True}))
     fig.update_layout(title=f"{world}, {setting} setting: target-language SumR under noisy correspondence (mean ± 95% CI over runs)",
                       xaxis_title="injected noise rate", yaxis_title="target SumR (mean over non-English languages)",

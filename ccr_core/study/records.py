@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ccr_core import paths
 from ccr_core.io import read_json, write_json_atomic
+from ccr_core.methods import REFERENCE
 from ccr_core.study.grid import PROTOCOL, same_as_floor
 
 KINDS = ("protocol", "ablations", "fine-tuned", "pilot")
@@ -118,7 +119,7 @@ def for_tables(records: list[dict], world: str) -> list[dict]:
     that is the floor's model in its setting (the baseline in the common setting: the floor's row stands for both)."""
     def duplicate(r):
         try:
-            return r["method"] != "floor" and same_as_floor(r["method"], r["setting"])
+            return r["method"] != REFERENCE and same_as_floor(r["method"], r["setting"])
         except KeyError:  # a method no longer registered (a plugin's record) is shown as it is
             return False
 

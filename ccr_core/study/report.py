@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 
-from ccr_core.methods import method_sort_key
+from ccr_core.methods import BASELINE, REFERENCE, method_label, method_sort_key, methods_with
 from ccr_core.study import records
-from ccr_core.study.grid import FLOOR, PROTOCOL, SETTINGS, grid, pilot_runs, same_as_floor
+from ccr_core.study.grid import PROTOCOL, SETTINGS, grid, pilot_runs, same_as_floor
 from ccr_core.study.plots import PLOT_DIR
 from ccr_core.study.stats import (cells, draw_spread, format_difference, format_interval, format_mean,
                                   holm, kept_share, paired, paired_differences, scored_budget, t_interval, t_p_value,
@@ -29,6 +29,9 @@ GOAL_WORLDS = ("flickr8k-ml",)
 GOAL_FACTOR = 1.15
 # UML's targets (set for the demo world, reported on every world): share kept at 40% noise, clean cost, detector.
 UML_KEEP_POINTS, UML_CLEAN_COST_PCT, UML_DETECTOR_AUROC = 5.0, -3.0, 0.95
+# The methods whose own published claims a research question tests (a question is about one named method).
+UML = "uml"  # its detector and its targets
+NRCCR = "nrccr"  # robust to real machine-translation noise
 
 
 def _methods_in(table: dict, setting: str, noise: float) -> list[str]:
@@ -36,7 +39,7 @@ def _methods_in(table: dict, setting: str, noise: float) -> list[str]:
 
 
 def _ordered(table: dict, setting: str) -> list[tuple]:
-    keys = [k for k in table if k[0] == setting or (k[1] == "floor" and setting == "published")]
+    keys = [k for k in table if k[0] == setting or (k[1] == REFERENCE and setting == "published")]
     return sorted(keys, key=lambda k: (method_sort_key(k[1]), k[2]))
 
 
@@ -63,9 +66,9 @@ def with_common_baseline(table: dict) -> dict:
     compare the two)."""
     out = dict(table)
     for (setting, method, rate), cell in table.items():
-        if setting == "common" and method == FLOOR:
-            for other in {k[1] for k in table} | {"baseline"}:
-                if other != FLOOR and _is_floor_alias(other):
+        if setting == "common" and method == REFERENCE:
+            for other in {k[1] for k in table} | {BASELINE}:
+                if other != REFERENCE and _is_floor_alias(other):
                     out.setdefault(("common", other, rate), cell)
     return out
 
@@ -89,31 +92,31 @@ def research_answers(world: str, table: dict) -> list[str]:
            "choice of test split.", ""]
     for setting in SETTINGS:
         for rate in sorted({k[2] for k in table if k[0] == setting and k[2] > 0}):
-            base = kept_share(table, setting, "baseline", rate)
+            base = kept_share(table, setting, BASELINE, rate)
             if not base:
                 continue
             claims = []
-            for method in _methods_in(table, setting, rate) + (["floor"] if setting == "published" else []):
-                own = kept_share(table, "common" if method == "floor" else setting, method, rate)
-                if method != "baseline" and own and not (setting == "common" and (method == FLOOR or _is_floor_alias(method))):
-                    claims.append((f"{method} − baseline", own, base, "higher", " pts", 2))
+            for method in _methods_in(table, setting, rate) + ([REFERENCE] if setting == "published" else []):
+                own = kept_share(table, "common" if method == REFERENCE else setting, method, rate)
+                if method != BASELINE and own and not (setting == "common" and (method == REFERENCE or _is_floor_alias(method))):
+                    claims.append((f"{method} − {BASELINE}", own, base, "higher", " pts", 2))
             if claims:
                 out += [f"**{setting}, {rate:.0%} noise: which methods keep more target SumR than the baseline?** (share kept, points)",
                         *claim_lines(claims), ""]
-    for setting in SETTINGS:
-        a, b = table.get((setting, "one_to_k", 0.0)), table.get((setting, "baseline", 0.0))
+    for setting, method in [(s, m) for s in SETTINGS for m in methods_with(targets_per_batch=0)]:  # every language at once
+        a, b = table.get((setting, method, 0.0)), table.get((setting, BASELINE, 0.0))
         if a and b and "mrv_mean" in a["per_unit"]:
-            out += [f"**{setting}: does 1-to-K lower MRV at equal budget?** (mean MRV of both directions, noise 0)",
-                    *claim_lines([("one_to_k − baseline", a["per_unit"]["mrv_mean"], b["per_unit"]["mrv_mean"], "lower", "", 2)]), ""]
+            out += [f"**{setting}: does {method_label(method)} lower MRV at equal budget?** (mean MRV of both directions, noise 0)",
+                    *claim_lines([(f"{method} − {BASELINE}", a["per_unit"]["mrv_mean"], b["per_unit"]["mrv_mean"], "lower", "", 2)]), ""]
     if world == "flickr8k-ml":
         for setting in SETTINGS:
-            a, b = table.get((setting, "nrccr", 0.0)), table.get((setting, "baseline", 0.0))
+            a, b = table.get((setting, NRCCR, 0.0)), table.get((setting, BASELINE, 0.0))
             if a and b and "SumR zh" in a["per_unit"]:
                 out += [f"**{setting}: does NRCCR beat the baseline under real MT noise?** (native Chinese SumR; trained on Baidu/Google MT)",
                         *claim_lines([("nrccr − baseline", a["per_unit"]["SumR zh"], b["per_unit"]["SumR zh"], "higher", "", 2)]), ""]
     for setting in SETTINGS:
-        for rate in sorted({k[2] for k in table if k[1] == "uml" and k[2] > 0}):
-            uml, base = table.get((setting, "uml", rate)), table.get((setting, "baseline", rate))
+        for rate in sorted({k[2] for k in table if k[1] == UML and k[2] > 0}):
+            uml, base = table.get((setting, UML, rate)), table.get((setting, BASELINE, rate))
             if not (uml and base and "mismatch auroc" in uml["per_unit"] and "cosine auroc" in uml["per_unit"]):
                 continue
             mine = uml["per_unit"]
@@ -130,14 +133,14 @@ def research_answers(world: str, table: dict) -> list[str]:
 
 def against_floor(table: dict, setting: str = "common", noise: float = 0.0) -> list[str]:
     """Each method against the floor, per query language (paired per run): above, below, or not resolved."""
-    floor = table.get(("common", "floor", noise))
+    floor = table.get(("common", REFERENCE, noise))
     if not floor:
         return []
     groups = sorted(k.split(" ", 1)[1] for k in floor["per_unit"] if k.startswith("SumR "))
     rows = []
     for method in _methods_in(table, setting, noise):
         cell = table[(setting, method, noise)]
-        if method == "floor":
+        if method == REFERENCE:
             continue
         row = [format_difference(cell["per_unit"].get(f"SumR {g}", {}), floor["per_unit"][f"SumR {g}"]) for g in groups]
         rows.append(f"| {method} | " + " | ".join(row) + " |")
@@ -162,18 +165,18 @@ def uml_targets(table: dict, world: str) -> list[str]:
     table = with_common_baseline(table)
     out = []
     for setting in SETTINGS:
-        uml, base = kept_share(table, setting, "uml", 0.4), kept_share(table, setting, "baseline", 0.4)
+        uml, base = kept_share(table, setting, UML, 0.4), kept_share(table, setting, BASELINE, 0.4)
         if not uml or not base:
             continue
         mean, hw, n = paired(uml, base)
-        clean_u, clean_b = table[(setting, "uml", 0.0)]["per_unit"]["target SumR"], table[(setting, "baseline", 0.0)]["per_unit"]["target SumR"]
+        clean_u, clean_b = table[(setting, UML, 0.0)]["per_unit"]["target SumR"], table[(setting, BASELINE, 0.0)]["per_unit"]["target SumR"]
         ratio = [100.0 * (clean_u[u] / clean_b[u] - 1) for u in sorted(set(clean_u) & set(clean_b))]
         rm, rhw = t_interval(ratio)
         out += [f"**UML's targets, {setting} setting** ({world}, 40% noise"
                 + ("" if world == "demo-world" else "; set for the demo world, the same comparisons here") + "):",
                 target_line("UML's kept share − the baseline's", mean, hw, n, UML_KEEP_POINTS, " points"),
                 target_line("UML's clean target SumR against the baseline's", rm, rhw, len(ratio), UML_CLEAN_COST_PCT, "%")]
-        auc = table.get((setting, "uml", 0.4), {}).get("per_unit", {}).get("mismatch auroc")
+        auc = table.get((setting, UML, 0.4), {}).get("per_unit", {}).get("mismatch auroc")
         if auc:
             am, ahw = t_interval(list(auc.values()))
             out.append(target_line("UML's own detector AUROC", am, ahw, len(auc), UML_DETECTOR_AUROC, digits=3, signed=False))
@@ -183,7 +186,7 @@ def uml_targets(table: dict, world: str) -> list[str]:
 
 def floor_goal(world: str, table: dict) -> list[str]:
     """Per group: does the best method (by mean, noise 0, either setting) reach 1.15 × the grid's own floor?"""
-    floor = table.get(("common", FLOOR, 0.0))
+    floor = table.get(("common", REFERENCE, 0.0))
     if world not in GOAL_WORLDS or not floor:
         return []
     out = [f"**Does the best method reach {GOAL_FACTOR:.2f} × the floor?** ({world}; the floor: frozen e5 + EfficientNet-Lite0, "
@@ -192,7 +195,7 @@ def floor_goal(world: str, table: dict) -> list[str]:
     for group in sorted(k.split(" ", 1)[1] for k in floor["stats"] if k.startswith("SumR ")):
         reference = floor["stats"][f"SumR {group}"][0]
         scored = [(cell["stats"][f"SumR {group}"], key) for key, cell in table.items()
-                  if key[2] == 0 and key[1] != FLOOR and f"SumR {group}" in cell["stats"]]
+                  if key[2] == 0 and key[1] != REFERENCE and f"SumR {group}" in cell["stats"]]
         if not scored:
             continue
         (mean, hw), key = max(scored, key=lambda s: s[0][0])
@@ -329,11 +332,11 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
 
 
 def _row_name(method: str, setting: str) -> str:
-    if method == FLOOR and setting == "published":
-        return f"{FLOOR} (same model in both settings)"
-    if method == FLOOR and setting == "common":
-        aliases = [m for m in ("baseline",) if _is_floor_alias(m)]
-        return f"{FLOOR} = {', '.join(aliases)} (one model in this setting)" if aliases else FLOOR
+    if method == REFERENCE and setting == "published":
+        return f"{REFERENCE} (same model in both settings)"
+    if method == REFERENCE and setting == "common":
+        aliases = [m for m in (BASELINE,) if _is_floor_alias(m)]
+        return f"{REFERENCE} = {', '.join(aliases)} (one model in this setting)" if aliases else REFERENCE
     return method
 
 

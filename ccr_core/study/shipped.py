@@ -9,6 +9,7 @@ import torch
 
 from ccr_core.eval.free_queries import evaluate_free_queries, load_scenes, summarise
 from ccr_core.io import read_json, write_json_atomic
+from ccr_core.methods import REFERENCE
 from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
 from ccr_core.study import grid as study_grid
 from ccr_core.study import records
@@ -64,7 +65,7 @@ def fine_tuned_targets(results: list[dict], tuned_runs: list[dict]) -> list[str]
     """Per group of :data:`FINE_TUNED_GOALS`: the shipped frozen floor, and the fine-tuned method with the best mean over its
     runs (``tuned_runs``, seeds of the fine-tuned setting); its gain's interval against the goal gives the verdict (one
     run gives none). Then each shipped fine-tuned model's training time against the limit."""
-    floor = next((r for r in results if r["model"] == "floor"), None)
+    floor = next((r for r in results if r["model"] == REFERENCE), None)
     tuned = [r for r in results if r.get("fine_tuned")]
     if floor is None or not tuned or not tuned_runs:
         return []
@@ -153,12 +154,12 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
     shipped, replaced = [], set()
     runs = study_grid.fine_tuned_runs(world, seeds=(0,), methods=methods) if fine_tuned else study_grid.grid(world, seeds=(0,), methods=methods, draws=(0,))
     for run in runs:
-        wanted = fine_tuned or run.setting == "published" or run.method == "floor"
+        wanted = fine_tuned or run.setting == "published" or run.method == REFERENCE
         if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)) or not (run.folder() / "result.json").exists():
             continue
         name = run.method + (FINE_TUNED_SUFFIX if fine_tuned else "") + (f"@noise{run.noise:g}" if run.noise else "")
         target = CHECKPOINTS_DIR / world / name.replace("@", "-")
-        if fine_tuned and run.method != "floor":
+        if fine_tuned and run.method != REFERENCE:
             replaced.add(run.method)
         copy_checkpoint(run.folder() / "last", target)  # the model at the end of its budget, the one the grid scores
         for leftover in [*target.glob(f"*.{OPTIMIZER}"), *target.glob(f"*.{OPTIMIZER_META}")]:

@@ -2,7 +2,7 @@
 the fine-tuned setting (backbone tops trained), each compared with the cell it changes, paired per run."""
 from __future__ import annotations
 
-from ccr_core.methods import method_sort_key
+from ccr_core.methods import REFERENCE, method_sort_key
 from ccr_core.study.grid import ABLATIONS, FINE_TUNED
 from ccr_core.study.stats import cells, format_difference, format_interval, format_mean, t_interval
 
@@ -67,7 +67,7 @@ def ablation_markdown(world: str, grid_results: list[dict], ablation_results: li
         if not mine:
             continue
         variant = cells(mine)[(a.setting, a.method, a.noise)]
-        base, floor = table.get((a.setting, a.method, a.noise)), table.get(("common", "floor", a.noise))
+        base, floor = table.get((a.setting, a.method, a.noise)), table.get(("common", REFERENCE, a.noise))
         groups = sorted(k.split(" ", 1)[1] for k in variant["per_unit"] if k.startswith("SumR "))
         change = ", ".join(f"{k} {v}" for k, v in a.overrides)
         at = f" at noise {a.noise:g}" if a.noise else ""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 
+from ccr_core.methods import DEFAULT_METHOD
+
 
 @dataclass
 class TrainConfig:
-    method: str = "baseline"  # a name from ccr_core.methods.METHODS
+    method: str = DEFAULT_METHOD  # a name from ccr_core.methods.METHODS
     data: str = "demo-world"  # bundle folder or workspace bundle name
     noise: float = 0.0  # fraction of training pairs whose target caption is replaced by another item's
     noise_seed: int = 0  # seed of the noise injection (independent of the training seed)

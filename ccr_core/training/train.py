@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -108,6 +108,55 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+@dataclass
+class _Run:
+    """What the named steps of one training run share: its settings, data, model, optimisers and counters."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    bench: Workbench
+    method: Any  # the CCRMethod being trained
+    model: Any  # what the step calls: the method, or its DistributedDataParallel wrapper
+    source: BatchSource
+    optimizer: torch.optim.Optimizer
+    extra_opts: dict  # name -> the method's own optimisers (checkpointed beside "adam")
+    params: list  # the main optimiser's parameters (gradient clipping)
+    select_lang: str
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    progress: bool = True
+    state: dict = field(default_factory=dict)  # epoch, step, best score, schedule, history: saved in every checkpoint
+    base_meta: dict = field(default_factory=dict)  # what every checkpoint's config.json records about the run
+    start_time: float = field(default_factory=time.perf_counter)
+    earlier_seconds: float = 0.0  # training time before a resume: reported times are the whole run's
+    curve_seconds: float = 0.0  # this session's learning-curve validation passes (not training time)
+    seen: int = 0  # captions trained on in this process's session (English + each target), for the speed
+    target_exposures: int = 0  # target-language captions trained on (the budget's unit)
+    # per language: a batch holds the target languages its pairs share, so languages can differ in exposures
+    exposures_by_language: dict = field(default_factory=dict)
+
+    def seconds(self) -> float:
+        return self.earlier_seconds + time.perf_counter() - self.start_time - self.curve_seconds
+
+    def curve_point(self) -> None:
+        """A learning-curve point after this step when ``eval_every`` says so (its time is not training time)."""
+        if self.rank == 0 and due(self.state["step"], self.cfg.eval_every, self.cfg.max_steps):
+            tick = time.perf_counter()
+            self.state.setdefault("curve", []).append(curve_point(self.method, self.bench, self.state["step"]))
+            spent = time.perf_counter() - tick
+            self.curve_seconds += spent
+            self.state["curve_seconds"] = self.state.get("curve_seconds", 0.0) + spent
+
+    def captions_per_second(self) -> float:
+        return self.seen / max(time.perf_counter() - self.start_time, 1e-9)
+
+    def targets_per_batch(self) -> int:
+        """The method's own (its class's ``targets_per_batch``: 0 for a loss over every language), else the config's."""
+        own = self.method.targets_per_batch
+        return self.cfg.targets_per_batch if own is None else own
+
+
 def train(
     cfg: TrainConfig,
     run_dir: str | Path,
@@ -123,8 +172,42 @@ def train(
     ``on_step`` receives ``{"step", "epoch", "loss", ...}`` after every optimiser step (the dashboard's
     live loss curve); ``should_stop`` is polled between steps to cancel cleanly.
     """
-    run_dir = Path(run_dir)
-    workspace = Path(workspace or workspace_dir())
+    run = _start_run(cfg, Path(run_dir), Path(workspace or workspace_dir()), progress, bench)
+    if resume:
+        _resume(run)
+    _set_lr(run.optimizer, run.state["lr"])
+    if run.rank == 0:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run.run_dir / "train_config.json", asdict(cfg))
+    run.start_time = time.perf_counter()  # the clock starts with the first step (set-up and caches not counted)
+    stop = False
+    while run.state["epoch"] < cfg.epochs and not stop:
+        epoch = run.state["epoch"]
+        # Dropout and sampling draw from a per-epoch seed, so a resumed run repeats the same epochs.
+        _set_seed(cfg.seed * 1_000_003 + epoch)
+        run.method.train()
+        steps = _epoch_steps(run, epoch)
+        bar = tqdm(steps, disable=not progress or run.rank != 0, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", unit="step")
+        running = None
+        for micro in bar:
+            terms = _optimiser_step(run, micro)
+            run.curve_point()
+            running = terms["loss"] if running is None else 0.9 * running + 0.1 * terms["loss"]
+            bar.set_postfix(loss=f"{running:.4f}", caps_per_s=f"{run.captions_per_second():.0f}")
+            if on_step is not None and run.rank == 0:
+                on_step({"step": run.state["step"], "epoch": epoch, "loss": terms["loss"], "terms": terms,
+                         "captions_per_s": run.captions_per_second()})
+            if (cfg.max_steps and run.state["step"] >= cfg.max_steps) or (should_stop is not None and should_stop()):
+                stop = True
+                break
+        bar.close()
+        if _end_epoch(run, epoch):
+            break
+    return _finish(run)
+
+
+def _start_run(cfg: TrainConfig, run_dir: Path, workspace: Path, progress: bool, bench: Workbench | None) -> _Run:
+    """The device and process group, the workbench (bundle, noise, caches), the seeded method, its batches and optimisers."""
     device = resolve_device(cfg.device)  # checked before any distributed start-up or cache work
     rank, world_size = _distributed()
     if cfg.threads:
@@ -144,29 +227,15 @@ def train(
     select_lang = cfg.select_lang or (method.config.languages[1] if len(method.config.languages) > 1 else "en")
     params = method.main_parameters()
     optimizer = torch.optim.Adam(_param_groups(method, params, cfg), lr=cfg.lr)
-    extra_opts = {f"extra{i}": o for i, o in enumerate(method.extra_optimizers())}
     model = method
     if world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             method, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    state = {"epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": -1, "stale": 0, "lr": cfg.lr, "history": []}
-    last_dir, best_dir = run_dir / "last", run_dir / "best"
-    if resume and (last_dir / "manifest.json").exists():
-        meta = verify_checkpoint(last_dir)
-        method.load_state_dict(load_weights(last_dir))  # load_state_dict copies onto the method's device
-        opt_state = load_optimizer_state(last_dir, "adam")
-        if opt_state:
-            optimizer.load_state_dict(opt_state)
-        for name, opt in extra_opts.items():
-            st = load_optimizer_state(last_dir, name)
-            if st:
-                opt.load_state_dict(st)
-        state = meta["train_state"]
-    _set_lr(optimizer, state["lr"])
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "train_config.json", asdict(cfg))
-    base_meta = {
+    run = _Run(cfg=cfg, run_dir=run_dir, bench=bench, method=method, model=model, source=source, optimizer=optimizer,
+               extra_opts={f"extra{i}": o for i, o in enumerate(method.extra_optimizers())}, params=params,
+               select_lang=select_lang, device=device, rank=rank, world_size=world_size, progress=progress,
+               state={"epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": -1, "stale": 0, "lr": cfg.lr, "history": []})
+    run.base_meta = {
         "method": cfg.method,
         "method_config": method.config.to_dict(),
         "train_config": asdict(cfg),
@@ -178,97 +247,107 @@ def train(
         "visual_trainable_blocks": cfg.trainable_image_blocks,
         "select_lang": select_lang,
     }
-    start_time = time.perf_counter()
-    earlier = float(state.get("seconds", 0.0))  # training time before a resume: reported times are the whole run's
-    curve_seconds_before = float(state.get("curve_seconds", 0.0))
+    return run
 
-    def run_seconds() -> float:  # training time: the learning curve's validation passes are not counted
-        return earlier + time.perf_counter() - start_time - state.get("curve_seconds", 0.0) + curve_seconds_before
 
-    seen = 0
-    target_exposures = int(state.get("target_exposures", 0))  # target-language captions trained on (the budget's unit)
-    # per language: a batch holds the target languages its pairs share, so languages can differ in exposures
-    exposures_by_language: dict[str, int] = dict(state.get("exposures_by_language", {}))
-    stop = False
-    while state["epoch"] < cfg.epochs and not stop:
-        epoch = state["epoch"]
-        # Dropout and sampling draw from a per-epoch seed, so a resumed run repeats the same epochs.
-        _set_seed(cfg.seed * 1_000_003 + epoch)
-        method.train()
-        batches = source.epoch_batches(cfg.batch_size, seed=cfg.seed * 100_003 + epoch)
-        steps = [batches[i : i + cfg.accumulate * world_size] for i in range(0, len(batches), cfg.accumulate * world_size)]
-        steps = [s for s in steps if len(s) == cfg.accumulate * world_size]
-        bar = tqdm(steps, disable=not progress or rank != 0, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", unit="step")
-        running = None
-        for micro in bar:
-            mine = micro[rank::world_size]
-            optimizer.zero_grad(set_to_none=True)
-            terms_sum: dict[str, float] = {}
-            for k, indices in enumerate(mine):
-                batch = source.make_batch(indices, seed=cfg.seed * 7919 + state["step"] * 131 + k * world_size + rank,
-                                          targets_per_batch=0 if cfg.method == "one_to_k" else cfg.targets_per_batch)
-                if device.type != "cpu":
-                    batch = batch_to(batch, device)
-                terms = model(batch)  # the method's forward (image top, then loss), DDP-wrapped when distributed
-                (terms["loss"] / len(mine)).backward()
-                if hasattr(method, "discriminator_step"):
-                    method.discriminator_step(batch)
-                for key, value in terms.items():
-                    terms_sum[key] = terms_sum.get(key, 0.0) + float(value.detach()) / len(mine)
-                seen += len(indices) * (1 + len(batch["targets"]))  # captions (English + each target)
-                target_exposures += len(indices) * len(batch["targets"])
-                for lang in batch["targets"]:
-                    exposures_by_language[lang] = exposures_by_language.get(lang, 0) + len(indices)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            state["step"] += 1
-            state["target_exposures"] = target_exposures
-            state["exposures_by_language"] = dict(exposures_by_language)
-            running = terms_sum["loss"] if running is None else 0.9 * running + 0.1 * terms_sum["loss"]
-            elapsed = time.perf_counter() - start_time
-            bar.set_postfix(loss=f"{running:.4f}", caps_per_s=f"{seen / max(elapsed, 1e-9):.0f}")
-            if rank == 0 and due(state["step"], cfg.eval_every, cfg.max_steps):
-                tick = time.perf_counter()
-                state.setdefault("curve", []).append(curve_point(method, bench, state["step"]))
-                state["curve_seconds"] = state.get("curve_seconds", 0.0) + time.perf_counter() - tick
-            if on_step is not None and rank == 0:
-                on_step({"step": state["step"], "epoch": epoch, "loss": terms_sum["loss"], "terms": terms_sum, "captions_per_s": seen / max(elapsed, 1e-9)})
-            if (cfg.max_steps and state["step"] >= cfg.max_steps) or (should_stop is not None and should_stop()):
-                stop = True
-                break
-        bar.close()
-        score = _broadcast(validation_score(method, bench, select_lang) if rank == 0 else None, world_size)
-        state["epoch"] = epoch + 1
-        improved = score["t2i_recall_sum"] > state["best_score"]
-        state["history"].append({"epoch": epoch + 1, "step": state["step"], "val": score, "lr": state["lr"], "seconds": run_seconds(),
-                                 "target_exposures": target_exposures, "exposures_by_language": dict(exposures_by_language)})
+def _resume(run: _Run) -> None:
+    """Weights, optimiser states, schedule and counters from ``last/`` when a run left one (else a fresh start)."""
+    last_dir = run.run_dir / "last"
+    if not (last_dir / "manifest.json").exists():
+        return
+    meta = verify_checkpoint(last_dir)
+    run.method.load_state_dict(load_weights(last_dir))  # load_state_dict copies onto the method's device
+    for name, opt in {"adam": run.optimizer, **run.extra_opts}.items():
+        opt_state = load_optimizer_state(last_dir, name)
+        if opt_state:
+            opt.load_state_dict(opt_state)
+    run.state = meta["train_state"]
+    run.earlier_seconds = float(run.state.get("seconds", 0.0))
+    run.target_exposures = int(run.state.get("target_exposures", 0))
+    run.exposures_by_language = dict(run.state.get("exposures_by_language", {}))
+
+
+def _epoch_steps(run: _Run, epoch: int) -> list[list]:
+    """The epoch's optimiser steps: each a list of ``accumulate × world size`` micro-batches (an incomplete last one is dropped)."""
+    cfg, per_step = run.cfg, run.cfg.accumulate * run.world_size
+    batches = run.source.epoch_batches(cfg.batch_size, seed=cfg.seed * 100_003 + epoch)
+    steps = [batches[i : i + per_step] for i in range(0, len(batches), per_step)]
+    return [s for s in steps if len(s) == per_step]
+
+
+def _optimiser_step(run: _Run, micro: list) -> dict[str, float]:
+    """One optimiser step over this process's share of ``micro``: the loss terms averaged over its micro-batches."""
+    cfg, method, mine = run.cfg, run.method, micro[run.rank :: run.world_size]
+    run.optimizer.zero_grad(set_to_none=True)
+    terms_sum: dict[str, float] = {}
+    for k, indices in enumerate(mine):
+        batch = run.source.make_batch(indices, seed=cfg.seed * 7919 + run.state["step"] * 131 + k * run.world_size + run.rank,
+                                      targets_per_batch=run.targets_per_batch())
+        if run.device.type != "cpu":
+            batch = batch_to(batch, run.device)
+        terms = run.model(batch)  # the method's forward (image top, then loss), DDP-wrapped when distributed
+        (terms["loss"] / len(mine)).backward()
+        if method.has_discriminator_step:
+            method.discriminator_step(batch)
+        for key, value in terms.items():
+            terms_sum[key] = terms_sum.get(key, 0.0) + float(value.detach()) / len(mine)
+        _count_exposures(run, len(indices), batch["targets"])
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip)
+    run.optimizer.step()
+    run.state["step"] += 1
+    run.state["target_exposures"] = run.target_exposures
+    run.state["exposures_by_language"] = dict(run.exposures_by_language)
+    return terms_sum
+
+
+def _count_exposures(run: _Run, items: int, targets: list[str]) -> None:
+    """A micro-batch of ``items`` pairs with ``targets``: its captions (English + each target) and target exposures."""
+    run.seen += items * (1 + len(targets))
+    run.target_exposures += items * len(targets)
+    for lang in targets:
+        run.exposures_by_language[lang] = run.exposures_by_language.get(lang, 0) + items
+
+
+def _end_epoch(run: _Run, epoch: int) -> bool:
+    """Validation, the schedule (decay; halve after ``halve_after`` stale epochs), ``best/`` and ``last/``; whether
+    to stop early (``patience`` stale epochs)."""
+    cfg, state = run.cfg, run.state
+    score = _broadcast(validation_score(run.method, run.bench, run.select_lang) if run.rank == 0 else None, run.world_size)
+    state["epoch"] = epoch + 1
+    improved = score["t2i_recall_sum"] > state["best_score"]
+    state["history"].append({"epoch": epoch + 1, "step": state["step"], "val": score, "lr": state["lr"], "seconds": run.seconds(),
+                             "target_exposures": run.target_exposures, "exposures_by_language": dict(run.exposures_by_language)})
+    if improved:
+        state["best_score"], state["best_epoch"], state["stale"] = score["t2i_recall_sum"], epoch + 1, 0
+    else:
+        state["stale"] += 1
+        if state["stale"] % cfg.halve_after == 0:
+            state["lr"] /= 2
+    state["lr"] *= cfg.lr_decay
+    state["seconds"] = run.seconds()
+    _set_lr(run.optimizer, state["lr"])
+    if run.rank == 0:
+        meta = {**run.base_meta, "train_state": state, "val": score, "train_seconds": run.seconds()}
         if improved:
-            state["best_score"], state["best_epoch"], state["stale"] = score["t2i_recall_sum"], epoch + 1, 0
-        else:
-            state["stale"] += 1
-            if state["stale"] % cfg.halve_after == 0:
-                state["lr"] /= 2
-        state["lr"] *= cfg.lr_decay
-        state["seconds"] = run_seconds()
-        _set_lr(optimizer, state["lr"])
-        if rank == 0:
-            meta = {**base_meta, "train_state": state, "val": score, "train_seconds": run_seconds()}
-            if improved:
-                save_checkpoint(best_dir, method, meta)
-            save_checkpoint(last_dir, method, meta, {"adam": optimizer, **extra_opts})
-        if progress and rank == 0:
-            print(f"epoch {epoch + 1}: val {select_lang} t2i R@1+5+10 = {score['t2i_recall_sum']:.1f}"
-                  f"{' (best)' if improved else ''}, lr {state['lr']:.2e}", flush=True)
-        if state["stale"] >= cfg.patience:
-            break
-    summary = {"method": cfg.method, "bundle": bench.bundle.name, "best_epoch": state["best_epoch"], "best_val_t2i_recall_sum": state["best_score"],
-               "epochs": state["epoch"], "steps": state["step"], "target_exposures": target_exposures,
-               "exposures_by_language": dict(exposures_by_language), "train_seconds": run_seconds(),
-               "captions_per_s": seen / max(time.perf_counter() - start_time, 1e-9), "select_lang": select_lang, "history": state["history"],
-               "curve": state.get("curve", []), "curve_seconds": state.get("curve_seconds", 0.0)}
-    if rank == 0:
-        write_json_atomic(run_dir / "summary.json", summary)
+            save_checkpoint(run.run_dir / "best", run.method, meta)
+        save_checkpoint(run.run_dir / "last", run.method, meta, {"adam": run.optimizer, **run.extra_opts})
+    if run.progress and run.rank == 0:
+        print(f"epoch {epoch + 1}: val {run.select_lang} t2i R@1+5+10 = {score['t2i_recall_sum']:.1f}"
+              f"{' (best)' if improved else ''}, lr {state['lr']:.2e}", flush=True)
+    return state["stale"] >= cfg.patience
+
+
+def _finish(run: _Run) -> dict:
+    """The run's summary, written to ``summary.json``."""
+    state = run.state
+    summary = {"method": run.cfg.method, "bundle": run.bench.bundle.name, "best_epoch": state["best_epoch"],
+               "best_val_t2i_recall_sum": state["best_score"], "epochs": state["epoch"], "steps": state["step"],
+               "target_exposures": run.target_exposures, "exposures_by_language": dict(run.exposures_by_language),
+               "train_seconds": run.seconds(), "captions_per_s": run.captions_per_second(), "select_lang": run.select_lang,
+               "history": state["history"], "curve": state.get("curve", []), "curve_seconds": state.get("curve_seconds", 0.0)}
+    if run.rank == 0:
+        write_json_atomic(run.run_dir / "summary.json", summary)
     return summary
 
 

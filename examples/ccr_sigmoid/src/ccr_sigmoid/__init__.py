@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccr_core.methods.base import METHODS, CCRMethod, TextBatch
-from ccr_core.methods.heads import EncoderConfig, encode_batch_visual, make_text_head, make_visual_head
+from ccr_core.methods.base import METHODS
+from ccr_core.methods.baseline import Baseline, BaselineConfig
 
 
 def sigmoid_pair_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -36,40 +36,28 @@ def sigmoid_pair_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, bia
 
 
 @dataclass
-class SigmoidConfig(EncoderConfig):
+class SigmoidConfig(BaselineConfig):
     scale_init: float = 10.0  # SigLIP's initial t (learned as log t)
     bias_init: float = -10.0  # SigLIP's initial b: at the start every pair is taken for a non-match
 
 
 @METHODS.register("sigmoid")
-class SigmoidCCR(CCRMethod):
-    """The baseline's text head and visual tower (or the floor's linear heads with ``head="linear"``), trained on
-    (v, en) and (v, t) with :func:`sigmoid_pair_loss`; the target-language terms are averaged, as in the baseline."""
+class SigmoidCCR(Baseline):
+    """The baseline (its heads, or the floor's linear heads with ``head="linear"``; (v, en) plus the mean of the (v, t)
+    terms) with :func:`sigmoid_pair_loss` in its loss hook ``pair_loss``, and SigLIP's learned scale and bias."""
 
     name = "sigmoid"
     config_class = SigmoidConfig
+    description = "the baseline trained with SigLIP's pairwise sigmoid loss instead of InfoNCE."
+    loss_keys = ("visual_source", "visual_target", "scale")
 
     def __init__(self, config: SigmoidConfig, text_top=None):
         super().__init__(config, text_top)
-        self.text_head = make_text_head(config)
-        self.visual = make_visual_head(config)
         self.log_scale = nn.Parameter(torch.tensor(math.log(config.scale_init)))
         self.bias = nn.Parameter(torch.tensor(config.bias_init))
 
-    def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
-        return self.text_head(self.backbone_states(text), text.mask)  # (B, E)
-
-    def encode_visual(self, visual, frames=None, frame_mask=None) -> torch.Tensor:
-        return self.visual(visual, frames, frame_mask)  # (B, E)
+    def pair_loss(self, v: torch.Tensor, t: torch.Tensor, lang: str) -> torch.Tensor:
+        return sigmoid_pair_loss(v, t, self.log_scale.exp(), self.bias)
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
-        v = encode_batch_visual(self, batch)  # (B, E)
-        scale = self.log_scale.exp()
-
-        def pair(lang: str) -> torch.Tensor:
-            return sigmoid_pair_loss(v, self.encode_text(batch["text"][lang], lang), scale, self.bias)
-
-        out = {"visual_source": pair("en")}
-        targets = batch.get("targets", [])
-        out["visual_target"] = torch.stack([pair(lang) for lang in targets]).mean() if targets else v.new_zeros(())
-        return {"loss": out["visual_source"] + out["visual_target"], **out, "scale": scale.detach()}
+        return {**super().loss(batch), "scale": self.log_scale.exp().detach()}  # the learned scale, logged
