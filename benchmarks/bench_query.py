@@ -92,7 +92,7 @@ def stage_times(world, names: list[str], text: str) -> dict[str, float]:
     t2 = time.perf_counter()
     t["input checks + caption lookup"] = t1 - start
     t["language detection (auto)"] = t2 - t1
-    ((config, bench),) = [(c, b) for c, b in world.benches.items() if any(m.text_config == c for m in models)]
+    ((config, bench),) = [(c, b) for c, b in world.benches.items() if any(m.backbones == c for m in models)]
     encoder, prefix = bench.text_encoder, config[3]
     with torch.no_grad():
         s = time.perf_counter()

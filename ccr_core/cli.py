@@ -19,7 +19,7 @@ from ccr_core.backbones.vision import EfficientNetLite0, load_visual_backbone
 from ccr_core.data.bundle import BundleError, load_bundle, resolve_bundle
 from ccr_core.data.demo_world.build import build_demo_world
 from ccr_core.data.flickr8k_ml import build_flickr8k_ml, fetch_flickr8k_ml
-from ccr_core.data.importer import DEFAULT_SPLIT, FORMATS, MAX_ABSENT_FRACTION, SPLIT_CHOICES, format_import_summary, import_captions
+from ccr_core.data.importer import DEFAULT_SPLIT, MAX_ABSENT_FRACTION, SPLIT_CHOICES, caption_formats, format_import_summary, import_captions
 from ccr_core.data.merge import merge_bundles
 from ccr_core.data.noise import write_noisy_bundle
 from ccr_core.data.test_sets import BENCHMARKS, MULTI30K_TEST_SPLIT, BenchmarkConfig
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Forgiving by default: captions with empty text or an absent image are skipped, counted and reported with file:line "
             "(also in the bundle's manifest.json); --strict refuses instead. Nothing is half-written, and an existing bundle in OUT "
             "is replaced only with --force.", 100),
-        epilog="formats (--format):\n" + "\n".join(f"  {k:<11}{v}" for k, v in FORMATS.items())
+        epilog="formats (--format):\n" + "\n".join(f"  {k:<11}{v}" for k, v in caption_formats().items())
                + "\n\nimage names are resolved by --image-map, then as written (with a common suffix, or the last path part),\n"
                  "then by the Flickr30k-id rule: 1007129816.jpg <-> 1007129816_e794419615.jpg (the numeric prefix;\n"
                  "--exact-names turns it off).\n\n"
@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", type=Path, help="the folder the captions' image names are relative to (referenced, not copied)")
     p.add_argument("captions", type=Path, nargs="+", help="caption file(s); several are imported into one bundle")
     p.add_argument("out", type=Path, help="bundle folder to write (its name is the default bundle name)")
-    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], metavar="FORMAT",
+    p.add_argument("--format", default="auto", choices=["auto", *caption_formats()], metavar="FORMAT",
                    help="format of every caption file: auto (guess each from its name and first line; plain text with --image-list is lines) or one listed below")
     p.add_argument("--lang", help="language of files that do not name one (xflickrco, lines; CSV/JSONL rows without one): one code for all "
                                   "files, or a comma list with one per file; default: a .<lang> suffix or <lang>/ folder in the path")

@@ -108,3 +108,44 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def verify_manifest(
+    folder: str | os.PathLike, name: str, kind: str, required: tuple[str, ...], error: type[Exception], what: str, *,
+    missing_hint: str = "", fields: tuple[str, ...] = (), expected_identity: dict | None = None,
+    identity_of: str = "backbone configuration", remember_hashes: bool = False,
+) -> dict:
+    """Check an artefact folder against its manifest ``folder/name`` and return the manifest.
+
+    Every artefact writer (checkpoint, feature-map cache, text-state cache) removes its manifest first
+    and writes it last, holding ``"kind"`` and ``"sha256": {file: hex digest}``. Refused, each with
+    ``error`` naming the file: a missing manifest (an interrupted write), unreadable JSON, another
+    ``kind``, a manifest that lacks a list-valued ``fields`` entry or the hash of a ``required`` file,
+    an ``"identity"`` other than ``expected_identity`` (when given), and a listed file that is missing
+    or whose SHA-256 differs. ``remember_hashes``: re-hash only files changed since their last check
+    (:func:`matches_sha256`), for large caches read at every start.
+    """
+    folder = Path(folder)
+    path = folder / name
+    if not path.exists():
+        raise error(f"{folder}: not a complete {what} ({name} missing{missing_hint})")
+    try:
+        manifest = read_json(path)
+    except ValueError as exc:
+        raise error(str(exc)) from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+        raise error(f"{path}: not a CCR Lab {what} manifest")
+    for key in fields:
+        if not isinstance(manifest.get(key), list):
+            raise error(f"{path}: incomplete {what} manifest (needs a list {key!r})")
+    hashes = manifest.get("sha256")
+    if not isinstance(hashes, dict) or not set(required) <= set(hashes):
+        raise error(f"{path}: does not list the SHA-256 of {' and '.join(required)}")
+    if expected_identity is not None and manifest.get("identity") != expected_identity:
+        raise error(f"{folder}: built for {json.dumps(manifest.get('identity'))[:200]}, not for the requested {identity_of}")
+    for file, digest in hashes.items():
+        if not (folder / file).is_file():
+            raise error(f"{folder / file}: missing (listed in {name})")
+        if not (matches_sha256(folder / file, digest) if remember_hashes else sha256_file(folder / file) == digest):
+            raise error(f"{folder / file}: SHA-256 does not match {name} (altered or truncated)")
+    return manifest

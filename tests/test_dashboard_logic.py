@@ -292,7 +292,7 @@ def test_shipped_features_are_used_and_only_the_text_states_wait(world_paths, tm
 def _direct_similarity(world, model, lang):
     """Similarity of a language's test captions to the gallery, straight from the library."""
 
-    bench = world.benches[model.text_config]
+    bench = world.benches[model.backbones]
     caps = [c for c in world.captions if c.lang == lang]
     sim = (model.trained.on(bench).encode_captions(caps, lang) @ model.trained.on(bench).encode_items(world.gallery).T).numpy()
     return caps, sim, np.array([world.gallery_pos[c.item] for c in caps])
@@ -317,6 +317,21 @@ def test_dataset_caption_ground_truth_rank_equals_the_similarity_matrix_rank(wor
                 assert len(marked) == 1 and marked[0].rank == expected[row] and marked[0].item_id == caps[row].item
 
 
+
+def test_a_result_column_finds_its_model_by_name_not_by_parsing_its_label(world):
+    from ccr_core.dashboard import search
+    from ccr_core.dashboard.colours import method_colour
+
+    result = search.text_search(world, "ein rotes Quadrat", "de", ["baseline"], 2)
+    hits = result.methods[0]
+    assert hits.name == "baseline" and hits.model == world.model("baseline").label
+    entry = world.model("baseline")
+    colour = method_colour(entry.method, entry.noise)
+    # a label that does not start with the name (a session's own model is "<name> (trained here)") still finds it
+    relabelled = search.MethodHits("Baseline, as trained in this browser", hits.hits, name="baseline")
+    assert f'color:{colour}' in search.slot_title(world, relabelled) and colour != "#000"
+
+
 def test_free_text_goes_through_frozen_states_once_and_each_head(world):
     from ccr_core.dashboard import search
     from ccr_core.methods.base import TextBatch
@@ -326,8 +341,8 @@ def test_free_text_goes_through_frozen_states_once_and_each_head(world):
     result = search.text_search(world, text, "de", world.model_names(), k=3)
     assert result.caption is None and all(m.target_rank is None for m in result.methods)
     model = world.model("baseline")
-    _, _, layers, prefix = model.text_config
-    states, mask = frozen_states(world.benches[model.text_config].text_encoder, [text], layers, prefix)
+    backbones = model.backbones
+    states, mask = frozen_states(world.benches[backbones].text_encoder, [text], backbones.text_trainable_layers, backbones.text_prefix)
     with torch.no_grad():
         q = model.trained.method.encode_text(TextBatch(states, mask), "de").numpy()[0]
     scores = model.image_emb @ q
@@ -466,7 +481,7 @@ def test_mrv_table_matches_metrics_and_evaluation(world):
         model = world.model(row["model"])
         ranks = consistency.rank_tables(world, model)
         assert row["MRV text→image"] == round(metrics.mrv(ranks["t2i"]), 3)
-        expected = evaluate_model(model.trained, world.benches[model.text_config])["mrv"]
+        expected = evaluate_model(model.trained, world.benches[model.backbones])["mrv"]
         assert row["MRV text→image"] == round(expected["mrv_t2i"], 3) and row["MRV image→text"] == round(expected["mrv_i2t"], 3)
     worst = consistency.inconsistent_instances(world, "baseline", "t2i", n=5)
     assert list(worst["σ"]) == sorted(worst["σ"], reverse=True) and len(worst) == 5
@@ -621,7 +636,7 @@ def test_leaderboard_matches_evaluation_and_is_cached(world, world_paths, monkey
     assert len(df) == len(world.model_names()) * 3 and list(df["SumR"]) == sorted(df["SumR"], reverse=True)
     row = df[(df["model"] == "baseline") & (df["group"] == "de")].iloc[0]
     model = world.model("baseline")
-    expected = evaluate_model(model.trained, world.benches[model.text_config])
+    expected = evaluate_model(model.trained, world.benches[model.backbones])
     assert row["SumR"] == round(expected["groups"]["de"]["SumR"], 2) and row["MRV t2i"] == round(expected["mrv"]["mrv_t2i"], 3)
     assert list(leaderboard.leaderboard_table(world, "MRV mean")["MRV mean"]) == sorted(df["MRV mean"])
     bars, mrv = leaderboard.leaderboard_figures(df, "t2i_R@1", world)

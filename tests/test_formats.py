@@ -335,3 +335,86 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0 and result.attempted > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The format registry
+
+# A whole new caption format, as its author would write it: one file in ccr_core/data/formats/.
+PIPE_FORMAT_FILE = '''
+from ccr_core.data.formats.lines import read_lines
+from ccr_core.data.formats.registry import CaptionFormat, ImportRow, register_format
+
+
+def read(path, opts):
+    rows = []
+    for lineno, line in enumerate(read_lines(path), start=1):
+        image, lang, text = line.split("|", 2)
+        rows.append(ImportRow(image, lang, text, "human", None, f"{path}:{lineno}"))
+    return rows
+
+
+register_format(CaptionFormat("pipes", "image|lang|text lines", read, lambda s: s.name.endswith(".pipes")))
+'''
+
+
+def test_a_new_format_is_one_file_in_the_package(tmp_path, monkeypatch):
+    """A module in the formats package is imported with it: its format is detected and imported, and
+    listed for --format, without a change anywhere else."""
+    import sys
+
+    from ccr_core.data import importer
+    from ccr_core.data.formats import registry
+
+    plugin_dir = tmp_path / "more_formats"
+    plugin_dir.mkdir()
+    (plugin_dir / "pipes_format.py").write_text(PIPE_FORMAT_FILE)
+    monkeypatch.setattr(formats, "__path__", [*formats.__path__, str(plugin_dir)])  # as if the file were in the package folder
+    monkeypatch.setattr(registry, "_FORMATS", dict(registry._FORMATS))  # the test's format leaves with the test
+    monkeypatch.delitem(sys.modules, "ccr_core.data.formats.pipes_format", raising=False)
+    assert "pipes" not in importer.caption_formats()
+    formats._import_every_format_module()  # what importing the package does
+    sys.modules.pop("ccr_core.data.formats.pipes_format", None)
+    assert importer.caption_formats()["pipes"] == "image|lang|text lines"
+    images = _images(tmp_path / "photos", ["a.jpg", "b.jpg"])
+    (tmp_path / "caps.pipes").write_text("a.jpg|de|ein Bild\nb.jpg|ja|猫です\n", encoding="utf-8")
+    assert detect_format(tmp_path / "caps.pipes") == "pipes"
+    bundle = load_bundle(import_captions(images, tmp_path / "caps.pipes", tmp_path / "bundle"))
+    assert [(c.item, c.lang, c.text) for c in bundle.captions] == [("a", "de", "ein Bild"), ("b", "ja", "猫です")]
+    assert bundle.manifest.extra["format"] == "pipes"
+
+
+def test_the_registry_refuses_a_second_format_of_a_name_and_names_the_formats_it_knows(tmp_path, monkeypatch):
+    from ccr_core.data.formats import registry
+
+    monkeypatch.setattr(registry, "_FORMATS", dict(registry._FORMATS))
+    with pytest.raises(ValueError, match="'csv' is registered twice"):
+        formats.register_format(formats.CaptionFormat("csv", "another csv", lambda path, opts: []))
+    with pytest.raises(ValueError, match="other than 'auto'"):
+        formats.register_format(formats.CaptionFormat("auto", "no", lambda path, opts: []))
+    assert list(formats.caption_formats()) == ["csv", "karpathy", "xflickrco", "jsonl", "flickr8kcn", "nrccr", "lines"]
+    (tmp_path / "notes.txt").write_text("just some words\n", encoding="utf-8")
+    with pytest.raises(FormatError, match="one of csv, karpathy, xflickrco, jsonl, flickr8kcn, nrccr, lines"):
+        detect_format(tmp_path / "notes.txt")
+    images = _images(tmp_path / "photos", ["a.jpg"])
+    with pytest.raises(ValueError, match="unknown caption format 'vtt'; expected auto or one of csv"):
+        import_captions(images, tmp_path / "notes.txt", tmp_path / "b", fmt="vtt")
+
+
+@pytest.mark.parametrize("name, first_line, expected", [
+    ("c.tsv", "image\ttext", "csv"),
+    ("dataset_coco.json", "{", "karpathy"),  # a whole-file JSON whose first line alone is not JSON
+    ("test.jsonl", '{"sentences": ["a"], "id": 1, "img_path": "1.jpg"}', "xflickrco"),
+    ("caps.txt", '{"image": "a.jpg", "text": "x"}', "jsonl"),
+    ("c.caption.txt", "p1.jpg#zhc#0 一只狗", "flickr8kcn"),
+    ("v.caption.txt", "video7#enc2de#0 ein Hund", "nrccr"),
+])
+def test_detection_follows_the_registry_order(tmp_path, name, first_line, expected):
+    (tmp_path / name).write_text(first_line + "\n", encoding="utf-8")
+    assert detect_format(tmp_path / name) == expected
+
+
+def test_a_jsonl_name_with_a_broken_first_line_says_so(tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"image": \n', encoding="utf-8")
+    with pytest.raises(FormatError, match=r"x.jsonl:1: not valid JSON"):
+        detect_format(tmp_path / "x.jsonl")

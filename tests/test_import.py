@@ -220,7 +220,7 @@ def test_cli_help_lists_every_format_on_one_line(capsys):
     with pytest.raises(SystemExit):
         ccr_main(capsys, "data", "import", "--help")
     out = capsys.readouterr().out
-    for fmt in importer.FORMATS:
+    for fmt in importer.caption_formats():
         assert sum(line.startswith(f"  {fmt} ") for line in out.splitlines()) == 1, fmt
     for option in ("--strict", "--image-map", "--only-existing", "--split", "--force", "--image-list", "--exact-names"):
         assert option in out

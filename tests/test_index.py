@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ccr_core import index as ix
-from ccr_core.index import (
+from ccr_core.index import (rank_in_scores, top_k_of_scores,
     EmptyIndexError,
     ExactIndex,
     HNSWIndex,
@@ -92,6 +92,32 @@ def test_topk_fixes_only_boundary_ties():
     scores, ids = ix.base._topk_numpy(sims, 2)
     np.testing.assert_array_equal(ids, [[1, 0], [0, 1]])
     np.testing.assert_array_equal(scores, np.float32([[0.9, 0.5], [0.3, 0.3]]))
+
+
+
+def test_top_k_of_scores_and_rank_in_scores_follow_the_exact_index():
+    """Top-k and rank from one computed score row equal ExactIndex.search and the metrics' rank, ties included."""
+    from ccr_core.metrics import text_to_image_ranks
+
+    rng = np.random.default_rng(3)
+    gallery = ix.l2_normalise(rng.standard_normal((40, 16)).astype(np.float32))
+    gallery[[5, 17, 30]] = gallery[9]  # four identical images: tied scores in every row
+    queries = ix.l2_normalise(rng.standard_normal((6, 16)).astype(np.float32))
+    queries[0] = gallery[9]  # the tied group at the top
+    index = ExactIndex.over(gallery, backend="numpy")
+    for q in queries:
+        row = q[None, :] @ gallery.T  # (1, N)
+        for k in (1, 2, 3, 7, 40, 99):
+            scores, ids = top_k_of_scores(row[0], k)
+            want_scores, want_ids = index.search(q[None, :], k)
+            np.testing.assert_array_equal(ids, want_ids)
+            np.testing.assert_array_equal(scores, want_scores)
+        ranks = [rank_in_scores(row[0], t) for t in range(40)]
+        np.testing.assert_array_equal(ranks, text_to_image_ranks(np.repeat(row, 40, 0), np.arange(40)))
+        assert sorted(ranks) == list(range(1, 41))  # a permutation: ties broken by the lower row
+    assert [rank_in_scores(queries[0] @ gallery.T, t) for t in (9, 5, 17, 30)] == [2, 1, 3, 4]
+    with pytest.raises(IndexError):
+        rank_in_scores(np.zeros(3, np.float32), 3)
 
 
 def test_k_is_clamped_and_validated():

@@ -176,3 +176,133 @@ def test_without_distillation_the_common_encoder_skips_the_tower_and_keeps_every
         elif grads_old[name].grad is not None:
             assert torch.allclose(p.grad, grads_old[name].grad, rtol=1e-9, atol=1e-11), name
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in new.named_parameters() if n.startswith("text_head."))
+
+
+# --------------------------------------------------------------------------------------------------
+# NRCCR.loss split into named steps: the same numbers as the one-body loss it replaced
+
+
+def _tri(self, a, b):
+    return losses.triplet_hardest_negative(a, b, self.config.margin, reduction="sum")
+
+
+def loss_before_split(self, batch: dict) -> dict[str, torch.Tensor]:
+    """``NRCCR.loss`` as it was before its split into named steps (commit 3163621), kept verbatim
+    (``self`` is the model); it uses the model's tower helpers, which the split left as they were."""
+    c = self.config
+    a = self.attention
+    v = encode_batch_visual(self, batch)  # (B, E)
+    source = batch["text"]["en"]
+    targets = list(batch.get("targets", []))
+    backs = {lang: batch["back"][lang] for lang in targets if batch.get("back", {}).get(lang) is not None}
+    native = self.text_head is None
+    # With both distillation weights 0 (an ablation) the pseudo-target h^C feeds no term; in the common
+    # encoder the attention tower then serves nothing and is not run (its parameters get no gradient,
+    # as they would get zero ones; only the dropout draws of the skipped tower differ).
+    teacher = bool(targets) and (c.similarity_weight != 0 or c.feature_weight != 0)
+    # one tower call: English, the targets, and (own tower only) the back-translations
+    texts = [source] + [batch["text"][lang] for lang in targets] + (list(backs.values()) if native else [])
+    if native or teacher:
+        states, tokens, packing = self._pack(texts)  # tokens (N, H)
+    else:
+        states = [self.backbone_states(t) for t in texts]  # each (B_i, L_i, Dt)
+    n = len(targets)
+    if native:  # self-attention of every batch; its English queries and target keys/values serve h^C too
+        h, heads = self._self_attention(tokens, packing)  # h: (N, H)
+        pooled = [packing.mean(h[packing.tokens(i)], i) for i in range(len(texts))]  # (B, H) each
+        q_en = heads[0][0]
+        kv = {j: heads[1 + j][1:] for j in range(n)}
+    elif teacher:  # common encoder: the tower serves only h^C -- English queries, target keys and values
+        q_en = self._padded_heads(a.project(tokens[packing.tokens(0)], "q"), packing, 0, 1)[0]
+        kv = {j: self._padded_heads(a.project(tokens[packing.tokens(1 + j)], "kv"), packing, 1 + j, 2) for j in range(n)}
+    c_s = self.text_mapping(pooled[0]) if native else self.text_head(states[0], source.mask)  # (B, E)
+    pooled_s = masked_mean(states[0], source.mask)  # (B, Dt) discriminator input, English
+
+    if teacher:
+        # h^C per target: English queries over the target's keys and values, no residual; pooled over
+        # [cross ; target tokens] -- one output projection for all targets
+        cross = torch.cat([packing.unpad(a.attend(q_en, *kv[j], packing.masks[1 + j]), 0) for j in range(n)])  # (n * n_en, H)
+        cross = a.finish(cross, None)
+        n_en = packing.tokens(0).stop - packing.tokens(0).start
+        joint = [(packing.sums(cross[j * n_en:(j + 1) * n_en], 0) + packing.sums(tokens[packing.tokens(1 + j)], 1 + j))
+                 / (packing.counts(0) + packing.counts(1 + j)) for j in range(n)]  # (B, H) each
+
+    target_terms, back_terms, pooled_targets = [], [], []
+    for j, lang in enumerate(targets):
+        target = batch["text"][lang]
+        states_t = states[1 + j]  # (B, Lt, Dt)
+        c_t = self.text_mapping(pooled[1 + j]) if native else self.text_head(states_t, target.mask)  # (B, E)
+        pooled_t = masked_mean(states_t, target.mask)  # (B, Dt)
+        if teacher:
+            h_c = self.text_mapping(joint[j])  # (B, E)
+            distill = [losses.similarity_view_distillation(v, h_c, c_t, c.distill_temperature),
+                       losses.feature_view_distillation(c_t, h_c, c.feature_beta)]
+        else:
+            distill = [v.new_zeros(()), v.new_zeros(())]
+        target_terms.append(
+            torch.stack([_tri(self, c_t, v), *distill, losses.encoder_adversarial_loss(self._frozen_discriminator(pooled_t))])
+        )
+        pooled_targets.append(pooled_t.detach())
+        if lang in backs:
+            if native:
+                c_b = self.text_mapping(pooled[1 + n + list(backs).index(lang)])  # (B, E)
+            else:
+                c_b = self.encode_text(backs[lang], "en")  # (B, E)
+            back_terms.append(_tri(self, c_s, c_b))
+
+    out = {"source": _tri(self, c_s, v)}
+    zero = v.new_zeros(())
+    if target_terms:
+        target, similarity, feature, adversarial = torch.stack(target_terms).mean(dim=0)  # 4 scalars
+        with torch.no_grad():  # for logging only; discriminator_step trains it
+            logits_tgt = self.discriminator(torch.cat(pooled_targets))  # (B * n_targets, 1)
+            out["discriminator"] = losses.discriminator_loss(self.discriminator(pooled_s), logits_tgt)
+    else:
+        target = similarity = feature = adversarial = out["discriminator"] = zero
+    out.update(target=target, similarity_view=similarity, feature_view=feature, adversarial=adversarial)
+    # with no back-translation in the batch the term is skipped: weight 0, reported below
+    back_weight = c.back_weight if back_terms else 0.0
+    out["back_translation"] = torch.stack(back_terms).mean() if back_terms else zero
+    out["back_translation_weight"] = v.new_tensor(back_weight)
+    out["loss"] = (
+        out["source"]
+        + c.target_weight * target
+        + c.similarity_weight * similarity
+        + c.feature_weight * feature
+        + back_weight * out["back_translation"]
+        + c.adversarial_weight * adversarial
+    )
+    return out
+
+
+@pytest.mark.parametrize("head", ["native", "linear"])
+@pytest.mark.parametrize("case", ["full", "no_back", "one_target", "no_targets", "no_distill"])
+def test_split_loss_equals_the_one_body_loss(head, case):
+    torch.manual_seed(4)
+    kw = dict(head=head, dropout=0.0, attention_dropout=0.0, **CONFIG)
+    if case == "no_distill":
+        kw.update(similarity_weight=0.0, feature_weight=0.0)
+    new, old = build_method("nrccr", None, **kw), build_method("nrccr", None, **kw)
+    old.load_state_dict(new.state_dict())
+    new, old = new.double().train(), old.double().train()
+    batch = make_batch(seed=7)
+    if case == "no_back":
+        batch.pop("back")
+    elif case == "one_target":
+        batch["targets"] = ["ja"]
+    elif case == "no_targets":
+        batch["targets"] = []
+    out_new, out_old = new.loss(batch), loss_before_split(old, batch)
+    assert set(out_new) == set(out_old)
+    for key in out_old:
+        assert torch.allclose(out_new[key], out_old[key], rtol=1e-12, atol=1e-14), (key, out_new[key], out_old[key])
+    out_new["loss"].backward()
+    out_old["loss"].backward()
+    grads_old = dict(old.named_parameters())
+    for name, p in new.named_parameters():
+        q = grads_old[name].grad
+        assert (p.grad is None) == (q is None), name
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q, rtol=1e-10, atol=1e-12), name
+    for (name, b_new), (_, b_old) in zip(new.named_buffers(), old.named_buffers()):
+        assert torch.equal(b_new, b_old), name

@@ -313,7 +313,7 @@ TEXT = [
     ("pickled-states-restamped", lambda c, m: (save_object_array(c / "states.npy", m), restamp_meta(c)), "states.npy: not a plain NumPy array"),
     ("raw-pickle-offsets-restamped", lambda c, m: ((c / "offsets.npy").write_bytes(hostile_pickle(m)), restamp_meta(c)), "offsets.npy: not a plain NumPy array"),
     ("empty-states-restamped", lambda c, m: ((c / "states.npy").write_bytes(b""), restamp_meta(c)), "states.npy: not a plain NumPy array"),
-    ("offsets-hash-missing", lambda c, m: _drop_offsets_hash(c), "meta.json: incomplete meta"),
+    ("offsets-hash-missing", lambda c, m: _drop_offsets_hash(c), "meta.json: does not list the SHA-256 of states.npy and offsets.npy"),
     ("states-missing", lambda c, m: (c / "states.npy").unlink(), "states.npy: missing"),
     ("meta-missing", lambda c, m: (c / "meta.json").unlink(), "not a complete text-state cache"),
 ]

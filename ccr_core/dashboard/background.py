@@ -103,9 +103,8 @@ def finish_caption_caches(world, progress: bool = False) -> None:
         for config, texts in list(work.pending.items()):
             bench = world.benches[config]
             work.begin(len(texts))
-            _, _, trainable_layers, prefix = config
             with torch_threads(BACKGROUND_THREADS):
-                full = build_text_cache(bench.text_encoder, texts, bench.text_states.root, trainable_layers, prefix,
+                full = build_text_cache(bench.text_encoder, texts, bench.text_states.root, config.text_trainable_layers, config.text_prefix,
                                         progress=progress, on_progress=lambda done, total: work.progress(done, total))
             old = bench.text_states
             with world.lock:  # the clean workbench and the noisy ones made from it share its caches
@@ -113,7 +112,7 @@ def finish_caption_caches(world, progress: bool = False) -> None:
                     if other.text_states is old:
                         other.text_states = full
             for model in world.model_list(include_private=True):
-                if model.text_config == config and model.captions is None:
+                if model.backbones == config and model.captions is None:
                     work.step = f"embedding the test captions with {model.name}"
                     model.captions = world.embeddings.caption_embeddings(model.trained, bench, model.checkpoint_hash, model.image_emb)
             with world.lock:

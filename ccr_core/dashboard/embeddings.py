@@ -17,6 +17,7 @@ from ccr_core.backbones.vision import load_rgb, load_visual_backbone
 from ccr_core.dashboard.background import torch_threads
 from ccr_core.dashboard.errors import InputError
 from ccr_core.dashboard.models import ModelEntry
+from ccr_core.training.config import BackboneConfig
 from ccr_core.dashboard.thumbnails import safe_name
 from ccr_core.data.bundle import Caption, Item
 from ccr_core.encoding import pooled_image_features
@@ -101,9 +102,9 @@ class Embeddings:
         then through each model's own head."""
         notes: list[str] = []
         out: dict[str, np.ndarray] = {}
-        by_config: dict[tuple, list[ModelEntry]] = defaultdict(list)
+        by_config: dict[BackboneConfig, list[ModelEntry]] = defaultdict(list)
         for m in models:
-            by_config[m.text_config].append(m)
+            by_config[m.backbones].append(m)
         for config, group in by_config.items():
             bench = benches[config]
             first = group[0].trained.on(bench)
@@ -128,7 +129,7 @@ class Embeddings:
         features: dict[tuple, torch.Tensor] = {}
         out = {}
         for m in models:
-            spec = m.trained.meta.get("train_config", {}).get("visual_backbone") or m.text_config[1]
+            spec = m.trained.meta.get("train_config", {}).get("visual_backbone") or m.backbones.visual_backbone
             top = getattr(m.trained.method, "visual_top", None)
             key = (spec, None) if top is None else (spec, id(m.trained.method))  # a fine-tuned image top is the model's own
             if key not in features:

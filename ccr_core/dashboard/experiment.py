@@ -192,7 +192,7 @@ class Experiments:
     def _run(self, job: Job) -> None:
         try:
             cfg = self._config(job)
-            config = next(m.text_config for m in self.world.model_list() if m.shipped)
+            config = next(m.backbones for m in self.world.model_list() if m.shipped)
             clean = self.world.benches[config]
             bench = noisy_bench(clean, cfg.noise, cfg.noise_seed) if cfg.noise > 0 else clean
             job.status = "running"

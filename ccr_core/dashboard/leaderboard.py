@@ -50,7 +50,7 @@ def model_result(world: World, model: ModelEntry) -> dict:
         if result is None:
             if model.captions is None:  # its test captions are still being encoded: no rows yet (not memoised)
                 return {"model": model.label, "groups": {}, "pending": model.captions_wait() if model.captions_wait else ""}
-            result = evaluate_model(model.trained, world.benches[model.text_config])
+            result = evaluate_model(model.trained, world.benches[model.backbones])
             write_json_atomic(path, {"checkpoint_sha256": model.checkpoint_hash, "bundle": bundle_stamp(world), "result": result})
         result = {**result, "model": model.label}
         memo[key] = result

@@ -4,7 +4,7 @@ Experiment tab are private to the browser session that trained them (``owner``) 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,8 +12,8 @@ import numpy as np
 
 from ccr_core.dashboard.errors import InputError
 from ccr_core.io import read_json
-from ccr_core.index import ExactIndex
 from ccr_core.methods import method_sort_key
+from ccr_core.training.config import BackboneConfig
 
 
 @dataclass
@@ -24,7 +24,7 @@ class ModelEntry:
     method: str  # registry name
     trained: object  # ccr_core.training.inference.TrainedModel
     bench: object  # the Workbench whose backbones it was trained with (audit: its noisy bundle)
-    text_config: tuple  # (text_backbone, visual_backbone, trainable_layers, text_prefix)
+    backbones: BackboneConfig  # what it encodes with: models that agree share one workbench and one encoding of each typed query
     checkpoint_hash: str  # SHA-256 of model.safetensors (stamps every cache derived from the model)
     noise: float  # the training noise rate (train_config.noise)
     image_emb: np.ndarray  # (N, E) float32, world.gallery order
@@ -32,14 +32,6 @@ class ModelEntry:
     shipped: bool = True  # False: trained in the Experiment tab
     captions_wait: Callable[[], str] | None = None  # the world's status while ``captions`` is None
     owner: str | None = None  # the session that trained it, while it is private; None: every user sees it
-    _gallery_index: ExactIndex | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def gallery_index(self) -> ExactIndex:
-        """An exact index over ``image_emb`` (built on first use): the library's top-k search and tie rule."""
-        if self._gallery_index is None:
-            self._gallery_index = ExactIndex.over(self.image_emb)
-        return self._gallery_index
 
     @property
     def caption_emb(self) -> np.ndarray:
@@ -84,14 +76,6 @@ def checkpoint_folders(root: Path) -> list[tuple[str, Path]]:
 def checkpoint_hash(folder: Path) -> str:
     manifest = read_json(folder / "manifest.json")
     return manifest["sha256"]["model.safetensors"]
-
-
-def text_config_of(meta: dict) -> tuple:
-    """(text backbone, visual backbone, trainable text layers, text prefix) of a checkpoint's config: the
-    models that share it share one workbench and one encoding of each typed query."""
-    cfg = meta.get("train_config", {})
-    return (cfg.get("text_backbone", "e5-small"), cfg.get("visual_backbone", "efficientnet-lite0"),
-            int(meta.get("text_trainable_layers", cfg.get("trainable_layers", 0)) or 0), meta.get("text_prefix", cfg.get("text_prefix", "query: ")))
 
 
 class ModelRegistry:

@@ -20,7 +20,7 @@ from ccr_core.dashboard.detect import has_letters
 from ccr_core.dashboard.glossary import TERMS, model_tooltip
 from ccr_core.dashboard.world import MAX_QUERY_CHARS, InputError, ModelEntry, World, language_name
 from ccr_core.data.bundle import Caption
-from ccr_core import metrics
+from ccr_core.index import rank_in_scores, top_k_of_scores
 
 MAX_K = 50
 NO_LETTERS_NOTE = ("This query has no letters (only emoji, digits or symbols), so it has no language: the detected language is a "
@@ -63,7 +63,7 @@ def stable_order(scores: np.ndarray) -> np.ndarray:
 
 def rank_of(scores: np.ndarray, target: int) -> int:
     """1-based rank of ``target`` among ``scores`` under the metrics' tie rule."""
-    return int(metrics.text_to_image_ranks(scores[None, :].astype(np.float32), np.array([target]))[0])
+    return rank_in_scores(scores, target)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,10 +81,11 @@ class Hit:
 
 @dataclass
 class MethodHits:
-    model: str
+    model: str  # the model's display label ("<name> (trained here)" for a session's own model)
     hits: list[Hit]
     target_rank: int | None = None
     uncertainty: float | None = None
+    name: str = ""  # the model's name in the world's registry
 
     @property
     def title(self) -> str:
@@ -180,19 +181,19 @@ def text_search(world: World, query: str | None, lang: str | None = "auto", meth
         query_emb, trunc = world.encode_texts([text], lang, models)
         notes += trunc
     target = world.gallery_pos[caption.item] if caption is not None else None
-    out = []
-    for m in models:
-        scores = (query_emb[m.name] @ m.image_emb.T)[0]  # (N,)
-        out.append(_method_hits(world, m, scores, query_emb[m.name], k, target))
+    out = [_method_hits(world, m, query_emb[m.name], k, target) for m in models]
     return SearchResult(text, lang, guessed, caption, out, notes, time.perf_counter() - start)
 
 
-def _method_hits(world: World, m: ModelEntry, scores: np.ndarray, query_emb: np.ndarray, k: int, target: int | None) -> MethodHits:
-    _, rows = m.gallery_index.search(query_emb.reshape(1, -1), k)  # top-k by score, ties by gallery row
+def _method_hits(world: World, m: ModelEntry, query_emb: np.ndarray, k: int, target: int | None) -> MethodHits:
+    """One method's column: its scores of the gallery are computed once, and the top ``k`` and the
+    target's rank are both read from them (the exact index's tie rule: by score, ties by gallery row)."""
+    scores = (query_emb @ m.image_emb.T)[0]  # (1, E) @ (E, N) -> (N,)
+    _, rows = top_k_of_scores(scores, k)  # (1, k)
     order = [int(j) for j in rows[0]]
     hits = [Hit(world.gallery[j].id, r + 1, float(scores[j]), world.truth_thumbnail(world.gallery[j].id) if j == target else world.thumbs[world.gallery[j].id],
                 j == target) for r, j in enumerate(order)]
-    result = MethodHits(m.label, hits)
+    result = MethodHits(m.label, hits, name=m.name)
     if target is not None:
         result.target_rank = rank_of(scores, target)
     if m.has_uncertainty:
@@ -296,7 +297,7 @@ def language_choices(world: World) -> list[tuple[str, str]]:
 
 def slot_title(world: World, m: MethodHits) -> str:
     """A result column's heading: the method's colour swatch (the same in every chart) and the column's facts."""
-    entry = world.registry.find(m.model.split(" (", 1)[0])
+    entry = world.registry.find(m.name)
     colour = method_colour(entry.method, entry.noise) if entry else "#000"
     tip = model_tooltip(entry) if entry else ""
     if m.uncertainty is not None:

@@ -24,7 +24,7 @@ from ccr_core.dashboard.background import BackgroundWork
 from ccr_core.dashboard.detect import ENCODER_LANGUAGES, LanguageGuesser, detect_language, known_language, language_name
 from ccr_core.dashboard.embeddings import Embeddings
 from ccr_core.dashboard.errors import InputError, WorldNotBuilt
-from ccr_core.dashboard.models import ModelEntry, ModelRegistry, checkpoint_folders, checkpoint_hash, text_config_of
+from ccr_core.dashboard.models import ModelEntry, ModelRegistry, checkpoint_folders, checkpoint_hash
 from ccr_core.dashboard.thumbnails import make_thumbnail, marked_thumbnail, safe_name
 from ccr_core.dashboard.workbenches import noisy_bench, prepare_test_workbench
 from ccr_core.data.bundle import Bundle, BundleError, Caption, Item, load_bundle
@@ -32,7 +32,7 @@ from ccr_core.training.inference import load_trained
 from ccr_core.io import read_json
 from ccr_core.methods import METHODS
 from ccr_core.training.checkpoint import CheckpointError
-from ccr_core.training.train import TrainConfig
+from ccr_core.training.config import BackboneConfig
 
 MAX_QUERY_CHARS = 2000  # a query is cut here before tokenising (the model sees far fewer tokens anyway)
 NATIVE_SOURCES = ("human", "generated", "human-translation")  # test captions offered as queries
@@ -49,7 +49,7 @@ class World:
     workspace: Path
     cache_dir: Path  # <workspace>/dashboard/<world name>
     checkpoints_dir: Path
-    benches: dict  # text_config -> Workbench (clean bundle)
+    benches: dict  # BackboneConfig -> Workbench (clean bundle)
     gallery: list[Item]  # test images: the search gallery, in this order everywhere
     captions: list[Caption]  # test captions of gallery items (no back-translations), in this order everywhere
     thumbs: dict[str, Path]  # item id -> thumbnail file
@@ -57,8 +57,8 @@ class World:
     load_seconds: float = 0.0
     registry: ModelRegistry = field(default_factory=ModelRegistry)
     memo: dict = field(default_factory=dict)  # derived views computed once (consistency tables, ...)
-    caption_work: BackgroundWork = field(default_factory=background.caption_work)  # pending: text_config -> texts
-    training_work: BackgroundWork = field(default_factory=background.training_work)  # pending: text_config -> TrainConfig
+    caption_work: BackgroundWork = field(default_factory=background.caption_work)  # pending: BackboneConfig -> texts
+    training_work: BackgroundWork = field(default_factory=background.training_work)  # pending: BackboneConfig -> TrainConfig
 
     def __post_init__(self):
         self.gallery_pos = {it.id: i for i, it in enumerate(self.gallery)}
@@ -179,15 +179,15 @@ class World:
         """The chosen models in display order; none chosen is a user error."""
         return self.registry.select(names, session)
 
-    def add_model(self, trained, bench, text_config: tuple, shipped: bool = True, owner: str | None = None) -> ModelEntry:
+    def add_model(self, trained, bench, backbones: BackboneConfig, shipped: bool = True, owner: str | None = None) -> ModelEntry:
         """Embed the gallery and captions with ``trained`` and register it (loading; the Experiment tab,
         privately for ``owner``). While the test captions of its backbones are pending, only the gallery
         is embedded now (captions later)."""
         weights_hash = checkpoint_hash(trained.folder)
-        image_emb, caption_emb = self.embeddings.cached(trained, self.benches[text_config], weights_hash,
-                                                        captions=text_config not in self.pending_captions)
+        image_emb, caption_emb = self.embeddings.cached(trained, self.benches[backbones], weights_hash,
+                                                        captions=backbones not in self.pending_captions)
         entry = ModelEntry(
-            name=trained.name, method=trained.meta["method"], trained=trained, bench=bench, text_config=text_config,
+            name=trained.name, method=trained.meta["method"], trained=trained, bench=bench, backbones=backbones,
             checkpoint_hash=weights_hash, noise=float(trained.meta.get("train_config", {}).get("noise", 0.0) or 0.0),
             image_emb=image_emb, captions=caption_emb, shipped=shipped, captions_wait=self.caption_work.message, owner=owner,
         )
@@ -330,9 +330,9 @@ def load_world(
             meta = read_json(folder / "config.json")
         except (OSError, ValueError) as exc:
             raise WorldNotBuilt(f"{folder}: unreadable checkpoint config ({exc})") from None
-        config = text_config_of(meta)
+        config = BackboneConfig.of_checkpoint(meta)
         if config not in world.benches:
-            cfg = TrainConfig(text_backbone=config[0], visual_backbone=config[1], trainable_layers=config[2], text_prefix=config[3], data=str(bundle.root))
+            cfg = config.train_config(data=str(bundle.root))
             served = prepare_test_workbench(cfg, workspace, bundle, world.gallery, world.captions, progress=progress, defer_captions=defer_captions)
             world.benches[config] = served.bench
             if not served.complete:

@@ -66,7 +66,7 @@ from typing import Any, Sequence
 from ccr_core.index.approximate import HNSWIndex, IVFIndex, IVFPQIndex, default_nlist
 from ccr_core.index.base import (AUTO_EXACT_MAX_ITEMS, INDEX_FILE, EmptyIndexError, IndexConfig, IndexCorruptError, IndexMismatchError,
                                  RetrievalIndex, RetrievalIndexError, _as_matrix, faiss_blas_threshold_for, faiss_settings, l2_normalise,
-                                 load_index, merge_shard_results)
+                                 load_index, merge_shard_results, rank_in_scores, top_k_of_scores)
 from ccr_core.index.base import faiss  # noqa: F401  (the faiss module, or None without faiss-cpu)
 from ccr_core.index.base import (DEFAULT_AUTO_FAISS_MIN_QUERIES, DEFAULT_BLAS_MIN_QUERIES, DEFAULT_HNSW_EF_CONSTRUCTION,  # noqa: F401  (tuned
                                  DEFAULT_HNSW_EF_SEARCH, DEFAULT_HNSW_M, DEFAULT_NPROBE, DEFAULT_NUM_THREADS, DEFAULT_PQ_M,  # defaults and file
@@ -91,6 +91,8 @@ __all__ = [
     "faiss_blas_threshold_for",
     "default_nlist",
     "merge_shard_results",
+    "top_k_of_scores",
+    "rank_in_scores",
     "INDEX_FILE",
     "AUTO_EXACT_MAX_ITEMS",
 ]

@@ -229,6 +229,32 @@ def _topk_numpy(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return _sort_rows(scores, ids)
 
 
+def top_k_of_scores(scores: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores (Q, k'), ids (Q, k')) of score rows already computed, (Q, N) or (N,) for one query,
+    under the exact index's tie rule (descending score, then ascending id); ``k' = min(k, N)``. What
+    :class:`~ccr_core.index.ExactIndex` returns for the same rows, without computing them again.
+
+    >>> top_k_of_scores(np.array([0.2, 0.9, 0.9, 0.1], np.float32), 2)[1].tolist()
+    [[1, 2]]
+    """
+    sims = np.atleast_2d(np.asarray(scores, dtype=np.float32))  # (Q, N)
+    return _topk_numpy(sims, _check_k(k, sims.shape[1]))
+
+
+def rank_in_scores(scores: Any, target: int) -> int:
+    """1-based rank of item ``target`` in one query's score row (N,) under the tie rule: one more than the
+    items scoring higher plus the tied items with a lower id (the rank :mod:`ccr_core.metrics` gives).
+
+    >>> rank_in_scores(np.array([0.5, 0.9, 0.5, 0.1], np.float32), 2)
+    3
+    """
+    row = np.asarray(scores, dtype=np.float32).reshape(-1)  # (N,)
+    if not 0 <= target < row.size:
+        raise IndexError(f"target {target} is not a row of {row.size} scores")
+    own = row[target]
+    return int(np.count_nonzero(row > own) + np.count_nonzero(row[:target] == own) + 1)
+
+
 # --------------------------------------------------------------------------------------------------
 # the interface
 

@@ -172,71 +172,94 @@ class NRCCR(CCRMethod):
         return loss.item()
 
     # -- loss --------------------------------------------------------------------------------------
+    # One loss call: the tower pass over every text batch (_tower), the pseudo-targets h^C (_pseudo_targets),
+    # each target language's four terms (_target_terms), and their weighted sum (_total). The module order
+    # of the calls (English, then per target: c^T, h^C, c^B) is the BatchNorm and dropout order of the
+    # one-body loss this replaced (tests/test_nrccr_packed.py compares the two).
     def _tri(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return losses.triplet_hardest_negative(a, b, self.config.margin, reduction="sum")
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
-        c = self.config
-        a = self.attention
         v = encode_batch_visual(self, batch)  # (B, E)
         source = batch["text"]["en"]
         targets = list(batch.get("targets", []))
         backs = {lang: batch["back"][lang] for lang in targets if batch.get("back", {}).get(lang) is not None}
+        tower = self._tower(batch, targets, backs)
+        c_s = self._sentence(tower, 0, source)  # (B, E)
+        teachers = self._pseudo_targets(tower, len(targets)) if tower.q_en is not None else None  # (B, H) each
+        target_terms, pooled_targets, back_terms = [], [], []
+        for j, lang in enumerate(targets):
+            target = batch["text"][lang]
+            c_t = self._sentence(tower, 1 + j, target)  # (B, E)
+            pooled_t = masked_mean(tower.states[1 + j], target.mask)  # (B, Dt) discriminator input
+            target_terms.append(self._target_terms(v, c_t, teachers[j] if teachers is not None else None, pooled_t))
+            pooled_targets.append(pooled_t.detach())
+            if lang in backs:
+                back_terms.append(self._tri(c_s, self._back_sentence(tower, backs, lang)))
+        pooled_s = masked_mean(tower.states[0], source.mask)  # (B, Dt) discriminator input, English
+        return self._total(v, c_s, pooled_s, target_terms, pooled_targets, back_terms)
+
+    def _tower(self, batch: dict, targets: list[str], backs: dict[str, TextBatch]) -> "_TowerPass":
+        """One tower call over English, the targets and (own tower only) the back-translations."""
+        c = self.config
         native = self.text_head is None
         # With both distillation weights 0 (an ablation) the pseudo-target h^C feeds no term; in the common
         # encoder the attention tower then serves nothing and is not run (its parameters get no gradient,
         # as they would get zero ones; only the dropout draws of the skipped tower differ).
         teacher = bool(targets) and (c.similarity_weight != 0 or c.feature_weight != 0)
-        # one tower call: English, the targets, and (own tower only) the back-translations
-        texts = [source] + [batch["text"][lang] for lang in targets] + (list(backs.values()) if native else [])
-        if native or teacher:
-            states, tokens, packing = self._pack(texts)  # tokens (N, H)
-        else:
-            states = [self.backbone_states(t) for t in texts]  # each (B_i, L_i, Dt)
-        n = len(targets)
+        texts = [batch["text"]["en"]] + [batch["text"][lang] for lang in targets] + (list(backs.values()) if native else [])
+        if not (native or teacher):
+            return _TowerPass([self.backbone_states(t) for t in texts], native, list(backs))  # each (B_i, L_i, Dt)
+        a = self.attention
+        states, tokens, packing = self._pack(texts)  # tokens (N, H)
+        out = _TowerPass(states, native, list(backs), tokens=tokens, packing=packing)
         if native:  # self-attention of every batch; its English queries and target keys/values serve h^C too
             h, heads = self._self_attention(tokens, packing)  # h: (N, H)
-            pooled = [packing.mean(h[packing.tokens(i)], i) for i in range(len(texts))]  # (B, H) each
-            q_en = heads[0][0]
-            kv = {j: heads[1 + j][1:] for j in range(n)}
-        elif teacher:  # common encoder: the tower serves only h^C -- English queries, target keys and values
-            q_en = self._padded_heads(a.project(tokens[packing.tokens(0)], "q"), packing, 0, 1)[0]
-            kv = {j: self._padded_heads(a.project(tokens[packing.tokens(1 + j)], "kv"), packing, 1 + j, 2) for j in range(n)}
-        c_s = self.text_mapping(pooled[0]) if native else self.text_head(states[0], source.mask)  # (B, E)
-        pooled_s = masked_mean(states[0], source.mask)  # (B, Dt) discriminator input, English
+            out.pooled = [packing.mean(h[packing.tokens(i)], i) for i in range(len(texts))]  # (B, H) each
+            out.q_en, out.kv = heads[0][0], {j: heads[1 + j][1:] for j in range(len(targets))}
+        else:  # common encoder: the tower serves only h^C -- English queries, target keys and values
+            out.q_en = self._padded_heads(a.project(tokens[packing.tokens(0)], "q"), packing, 0, 1)[0]
+            out.kv = {j: self._padded_heads(a.project(tokens[packing.tokens(1 + j)], "kv"), packing, 1 + j, 2)
+                      for j in range(len(targets))}
+        if not teacher:
+            out.q_en = out.kv = None
+        return out
 
-        if teacher:
-            # h^C per target: English queries over the target's keys and values, no residual; pooled over
-            # [cross ; target tokens] -- one output projection for all targets
-            cross = torch.cat([packing.unpad(a.attend(q_en, *kv[j], packing.masks[1 + j]), 0) for j in range(n)])  # (n * n_en, H)
-            cross = a.finish(cross, None)
-            n_en = packing.tokens(0).stop - packing.tokens(0).start
-            joint = [(packing.sums(cross[j * n_en:(j + 1) * n_en], 0) + packing.sums(tokens[packing.tokens(1 + j)], 1 + j))
-                     / (packing.counts(0) + packing.counts(1 + j)) for j in range(n)]  # (B, H) each
+    def _sentence(self, tower: "_TowerPass", i: int, text: TextBatch) -> torch.Tensor:
+        """Sentence embedding (B, E) of the tower pass's batch ``i``: own tower, or the floor's text head."""
+        return self.text_mapping(tower.pooled[i]) if tower.native else self.text_head(tower.states[i], text.mask)
 
-        target_terms, back_terms, pooled_targets = [], [], []
-        for j, lang in enumerate(targets):
-            target = batch["text"][lang]
-            states_t = states[1 + j]  # (B, Lt, Dt)
-            c_t = self.text_mapping(pooled[1 + j]) if native else self.text_head(states_t, target.mask)  # (B, E)
-            pooled_t = masked_mean(states_t, target.mask)  # (B, Dt)
-            if teacher:
-                h_c = self.text_mapping(joint[j])  # (B, E)
-                distill = [losses.similarity_view_distillation(v, h_c, c_t, c.distill_temperature),
-                           losses.feature_view_distillation(c_t, h_c, c.feature_beta)]
-            else:
-                distill = [v.new_zeros(()), v.new_zeros(())]
-            target_terms.append(
-                torch.stack([self._tri(c_t, v), *distill, losses.encoder_adversarial_loss(self._frozen_discriminator(pooled_t))])
-            )
-            pooled_targets.append(pooled_t.detach())
-            if lang in backs:
-                if native:
-                    c_b = self.text_mapping(pooled[1 + n + list(backs).index(lang)])  # (B, E)
-                else:
-                    c_b = self.encode_text(backs[lang], "en")  # (B, E)
-                back_terms.append(self._tri(c_s, c_b))
+    def _back_sentence(self, tower: "_TowerPass", backs: dict[str, TextBatch], lang: str) -> torch.Tensor:
+        """c^B (B, E): the back-translation of ``lang``'s target, from the tower pass or the text head."""
+        if tower.native:
+            return self.text_mapping(tower.pooled[len(tower.states) - len(backs) + tower.backs.index(lang)])
+        return self.encode_text(backs[lang], "en")
 
+    def _pseudo_targets(self, tower: "_TowerPass", n: int) -> list[torch.Tensor]:
+        """h^C per target before the mapping head, (B, H) each: English queries over the target's keys and
+        values, no residual, pooled over [cross ; target tokens] -- one output projection for all targets."""
+        a, packing, tokens = self.attention, tower.packing, tower.tokens
+        cross = torch.cat([packing.unpad(a.attend(tower.q_en, *tower.kv[j], packing.masks[1 + j]), 0) for j in range(n)])  # (n * n_en, H)
+        cross = a.finish(cross, None)
+        n_en = packing.tokens(0).stop - packing.tokens(0).start
+        return [(packing.sums(cross[j * n_en:(j + 1) * n_en], 0) + packing.sums(tokens[packing.tokens(1 + j)], 1 + j))
+                / (packing.counts(0) + packing.counts(1 + j)) for j in range(n)]
+
+    def _target_terms(self, v: torch.Tensor, c_t: torch.Tensor, teacher: torch.Tensor | None, pooled_t: torch.Tensor) -> torch.Tensor:
+        """One target language's (4,) terms: Tri(c^T, v), L_sim, L_feat (0 without a teacher), L_adv."""
+        c = self.config
+        if teacher is not None:
+            h_c = self.text_mapping(teacher)  # (B, E)
+            distill = [losses.similarity_view_distillation(v, h_c, c_t, c.distill_temperature),
+                       losses.feature_view_distillation(c_t, h_c, c.feature_beta)]
+        else:
+            distill = [v.new_zeros(()), v.new_zeros(())]
+        return torch.stack([self._tri(c_t, v), *distill, losses.encoder_adversarial_loss(self._frozen_discriminator(pooled_t))])
+
+    def _total(self, v: torch.Tensor, c_s: torch.Tensor, pooled_s: torch.Tensor, target_terms: list[torch.Tensor],
+               pooled_targets: list[torch.Tensor], back_terms: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The reported terms and their weighted sum; target terms are averaged over the target languages."""
+        c = self.config
         out = {"source": self._tri(c_s, v)}
         zero = v.new_zeros(())
         if target_terms:
@@ -260,3 +283,16 @@ class NRCCR(CCRMethod):
             + c.adversarial_weight * adversarial
         )
         return out
+
+
+@dataclass
+class _TowerPass:
+    """What one loss call's tower pass computed, for the steps after it."""
+    states: list[torch.Tensor]  # backbone states (B_i, L_i, Dt): English, the targets, (own tower) the back-translations
+    native: bool  # sentences from the own attention tower (else from the floor's text head)
+    backs: list[str]  # the languages with a back-translation, in batch order
+    pooled: list[torch.Tensor] | None = None  # own tower: each batch's pooled self-attention output (B, H)
+    tokens: torch.Tensor | None = None  # the projected real tokens (N, H), when the tower ran
+    packing: Packing | None = None
+    q_en: torch.Tensor | None = None  # the English query heads, when h^C is computed
+    kv: dict[int, list[torch.Tensor]] | None = None  # each target's key and value heads, when h^C is computed

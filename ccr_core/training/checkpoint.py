@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ccr_core.io import atomic_path, read_json, sha256_file, write_json_atomic
+from ccr_core.io import atomic_path, read_json, sha256_file, verify_manifest, write_json_atomic
 
 MANIFEST, WEIGHTS, CONFIG, OPTIMIZER, OPTIMIZER_META = "manifest.json", "model.safetensors", "config.json", "optimizer.safetensors", "optimizer.json"
 
@@ -72,23 +72,8 @@ def save_checkpoint(folder: str | Path, method: torch.nn.Module, meta: dict, opt
 def verify_checkpoint(folder: str | Path) -> dict:
     """Check the manifest and every hash; return the config (meta) dict."""
     folder = Path(folder)
-    if not (folder / MANIFEST).exists():
-        raise CheckpointError(f"{folder}: not a complete checkpoint ({MANIFEST} missing: never finished writing, or not a checkpoint)")
-    try:
-        manifest = read_json(folder / MANIFEST)
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != "ccr-checkpoint":
-        raise CheckpointError(f"{folder / MANIFEST}: not a CCR Lab checkpoint manifest")
-    hashes = manifest.get("sha256")
-    if not isinstance(hashes, dict) or not {WEIGHTS, CONFIG} <= set(hashes):
-        raise CheckpointError(f"{folder / MANIFEST}: does not list the SHA-256 of {WEIGHTS} and {CONFIG}")
-    for name, digest in hashes.items():
-        path = folder / name
-        if not path.exists():
-            raise CheckpointError(f"{path}: missing (listed in {MANIFEST})")
-        if sha256_file(path) != digest:
-            raise CheckpointError(f"{path}: SHA-256 does not match {MANIFEST} (file altered or truncated)")
+    verify_manifest(folder, MANIFEST, "ccr-checkpoint", (WEIGHTS, CONFIG), CheckpointError, "checkpoint",
+                    missing_hint=": never finished writing, or not a checkpoint")
     try:
         meta = read_json(folder / CONFIG)
     except ValueError as exc:

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ccr_core.backbones.vision import efficientnet_blocks, efficientnet_feature_map, load_rgb
-from ccr_core.io import file_lock, read_json, sha256_file, write_json_atomic
+from ccr_core.io import file_lock, sha256_file, verify_manifest, write_json_atomic
 
 META_FILE, MAPS_FILE = "meta.json", "maps.npy"
 
@@ -187,22 +187,10 @@ def _build_feature_maps(bundle, backbone, first_block, out_dir: Path, batch_size
 def load_feature_maps(root: str | Path, expected_identity: dict | None = None) -> FeatureMapCache:
     """Memory-map a complete feature-map cache; refuse incomplete, altered or mismatched ones."""
     root = Path(root)
-    if not (root / META_FILE).exists():
-        raise FeatureMapCacheError(f"{root}: not a complete feature-map cache ({META_FILE} missing: interrupted; it is rebuilt on the next run)")
-    try:
-        meta = read_json(root / META_FILE)
-    except ValueError as exc:
-        raise FeatureMapCacheError(str(exc)) from None
-    if not isinstance(meta, dict) or meta.get("kind") != "ccr-feature-maps" or not isinstance(meta.get("ids"), list) \
-            or not isinstance(meta.get("sha256"), dict) or MAPS_FILE not in meta["sha256"]:
-        raise FeatureMapCacheError(f"{root / META_FILE}: not a CCR Lab feature-map cache (needs 'ids' and the SHA-256 of {MAPS_FILE})")
-    if expected_identity is not None and meta.get("identity") != expected_identity:
-        raise FeatureMapCacheError(f"{root}: computed for {json.dumps(meta.get('identity'))[:200]}, not for the requested backbone and block")
+    meta = verify_manifest(root, META_FILE, "ccr-feature-maps", (MAPS_FILE,), FeatureMapCacheError, "feature-map cache",
+                           missing_hint=": interrupted; it is rebuilt on the next run", fields=("ids",),
+                           expected_identity=expected_identity, identity_of="backbone and block")
     path = root / MAPS_FILE
-    if not path.is_file():
-        raise FeatureMapCacheError(f"{path}: missing (listed in {META_FILE})")
-    if sha256_file(path) != meta["sha256"][MAPS_FILE]:
-        raise FeatureMapCacheError(f"{path}: SHA-256 does not match {META_FILE} (altered or truncated)")
     try:
         maps = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError, OSError) as exc:

@@ -20,8 +20,8 @@ from ccr_core.encoding import encode_captions, encode_items
 from ccr_core.methods.base import TextBatch, build_method
 from ccr_core.training.checkpoint import CheckpointError, check_compatible, load_weights, verify_checkpoint
 from ccr_core.training.config import BackboneConfig
-from ccr_core.training.image_cache import ImageTop
-from ccr_core.training.text_cache import TextTop, frozen_states
+from ccr_core.training.text_cache import frozen_states
+from ccr_core.training.workbench import attach_backbone_tops
 
 
 @dataclass
@@ -86,16 +86,12 @@ def load_trained(folder: str | Path, bench, name: str | None = None) -> TrainedM
         method = build_method(meta["method"], meta.get("method_config", {}))
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{folder}: config.json does not describe a usable {meta['method']!r} method ({str(exc)[:300]})") from None
-    if meta.get("text_trainable_layers", 0) > 0:
-        method.text_top = TextTop(bench.text_encoder, meta["text_trainable_layers"])
-    image_blocks = int(meta.get("visual_trainable_blocks", 0) or 0)
-    if image_blocks > 0:  # the trained copy of the top blocks is in the weights; the frozen rest comes from the bench
-        if getattr(bench, "visual_backbone", None) is None:
-            raise CheckpointError(f"{folder}: fine-tunes {image_blocks} image blocks, but the workbench has no visual backbone to run below them")
-        try:
-            method.visual_top = ImageTop(bench.visual_backbone, image_blocks)
-        except ValueError as exc:
-            raise CheckpointError(f"{folder}: config.json asks for {image_blocks} fine-tuned image blocks ({exc})") from None
+    text_layers, image_blocks = BackboneConfig.of_checkpoint(meta).text_trainable_layers, int(meta.get("visual_trainable_blocks", 0) or 0)
+    try:  # the trained copy of the top layers and blocks is in the weights; the frozen rest comes from the bench
+        attach_backbone_tops(method, bench, text_layers, image_blocks)
+    except ValueError as exc:
+        raise CheckpointError(f"{folder}: config.json asks for {text_layers} fine-tuned text layers and {image_blocks} image blocks ({exc})") from None
+    if image_blocks > 0:
         bench.feature_maps(image_blocks)  # computed once per workspace, then read from disk
     state = load_weights(folder)
     try:

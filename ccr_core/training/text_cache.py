@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ccr_core.backbones.text import _transformer_layers, additive_mask  # the frozen bottom and the trainable top share them
-from ccr_core.io import atomic_path, file_lock, matches_sha256, read_json, sha256_file, write_json_atomic
+from ccr_core.io import atomic_path, file_lock, sha256_file, verify_manifest, write_json_atomic
 from ccr_core.methods.base import TextBatch
 
 META_FILE = "meta.json"
@@ -171,22 +171,10 @@ def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, b
 
 def load_text_cache(root: str | Path, expected_identity: dict | None = None) -> TextStateCache:
     root = Path(root)
-    if not (root / META_FILE).exists():
-        raise TextCacheError(f"{root}: not a complete text-state cache ({META_FILE} missing)")
-    meta = read_json(root / META_FILE)
-    if not isinstance(meta, dict) or meta.get("kind") != "ccr-text-cache":
-        raise TextCacheError(f"{root / META_FILE}: not a CCR Lab text-state cache")
-    hashes = meta.get("sha256")
-    if not isinstance(meta.get("texts"), list) or not isinstance(hashes, dict) or not {"states.npy", "offsets.npy"} <= set(hashes):
-        raise TextCacheError(f"{root / META_FILE}: incomplete meta (needs 'texts' and the SHA-256 of states.npy and offsets.npy)")
-    if expected_identity is not None and meta.get("identity") != expected_identity:
-        raise TextCacheError(f"{root}: cached for {json.dumps(meta.get('identity'))[:200]}, not for the requested backbone configuration")
+    meta = verify_manifest(root, META_FILE, "ccr-text-cache", ("states.npy", "offsets.npy"), TextCacheError, "text-state cache",
+                           fields=("texts",), expected_identity=expected_identity, remember_hashes=True)
     arrays = {}
-    for name, digest in hashes.items():
-        if not (root / name).is_file():
-            raise TextCacheError(f"{root / name}: missing (listed in {META_FILE})")
-        if not matches_sha256(root / name, digest):  # hashed again only when the file changed since its last check
-            raise TextCacheError(f"{root / name}: SHA-256 does not match {META_FILE} (altered or truncated)")
+    for name in meta["sha256"]:
         try:
             arrays[name] = np.load(root / name, mmap_mode="r", allow_pickle=False)
         except (ValueError, EOFError, OSError) as exc:

@@ -39,9 +39,7 @@ from ccr_core.training.checkpoint import load_optimizer_state, load_weights, sav
 from ccr_core.training.config import TrainConfig
 from ccr_core.training.curve import curve_point, due
 from ccr_core.training.data import BatchSource, training_examples
-from ccr_core.training.image_cache import ImageTop
-from ccr_core.training.text_cache import TextTop
-from ccr_core.training.workbench import Workbench, prepare_workbench
+from ccr_core.training.workbench import Workbench, attach_backbone_tops, prepare_workbench
 
 __all__ = ["TrainConfig", "Workbench", "prepare_workbench", "train", "validation_score", "build_run_method"]
 
@@ -63,10 +61,7 @@ def build_run_method(cfg: TrainConfig, bench: Workbench):
         overrides["video"] = any(it.kind == "video" for it in bench.bundle.items)
     overrides.update(cfg.method_config)
     method = build_method(cfg.method, None, **overrides)
-    if cfg.trainable_layers > 0:
-        method.text_top = TextTop(bench.text_encoder, cfg.trainable_layers)
-    if cfg.trainable_image_blocks > 0:
-        method.visual_top = ImageTop(bench.visual_backbone, cfg.trainable_image_blocks)
+    attach_backbone_tops(method, bench, cfg.trainable_layers, cfg.trainable_image_blocks)
     return method
 
 

@@ -13,8 +13,8 @@ from ccr_core.data.noise import noisy_bundle
 from ccr_core.features import TEST_SPLIT_SUFFIX, FeatureCache, cache_dir_for, extract_features
 from ccr_core.training.config import TrainConfig
 from ccr_core.training.data import needed_captions, training_examples
-from ccr_core.training.image_cache import build_feature_maps, check_fine_tunable, feature_map_dir, first_trained_block
-from ccr_core.training.text_cache import build_text_cache, cache_identity, text_cache_dir
+from ccr_core.training.image_cache import ImageTop, build_feature_maps, check_fine_tunable, feature_map_dir, first_trained_block
+from ccr_core.training.text_cache import TextTop, build_text_cache, cache_identity, text_cache_dir
 
 
 @dataclass
@@ -99,3 +99,16 @@ def with_noise(clean: Workbench, rate: float, seed: int = 0) -> Workbench:
     if not rate:
         return clean
     return clean.with_bundle(noisy_bundle(clean.bundle, rate, seed))
+
+
+def attach_backbone_tops(method, bench: Workbench, text_layers: int, image_blocks: int) -> None:
+    """Give ``method`` the trainable tops of ``bench``'s backbones, for training and for inference alike: the
+    top ``text_layers`` layers of its text encoder (``method.text_top``, over the text-state cache) and the
+    top ``image_blocks`` blocks of its visual backbone (``method.visual_top``, over the feature maps below
+    them); none when 0. Raises ValueError when the blocks cannot be fine-tuned on this workbench."""
+    if text_layers > 0:
+        method.text_top = TextTop(bench.text_encoder, text_layers)
+    if image_blocks > 0:
+        if getattr(bench, "visual_backbone", None) is None:
+            raise ValueError(f"{image_blocks} fine-tuned image blocks, but the workbench has no visual backbone to run below them")
+        method.visual_top = ImageTop(bench.visual_backbone, image_blocks)

@@ -7,6 +7,11 @@ file and line of anything malformed; the bundle builders and :mod:`ccr_core.data
 records into a bundle. Formats: Multi30K raw files, Flickr8k-CN and NRCCR ``<id>#<tag>#<n> <text>``
 caption files, IGLUE xFlickr&CO JSONL, COCO Karpathy-split JSON, and a generic CSV / JSONL.
 
+The formats the importer reads are entries of a registry (:mod:`~ccr_core.data.formats.registry`): a
+name, a ``read`` and a ``detect`` function. The built-in ones are in :mod:`~ccr_core.data.formats.builtin`;
+every module of this package is imported with it, so a new format is one file here that calls
+:func:`register_format`, and the importer, ``ccr data import --format`` and its help pick it up.
+
 Bad lines: a caption line that is well-formed but carries no caption (empty text, as some public
 test files have) raises by default; a reader given a ``bad_lines`` list records it there as a
 :class:`BadLine` and skips it instead, so an importer can be forgiving while still saying what it
@@ -63,3 +68,25 @@ from ccr_core.data.formats.structured import (  # noqa: F401
     write_xflickrco,
     XFlickrCOImage,
 )
+from ccr_core.data.formats.registry import (  # noqa: F401
+    CaptionFormat,
+    caption_format,
+    caption_formats,
+    detect_format,
+    ImportRow,
+    ReadOptions,
+    register_format,
+    Sniff,
+)
+
+
+def _import_every_format_module() -> None:
+    """Import each module of this package, so that every file that registers a format is read."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_import_every_format_module()
