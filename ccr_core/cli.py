@@ -211,11 +211,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _scored_steps(meta: dict) -> int | None:
+    """Optimiser steps the checkpoint's model saw (its training state when saved), None when it does not say."""
+    step = (meta.get("train_state") or {}).get("step")
+    return int(step) if step is not None else None
+
+
 def cmd_eval(args) -> int:
-    results, bench, bench_splits = [], None, ()
+    results, bench, bench_splits, budgets = [], None, (), {}
     for folder in args.checkpoints:
-        ckpt = folder / "best" if (folder / "best").is_dir() else folder
+        ckpt = folder / args.checkpoint if (folder / args.checkpoint).is_dir() else folder
         meta = verify_checkpoint(ckpt)
+        budgets[str(ckpt)] = _scored_steps(meta)
+        which = args.checkpoint if ckpt != folder else "the folder given"
+        print(f"scoring {ckpt} ({which}; {budgets[str(ckpt)] if budgets[str(ckpt)] is not None else 'unrecorded'} steps)", file=sys.stderr)
         cfg = TrainConfig.from_dict(meta["train_config"])
         trained_on = meta.get("bundle") or Path(str(cfg.data)).name  # the bundle the checkpoint was trained on
         if args.data:
@@ -247,6 +256,10 @@ def cmd_eval(args) -> int:
     if detectors:
         print(detectors)
     print(f"wrote {Path(out) / 'results.json'} and results.md")
+    if len(set(budgets.values())) > 1:
+        print("warning: these models were scored at different budgets (" + "; ".join(f"{k}: {v if v is not None else 'unrecorded'} steps"
+              for k, v in budgets.items()) + "): a gap between them may be the budget, not the method. The grid's records "
+              "(python -m ccr_core.experiments) compare models at one budget.", file=sys.stderr)
     return 0
 
 
@@ -321,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", type=Path)
     p.add_argument("--data", type=Path, help="evaluate on this bundle instead of the one trained on")
     p.add_argument("--mrv-languages", nargs="+", help="language set for MRV (default: every language with native test captions)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of a run folder to score: best "
+                   "(the best validation epoch; default) or last (the end of its budget, what the grid scores); a checkpoint "
+                   "folder given directly is scored as it is")
     p.add_argument("--out", type=Path, help="folder for results.json and results.md (default <workspace>/eval)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)

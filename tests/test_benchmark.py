@@ -217,3 +217,17 @@ def test_multi30k_on_the_real_mirror_finds_the_flickr8k_photos_and_the_training_
         assert result["groups"]["en"]["t2i_R@10"] > 5 * 100 * 10 / 243  # far above chance (4.1 %)
         assert result["mrv"]["languages"] == ["en", "de", "fr", "cs"] and result["mrv"]["n_instances"] == 243
     print(f"ccr benchmark multi30k, two checkpoints, cold caches: {seconds:.0f} s")
+
+
+def test_cli_eval_says_which_checkpoint_it_scored_and_warns_on_mixed_budgets(capsys, world, workspace):
+    """``ccr eval`` scores ``best/`` by default or ``last/`` (what the grid scores) and names it; models scored at different
+    budgets get a warning (a gap between them may be the budget)."""
+    run = world["run"]
+    code, out, err = ccr_main(capsys, "eval", run, "--checkpoint", "last", "--quiet", "--out", world["root"] / "ev-last")
+    assert code == 0, err
+    last_steps = json.loads((run / "last" / "config.json").read_text())["train_state"]["step"]
+    assert f"scoring {run / 'last'} (last; {last_steps} steps)" in err and "different budgets" not in err
+    code, out, err = ccr_main(capsys, "eval", run, run / "last", "--quiet", "--out", world["root"] / "ev-both")
+    best_steps = json.loads((run / "best" / "config.json").read_text())["train_state"]["step"]
+    assert code == 0 and f"scoring {run / 'best'} (best; {best_steps} steps)" in err
+    assert ("warning: these models were scored at different budgets" in err) == (best_steps != last_steps)
