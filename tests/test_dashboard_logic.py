@@ -656,7 +656,9 @@ def test_ranking_has_one_row_per_model_with_interval_and_verdict(world):
         world.memo.pop("protocol_cells")
         if saved is not None:
             world.memo["protocol_cells"] = saved
-    assert list(table["model"]) == sorted(table["model"], key=lambda m: -float(table.set_index("model").loc[m, "target SumR"]))
+    grid_mean = {"baseline": 405.0, "uml": 445.0, "one_to_k": 405.0 + 2 / 3}
+    assert list(table["model"]) == sorted(grid_mean, key=lambda m: -grid_mean[m])  # by the interval's mean: uml, one_to_k, baseline
+    assert set(table["ranked by"]) == {"interval mean"}
     assert sorted(table["model"]) == sorted(world.model_names()) and list(table["rank"]) == list(range(1, len(table) + 1))
     row = table.set_index("model")
     mean, hw = stats.t_interval([440.0, 450.0, 445.0])
@@ -666,6 +668,40 @@ def test_ranking_has_one_row_per_model_with_interval_and_verdict(world):
     assert row.loc["baseline", "verdict"] == "the reference"
     own = leaderboard.model_result(world, world.model("uml"))
     assert row.loc["uml", "target SumR"] == round(stats.target_sumr(own), 1)  # the checkpoint's own number
+
+
+def test_ranking_follows_the_interval_not_one_checkpoint_and_names_identical_settings(world):
+    """The checkpoint with the lower own score gets the better grid: the rank follows the grid. A model the grid
+    has no seeds of comes after those it has ("own score"). Floor and baseline runs equal in every seed are named."""
+    from ccr_core.study import stats
+    from ccr_core.dashboard import leaderboard
+
+    own = {m: stats.target_sumr(leaderboard.model_result(world, world.model(m))) for m in ("uml", "one_to_k")}
+    low, high = sorted(own, key=own.get)
+
+    def run(method, seed, sumr):
+        return {"setting": "common", "method": method, "noise_rate": 0.0, "seed": seed,
+                "groups": {"en": {"SumR": 500.0}, "de": {"SumR": sumr}}, "mrv": {"mrv_mean": 1.0}}
+
+    results = [run(low, s, 450.0 + s) for s in range(3)]  # `high` has no cell
+    results += [run(m, s, v) for m in ("floor", "baseline") for s, v in enumerate((400.0, 401.0, 402.0))]
+    saved = world.memo.get("protocol_cells")
+    world.memo["protocol_cells"] = stats.cells(results)
+    try:
+        table = leaderboard.ranking_table(world)
+        note = leaderboard.settings_note(world)
+        same = leaderboard.identical_cells(world)
+        results[-1]["groups"]["de"]["SumR"] = 403.0  # one baseline seed differs: no longer identical
+        world.memo["protocol_cells"] = stats.cells(results)
+        differing = leaderboard.identical_cells(world)
+    finally:
+        world.memo.pop("protocol_cells")
+        if saved is not None:
+            world.memo["protocol_cells"] = saved
+    assert list(table["model"]) == [low, "baseline", high]
+    assert list(table["ranked by"]) == ["interval mean", "interval mean", "own score"]
+    assert "**published**" in note and "**common**" in note and "floor = baseline in the common setting" in note
+    assert same == [0.0] and differing == []
 
 
 def test_every_method_family_keeps_one_colour_blind_safe_hue():
@@ -730,12 +766,19 @@ def test_experiment_runs_are_private_until_published_and_stopped_runs_are_discar
     assert name + " (trained here)" in set(leaderboard.leaderboard_table(own)["model"])
     assert "published" in job.status_markdown() and "6 / 6" in job.progress_html() and len(job.loss_figure().data) == 2
     plan = jobs.plan("uml", 0.4, 50, "alice")
-    assert "`uml` for **50 steps**" in plan and "40%" in plan and "Last run:" in plan and "Finished" in plan
-    assert "Last run:" not in jobs.plan("uml", 0.4, 50, "bob")
+    # The plan (drawn once per settings change) never carries a run's state, which would go stale in it.
+    assert "`uml` for **50 steps**" in plan and "40%" in plan and "Last run" not in plan and "Finished" not in plan
     assert "earlier run(s) of baseline" in jobs.plan("baseline", 0.0, 50, "bob")  # the expected time learns from finished runs
-    # A stopped run is discarded (no model, no files) unless kept.
+    # The estimate's parts are the finished run's own: steps at their measured rate, plus its set-up and finishing.
+    spent = (job.first_step_at - job.started) + (job.finished - job.last_step_at)
+    rate = (job.last_step_at - job.first_step_at) / (job.step - 1)
+    expected, how = jobs.expected_seconds("baseline", 0.0, 6)
+    assert expected == pytest.approx(6 * rate + spent) and "set-up and finishing of 1 earlier run" in how
+    assert expected == pytest.approx(job.finished - job.started, rel=0.5, abs=0.5)  # the same settings: about as long
+    # A stopped run is discarded (no model, no files) unless kept; until it has stopped it says "Stopping…".
     stopped = jobs.start("baseline", 0.0, 2000, owner="alice")
     jobs.stop(stopped.id, "alice")
+    assert stopped.status_markdown().startswith("**Stopping…**") or not stopped.active
     assert _wait(stopped).status == "stopped" and stopped.step < 2000 and not stopped.model_name
     assert not stopped.run_dir.exists() and len(own.model_list(include_private=True)) == len(shipped) + 1
     kept = jobs.start("baseline", 0.0, 2000, owner="alice")
