@@ -45,6 +45,20 @@ body, .gradio-container {{font-family: {FONT_STACK}}}
 .ccr-gallery .thumbnail-item:hover .caption-label {{-webkit-line-clamp: unset; display: block; position: absolute; top: 100%; left: 0;
   background: var(--background-fill-primary); box-shadow: var(--shadow-drop-lg); border: 1px solid var(--border-color-primary); z-index: 6}}
 .ccr-gallery-title p {{margin: 0; font-size: 0.95em}}
+/* Start here: pictures at their natural size, never upscaled or cropped; the step's own picture framed. */
+.ccr-lesson-figures {{display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start}}
+.ccr-lesson-figure {{margin: 0; max-width: 220px}}
+.ccr-lesson-figure img {{display: block; max-width: 100%; width: auto; height: auto; border: 3px solid transparent}}
+.ccr-lesson-target img {{border-color: #f5c518}}
+.ccr-lesson-figure figcaption {{font-size: 0.85em; line-height: 1.25; margin-top: 2px}}
+/* Presenter mode: large type, one step per screen. */
+body.ccr-presenter #header, body.ccr-presenter #lesson-intro, body.ccr-presenter #lesson-words {{display: none}}
+body.ccr-presenter #lesson-step {{min-height: 100vh}}
+body.ccr-presenter #lesson-text {{font-size: 1.6em; line-height: 1.45}}
+body.ccr-presenter #lesson-text h3 {{font-size: 1.5em}}
+body.ccr-presenter #lesson-table {{font-size: 1.3em}}
+body.ccr-presenter .ccr-lesson-figure {{max-width: 320px}}
+body.ccr-presenter .ccr-lesson-figure figcaption {{font-size: 1.2em}}
 #examples button {{white-space: nowrap; overflow: hidden; text-overflow: ellipsis; display: block}}
 """
 

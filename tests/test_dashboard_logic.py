@@ -800,24 +800,58 @@ def test_about_has_methods_citations_and_the_dataset_card(world):
 
 
 def test_start_here_lesson_steps_show_real_results(world):
-    from ccr_core.dashboard import consistency, lesson
+    from ccr_core.dashboard import consistency, leaderboard, lesson
     from ccr_core import metrics
 
     two = lesson.step_two_languages(world)
-    assert len(two.gallery) == 8 and any("✓ the described picture" in caption for _, caption in two.gallery)
-    assert list(two.table["language"]) == ["English", "German"] and all(Path(p).exists() for p, _ in two.gallery)
+    assert len(two.gallery) == 8 and all(Path(p).exists() for p, _ in two.gallery)
+    assert list(two.table["language"]) == ["English", "German"]
+    # The described picture is in both rows (first where it is outside the top 4), framed, with its real rank.
+    assert len(two.targets) == 2 and all("✓ the described picture" in two.gallery[i][1] for i in two.targets)
+    for row, target in zip(two.table.itertuples(), two.targets):
+        assert f"#{row[3]} ·" in two.gallery[target][1]
+        assert target % lesson.LESSON_K == (0 if row[3] > lesson.LESSON_K else row[3] - 1)
     noisy = lesson.step_noisy_translation(world)
-    assert len(noisy.gallery) == 1 and noisy.table.iloc[2]["text"] == "noisy-correspondence"
+    assert len(noisy.gallery) == 1 and noisy.targets == [0]
+    assert noisy.table.iloc[2]["text"] == lesson.noise_words("noisy-correspondence") and ":" not in noisy.text.split("wrong one")[-1]
     spread = lesson.step_rank_spread(world)
-    ranks = consistency.rank_tables(world, world.model("baseline"))["t2i"]
-    assert f"MRV = {metrics.mrv(ranks):.2f}" in spread.text and len(spread.table) == len(world.languages)
+    t = consistency.rank_tables(world, world.model("baseline"))
+    mrv = leaderboard.model_result(world, world.model("baseline"))["mrv"]["mrv_mean"]
+    assert f"MRV = {mrv:.2f}" in spread.text and "MRV mean" in spread.text and "standard deviation" in spread.text
+    assert mrv == pytest.approx((metrics.mrv(t["t2i"]) + metrics.mrv(t["i2t"])) / 2, abs=1e-6)  # the Leaderboard's figure is this one
+    assert spread.text.count("MRV = ") == 1 and len(spread.table) == len(world.languages)
     flags = lesson.step_uml_flags(world)
     assert len(flags.gallery) == 2 and flags.table.iloc[0]["mismatch"] >= flags.table.iloc[1]["mismatch"]
     standings = lesson.step_standings(world)
     assert set(standings.table["model"]) == {"baseline", "uml", "one_to_k"} and "not resolved" in standings.text
     assert "Search" in lesson.step_try_it(world).text
-    # Plain words first: no step shows a formula.
-    assert not any("$" in step(world).text for _, step in lesson.STEPS)
+    for _, step in lesson.STEPS:
+        shown = step(world)
+        assert "$" not in shown.text  # plain words first: no step shows a formula
+        assert "mt:" not in shown.text + shown.table.to_string() + "".join(c for _, c in shown.gallery)  # no label codes
+        page = shown.figures_html()
+        assert page.count("<img ") == len(shown.gallery) and page.count("ccr-lesson-target") == len(shown.targets)
+
+
+def test_lesson_curation_picks_instances_where_each_point_shows(world):
+    """Step 1 prefers an image both languages find in the top 4 at different places; step 3 a picture one language
+    finds in its top 3 and the others do not; step 2 the labelled mistake easiest to see, named in words."""
+    from ccr_core.dashboard import consistency, lesson
+
+    model = world.model("one_to_k") if "one_to_k" in world.model_names() else world.model_list()[0]
+    item, caps, ranks = lesson.pick_two_language_instance(world, model, ("en", "de"))
+    everything = []
+    for other_item, other_caps in lesson._native_pairs(world, ("en", "de")):
+        r = [lesson.search.text_search(world, other_caps[l].text, l, [model.name], 1, other_caps[l].id).methods[0].target_rank for l in ("en", "de")]
+        everything.append(r)
+    best_possible = any(a != b and max(a, b) <= lesson.LESSON_K for a, b in everything)
+    assert (ranks["en"] != ranks["de"] and max(ranks.values()) <= lesson.LESSON_K) == best_possible
+    table = consistency.rank_tables(world, world.model("baseline"))
+    j = lesson.pick_spread_instance(world, table)
+    found = table["t2i"].min(axis=1) <= 3
+    if found.any():
+        assert found[j] and table["t2i"][j].std() == max(table["t2i"][i].std() for i in np.flatnonzero(found))
+    assert lesson.noise_words("mt:word-order") == "the words are in the wrong order" and lesson.noise_words("mt:new-kind") == "new kind"
 
 
 def test_warm_umap_cache_fills_numba_cache_once(tmp_path):
@@ -854,3 +888,30 @@ def test_the_shipped_audit_scores_belong_to_the_shipped_checkpoints():
         baseline = name.replace("uml", "baseline", 1)
         assert entry["trivial_checkpoint_sha256"] == checkpoint_hash(CHECKPOINTS_DIR / "demo-world" / baseline)
         assert sha256_file(folder / entry["file"]) == entry["sha256"]
+
+
+def test_a_checkpoint_of_an_unknown_method_is_skipped_with_a_plugin_hint(world_paths, tmp_path, caplog):
+    """A plugin method's checkpoint without its plugin loaded: the other models open, the page header says which
+    checkpoint was left out and how to load its plugin (CCR_PLUGINS or --plugin); with none usable, a clear error."""
+    import logging
+    import shutil
+
+    from ccr_core.dashboard.world import WorldNotBuilt, load_world
+    from test_app_api import load_app_module
+
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(world_paths["checkpoints"] / "baseline", ckpts / "baseline")
+    shutil.copytree(world_paths["checkpoints"] / "baseline", ckpts / "mine")
+    config = json.loads((ckpts / "mine" / "config.json").read_text())
+    (ckpts / "mine" / "config.json").write_text(json.dumps({**config, "method": "smallloss"}))
+    with caplog.at_level(logging.WARNING, logger="ccr.app"):
+        own = load_world(world_paths["bundle"], ckpts, world_paths["workspace"])
+    assert own.model_names() == ["baseline"] and len(own.skipped) == 1
+    why = own.skipped[0]
+    assert "'mine'" in why and "'smallloss'" in why and "CCR_PLUGINS=" in why and "--plugin" in why
+    assert why in caplog.text
+    header = load_app_module().header_markdown(own)
+    assert "**1 models**" in header and why in header
+    shutil.rmtree(ckpts / "baseline")
+    with pytest.raises(WorldNotBuilt, match="smallloss"):
+        load_world(world_paths["bundle"], ckpts, world_paths["workspace"])
