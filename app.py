@@ -35,7 +35,8 @@ body, .gradio-container {{font-family: {FONT_STACK}}}
 .gradio-container code, .gradio-container pre {{font-family: {", ".join(f'"{f}"' if " " in f else f for f in MONO_FONTS)}}}
 /* Result cards: the whole picture (a square box, object-fit contain), and under it -- never over it -- the rank,
    the score and the English caption; hovering a card shows the captions in every language. */
-.ccr-gallery .grid-container {{grid-template-rows: none; grid-auto-rows: auto; align-items: start}}
+.ccr-gallery .grid-container {{grid-template-rows: none; grid-auto-rows: auto; align-items: start;
+  grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr))}}
 .ccr-gallery .thumbnail-item {{aspect-ratio: auto; height: auto; display: flex; flex-direction: column; overflow: visible}}
 .ccr-gallery .thumbnail-item > img {{width: 100%; height: auto; aspect-ratio: 1 / 1; object-fit: contain; flex: none}}
 .ccr-gallery .caption-label {{position: static; max-width: 100%; width: 100%; box-sizing: border-box; border: none; border-top: 1px solid var(--border-color-primary);
@@ -101,6 +102,9 @@ def build_app(world):
         demo.load(takes_request(lambda request=None: page.session_header(request)), None, page.header, api_visibility="private")
         for fn, outputs in page.loaders:
             demo.load(fn, None, outputs, api_visibility="private")
+        if page.lazies:
+            fill, outputs = page.lazy_loader()
+            demo.load(fill, None, outputs, api_visibility="private", show_progress="hidden")
     return demo
 
 

@@ -198,7 +198,9 @@ def test_search_in_a_language_the_world_lacks(client):
 def test_every_tab_opens_with_something_to_look_at(server):
     config = server["demo"].get_config_file()
     props = {c["props"].get("elem_id"): c["props"] for c in config["components"] if c["props"].get("elem_id")}
-    assert props["ml-plot"]["value"] and "languages" in props["ml-status"]["value"]  # Many languages: drawn
+    assert "languages" in props["ml-status"]["value"]  # Many languages: its opening result ...
+    assert not props["ml-plot"]["value"] and not props["about"]["value"]  # ... drawn at page load (test_browser), not carried in the config
+    assert len(props["lang"]["choices"]) == 1 + len(server["world"].languages)  # the ~90 languages come at page load too
     assert all(props[f"ml-text-{l}"]["value"] for l in ("en", "de", "zh"))
     assert props["i2t-table"]["value"]["headers"][0] == "method"  # its rows come at page load (browser test)
     assert props["search-summary"]["value"]["headers"] == ["method", "ground-truth rank", "top-1 image", "top-1 score", "UML uncertainty"]

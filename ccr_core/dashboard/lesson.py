@@ -283,7 +283,9 @@ def build_tab(world: World, page) -> None:
             figures = gr.HTML("", elem_id="lesson-gallery", visible=False)
             table = gr.Dataframe(interactive=False, wrap=True, elem_id="lesson-table", visible=False)
         with gr.Accordion("Words used in this dashboard", open=False, elem_id="lesson-words"):
-            gr.Markdown(glossary_markdown(any(m.fine_tuned for m in world.model_list())), elem_id="lesson-glossary")
+            glossary = gr.Markdown("", elem_id="lesson-glossary")
+    words = glossary_markdown(any(m.fine_tuned for m in world.model_list()))
+    page.lazy(glossary, lambda: words)  # at page load: not carried in the page config
         current = gr.State(0)  # the step shown (1-based; 0 before the first)
 
     def render(index: int):

@@ -358,7 +358,8 @@ def build_tab(world: World, page) -> None:
         with gr.Row(equal_height=True):
             query = gr.Textbox(label="Query (any language)", placeholder="Describe a picture… (Enter searches, Shift+Enter adds a line)",
                                lines=1, max_lines=6, elem_id="query", scale=5)
-            lang = gr.Dropdown(language_choices(world), value="auto", label="Language", scale=2, elem_id="lang")
+            # The ~90 languages arrive at page load (ui.Page.lazy): the page config stays small.
+            lang = gr.Dropdown(language_choices(world)[: 1 + len(world.languages)], value="auto", label="Language", scale=2, elem_id="lang")
             k = gr.Number(value=8, precision=0, label=f"Results (1–{MAX_K})", scale=1, min_width=90, elem_id="k")
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn", scale=1, min_width=90)
         with gr.Row(equal_height=True):
@@ -386,7 +387,7 @@ def build_tab(world: World, page) -> None:
                 browse_lang = gr.Dropdown([("all languages", "all")] + world_langs, value="all", label="Captions in", scale=1)
                 caption_find = gr.Textbox(value="", label="Find a test caption (words or an id; the list follows as you type)", lines=1,
                                           max_lines=1, elem_id="caption-find", scale=2)
-            caption = gr.Dropdown(caption_choices(world, "all"), value=None, label=f"Test caption ({SEARCH_CHOICES} matches at a time)",
+            caption = gr.Dropdown([], value=None, label=f"Test caption ({SEARCH_CHOICES} matches at a time)",
                                   filterable=True, allow_custom_value=True, elem_id="caption-pick")
 
         # The caption search for scripts and tests (a key_up event carries the typed text only from a browser).
@@ -413,6 +414,8 @@ def build_tab(world: World, page) -> None:
                 waiting = gr.Timer(3.0, active=False)  # inside the tab: a Tabs child must be a Tab
 
     page.hide_variants(methods, variants, main_names)
+    page.lazy(lang, lambda: gr.update(choices=language_choices(world)))
+    page.lazy(caption, lambda: gr.update(choices=caption_choices(world, "all")))
     search_outputs = [status, summary, slot_items, *galleries, *titles]
 
     def gallery_updates(result):

@@ -97,8 +97,26 @@ class Page:
     components: dict = field(default_factory=dict)  # named components one tab hands to another
     choosers: dict = field(default_factory=dict)  # id(picker) -> function giving its choices, where not every model
     loaders: list = field(default_factory=list)  # (function, outputs) run at every page load: live values, never build-time ones
+    lazies: list = field(default_factory=list)  # (component, function) filled at page load (see lazy)
     header: object = None  # the page header (app.py), refreshed when a session's run finishes
     header_text: object = None  # session -> the header's Markdown
+
+    def lazy(self, component, fn) -> None:
+        """Give ``component`` its value (or choices: ``fn`` may return an update) at page load instead of in the
+        page config: long choice lists, a long text and a drawn figure would otherwise be most of the JSON the
+        page must load before it draws anything (the config stays under 200 KB)."""
+        self.lazies.append((component, fn))
+
+    def lazy_loader(self):
+        """(function, outputs) that fills every :meth:`lazy` component in one page-load event."""
+        components = [c for c, _ in self.lazies]
+        fns = [fn for _, fn in self.lazies]
+
+        def fill():
+            out = [fn() for fn in fns]
+            return out[0] if len(out) == 1 else tuple(out)
+
+        return fill, components
 
     def on_load(self, fn, outputs: list) -> None:
         """Run ``fn()`` at every page load into ``outputs`` (status lines, timers: what must be as of now)."""
