@@ -284,9 +284,9 @@ def build_tab(world: World, page) -> None:
             table = gr.Dataframe(interactive=False, wrap=True, elem_id="lesson-table", visible=False)
         with gr.Accordion("Words used in this dashboard", open=False, elem_id="lesson-words"):
             glossary = gr.Markdown("", elem_id="lesson-glossary")
+        current = gr.State(0)  # the step shown (1-based; 0 before the first)
     words = glossary_markdown(any(m.fine_tuned for m in world.model_list()))
     page.lazy(glossary, lambda: words)  # at page load: not carried in the page config
-        current = gr.State(0)  # the step shown (1-based; 0 before the first)
 
     def render(index: int):
         shown = STEPS[index - 1][1](world)
