@@ -915,3 +915,10 @@ def test_a_checkpoint_of_an_unknown_method_is_skipped_with_a_plugin_hint(world_p
     shutil.rmtree(ckpts / "baseline")
     with pytest.raises(WorldNotBuilt, match="smallloss"):
         load_world(world_paths["bundle"], ckpts, world_paths["workspace"])
+
+
+def test_score_gaps_tell_saturated_scores_apart():
+    from ccr_core.dashboard.search import score_gap
+
+    assert score_gap(-0.004) == "−0.004" and score_gap(-0.00031) == "−0.00031" and score_gap(0.0) == "±0"
+    assert score_gap(-0.0000012) == "−0.000001" and score_gap(-0.25) == "−0.250"

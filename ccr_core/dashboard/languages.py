@@ -246,7 +246,9 @@ def build_tab(world: World, page) -> None:
         for i in range(EXTRA_LANGUAGES):
             with gr.Row(visible=False, elem_id=f"ml-extra-{i}") as row:
                 # value "" (a real choice): the API can leave these inputs out (a parameter with a default)
-                extra_langs.append(gr.Dropdown([("(choose a language)", "")], value="", label="Language",
+                # Its ~90 choices arrive at page load; a custom value lets API clients (which load no page) name any
+                # code, which the handler checks (an unknown one is left out with a note).
+                extra_langs.append(gr.Dropdown([("(choose a language)", "")], value="", label="Language", allow_custom_value=True,
                                                scale=1, elem_id=f"ml-extra-lang-{i}"))
                 extra_texts.append(gr.Textbox(value="", label="The same description in that language", lines=1, max_lines=4, scale=3,
                                               elem_id=f"ml-extra-text-{i}"))

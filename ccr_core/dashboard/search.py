@@ -114,7 +114,7 @@ def score_gap(diff: float) -> str:
     "−0.00031"); a tie with the top is "±0"."""
     if diff == 0:
         return "±0"
-    decimals = min(6, max(3, 1 - int(np.floor(np.log10(abs(diff))))))
+    decimals = 3 if abs(diff) >= 0.001 else min(6, 1 - int(np.floor(np.log10(abs(diff)))))  # two significant digits below 0.001
     return f"{diff:+.{decimals}f}".replace("-", "−")
 
 
@@ -359,7 +359,9 @@ def build_tab(world: World, page) -> None:
             query = gr.Textbox(label="Query (any language)", placeholder="Describe a picture… (Enter searches, Shift+Enter adds a line)",
                                lines=1, max_lines=6, elem_id="query", scale=5)
             # The ~90 languages arrive at page load (ui.Page.lazy): the page config stays small.
-            lang = gr.Dropdown(language_choices(world)[: 1 + len(world.languages)], value="auto", label="Language", scale=2, elem_id="lang")
+            # (allow_custom_value: an API client loads no page, so it may name any code; resolve_language checks it)
+            lang = gr.Dropdown(language_choices(world)[: 1 + len(world.languages)], value="auto", label="Language", scale=2, elem_id="lang",
+                               allow_custom_value=True)
             k = gr.Number(value=8, precision=0, label=f"Results (1–{MAX_K})", scale=1, min_width=90, elem_id="k")
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn", scale=1, min_width=90)
         with gr.Row(equal_height=True):
