@@ -4,6 +4,7 @@ its logic (plain functions, tested without Gradio) and its ``build_tab`` (layout
     python app.py                                  # the demo world, checkpoints/demo-world/
     python app.py --world flickr8k-ml              # a built bundle (name or folder), checkpoints/<world>/
     python app.py --checkpoints DIR --workspace DIR --port 7860 --host 127.0.0.1
+    python app.py --plugin my_methods              # a module that registers methods (as CCR_PLUGINS=my_methods)
 
 Binds 127.0.0.1 by default, never makes a share link, sends no analytics, and serves files only from
 the world's thumbnail and export folders.
@@ -32,8 +33,33 @@ CSS = f"""
 .ccr-header p {{color: var(--body-text-color-subdued); margin-top: 0}}
 body, .gradio-container {{font-family: {FONT_STACK}}}
 .gradio-container code, .gradio-container pre {{font-family: {", ".join(f'"{f}"' if " " in f else f for f in MONO_FONTS)}}}
-.ccr-gallery .caption-label {{font-size: 0.8em; white-space: normal; overflow: visible; text-overflow: clip; max-width: 100%; line-height: 1.2}}
+/* Result cards: the whole picture (a square box, object-fit contain), and under it -- never over it -- the rank,
+   the score and the English caption; hovering a card shows the captions in every language. */
+.ccr-gallery .grid-container {{grid-template-rows: none; grid-auto-rows: auto; align-items: start;
+  grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr))}}
+.ccr-gallery .thumbnail-item {{aspect-ratio: auto; height: auto; display: flex; flex-direction: column; overflow: visible}}
+.ccr-gallery .thumbnail-item > img {{width: 100%; height: auto; aspect-ratio: 1 / 1; object-fit: contain; flex: none}}
+.ccr-gallery .caption-label {{position: static; max-width: 100%; width: 100%; box-sizing: border-box; border: none; border-top: 1px solid var(--border-color-primary);
+  border-radius: 0; opacity: 1 !important; font-size: 0.78em; line-height: 1.25; white-space: pre-line; overflow: hidden; text-overflow: clip;
+  display: -webkit-box; -webkit-box-orient: vertical; -webkit-line-clamp: 3; overflow-wrap: anywhere}}
+.ccr-gallery .thumbnail-item:hover {{z-index: 5}}
+.ccr-gallery .thumbnail-item:hover .caption-label {{-webkit-line-clamp: unset; display: block; position: absolute; top: 100%; left: 0;
+  background: var(--background-fill-primary); box-shadow: var(--shadow-drop-lg); border: 1px solid var(--border-color-primary); z-index: 6}}
 .ccr-gallery-title p {{margin: 0; font-size: 0.95em}}
+/* Start here: pictures at their natural size, never upscaled or cropped; the step's own picture framed. */
+.ccr-lesson-figures {{display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start}}
+.ccr-lesson-figure {{margin: 0; max-width: 220px}}
+.ccr-lesson-figure img {{display: block; max-width: 100%; width: auto; height: auto; border: 3px solid transparent}}
+.ccr-lesson-target img {{border-color: #f5c518}}
+.ccr-lesson-figure figcaption {{font-size: 0.85em; line-height: 1.25; margin-top: 2px}}
+/* Presenter mode: large type, one step per screen. */
+body.ccr-presenter #header, body.ccr-presenter #lesson-intro, body.ccr-presenter #lesson-words {{display: none}}
+body.ccr-presenter #lesson-step {{min-height: 100vh}}
+body.ccr-presenter #lesson-text {{font-size: 1.6em; line-height: 1.45}}
+body.ccr-presenter #lesson-text h3 {{font-size: 1.5em}}
+body.ccr-presenter #lesson-table {{font-size: 1.3em}}
+body.ccr-presenter .ccr-lesson-figure {{max-width: 320px}}
+body.ccr-presenter .ccr-lesson-figure figcaption {{font-size: 1.2em}}
 #examples button {{white-space: nowrap; overflow: hidden; text-overflow: ellipsis; display: block}}
 """
 
@@ -45,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workspace", default=None, help="built bundles, caches, projections (default $CCR_WORKSPACE or ./workspace)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="a module that registers methods (repeatable), loaded before the checkpoints; as CCR_PLUGINS=mod1,mod2")
     p.add_argument("--no-warm", action="store_true", help="do not precompute the default projections in the background")
     return p.parse_args(argv)
 
@@ -59,27 +87,38 @@ def build_app(world):
 
     import gradio as gr
 
-    from ccr_core.dashboard.ui import Page
+    from ccr_core.dashboard.ui import Page, takes_request
 
     page = Page(world)
     with gr.Blocks(title=f"CCR Lab · {world.name}", analytics_enabled=False) as demo:
-        gr.Markdown(lambda: header_markdown(world), elem_classes="ccr-header", elem_id="header")  # a callable: as of each page load
+        # Filled at each page load for that browser session (its private models count), and again when its run finishes.
+        page.header = gr.Markdown(header_markdown(world), elem_classes="ccr-header", elem_id="header")
+        page.header_text = lambda session=None: header_markdown(world, session)
         with gr.Tabs(selected="search"):  # "Start here" sits first for teaching; a visitor lands on Search
             for tab in TABS:
                 importlib.import_module(f"ccr_core.dashboard.{tab}").build_tab(world, page)
         # A page opened after a training run finished lists the new model too.
-        demo.load(page.model_choice_updates, None, page.choice_targets, api_name="refresh_models")
+        demo.load(takes_request(lambda request=None: page.model_choice_updates(request)), None, page.choice_targets, api_name="refresh_models")
+        demo.load(takes_request(lambda request=None: page.session_header(request)), None, page.header, api_visibility="private")
         for fn, outputs in page.loaders:
             demo.load(fn, None, outputs, api_visibility="private")
+        if page.lazies:
+            fill, outputs = page.lazy_loader()
+            demo.load(fill, None, outputs, api_visibility="private", show_progress="hidden")
     return demo
 
 
-def header_markdown(world) -> str:
-    """The page header, with the number of models as it is now (published Experiment runs count)."""
+def header_markdown(world, session: str | None = None) -> str:
+    """The page header, with the number of models as it is now for that browser session (published Experiment
+    runs and the session's own private ones count), and any checkpoint that was skipped, with why."""
     from ccr_core.dashboard.world import language_name
 
-    return (f"# CCR Lab · {world.name}\nFind images from captions in {', '.join(language_name(l) for l in world.languages)} "
-            f"(or about 90 other languages), captions from images, and compare **{len(world.model_names())} models**.")
+    n = len(world.model_names(session))
+    private = n - len(world.model_names())
+    text = (f"# CCR Lab · {world.name}\nFind images from captions in {', '.join(language_name(l) for l in world.languages)} "
+            f"(or about 90 other languages), captions from images, and compare **{n} models**"
+            + (f" ({private} of them private to you)" if private else "") + ".")
+    return text + "".join(f"\n\n⚠ {why}" for why in world.skipped)
 
 
 def warm_up(world) -> None:
@@ -150,6 +189,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     from ccr_core.dashboard import WorldNotBuilt
+    from ccr_core.methods import PluginError, load_plugins
+
+    try:
+        load_plugins(args.plugin)  # before the checkpoints: their methods must be registered
+    except PluginError as exc:
+        print(f"ccr dashboard: {exc}", file=sys.stderr)
+        return 2
 
     try:
         world = open_world(args)

@@ -119,7 +119,7 @@ class Registry(Generic[T]):
         except Exception as exc:  # noqa: BLE001 -- any failure of third-party code is reported, not raised into every command
             for name in set(self._entries) - before:  # nothing half-registered stays
                 del self._entries[name]
-            why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PluginError) else str(exc)
+            why = (f"{type(exc).__name__}: {exc}" if not isinstance(exc, PluginError) else str(exc)) + _where(exc)
             if strict:
                 raise PluginError(f"{self.kind} plugin {label} failed to load: {why}") from exc
             self.plugin_errors[label] = why
@@ -130,6 +130,18 @@ class Registry(Generic[T]):
         for name in added:
             self._plugin_of[name] = label
         return added
+
+
+def _where(exc: BaseException) -> str:
+    """" (at FILE, line N)": where in the plugin's own code ``exc`` was raised (a syntax error: where the parser
+    stopped), skipping the import machinery and this module; "" when no such frame is known (a missing module)."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f" (at {exc.filename}, line {exc.lineno})"
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<frozen") and "importlib" not in f.filename and f.filename != __file__]
+    return f" (at {frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
 
 
 def _initializing(module: str) -> bool:

@@ -93,7 +93,13 @@ def test_search_marks_the_ground_truth_and_answers_fast(client, server):
     shown = [g for g in galleries if g.get("visible")]
     assert len(shown) == len(ALL) and all(len(g["value"]) == 5 for g in shown)
     assert any("✓ ground truth" in e["caption"] for g in shown for e in g["value"]) == any(m.target_rank <= 5 for m in direct.methods)
-    assert [e["caption"].split(" · ")[-1] for e in shown[0]["value"]] == [h.item_id for h in direct.methods[0].hits]
+    # Each card: rank and score (the top one's, then the gap from it), then the image's English caption; no file id.
+    world = server["world"]
+    for e, h in zip(shown[0]["value"], direct.methods[0].hits):
+        head, english, *others = e["caption"].split("\n")
+        assert head.endswith(f"#{h.rank} · " + (f"{h.score:.3f}" if h.rank == 1 else search.score_gap(h.score - direct.methods[0].hits[0].score)))
+        assert english == next(world.captions[i].text for i in world.captions_of_item[h.item_id] if world.captions[i].lang == "en")
+        assert h.item_id not in e["caption"].replace(english, "") and {o.split(":")[0] for o in others} == {"de", "zh"}
     truth = [e for g in shown for e in g["value"] if e["caption"].startswith("✓ ground truth")]
     assert all(e["image"]["path"].endswith("-truth.jpg") for e in truth)  # the tile has its border drawn in
     t = time.perf_counter()
@@ -198,7 +204,9 @@ def test_search_in_a_language_the_world_lacks(client):
 def test_every_tab_opens_with_something_to_look_at(server):
     config = server["demo"].get_config_file()
     props = {c["props"].get("elem_id"): c["props"] for c in config["components"] if c["props"].get("elem_id")}
-    assert props["ml-plot"]["value"] and "languages" in props["ml-status"]["value"]  # Many languages: drawn
+    assert "languages" in props["ml-status"]["value"]  # Many languages: its opening result ...
+    assert not props["ml-plot"].get("value") and not props["about"].get("value")  # ... drawn at page load (test_browser), not carried in the config
+    assert len(props["lang"]["choices"]) == 1 + len(server["world"].languages)  # the ~90 languages come at page load too
     assert all(props[f"ml-text-{l}"]["value"] for l in ("en", "de", "zh"))
     assert props["i2t-table"]["value"]["headers"][0] == "method"  # its rows come at page load (browser test)
     assert props["search-summary"]["value"]["headers"] == ["method", "ground-truth rank", "top-1 image", "top-1 score", "UML uncertainty"]
@@ -211,6 +219,7 @@ def test_consistency_views(client, server):
     assert [row[0] for row in summary["data"]] == ALL and hist["type"] == "plotly" and worst["data"]
     item = worst["data"][0][0]
     caps, heat, text, thumb = client.predict(item, "i2t", True, api_name="/consistency_instance")
+    caps, heat, thumb = (v["value"] if isinstance(v, dict) and "__type__" in v else v for v in (caps, heat, thumb))  # shown now: updates
     assert len(caps["data"]) == 3 and heat["type"] == "plotly" and item in text and Path(thumb).stat().st_size > 0  # its picture too
     assert client.predict("nope", "t2i", True, api_name="/consistency_instance")[2].startswith("⚠")
     assert client.predict("t2i", api_name="/consistency_pick")[3].startswith("⚠")  # no row selected

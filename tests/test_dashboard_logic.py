@@ -671,7 +671,9 @@ def test_ranking_has_one_row_per_model_with_interval_and_verdict(world):
         world.memo.pop("protocol_cells")
         if saved is not None:
             world.memo["protocol_cells"] = saved
-    assert list(table["model"]) == sorted(table["model"], key=lambda m: -float(table.set_index("model").loc[m, "target SumR"]))
+    grid_mean = {"baseline": 405.0, "uml": 445.0, "one_to_k": 405.0 + 2 / 3}
+    assert list(table["model"]) == sorted(grid_mean, key=lambda m: -grid_mean[m])  # by the interval's mean: uml, one_to_k, baseline
+    assert set(table["ranked by"]) == {"interval mean"}
     assert sorted(table["model"]) == sorted(world.model_names()) and list(table["rank"]) == list(range(1, len(table) + 1))
     row = table.set_index("model")
     mean, hw = stats.t_interval([440.0, 450.0, 445.0])
@@ -681,6 +683,40 @@ def test_ranking_has_one_row_per_model_with_interval_and_verdict(world):
     assert row.loc["baseline", "verdict"] == "the reference"
     own = leaderboard.model_result(world, world.model("uml"))
     assert row.loc["uml", "target SumR"] == round(stats.target_sumr(own), 1)  # the checkpoint's own number
+
+
+def test_ranking_follows_the_interval_not_one_checkpoint_and_names_identical_settings(world):
+    """The checkpoint with the lower own score gets the better grid: the rank follows the grid. A model the grid
+    has no seeds of comes after those it has ("own score"). Floor and baseline runs equal in every seed are named."""
+    from ccr_core.study import stats
+    from ccr_core.dashboard import leaderboard
+
+    own = {m: stats.target_sumr(leaderboard.model_result(world, world.model(m))) for m in ("uml", "one_to_k")}
+    low, high = sorted(own, key=own.get)
+
+    def run(method, seed, sumr):
+        return {"setting": "common", "method": method, "noise_rate": 0.0, "seed": seed,
+                "groups": {"en": {"SumR": 500.0}, "de": {"SumR": sumr}}, "mrv": {"mrv_mean": 1.0}}
+
+    results = [run(low, s, 450.0 + s) for s in range(3)]  # `high` has no cell
+    results += [run(m, s, v) for m in ("floor", "baseline") for s, v in enumerate((400.0, 401.0, 402.0))]
+    saved = world.memo.get("protocol_cells")
+    world.memo["protocol_cells"] = stats.cells(results)
+    try:
+        table = leaderboard.ranking_table(world)
+        note = leaderboard.settings_note(world)
+        same = leaderboard.identical_cells(world)
+        results[-1]["groups"]["de"]["SumR"] = 403.0  # one baseline seed differs: no longer identical
+        world.memo["protocol_cells"] = stats.cells(results)
+        differing = leaderboard.identical_cells(world)
+    finally:
+        world.memo.pop("protocol_cells")
+        if saved is not None:
+            world.memo["protocol_cells"] = saved
+    assert list(table["model"]) == [low, "baseline", high]
+    assert list(table["ranked by"]) == ["interval mean", "interval mean", "own score"]
+    assert "**published**" in note and "**common**" in note and "floor = baseline in the common setting" in note
+    assert same == [0.0] and differing == []
 
 
 def test_every_method_family_keeps_one_colour_blind_safe_hue():
@@ -745,12 +781,19 @@ def test_experiment_runs_are_private_until_published_and_stopped_runs_are_discar
     assert name + " (trained here)" in set(leaderboard.leaderboard_table(own)["model"])
     assert "published" in job.status_markdown() and "6 / 6" in job.progress_html() and len(job.loss_figure().data) == 2
     plan = jobs.plan("uml", 0.4, 50, "alice")
-    assert "`uml` for **50 steps**" in plan and "40%" in plan and "Last run:" in plan and "Finished" in plan
-    assert "Last run:" not in jobs.plan("uml", 0.4, 50, "bob")
+    # The plan (drawn once per settings change) never carries a run's state, which would go stale in it.
+    assert "`uml` for **50 steps**" in plan and "40%" in plan and "Last run" not in plan and "Finished" not in plan
     assert "earlier run(s) of baseline" in jobs.plan("baseline", 0.0, 50, "bob")  # the expected time learns from finished runs
-    # A stopped run is discarded (no model, no files) unless kept.
+    # The estimate's parts are the finished run's own: steps at their measured rate, plus its set-up and finishing.
+    spent = (job.first_step_at - job.started) + (job.finished - job.last_step_at)
+    rate = (job.last_step_at - job.first_step_at) / (job.step - 1)
+    expected, how = jobs.expected_seconds("baseline", 0.0, 6)
+    assert expected == pytest.approx(6 * rate + spent) and "set-up and finishing of 1 earlier run" in how
+    assert expected == pytest.approx(job.finished - job.started, rel=0.5, abs=0.5)  # the same settings: about as long
+    # A stopped run is discarded (no model, no files) unless kept; until it has stopped it says "Stopping…".
     stopped = jobs.start("baseline", 0.0, 2000, owner="alice")
     jobs.stop(stopped.id, "alice")
+    assert stopped.status_markdown().startswith("**Stopping…**") or not stopped.active
     assert _wait(stopped).status == "stopped" and stopped.step < 2000 and not stopped.model_name
     assert not stopped.run_dir.exists() and len(own.model_list(include_private=True)) == len(shipped) + 1
     kept = jobs.start("baseline", 0.0, 2000, owner="alice")
@@ -772,24 +815,58 @@ def test_about_has_methods_citations_and_the_dataset_card(world):
 
 
 def test_start_here_lesson_steps_show_real_results(world):
-    from ccr_core.dashboard import consistency, lesson
+    from ccr_core.dashboard import consistency, leaderboard, lesson
     from ccr_core import metrics
 
     two = lesson.step_two_languages(world)
-    assert len(two.gallery) == 8 and any("✓ the described picture" in caption for _, caption in two.gallery)
-    assert list(two.table["language"]) == ["English", "German"] and all(Path(p).exists() for p, _ in two.gallery)
+    assert len(two.gallery) == 8 and all(Path(p).exists() for p, _ in two.gallery)
+    assert list(two.table["language"]) == ["English", "German"]
+    # The described picture is in both rows (first where it is outside the top 4), framed, with its real rank.
+    assert len(two.targets) == 2 and all("✓ the described picture" in two.gallery[i][1] for i in two.targets)
+    for row, target in zip(two.table.itertuples(), two.targets):
+        assert f"#{row[3]} ·" in two.gallery[target][1]
+        assert target % lesson.LESSON_K == (0 if row[3] > lesson.LESSON_K else row[3] - 1)
     noisy = lesson.step_noisy_translation(world)
-    assert len(noisy.gallery) == 1 and noisy.table.iloc[2]["text"] == "noisy-correspondence"
+    assert len(noisy.gallery) == 1 and noisy.targets == [0]
+    assert noisy.table.iloc[2]["text"] == lesson.noise_words("noisy-correspondence") and ":" not in noisy.text.split("wrong one")[-1]
     spread = lesson.step_rank_spread(world)
-    ranks = consistency.rank_tables(world, world.model("baseline"))["t2i"]
-    assert f"MRV = {metrics.mrv(ranks):.2f}" in spread.text and len(spread.table) == len(world.languages)
+    t = consistency.rank_tables(world, world.model("baseline"))
+    mrv = leaderboard.model_result(world, world.model("baseline"))["mrv"]["mrv_mean"]
+    assert f"MRV = {mrv:.2f}" in spread.text and "MRV mean" in spread.text and "standard deviation" in spread.text
+    assert mrv == pytest.approx((metrics.mrv(t["t2i"]) + metrics.mrv(t["i2t"])) / 2, abs=1e-6)  # the Leaderboard's figure is this one
+    assert spread.text.count("MRV = ") == 1 and len(spread.table) == len(world.languages)
     flags = lesson.step_uml_flags(world)
     assert len(flags.gallery) == 2 and flags.table.iloc[0]["mismatch"] >= flags.table.iloc[1]["mismatch"]
     standings = lesson.step_standings(world)
     assert set(standings.table["model"]) == {"baseline", "uml", "one_to_k"} and "not resolved" in standings.text
     assert "Search" in lesson.step_try_it(world).text
-    # Plain words first: no step shows a formula.
-    assert not any("$" in step(world).text for _, step in lesson.STEPS)
+    for _, step in lesson.STEPS:
+        shown = step(world)
+        assert "$" not in shown.text  # plain words first: no step shows a formula
+        assert "mt:" not in shown.text + shown.table.to_string() + "".join(c for _, c in shown.gallery)  # no label codes
+        page = shown.figures_html()
+        assert page.count("<img ") == len(shown.gallery) and page.count("ccr-lesson-target") == len(shown.targets)
+
+
+def test_lesson_curation_picks_instances_where_each_point_shows(world):
+    """Step 1 prefers an image both languages find in the top 4 at different places; step 3 a picture one language
+    finds in its top 3 and the others do not; step 2 the labelled mistake easiest to see, named in words."""
+    from ccr_core.dashboard import consistency, lesson
+
+    model = world.model("one_to_k") if "one_to_k" in world.model_names() else world.model_list()[0]
+    item, caps, ranks = lesson.pick_two_language_instance(world, model, ("en", "de"))
+    everything = []
+    for other_item, other_caps in lesson._native_pairs(world, ("en", "de")):
+        r = [lesson.search.text_search(world, other_caps[l].text, l, [model.name], 1, other_caps[l].id).methods[0].target_rank for l in ("en", "de")]
+        everything.append(r)
+    best_possible = any(a != b and max(a, b) <= lesson.LESSON_K for a, b in everything)
+    assert (ranks["en"] != ranks["de"] and max(ranks.values()) <= lesson.LESSON_K) == best_possible
+    table = consistency.rank_tables(world, world.model("baseline"))
+    j = lesson.pick_spread_instance(world, table)
+    found = table["t2i"].min(axis=1) <= 3
+    if found.any():
+        assert found[j] and table["t2i"][j].std() == max(table["t2i"][i].std() for i in np.flatnonzero(found))
+    assert lesson.noise_words("mt:word-order") == "the words are in the wrong order" and lesson.noise_words("mt:new-kind") == "new kind"
 
 
 def test_warm_umap_cache_fills_numba_cache_once(tmp_path):
@@ -826,3 +903,37 @@ def test_the_shipped_audit_scores_belong_to_the_shipped_checkpoints():
         baseline = name.replace("uml", "baseline", 1)
         assert entry["trivial_checkpoint_sha256"] == checkpoint_hash(CHECKPOINTS_DIR / "demo-world" / baseline)
         assert sha256_file(folder / entry["file"]) == entry["sha256"]
+
+
+def test_a_checkpoint_of_an_unknown_method_is_skipped_with_a_plugin_hint(world_paths, tmp_path, caplog):
+    """A plugin method's checkpoint without its plugin loaded: the other models open, the page header says which
+    checkpoint was left out and how to load its plugin (CCR_PLUGINS or --plugin); with none usable, a clear error."""
+    import logging
+    import shutil
+
+    from ccr_core.dashboard.world import WorldNotBuilt, load_world
+    from test_app_api import load_app_module
+
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(world_paths["checkpoints"] / "baseline", ckpts / "baseline")
+    shutil.copytree(world_paths["checkpoints"] / "baseline", ckpts / "mine")
+    config = json.loads((ckpts / "mine" / "config.json").read_text())
+    (ckpts / "mine" / "config.json").write_text(json.dumps({**config, "method": "smallloss"}))
+    with caplog.at_level(logging.WARNING, logger="ccr.app"):
+        own = load_world(world_paths["bundle"], ckpts, world_paths["workspace"])
+    assert own.model_names() == ["baseline"] and len(own.skipped) == 1
+    why = own.skipped[0]
+    assert "'mine'" in why and "'smallloss'" in why and "CCR_PLUGINS=" in why and "--plugin" in why
+    assert why in caplog.text
+    header = load_app_module().header_markdown(own)
+    assert "**1 models**" in header and why in header
+    shutil.rmtree(ckpts / "baseline")
+    with pytest.raises(WorldNotBuilt, match="smallloss"):
+        load_world(world_paths["bundle"], ckpts, world_paths["workspace"])
+
+
+def test_score_gaps_tell_saturated_scores_apart():
+    from ccr_core.dashboard.search import score_gap
+
+    assert score_gap(-0.004) == "−0.004" and score_gap(-0.00031) == "−0.00031" and score_gap(0.0) == "±0"
+    assert score_gap(-0.0000012) == "−0.000001" and score_gap(-0.25) == "−0.250"

@@ -95,7 +95,7 @@ def test_entry_points_register_modules_and_factories_and_a_broken_one_is_named(p
     assert set(registry.plugin_errors) == {"half = plug_broken (broken-dist)", "silent = plug_silent (broken-dist)"}
     assert "ImportError: needs libfoo 2" in registry.plugin_errors["half = plug_broken (broken-dist)"]
     assert "registered no method named 'silent'" in registry.plugin_errors["silent = plug_silent (broken-dist)"]
-    with pytest.raises(UnknownNameError, match=r"unknown method 'half'.*plugin half = plug_broken \(broken-dist\) failed to load \(ImportError: needs libfoo 2\)"):
+    with pytest.raises(UnknownNameError, match=r"unknown method 'half'.*plugin half = plug_broken \(broken-dist\) failed to load \(ImportError: needs libfoo 2 \(at .*plug_broken.py, line 3\)\)"):
         registry.get("half")
     assert registry.load_plugins() == []  # each plugin is imported once per process
 
@@ -109,6 +109,22 @@ def test_modules_by_name_strict_errors_name_the_plugin(plugin_world):
     with pytest.raises(PluginError, match="method plugin no_such_module failed to load: ModuleNotFoundError"):
         registry.load_plugins(["no_such_module"], entry_points=False, strict=True)
     assert registry.list() == ["good"]
+
+
+def test_a_plugin_error_names_its_file_and_line(plugin_world, tmp_path):
+    """Where the plugin broke: the line that raised (not the import machinery's), or where its syntax is wrong."""
+    registry, _, _ = plugin_world
+    mods = tmp_path / "mods"
+    (mods / "plug_typo.py").write_text("X = 1\n\ndef f(:\n    pass\n")
+    (mods / "plug_raises.py").write_text("import os\n\n\nvalue = {}['missing']\n")
+    with pytest.raises(PluginError, match=r"plug_typo failed to load: SyntaxError: .* \(at .*plug_typo.py, line 3\)"):
+        registry.load_plugins(["plug_typo"], entry_points=False, strict=True)
+    registry.load_plugins(["plug_raises"], entry_points=False, strict=False)
+    why = registry.plugin_errors["plug_raises"]
+    assert why.startswith("KeyError: 'missing'") and why.endswith(f"(at {mods / 'plug_raises.py'}, line 4)"), why
+    with pytest.raises(PluginError) as missing:  # no file of its own: no location is made up
+        registry.load_plugins(["no_such_module_either"], entry_points=False, strict=True)
+    assert "(at " not in str(missing.value)
 
 
 def test_the_built_in_methods_are_not_plugins():

@@ -134,4 +134,7 @@ def build_tab(world: World, page) -> None:
     import gradio as gr
 
     with gr.Tab("About", id="about"):
-        gr.Markdown(about_markdown(world), latex_delimiters=LATEX, elem_id="about")
+        # ~15 KB of text: written at page load (ui.Page.lazy), not carried in the page config.
+        about = gr.Markdown("", latex_delimiters=LATEX, elem_id="about")
+    text = about_markdown(world)
+    page.lazy(about, lambda: text)

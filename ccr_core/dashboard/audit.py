@@ -310,10 +310,10 @@ def uncertain_pairs(world: World, model_name: str | None = None, start: int = 0,
         label = ps.noise_names[j] or "unlabelled"
         shown = f"u={ps.scores[j]:.3f}" + (f" · DECL={ps.mismatch[j]:.3f}" if ps.mismatch is not None else "")
         gallery.append((str(world.thumbnail(ps.item_ids[j])), f"#{r} · {shown} · {label} · {cap.lang}"))  # the texts: in the table below
-        rows.append({"#": r, "uncertainty": round(float(ps.scores[j]), 4),
-                     **({"mismatch": round(float(ps.mismatch[j]), 4)} if ps.mismatch is not None else {}), "true label": label, "language": cap.lang,
-                     "machine-translated caption": cap.text, "English source": english, "source": cap.source, "image": ps.item_ids[j],
-                     "caption id": cap.id})
+        # The two texts first, side by side (what a reader compares), then the scores and labels.
+        rows.append({"#": r, "machine-translated caption": cap.text, "English source": english, "language": cap.lang, "true label": label,
+                     "uncertainty": round(float(ps.scores[j]), 4), **({"mismatch": round(float(ps.mismatch[j]), 4)} if ps.mismatch is not None else {}),
+                     "source": cap.source, "image": ps.item_ids[j], "caption id": cap.id})
     filters = [f"language {lang}" for _ in [0] if lang not in (None, "", ALL)] + [f"kind {kind}" for _ in [0] if kind not in (None, "", ALL)]
     where = f" ({', '.join(filters)})" if filters else ""
     status = f"Pairs {start + 1}–{start + len(order)} of {pool.size}{where}, highest {ps.ranking_name} first ({model.label})."
@@ -360,7 +360,9 @@ def build_tab(world: World, page) -> None:
         page_status = gr.Markdown(elem_id="audit-page-status")
         pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=True, label="Pairs", object_fit="contain", elem_id="audit-gallery",
                                   elem_classes="ccr-gallery")
-        pair_table = gr.Dataframe(interactive=False, wrap=True, label="Pairs", elem_id="audit-table")
+        # The translation and its English source wrap in the first two wide columns: both visible at 1024 px.
+        pair_table = gr.Dataframe(interactive=False, wrap=True, label="Pairs", elem_id="audit-table", elem_classes="ccr-audit-table",
+                                  column_widths=["40px", "28%", "28%"])
 
     page.uncertainty_pickers.append(model)
 

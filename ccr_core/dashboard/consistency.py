@@ -190,11 +190,11 @@ def build_tab(world: World, page) -> None:
         with gr.Row():
             find = gr.Textbox(value="", label="Find an instance (words of a caption or an id)", lines=1, max_lines=1, scale=1, elem_id="cons-find")
             instance = gr.Dropdown([], label="Instance", filterable=True, allow_custom_value=True, scale=2, elem_id="cons-instance")
-        inst_status = gr.Markdown()
-        with gr.Row():
-            inst_thumb = gr.Image(label="The instance", interactive=False, height=200, scale=1, buttons=[], elem_id="cons-thumb")
-            inst_caps = gr.Dataframe(interactive=False, wrap=True, label="Its captions", scale=3)
-        inst_heat = gr.Plot(label="Ranks: language × method", elem_id="cons-heat")
+        inst_status = gr.Markdown("Click a row of the list above, or find an instance: its picture, captions and ranks show here.")
+        with gr.Row():  # hidden until an instance is picked: no empty table or frame before
+            inst_thumb = gr.Image(label="The instance", interactive=False, height=200, scale=1, buttons=[], elem_id="cons-thumb", visible=False)
+            inst_caps = gr.Dataframe(interactive=False, wrap=True, label="Its captions", scale=3, elem_id="cons-caps", visible=False)
+        inst_heat = gr.Plot(label="Ranks: language × method", elem_id="cons-heat", visible=False)
 
     def shown(show_variants) -> list[str]:
         return world.model_names() if show_variants else [m.name for m in main_models(world.model_list())] or world.model_names()
@@ -208,10 +208,10 @@ def build_tab(world: World, page) -> None:
     gr.on([tab.select, direction.change, model.change, variants.change], do_consistency, [direction, model, variants],
           [status, summary, hist, worst, instance], api_name="consistency")
 
-    @guarded(4, status_at=2)
+    @guarded(4, status_at=2, on_error={0: gr.update(visible=False), 1: gr.update(visible=False), 3: gr.update(visible=False)})
     def do_instance(item, dirn, show_variants=False):
         caps, fig, text = instance_detail(world, item, shown(show_variants), dirn)
-        return caps, fig, text, str(world.thumbnail(item))
+        return gr.update(value=caps, visible=True), gr.update(value=fig, visible=True), text, gr.update(value=str(world.thumbnail(item)), visible=True)
 
     instance.input(do_instance, [instance, direction, variants], [inst_caps, inst_heat, inst_status, inst_thumb], api_name="consistency_instance")
 

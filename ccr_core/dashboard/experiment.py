@@ -41,6 +41,8 @@ class Job:
     message: str = ""
     model_name: str = ""
     started: float = field(default_factory=time.time)
+    first_step_at: float | None = None  # when step 1 ended: before it, the noisy pairs and the trainer were set up
+    last_step_at: float | None = None  # when the last step ended: after it, validation, saving and embedding the test set
     finished: float | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
 
@@ -48,10 +50,24 @@ class Job:
     def active(self) -> bool:
         return self.status in ("starting", "running")
 
+    @property
+    def stopping(self) -> bool:
+        """Stop was pressed and the run has not ended yet (it ends after its current step)."""
+        return self.active and self.stop_event.is_set()
+
+    @property
+    def finishing(self) -> bool:
+        """Every step is done; the model is being validated, saved and embedded."""
+        return self.status == "running" and self.step >= self.steps
+
     def status_markdown(self) -> str:
         elapsed = (self.finished or time.time()) - self.started
         head = {"starting": "Preparing", "running": "Training", "done": "Finished ✓", "failed": "Failed ✗", "stopped": "Stopped",
                 "discarded": "Discarded"}[self.status]
+        if self.stopping:
+            head = "Stopping…"
+        elif self.finishing:
+            head = "Saving and embedding the test set…"
         text = f"**{head}** `{self.method}` with noise {self.noise:g}: step {self.step}/{self.steps}, {elapsed:.0f} s"
         if self.losses:
             text += f", loss {self.losses[-1][1]:.4f}"
@@ -200,6 +216,8 @@ class Experiments:
             def on_step(info: dict) -> None:
                 job.step = int(info["step"])
                 job.losses.append((job.step, float(info["loss"])))
+                job.last_step_at = time.time()
+                job.first_step_at = job.first_step_at or job.last_step_at
 
             train(cfg, job.run_dir, self.world.workspace, progress=False, bench=bench, on_step=on_step, should_stop=job.stop_event.is_set)
             stopped = job.stop_event.is_set()
@@ -224,18 +242,41 @@ class Experiments:
         return mine[-1] if mine else None
 
     def seconds_per_step(self, method: str) -> tuple[float, str] | None:
-        """(seconds per step, where that comes from): this server's finished runs of the method, else the
-        shipped checkpoint of it (its recorded training time; validation included, so an upper estimate)."""
-        with self._lock:
-            runs = [j for j in self.jobs.values() if j.method == method and j.status == "done" and j.finished and j.step]
+        """(seconds per optimiser step, where that comes from): this server's finished runs of the method (their
+        steps' own time, set-up and finishing left out), else the shipped checkpoint of it (its recorded training
+        time; validation included, so an upper estimate)."""
+        runs = [j for j in self._finished_runs() if j.method == method and j.step > 1]
         if runs:
-            rates = [(j.finished - j.started) / j.step for j in runs]
+            rates = [(j.last_step_at - j.first_step_at) / (j.step - 1) for j in runs]
             return sum(rates) / len(rates), f"{len(runs)} earlier run(s) of {method} on this server"
         for m in self.world.model_list():
             state = m.trained.meta.get("train_state", {}) if m.method == method else {}
             if state.get("seconds") and state.get("step"):
                 return float(state["seconds"]) / int(state["step"]), f"the shipped {m.name}'s {state['step']} steps in {state['seconds']:.0f} s"
         return None
+
+    def _finished_runs(self) -> list[Job]:
+        with self._lock:
+            return [j for j in self.jobs.values() if j.status == "done" and j.finished and j.first_step_at and j.last_step_at]
+
+    def overhead_seconds(self, noise: float) -> tuple[float, str]:
+        """(seconds a run takes besides its steps, where that comes from): set-up (the noisy training pairs, the
+        trainer, the first step's warm-up) and finishing (validation, saving, embedding the test gallery and
+        captions). Measured on this server's finished runs (any method: it hardly depends on it) when there are
+        some, else modelled from the world's size (:func:`modelled_overhead`)."""
+        runs = self._finished_runs()
+        if runs:
+            spent = [(j.first_step_at - j.started) + (j.finished - j.last_step_at) for j in runs]
+            return sum(spent) / len(spent), f"set-up and finishing of {len(runs)} earlier run(s)"
+        return modelled_overhead(self.world, noise), "set-up and finishing (a first guess until a run here is measured)"
+
+    def expected_seconds(self, method: str, noise: float, steps: int) -> tuple[float, str] | None:
+        """(expected wall time of a run, how it was reached): steps × seconds per step + set-up and finishing."""
+        rate = self.seconds_per_step(method)
+        if rate is None:
+            return None
+        overhead, why = self.overhead_seconds(noise)
+        return rate[0] * steps + overhead, f"{steps} steps at {rate[0]:.3g} s each, from {rate[1]}, plus {overhead:.0f} s of {why}"
 
     def plan(self, method: str, noise: float = 0.0, steps: int = 200, owner: str = "") -> str:
         """What a run with these settings will do (Markdown), before it is started: data, settings and expected run time."""
@@ -249,18 +290,30 @@ class Experiments:
                  f"(`{cfg.text_backbone}`, `{cfg.visual_backbone}`) and learning rate {cfg.lr:g}.",
                  "The loss is drawn live below. The finished model is **private to this browser session** until you press "
                  "**Publish**; a stopped run is discarded unless *Keep a stopped run* is ticked."]
-        rate = self.seconds_per_step(method)
-        if rate is not None:
-            lines.insert(1, f"**Expected run time ≈ {_duration(rate[0] * steps)}** (from {rate[1]}; longer while the machine is busy).")
+        expected = self.expected_seconds(method, noise, steps)
+        if expected is not None:
+            lines.insert(1, f"**Expected run time ≈ {_duration(expected[0])}** ({expected[1]}; longer while the machine is busy).")
         if self.world.training_work.active:
             lines.append(f"_{self.world.training_status}_ Starting a run waits for it.")
-        last = self.last(owner)
-        if last is not None:
-            lines.append(f"Last run: {last.status_markdown()}")
+        # No "last run" line here: this text is drawn once per settings change, so a run's state would go stale
+        # in it; the run's own status line below (updated live) says where a run stands.
         return "\n\n".join(lines)
 
     def _count_of(self, job: Job) -> int:
         return list(self.jobs).index(job.id) + 1
+
+
+# What a run costs besides its optimiser steps before this server has measured one: the only figure at hand is
+# issue 30's demo-world run (41 s in all for an estimate of 10 s from the steps alone, on 2 loaded cores), so
+# about 30 s of set-up (noisy pairs, the trainer) and finishing (validation, saving, embedding the test set).
+# One observation, not a per-phase model: from the first finished run on, that run's own measured set-up and
+# finishing replace it (Experiments.overhead_seconds).
+OVERHEAD_PRIOR_S = 30.0
+
+
+def modelled_overhead(world: World, noise: float) -> float:
+    """Seconds a run spends outside its optimiser steps, before any run was measured on this server."""
+    return OVERHEAD_PRIOR_S
 
 
 def _duration(seconds: float) -> str:
@@ -323,13 +376,30 @@ def build_tab(world: World, page) -> None:
 
     start.click(train_start, [method, noise, steps, keep], [job_id, status, progress, plot, timer], api_name="train_start")
 
+    targets = page.choice_targets
+    extra = [page.header] if page.header is not None else []
+
     @takes_request
-    @guarded(4)
+    @guarded(4 + len(extra) + len(targets))
     def train_status(jid, request=None):
         job = jobs.get(jid, session_of(request))
-        return job.status_markdown(), job.progress_html(), job.loss_figure(), gr.Timer(active=job.active)
+        out = [job.status_markdown(), job.progress_html(), job.loss_figure(), gr.Timer(active=job.active)]
+        if job.active or not job.model_name:
+            return (*out, *[gr.skip()] * (len(extra) + len(targets)))
+        # The run has ended with a model, private to this session: its header counts it and its Search lists it.
+        return (*out, *[page.session_header(request)] * len(extra), *page.model_choice_updates(request))
 
-    timer.tick(train_status, job_id, [status, progress, plot, timer], api_name="train_status")
+    timer.tick(train_status, job_id, [status, progress, plot, timer, *extra, *targets], api_name="train_status")
+
+    @takes_request
+    def show_last_run(request=None):
+        """At tab select: this session's latest run, as it stands now (and the poll again while it is going)."""
+        job = jobs.last(session_of(request))
+        if job is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return job.id, job.status_markdown(), job.progress_html(), job.loss_figure(), gr.Timer(active=job.active)
+
+    tab.select(show_last_run, None, [job_id, status, progress, plot, timer], api_visibility="private")
 
     @takes_request
     @guarded(1)
@@ -344,8 +414,6 @@ def build_tab(world: World, page) -> None:
         _set_keep(jobs, jid, k, request)
 
     keep.change(set_keep, [job_id, keep], None, api_visibility="private")
-
-    targets = page.choice_targets
 
     @takes_request
     @guarded(1 + len(targets))

@@ -234,7 +234,7 @@ def build_tab(world: World, page) -> None:
                 picks.insert(1, (_instance_label(world, start), start))
             with gr.Column(scale=3):
                 ml_find = gr.Textbox(value="", label="Find a test instance (words of a caption or an id)", lines=1, max_lines=1, elem_id="ml-find")
-                ml_instance = gr.Dropdown(picks, value=start or "", label="Intended image (test instance)", filterable=True,
+                ml_instance = gr.Dropdown([p for p in picks if p[1] in ("", start)], value=start or "", label="Intended image (test instance)", filterable=True,
                                           allow_custom_value=True, elem_id="ml-instance")
             with gr.Column(scale=3):
                 ml_methods = gr.CheckboxGroup(main_names, value=main_names, label="Methods")
@@ -246,7 +246,9 @@ def build_tab(world: World, page) -> None:
         for i in range(EXTRA_LANGUAGES):
             with gr.Row(visible=False, elem_id=f"ml-extra-{i}") as row:
                 # value "" (a real choice): the API can leave these inputs out (a parameter with a default)
-                extra_langs.append(gr.Dropdown([("(choose a language)", "")] + [(f"{language_name(l)} ({l})", l) for l in others], value="", label="Language",
+                # Its ~90 choices arrive at page load; a custom value lets API clients (which load no page) name any
+                # code, which the handler checks (an unknown one is left out with a note).
+                extra_langs.append(gr.Dropdown([("(choose a language)", "")], value="", label="Language", allow_custom_value=True,
                                                scale=1, elem_id=f"ml-extra-lang-{i}"))
                 extra_texts.append(gr.Textbox(value="", label="The same description in that language", lines=1, max_lines=4, scale=3,
                                               elem_id=f"ml-extra-text-{i}"))
@@ -259,10 +261,18 @@ def build_tab(world: World, page) -> None:
             ml_thumb = gr.Image(value=str(world.thumbnail(opening.shown_item)) if opening and opening.shown_item else None, label="The intended image",
                                 interactive=False, height=180, scale=1, buttons=[], elem_id="ml-thumb")
             ml_status = gr.Markdown(opening.status() if opening else "", elem_id="ml-status")
-        ml_plot = gr.Plot(value=opening.figure() if opening else None, label="Ranks per language", elem_id="ml-plot")
+        ml_plot = gr.Plot(label="Ranks per language", elem_id="ml-plot")  # drawn at page load (below): the page config stays small
         ml_table = gr.Dataframe(value=opening.table() if opening else None, interactive=False, label="Ranks, spread and agreement", elem_id="ml-table")
 
     page.hide_variants(ml_methods, ml_variants, main_names)
+    # Long choice lists and the opening figure arrive at page load, not in the page config (ui.Page.lazy).
+    extra_choices = [("(choose a language)", "")] + [(f"{language_name(l)} ({l})", l) for l in others]
+    for dropdown in extra_langs:
+        page.lazy(dropdown, lambda: gr.update(choices=extra_choices))
+    page.lazy(ml_instance, lambda: gr.update(choices=picks))
+    if opening is not None:
+        opening_figure = opening.figure()
+        page.lazy(ml_plot, lambda: opening_figure)
 
     @guarded(len(ml_texts) + 1, status_at=len(ml_texts))
     def fill_instance(item):

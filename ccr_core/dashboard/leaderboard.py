@@ -15,7 +15,7 @@ from ccr_core.dashboard.world import InputError, ModelEntry, World, bundle_stamp
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core import paths  # paths.REPO_ROOT read at call time: tests point it at their own results/
 from ccr_core.eval.retrieval import evaluate_model
-from ccr_core.methods import BASELINE, method_sort_key
+from ccr_core.methods import BASELINE, REFERENCE, method_sort_key
 from ccr_core.study.plots import noise_figure
 from ccr_core.study import records
 from ccr_core.study.stats import cells, format_interval, kept_share, paired, t_interval, target_sumr, verdict
@@ -153,7 +153,7 @@ def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | N
 
 
 RANKING_COLUMNS = ["rank", "model", "target SumR", "target SumR over seeds (95% CI)", "vs baseline (paired, 95% CI)", "verdict", "MRV mean",
-                   "method", "train noise"]
+                   "method", "train noise", "ranked by"]
 
 
 def _verdict_words(mean: float, hw: float, n: int) -> str:
@@ -164,9 +164,11 @@ def _verdict_words(mean: float, hw: float, n: int) -> str:
 
 
 def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
-    """One row per model, best target-language SumR first: its own (seed-0) target SumR, the mean ± 95% interval
-    over the equal-budget grid's seeds of its method at its noise rate, and the paired difference from the
-    baseline at the same noise rate with its verdict -- a difference whose interval holds 0 says "not resolved"."""
+    """One row per model, ranked by the mean of its interval (the equal-budget grid's seeds of its method at its
+    noise rate), not by one checkpoint's score: a row's rank then agrees with its verdict. Each row has its own
+    (seed-0) target SumR, the mean ± 95% interval, and the paired difference from the baseline at the same noise
+    rate with its verdict -- a difference whose interval holds 0 says "not resolved". Models the grid has no
+    seeds of come after, by their own score ("ranked by" says which)."""
     rows = []
     for m in world.model_list():
         if not show_variants and not is_main(m):
@@ -174,9 +176,10 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
         r = model_result(world, m)
         own = target_sumr(r) if r.get("groups") else None
         setting, cell = grid_cell(world, m)
-        interval, versus, verdict = "not in the equal-budget grid", "", "no seeds run"
+        interval, versus, verdict, grid_mean = "not in the equal-budget grid", "", "no seeds run", None
         if cell and cell["stats"].get("target SumR"):
             mean, hw = cell["stats"]["target SumR"]
+            grid_mean = mean
             n = len(cell["seeds"])
             interval = f"{format_interval((mean, hw))} ({n} seed{'s' if n != 1 else ''}, {setting})"
             base_table = fine_tuned_cells(world) if setting == "fine-tuned" else protocol_cells(world)
@@ -191,11 +194,42 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
         mrv = r.get("mrv", {}).get("mrv_mean")
         rows.append({"model": m.label, "method": m.method, "train noise": m.noise, "target SumR": round(own, 1) if own is not None else None,
                      "target SumR over seeds (95% CI)": interval, "vs baseline (paired, 95% CI)": versus, "verdict": verdict,
-                     "MRV mean": round(mrv, 3) if mrv is not None else None})
-    df = pd.DataFrame(rows, columns=RANKING_COLUMNS[1:])
-    df = df.sort_values(["target SumR", "model"], ascending=[False, True], kind="stable", na_position="last").reset_index(drop=True)
+                     "MRV mean": round(mrv, 3) if mrv is not None else None, "ranked by": "interval mean" if grid_mean is not None else "own score",
+                     "_grid": grid_mean, "_own": own})
+    df = pd.DataFrame(rows, columns=[*RANKING_COLUMNS[1:], "_grid", "_own"])
+    df["_has_grid"] = df["_grid"].notna()
+    df = df.sort_values(["_has_grid", "_grid", "_own", "model"], ascending=[False, False, False, True], kind="stable", na_position="last")
+    df = df.drop(columns=["_grid", "_own", "_has_grid"]).reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
     return df
+
+
+def identical_cells(world: World, a: str = REFERENCE, b: str = BASELINE, setting: str = "common") -> list[float]:
+    """The noise rates at which methods ``a`` and ``b`` scored exactly the same on every seed in ``setting`` (the
+    floor and the baseline in the common encoder are one model: same loss, τ, heads and initialisation)."""
+    table = protocol_cells(world)
+    same = []
+    for (s, method, noise), cell in table.items():
+        other = table.get((s, b, noise))
+        if s == setting and method == a and other and cell["per_unit"].get("target SumR") and \
+                cell["per_unit"].get("target SumR") == other["per_unit"].get("target SumR"):
+            same.append(noise)
+    return sorted(same)
+
+
+def settings_note(world: World) -> str:
+    """What "common" and "published" mean, and (where the grid shows it) why floor and baseline rows are identical."""
+    text = ("**Settings.** Every method is trained twice in the equal-budget grid, on the same frozen backbones: **published** is each "
+            "method's own architecture (e.g. NRCCR's attention tower, the mapping heads of its paper); **common** puts every method's "
+            "objective on the floor's heads (the e5 sentence embedding and the pooled image feature, one linear map each), so a "
+            "difference there is a difference of objective, not of architecture. A row's interval says which setting it comes from "
+            "(published where that was run, else common).")
+    same = identical_cells(world)
+    if same:
+        text += (" **floor = baseline in the common setting:** there the baseline's objective (symmetric InfoNCE, fixed τ = 0.05) on the "
+                 "floor's heads, from the same initialisation, *is* the floor, so their runs are the same model and every number is "
+                 f"identical (noise {', '.join(f'{n:g}' for n in same)}). The baseline differs from the floor only in the published setting.")
+    return text
 
 
 def ranking_figure(world: World, df: pd.DataFrame):
@@ -287,8 +321,9 @@ def recoloured(fig):
     return fig
 
 
-VERDICT_NOTE = ("**How to read it:** *target SumR* is this checkpoint's (one seed); the interval is over the equal-budget grid's seeds "
-                "of the same method and noise rate. *vs baseline* is the paired per-seed difference from the baseline at the same "
+VERDICT_NOTE = ("**How to read it:** rows are ranked by the **mean of the interval** (over the equal-budget grid's seeds of the same "
+                "method and noise rate), not by one checkpoint: *target SumR* is this checkpoint's own score (one seed), which can lie "
+                "outside the interval when that seed was a lucky or unlucky one. *vs baseline* is the paired per-seed difference from the baseline at the same "
                 "noise rate: **better / worse** when its 95% interval excludes 0, **not resolved** when it includes 0 (the experiment "
                 "cannot tell the two apart).")
 
@@ -306,6 +341,7 @@ def build_tab(world: World, page) -> None:
         status = gr.Markdown(elem_id="lb-status")
         ranking = gr.Dataframe(interactive=False, label="Ranking: one row per model", wrap=True, elem_id="lb-ranking")
         gr.Markdown(VERDICT_NOTE)
+        gr.Markdown(settings_note(world), elem_id="lb-settings")
         ranking_plot = gr.Plot(label="Target SumR per model", elem_id="lb-ranking-plot")
         with gr.Accordion("Per query group: every model × language / caption source", open=False):
             with gr.Row():

@@ -96,10 +96,47 @@ class MethodHits:
             parts.append(f"uncertainty {self.uncertainty:.2f}")
         return " · ".join(parts)
 
-    def gallery(self) -> list[tuple[str, str]]:
-        """(thumbnail path, caption) pairs for a gallery component; the ground truth's thumbnail has a
-        drawn border and its caption starts with the mark, so neither is cut off."""
-        return [(str(h.thumb), ("✓ ground truth · " if h.is_target else "") + f"#{h.rank} · {h.score:.3f} · {h.item_id}") for h in self.hits]
+    def gallery(self, describe=None) -> list[tuple[str, str]]:
+        """(thumbnail path, card text) pairs for a gallery component. The card text (shown below the whole
+        picture, never over it) is the rank and score -- the top hit's score, then each hit's difference from
+        it, so saturated scores (0.997, 0.997, ...) can still be told apart -- then ``describe(item)``'s lines
+        (the picture's captions: its English one first; the rest show on hover). The ground truth's
+        thumbnail has a drawn border and its card starts with the mark."""
+        top = self.hits[0].score if self.hits else 0.0
+        cards = []
+        for h in self.hits:
+            head = ("✓ ground truth · " if h.is_target else "") + f"#{h.rank} · " + (f"{h.score:.3f}" if h.rank == 1 else score_gap(h.score - top))
+            cards.append((str(h.thumb), "\n".join([head, *(describe(h.item_id) if describe else [])])))
+        return cards
+
+
+def score_gap(diff: float) -> str:
+    """A score's difference from the top score, with as many decimals as it takes to not read 0 ("−0.004",
+    "−0.00031"); a tie with the top is "±0"."""
+    if diff == 0:
+        return "±0"
+    decimals = 3 if abs(diff) >= 0.001 else min(6, 1 - int(np.floor(np.log10(abs(diff)))))  # two significant digits below 0.001
+    return f"{diff:+.{decimals}f}".replace("-", "−")
+
+
+def card_lines(world: World, item_id: str, max_chars: int = 160) -> list[str]:
+    """What a result card says about a test image: its English caption first (else its first caption), then
+    one caption in each other language, "de: ...". No file id: on real photos ids mean nothing to a reader."""
+    memo = world.memo.setdefault("card_lines", {})
+    if item_id not in memo:
+        by_lang: dict[str, str] = {}
+        for i in world.captions_of_item.get(item_id, []):
+            c = world.captions[i]
+            if c.lang not in by_lang and not c.source.startswith("mt:"):
+                by_lang[c.lang] = c.text
+        for i in world.captions_of_item.get(item_id, []):  # a language with machine translations only
+            by_lang.setdefault(world.captions[i].lang, world.captions[i].text)
+        first = "en" if "en" in by_lang else next(iter(by_lang), None)
+        cut = lambda t: " ".join(t.split())[:max_chars] + ("…" if len(t) > max_chars else "")  # noqa: E731
+        lines = [cut(by_lang[first])] if first else []
+        lines += [f"{lang}: {cut(text)}" for lang, text in by_lang.items() if lang != first]
+        memo[item_id] = lines
+    return memo[item_id]
 
 
 @dataclass
@@ -158,12 +195,13 @@ def find_caption(world: World, query: str, caption_id: str | None) -> tuple[Capt
 
 
 def text_search(world: World, query: str | None, lang: str | None = "auto", methods: Sequence[str] | None = None,
-                k: int = 8, caption_id: str | None = None) -> SearchResult:
-    """Top-``k`` test images per chosen method for a query; marks the own image of a test caption."""
+                k: int = 8, caption_id: str | None = None, session: str | None = None) -> SearchResult:
+    """Top-``k`` test images per chosen method for a query; marks the own image of a test caption.
+    ``session``: its private (not yet published) Experiment models can be chosen too."""
     start = time.perf_counter()
     text, notes = clean_query(query)
     k = check_k(k)
-    models = world.select_models(methods)
+    models = world.select_models(methods, session)
     caption, more = find_caption(world, text, caption_id)
     notes += more
     if caption is not None:
@@ -284,6 +322,7 @@ def image_to_text(world: World, item_id: str | None = None, image_path: str | Pa
 # the tab (Gradio layout and wiring; gradio is imported here only)
 
 MAX_SLOTS = 12  # result columns (shipped models + room for published runs)
+CARDS_PER_ROW = 5  # result columns side by side (the 5 main methods in one row at 1024 px)
 SUMMARY_COLUMNS = ["method", "ground-truth rank", "top-1 image", "top-1 score", "UML uncertainty"]
 I2T_COLUMNS = ["method", "language", "rank", "score", "caption", "own caption", "source", "image"]
 HINT = ("**New here?** Describe a picture in any language and press **Enter**, or click an example. Each column is one method's "
@@ -309,7 +348,7 @@ def build_tab(world: World, page) -> None:
     """The Search tab: text -> image galleries per method (first thing under the query), then image -> text."""
     import gradio as gr
 
-    from ccr_core.dashboard.ui import SEARCH_CHOICES, guarded, selected, takes_event
+    from ccr_core.dashboard.ui import SEARCH_CHOICES, guarded, selected, session_of, takes_event, takes_request
 
     names = world.model_names()
     main_names = [m.name for m in main_models(world.model_list())] or names[:5]
@@ -320,7 +359,10 @@ def build_tab(world: World, page) -> None:
         with gr.Row(equal_height=True):
             query = gr.Textbox(label="Query (any language)", placeholder="Describe a picture… (Enter searches, Shift+Enter adds a line)",
                                lines=1, max_lines=6, elem_id="query", scale=5)
-            lang = gr.Dropdown(language_choices(world), value="auto", label="Language", scale=2, elem_id="lang")
+            # The ~90 languages arrive at page load (ui.Page.lazy): the page config stays small.
+            # (allow_custom_value: an API client loads no page, so it may name any code; resolve_language checks it)
+            lang = gr.Dropdown(language_choices(world)[: 1 + len(world.languages)], value="auto", label="Language", scale=2, elem_id="lang",
+                               allow_custom_value=True)
             k = gr.Number(value=8, precision=0, label=f"Results (1–{MAX_K})", scale=1, min_width=90, elem_id="k")
             search_btn = gr.Button("Search", variant="primary", elem_id="search-btn", scale=1, min_width=90)
         with gr.Row(equal_height=True):
@@ -334,12 +376,12 @@ def build_tab(world: World, page) -> None:
                                 text, code) for text, code in world.example_queries(per_lang=1)]
         status = gr.Markdown(HINT, elem_id="search-status")
         galleries, titles = [], []
-        for row_start in range(0, slots, 4):
+        for row_start in range(0, slots, CARDS_PER_ROW):  # five methods side by side at 1024 px
             with gr.Row(equal_height=False):
-                for i in range(row_start, min(slots, row_start + 4)):
-                    with gr.Column(min_width=200):
+                for i in range(row_start, min(slots, row_start + CARDS_PER_ROW)):
+                    with gr.Column(min_width=150):
                         titles.append(gr.Markdown(visible=False, elem_id=f"gallery-title-{i}", elem_classes="ccr-gallery-title"))
-                        galleries.append(gr.Gallery(show_label=False, visible=False, columns=2, height=470, object_fit="contain",
+                        galleries.append(gr.Gallery(show_label=False, visible=False, columns=2, height=520, object_fit="contain",
                                                     allow_preview=False, elem_classes="ccr-gallery", elem_id=f"gallery-{i}"))
         with gr.Accordion("Per-method table (ground-truth rank, top-1, UML uncertainty)", open=False):
             summary = gr.Dataframe(value=_empty(SUMMARY_COLUMNS), headers=SUMMARY_COLUMNS, interactive=False, elem_id="search-summary")
@@ -348,7 +390,7 @@ def build_tab(world: World, page) -> None:
                 browse_lang = gr.Dropdown([("all languages", "all")] + world_langs, value="all", label="Captions in", scale=1)
                 caption_find = gr.Textbox(value="", label="Find a test caption (words or an id; the list follows as you type)", lines=1,
                                           max_lines=1, elem_id="caption-find", scale=2)
-            caption = gr.Dropdown(caption_choices(world, "all"), value=None, label=f"Test caption ({SEARCH_CHOICES} matches at a time)",
+            caption = gr.Dropdown([], value=None, label=f"Test caption ({SEARCH_CHOICES} matches at a time)",
                                   filterable=True, allow_custom_value=True, elem_id="caption-pick")
 
         # The caption search for scripts and tests (a key_up event carries the typed text only from a browser).
@@ -375,17 +417,25 @@ def build_tab(world: World, page) -> None:
                 waiting = gr.Timer(3.0, active=False)  # inside the tab: a Tabs child must be a Tab
 
     page.hide_variants(methods, variants, main_names)
+    page.lazy(lang, lambda: gr.update(choices=language_choices(world)))
+    page.lazy(caption, lambda: gr.update(choices=caption_choices(world, "all")))
     search_outputs = [status, summary, slot_items, *galleries, *titles]
 
     def gallery_updates(result):
         shown = result.methods[:slots]
-        gals = [gr.update(visible=i < len(shown), value=shown[i].gallery() if i < len(shown) else None) for i in range(slots)]
+        gals = [gr.update(visible=i < len(shown), value=shown[i].gallery(lambda item: card_lines(world, item)) if i < len(shown) else None)
+                for i in range(slots)]
         heads = [gr.update(visible=i < len(shown), value=slot_title(world, shown[i]) if i < len(shown) else "") for i in range(slots)]
         return gals + heads
 
-    @guarded(len(search_outputs))
-    def do_search(q, language, chosen, top_k, cap_id):
-        result = text_search(world, q, language, chosen, top_k, cap_id)
+    # Any input error clears the previous query's results: old pictures never stand under a new query.
+    cleared = {1: _empty(SUMMARY_COLUMNS), 2: [[] for _ in range(slots)],
+               **{3 + i: gr.update(visible=False, value=None) for i in range(2 * slots)}}
+
+    @takes_request
+    @guarded(len(search_outputs), on_error=cleared)
+    def do_search(q, language, chosen, top_k, cap_id, request=None):
+        result = text_search(world, q, language, chosen, top_k, cap_id, session_of(request) or None)
         items = [[h.item_id for h in m.hits] for m in result.methods[:slots]]
         return (result.status(), result.summary_table(), items + [[] for _ in range(slots - len(items))], *gallery_updates(result))
 
@@ -401,10 +451,11 @@ def build_tab(world: World, page) -> None:
             do_search, [query, lang, methods, k, caption_id], search_outputs, api_visibility="private")
 
 
+    @takes_request
     @guarded(3 + len(search_outputs), status_at=3)
-    def pick_caption(cap_id, chosen, top_k):
+    def pick_caption(cap_id, chosen, top_k, request=None):
         cap = caption_by_id(world, cap_id)
-        return (cap.text, cap.lang, cap.id, *do_search(cap.text, cap.lang, chosen, top_k, cap.id))
+        return (cap.text, cap.lang, cap.id, *do_search(cap.text, cap.lang, chosen, top_k, cap.id, request))
 
     caption.input(pick_caption, [caption, methods, k], [query, lang, caption_id, *search_outputs], api_name="pick_caption")
     browse_lang.change(lambda language, text: show_matches(text, language), [browse_lang, caption_find], caption, api_name="caption_list")

@@ -97,30 +97,58 @@ class Page:
     components: dict = field(default_factory=dict)  # named components one tab hands to another
     choosers: dict = field(default_factory=dict)  # id(picker) -> function giving its choices, where not every model
     loaders: list = field(default_factory=list)  # (function, outputs) run at every page load: live values, never build-time ones
+    lazies: list = field(default_factory=list)  # (component, function) filled at page load (see lazy)
+    header: object = None  # the page header (app.py), refreshed when a session's run finishes
+    header_text: object = None  # session -> the header's Markdown
+
+    def lazy(self, component, fn) -> None:
+        """Give ``component`` its value (or choices: ``fn`` may return an update) at page load instead of in the
+        page config: long choice lists, a long text and a drawn figure would otherwise be most of the JSON the
+        page must load before it draws anything (the config stays under 200 KB)."""
+        self.lazies.append((component, fn))
+
+    def lazy_loader(self):
+        """(function, outputs) that fills every :meth:`lazy` component in one page-load event."""
+        components = [c for c, _ in self.lazies]
+        fns = [fn for _, fn in self.lazies]
+
+        def fill():
+            out = [fn() for fn in fns]
+            return out[0] if len(out) == 1 else tuple(out)
+
+        return fill, components
 
     def on_load(self, fn, outputs: list) -> None:
         """Run ``fn()`` at every page load into ``outputs`` (status lines, timers: what must be as of now)."""
         self.loaders.append((fn, outputs))
 
-    def model_choice_updates(self) -> list:
-        """Updates that give every model picker the world's current models (after a training run)."""
+    def model_choice_updates(self, request=None) -> list:
+        """Updates that give every model picker the world's current models (after a training run); the
+        Search pickers (:meth:`hide_variants`) also list the requesting session's private models."""
         import gradio as gr
 
         names = self.world.model_names()
         uml = uncertainty_models(self.world)
-        return ([gr.update(choices=self.choosers[id(p)]() if id(p) in self.choosers else names) for p in self.model_pickers]
+        session = session_of(request) or None
+        return ([gr.update(choices=self.choosers[id(p)](session) if id(p) in self.choosers else names) for p in self.model_pickers]
                 + [gr.update(choices=uml) for _ in self.uncertainty_pickers])
+
+    def session_header(self, request=None):
+        """The page header for the requesting browser session (its private models counted)."""
+        return self.header_text(session_of(request) or None) if self.header_text else ""
 
     def hide_variants(self, picker, toggle, main_names: list[str]) -> None:
         """Show ``picker`` with the main methods (and published Experiment runs) until ``toggle`` is ticked,
         then with every model; page loads and published runs keep to the same rule."""
         import gradio as gr
 
-        def default_choices() -> list[str]:
-            return [m.name for m in self.world.model_list() if m.name in main_names or not m.shipped]
+        def default_choices(session: str | None = None) -> list[str]:
+            return [m.name for m in self.world.model_list(session) if m.name in main_names or not m.shipped]
 
-        def toggled(show, chosen):
-            listed = self.world.model_names() if show else default_choices()
+        @takes_request
+        def toggled(show, chosen, request=None):
+            session = session_of(request) or None
+            listed = self.world.model_names(session) if show else default_choices(session)
             return gr.update(choices=listed, value=[n for n in (chosen or []) if n in listed] or listed[: len(main_names)])
 
         self.model_pickers.append(picker)

@@ -10,6 +10,7 @@ Derived files live in ``<workspace>/dashboard/<world>/``: ``thumbs/``, ``embeddi
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import Counter, defaultdict
@@ -36,6 +37,7 @@ from ccr_core.training.config import BackboneConfig
 
 MAX_QUERY_CHARS = 2000  # a query is cut here before tokenising (the model sees far fewer tokens anyway)
 NATIVE_SOURCES = ("human", "generated", "human-translation")  # test captions offered as queries
+log = logging.getLogger("ccr.app")
 GUESSER_TEXTS_PER_LANGUAGE = 3000  # captions per language the world's own language guesser learns from
 
 __all__ = ["World", "InputError", "WorldNotBuilt", "ModelEntry", "load_world", "resolve_world", "language_name", "safe_name",
@@ -57,6 +59,7 @@ class World:
     load_seconds: float = 0.0
     registry: ModelRegistry = field(default_factory=ModelRegistry)
     memo: dict = field(default_factory=dict)  # derived views computed once (consistency tables, ...)
+    skipped: list[str] = field(default_factory=list)  # checkpoints left out, each with why (shown under the page header)
     caption_work: BackgroundWork = field(default_factory=background.caption_work)  # pending: BackboneConfig -> texts
     training_work: BackgroundWork = field(default_factory=background.training_work)  # pending: BackboneConfig -> TrainConfig
 
@@ -283,6 +286,15 @@ def resolve_world(world: str, workspace: Path) -> Path:
                         f"(set CCR_WORKSPACE or --workspace if your workspace is elsewhere).")
 
 
+def unknown_method_warning(name: str, folder: Path, method: str | None) -> str:
+    """Why a checkpoint of an unregistered method is left out, and how to load it (its plugin)."""
+    from ccr_core.methods import METHODS as registered, PLUGIN_ENV
+
+    broken = "".join(f" Plugin {p} failed to load: {why}." for p, why in sorted(registered.plugin_errors.items()))
+    return (f"Checkpoint {name!r} ({folder}) was skipped: its method {method!r} is not registered.{broken} If a plugin defines it, "
+            f"load the plugin: {PLUGIN_ENV}=module python app.py, or python app.py --plugin module.")
+
+
 def load_world(
     bundle_root: str | Path,
     checkpoints_dir: str | Path,
@@ -330,6 +342,10 @@ def load_world(
             meta = read_json(folder / "config.json")
         except (OSError, ValueError) as exc:
             raise WorldNotBuilt(f"{folder}: unreadable checkpoint config ({exc})") from None
+        if meta.get("method") not in METHODS:  # a plugin's method whose plugin is not loaded: the others still open
+            world.skipped.append(unknown_method_warning(name, folder, meta.get("method")))
+            log.warning(world.skipped[-1])
+            continue
         config = BackboneConfig.of_checkpoint(meta)
         if config not in world.benches:
             cfg = config.train_config(data=str(bundle.root))
@@ -352,6 +368,8 @@ def load_world(
                 noisy[key] = noisy_bench(bench, noise, key[2])
             model_bench = noisy[key]
         world.add_model(trained, model_bench, config, shipped=True)
+    if not world.registry.list(include_private=True):
+        raise WorldNotBuilt("No checkpoint in " + str(checkpoints_dir) + " can be loaded:\n" + "\n".join(world.skipped))
     world.caption_work.settle()
     world.training_work.settle()
     world.load_seconds = time.perf_counter() - start
