@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # The tabs, in page order; each builder lays out its tab and wires it to its own module's functions.
 # Experiment comes after every tab with a model picker: a finished run refreshes those pickers.
-TABS = ("lesson", "search", "languages", "consistency", "audit", "projection", "leaderboard", "experiment", "about")
+# The Instance tab comes after every tab that opens it (they register with ``page.link_instance``).
+TABS = ("lesson", "search", "languages", "consistency", "audit", "projection", "finder", "instance", "leaderboard", "experiment", "about")
 
 
 def build_app(world):
@@ -64,7 +65,8 @@ def build_app(world):
     page = Page(world)
     with gr.Blocks(title=f"CCR Lab · {world.name}", analytics_enabled=False) as demo:
         gr.Markdown(lambda: header_markdown(world), elem_classes="ccr-header", elem_id="header")  # a callable: as of each page load
-        with gr.Tabs(selected="search"):  # "Start here" sits first for teaching; a visitor lands on Search
+        with gr.Tabs(selected="search") as tabs:  # "Start here" sits first for teaching; a visitor lands on Search
+            page.components["tabs"] = tabs
             for tab in TABS:
                 importlib.import_module(f"ccr_core.dashboard.{tab}").build_tab(world, page)
         # A page opened after a training run finished lists the new model too.
@@ -123,12 +125,13 @@ def launch(demo, world, host: str = "127.0.0.1", port: int = 7860, block: bool =
     import gradio as gr
     from starlette.middleware import Middleware
 
+    from ccr_core.dashboard.instance import INSTANCE_CSS
     from ccr_core.dashboard.projection import PAGE_JS
     from ccr_core.dashboard.ui import SlimPageConfig
 
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=False, allowed_paths=world.served_dirs(), show_error=False, max_file_size=MAX_UPLOAD,
-                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS, js=PAGE_JS,
+                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS + INSTANCE_CSS, js=PAGE_JS,
                        app_kwargs={"middleware": [Middleware(SlimPageConfig)]})
 
 

@@ -97,6 +97,12 @@ class Page:
     components: dict = field(default_factory=dict)  # named components one tab hands to another
     choosers: dict = field(default_factory=dict)  # id(picker) -> function giving its choices, where not every model
     loaders: list = field(default_factory=list)  # (function, outputs) run at every page load: live values, never build-time ones
+    instance_links: list = field(default_factory=list)  # (event trigger, inputs, item_of, api name): what opens the Instance tab
+
+    def link_instance(self, trigger, inputs: list, item_of, api_name: str | None = None) -> None:
+        """Open the Instance tab on ``trigger`` (e.g. ``gallery.select``): ``item_of(*input values, evt=...)``
+        gives the item id (or (item id, caption id to mark)); the Instance tab wires it once it is built."""
+        self.instance_links.append((trigger, list(inputs), item_of, api_name))
 
     def on_load(self, fn, outputs: list) -> None:
         """Run ``fn()`` at every page load into ``outputs`` (status lines, timers: what must be as of now)."""
