@@ -73,6 +73,10 @@ def build_app(world):
         demo.load(page.model_choice_updates, None, page.choice_targets, api_name="refresh_models")
         for fn, outputs in page.loaders:
             demo.load(fn, None, outputs, api_visibility="private")
+        from ccr_core.dashboard.urlstate import wire_restore
+
+        wire_restore(world, page, demo)  # a URL's ?tab=&q=&lang=&models=&instance= restores that view
+    demo.ccr_tab_labels = {b.label: b.id for b in demo.blocks.values() if isinstance(b, gr.Tab) and b.id}
     return demo
 
 
@@ -128,10 +132,13 @@ def launch(demo, world, host: str = "127.0.0.1", port: int = 7860, block: bool =
     from ccr_core.dashboard.instance import INSTANCE_CSS
     from ccr_core.dashboard.projection import PAGE_JS
     from ccr_core.dashboard.ui import SlimPageConfig
+    from ccr_core.dashboard.urlstate import url_js
+
+    page_js = f"() => {{ ({PAGE_JS.strip()})(); ({url_js(getattr(demo, 'ccr_tab_labels', {})).strip()})(); }}"
 
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=False, allowed_paths=world.served_dirs(), show_error=False, max_file_size=MAX_UPLOAD,
-                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS + INSTANCE_CSS, js=PAGE_JS,
+                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS + INSTANCE_CSS, js=page_js,
                        app_kwargs={"middleware": [Middleware(SlimPageConfig)]})
 
 

@@ -319,4 +319,25 @@ def build_tab(world: World, page) -> None:
     for trigger, inputs, item_of, api_name in page.instance_links:
         trigger(opener(item_of), [*inputs, models], [tabs if tabs is not None else status, item, focus, *outputs],
                 api_name=api_name, api_visibility="private" if api_name is None else "public")
-    page.components["instance"] = {"item": item, "models": models, "outputs": outputs, "render": render}
+    page.components["instance"] = {"item": item, "models": models, "outputs": outputs, "render": render, "default_models": main_names}
+
+
+def item_of_picture(world: World, value) -> str:
+    """The item a shown picture is of, from a gallery's select value (its file name is the item's
+    thumbnail name, ``thumbnails.safe_name``, perhaps with ``-truth``), for galleries that hold pictures only."""
+    import re
+
+    path = ""
+    if isinstance(value, dict):
+        image = value.get("image", value)
+        path = (image.get("path") or image.get("url") or "") if isinstance(image, dict) else str(image or "")
+    elif value:
+        path = str(value)
+    names = world.memo.get("item_of_safe_name")
+    if names is None:
+        names = {safe_name(it.id): it.id for it in world.bundle.items}
+        world.memo["item_of_safe_name"] = names
+    found = re.match(r"(.*-[0-9a-f]{8})(?:-truth)?$", Path(path.split("?")[0]).stem)
+    if not found or found.group(1) not in names:
+        raise InputError("This picture is not an item of this world.")
+    return names[found.group(1)]

@@ -177,3 +177,11 @@ def build_tab(world: World, page) -> None:
             return shown.text, gr.update(value=shown.gallery, visible=bool(shown.gallery)), gr.update(value=shown.table, visible=not shown.table.empty)
 
         button.click(show, None, [text, gallery, table], api_name=f"lesson_{i + 1}")
+
+    def picture_item(evt=None):
+        from ccr_core.dashboard.instance import item_of_picture
+        from ccr_core.dashboard.ui import selected
+
+        return item_of_picture(world, selected(evt, "value"))
+
+    page.link_instance(gallery.select, [], picture_item, api_name="lesson_open_instance")
