@@ -236,40 +236,38 @@ def build_tab(world: World, page) -> None:
     pick = [("—", "")] + [(n, n) for n in names]
     with gr.Tab("Finder", id="finder") as tab:
         with gr.Row():
-            models = gr.CheckboxGroup(main_names, value=main_names, label="Models (a rank column each)", scale=4, elem_id="find-models")
-            lang = gr.Dropdown(langs, value=ANY, label="Language", scale=1, elem_id="find-lang")
-            text = gr.Textbox(value="", label="Words in a caption (or an id)", scale=2, elem_id="find-text")
-        with gr.Row():
+            lang = gr.Dropdown(langs, value=ANY, label="Language", elem_id="find-lang")
+            text = gr.Textbox(value="", label="Words in a caption (or an id)", elem_id="find-text")
             model = gr.Dropdown(pick, value=main_names[0], label="Model for rank > k and σ", elem_id="find-model")
             k = gr.Number(value=0, precision=0, minimum=0, label="Rank > k (0: off)", elem_id="find-k")
             sigma = gr.Number(value=0, minimum=0, label="σ at least (0: off)", elem_id="find-sigma")
             min_u = gr.Number(value=0, minimum=0, label="UML u at least", elem_id="find-u")
             noise = gr.Dropdown([("any", ANY)], value=ANY, label="Noise label", allow_custom_value=True, elem_id="find-noise")
-        with gr.Row():
-            model_a = gr.Dropdown(pick, value="", label="Disagreement: model A", elem_id="find-a-model")
+            model_a = gr.Dropdown(pick, value="", label="Disagree: model A", elem_id="find-a-model")
             a = gr.Number(value=5, precision=0, minimum=0, label="rank in A ≤", elem_id="find-a")
             model_b = gr.Dropdown(pick, value="", label="model B", elem_id="find-b-model")
             b = gr.Number(value=20, precision=0, minimum=0, label="rank in B >", elem_id="find-b")
             sort = gr.Dropdown([], value="", label="Sort by", allow_custom_value=True, elem_id="find-sort")
-            descending = gr.Checkbox(value=True, label="Descending", elem_id="find-desc")
-        with gr.Row():
             go_btn = gr.Button("Find", variant="primary", elem_id="find-btn")
             csv_btn = gr.Button("Export CSV", elem_id="find-csv-btn")
         status = gr.Markdown(elem_id="find-status")
         table = gr.Dataframe(interactive=False, wrap=True, label="Matching rows (click one)", elem_id="find-table", max_height=480)
         csv_file = gr.File(label="CSV of the filtered rows", interactive=False, visible=False, elem_id="find-csv")
 
-    inputs = [models, lang, model, k, model_a, a, model_b, b, sigma, noise, min_u, text, sort, descending]
+    inputs = [lang, model, k, model_a, a, model_b, b, sigma, noise, min_u, text, sort]
 
-    def filters(chosen, language, name, above, ma, va, mb, vb, min_sigma, label, u, words, by, desc) -> tuple[list, Filters]:
-        return chosen, Filters(language, name or "", above, ma or "", va, mb or "", vb, min_sigma, label, u, words or "", by or "", bool(desc))
+    def filters(language, name, above, ma, va, mb, vb, min_sigma, label, u, words, by) -> tuple[list, Filters]:
+        chosen = list(dict.fromkeys([*main_names, *(n for n in (name, ma, mb) if n)]))  # a rank column each
+        by = by or ""
+        return chosen, Filters(language, name or "", above, ma or "", va, mb or "", vb, min_sigma, label, u, words or "",
+                               by[2:] if by[:2] in ("↓ ", "↑ ") else by, not by.startswith("↑ "))
 
     @guarded(5)
     def do_find(*values):
         chosen, f = filters(*values)
         rows, line = find(world, chosen, f)
-        return (line, rows.head(MAX_SHOWN), gr.update(choices=[""] + list(rows.columns) if len(rows.columns) else []),
-                gr.update(choices=noise_choices(world)), gr.update(visible=False, value=None))
+        order = [""] + [f"{d} {c}" for c in rows.columns for d in ("↓", "↑")]
+        return (line, rows.head(MAX_SHOWN), gr.update(choices=order), gr.update(choices=noise_choices(world)), gr.update(visible=False, value=None))
 
     find_outputs = [status, table, sort, noise, csv_file]
     gr.on([tab.select, go_btn.click, text.submit], do_find, inputs, find_outputs, api_name="finder")

@@ -280,8 +280,7 @@ def build_tab(world: World, page) -> None:
     with gr.Tab("Instance", id="instance"):
         with gr.Row(equal_height=True):
             item = gr.Textbox(value="", label="Instance (an image id; Enter opens it)", lines=1, max_lines=1, scale=2, elem_id="inst-id")
-            models = gr.CheckboxGroup(main_names, value=main_names, label="Models", scale=4, elem_id="inst-models")
-            variants = gr.Checkbox(value=False, label="Show variants", scale=1, min_width=110, elem_id="inst-variants")
+            models = gr.CheckboxGroup(names, value=main_names, label="Models", scale=5, elem_id="inst-models")
         status = gr.Markdown("Open an instance from Search, Maps, Consistency, Audit, Start here or the Finder, or type its id.",
                              elem_id="inst-status")
         with gr.Row():
@@ -291,7 +290,7 @@ def build_tab(world: World, page) -> None:
         ranks = gr.HTML("", elem_id="inst-ranks")
         focus = gr.State(None)
 
-    page.hide_variants(models, variants, main_names)
+    page.model_pickers.append(models)
     outputs = [status, picture, captions, ranks]
 
     def render(item_id, chosen, focus_caption=None):
