@@ -304,19 +304,26 @@ def build_tab(world: World, page) -> None:
     gr.on([item.submit, models.change], show, [item, models, focus], outputs, api_name="instance")
     tabs = page.components.get("tabs")
 
-    def opener(item_of):
-        @takes_event
-        @guarded(3 + len(outputs), status_at=3)
-        def open_instance(*args, evt=None):
-            found = item_of(*args[:-1], evt=evt)
+    def opener(item_of, n_inputs: int):
+        def run(values, chosen, evt):
+            found = item_of(*values, evt=evt)
             item_id, focus_caption = found if isinstance(found, tuple) else (found, None)
             return (gr.Tabs(selected="instance") if tabs is not None else gr.skip(), item_id, focus_caption,
-                    *render(item_id, args[-1], focus_caption))
+                    *render(item_id, chosen, focus_caption))
 
-        return open_instance
+        # Gradio finds the event parameter by its place in the signature, so each arity gets its own (no *args).
+        if n_inputs == 0:
+            def open_instance(chosen, evt=None):
+                return run((), chosen, evt)
+        elif n_inputs == 1:
+            def open_instance(a, chosen, evt=None):
+                return run((a,), chosen, evt)
+        else:
+            raise ValueError("an instance link takes at most one input")
+        return takes_event(guarded(3 + len(outputs), status_at=3)(open_instance))
 
     for trigger, inputs, item_of, api_name in page.instance_links:
-        trigger(opener(item_of), [*inputs, models], [tabs if tabs is not None else status, item, focus, *outputs],
+        trigger(opener(item_of, len(inputs)), [*inputs, models], [tabs if tabs is not None else status, item, focus, *outputs],
                 api_name=api_name, api_visibility="private" if api_name is None else "public")
     page.components["instance"] = {"item": item, "models": models, "outputs": outputs, "render": render, "default_models": main_names}
 
