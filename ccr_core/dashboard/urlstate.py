@@ -67,6 +67,7 @@ def state_query(tab: str = "", q: str = "", lang: str = "", models: Sequence[str
 URL_JS = """
 () => {
   const TAB_IDS = %s;
+  let lastInstance = new URLSearchParams(window.location.search).get('instance') || '';
   const val = (sel) => { const el = document.querySelector(sel); return el ? (el.value || '').trim() : ''; };
   const state = () => {
     const tabBtn = document.querySelector('button[role="tab"][aria-selected="true"]');
@@ -83,8 +84,9 @@ URL_JS = """
     if (q) p.set('q', q);
     if (lang) p.set('lang', lang);
     if (models.length) p.set('models', models.join(','));
-    const inst = val('#inst-id textarea, #inst-id input');
-    if (inst) p.set('instance', inst);
+    // a tab not on screen may not be in the page: keep the instance last seen (or the one the URL opened with)
+    if (document.querySelector('#inst-id textarea, #inst-id input')) lastInstance = val('#inst-id textarea, #inst-id input');
+    if (lastInstance) p.set('instance', lastInstance);
     return p.toString();
   };
   let restored = false;
@@ -106,6 +108,19 @@ def url_js(tab_labels: Mapping[str, str]) -> str:
     return URL_JS % json.dumps(dict(tab_labels), ensure_ascii=False)
 
 
+def request_params(request) -> dict:
+    """The page URL's query parameters of a page-load request: its own, else those of the page it came
+    from (the Referer header: Gradio's queue requests do not carry the page's query)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    params = {k: v for k, v in dict(getattr(request, "query_params", None) or {}).items() if k in KEYS}
+    if not params:
+        headers = getattr(request, "headers", None) or {}
+        referer = headers.get("referer", "") if hasattr(headers, "get") else ""
+        params = {k: v for k, v in parse_qsl(urlsplit(referer).query) if k in KEYS}
+    return params
+
+
 def wire_restore(world, page, demo) -> None:
     """At page load, restore the view the URL names (tab, query + search, language, models, instance).
     Needs the Search tab's and the Instance tab's components in ``page.components``."""
@@ -121,7 +136,7 @@ def wire_restore(world, page, demo) -> None:
 
     @takes_request
     def restore(k, request=None):
-        params = dict(getattr(request, "query_params", None) or {})
+        params = request_params(request)
         skip_all = [gr.skip()] * (5 + len(search_outputs) + len(inst_outputs))
         if not any(params.get(key) for key in KEYS):
             return tuple(skip_all)
