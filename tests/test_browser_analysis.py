@@ -152,7 +152,7 @@ def test_a_url_restores_tab_query_and_instance_in_a_new_context(browser, server)
     item = world.gallery[3].id
     pg = new_page(browser, server["url"] + f"?tab=search&q=de+caption+7&lang=de&instance={item}")
     try:
-        pg.wait_for_function("() => document.querySelector('#query textarea').value === 'de caption 7'")
+        pg.wait_for_function("() => (document.querySelector('#query textarea') || {}).value === 'de caption 7'")
         pg.locator("#search-status").get_by_text("German").wait_for()
         pg.locator("#gallery-0 img").first.wait_for(state="visible")
         # the address bar follows the view: a new query shows up in it
