@@ -79,7 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # The tabs, in page order; each builder lays out its tab and wires it to its own module's functions.
 # Experiment comes after every tab with a model picker: a finished run refreshes those pickers.
-TABS = ("lesson", "search", "languages", "consistency", "audit", "projection", "leaderboard", "experiment", "about")
+# The Instance tab comes after every tab that opens it (they register with ``page.link_instance``).
+TABS = ("lesson", "search", "languages", "consistency", "audit", "projection", "finder", "instance", "leaderboard", "experiment", "about")
 
 
 def build_app(world):
@@ -94,7 +95,8 @@ def build_app(world):
         # Filled at each page load for that browser session (its private models count), and again when its run finishes.
         page.header = gr.Markdown(header_markdown(world), elem_classes="ccr-header", elem_id="header")
         page.header_text = lambda session=None: header_markdown(world, session)
-        with gr.Tabs(selected="search"):  # "Start here" sits first for teaching; a visitor lands on Search
+        with gr.Tabs(selected="search") as tabs:  # "Start here" sits first for teaching; a visitor lands on Search
+            page.components["tabs"] = tabs
             for tab in TABS:
                 importlib.import_module(f"ccr_core.dashboard.{tab}").build_tab(world, page)
         # A page opened after a training run finished lists the new model too.
@@ -105,6 +107,10 @@ def build_app(world):
         if page.lazies:
             fill, outputs = page.lazy_loader()
             demo.load(fill, None, outputs, api_visibility="private", show_progress="hidden")
+        from ccr_core.dashboard.urlstate import wire_restore
+
+        wire_restore(world, page, demo)  # a URL's ?tab=&q=&lang=&models=&instance= restores that view
+    demo.ccr_tab_labels = {b.label: b.id for b in demo.blocks.values() if isinstance(b, gr.Tab) and b.id}
     return demo
 
 
@@ -162,12 +168,16 @@ def launch(demo, world, host: str = "127.0.0.1", port: int = 7860, block: bool =
     import gradio as gr
     from starlette.middleware import Middleware
 
+    from ccr_core.dashboard.instance import INSTANCE_CSS
     from ccr_core.dashboard.projection import PAGE_JS
     from ccr_core.dashboard.ui import SlimPageConfig
+    from ccr_core.dashboard.urlstate import url_js
+
+    page_js = f"() => {{ ({PAGE_JS.strip()})(); ({url_js(getattr(demo, 'ccr_tab_labels', {})).strip()})(); }}"
 
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=False, allowed_paths=world.served_dirs(), show_error=False, max_file_size=MAX_UPLOAD,
-                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS, js=PAGE_JS,
+                       prevent_thread_lock=not block, quiet=not block, footer_links=["api"], theme=gr.themes.Soft(font=FONTS, font_mono=MONO_FONTS), css=CSS + INSTANCE_CSS, js=page_js,
                        app_kwargs={"middleware": [Middleware(SlimPageConfig)]})
 
 

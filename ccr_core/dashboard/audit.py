@@ -358,7 +358,7 @@ def build_tab(world: World, page) -> None:
         with gr.Row():
             prev_btn, next_btn = gr.Button("◀ Previous"), gr.Button("Next ▶")
         page_status = gr.Markdown(elem_id="audit-page-status")
-        pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=True, label="Pairs", object_fit="contain", elem_id="audit-gallery",
+        pair_gallery = gr.Gallery(columns=6, height=360, allow_preview=False, label="Pairs (click one to open it in the Instance tab)", object_fit="contain", elem_id="audit-gallery",
                                   elem_classes="ccr-gallery")
         # The translation and its English source wrap in the first two wide columns: both visible at 1024 px.
         pair_table = gr.Dataframe(interactive=False, wrap=True, label="Pairs", elem_id="audit-table", elem_classes="ccr-audit-table",
@@ -399,6 +399,15 @@ def build_tab(world: World, page) -> None:
     gr.on([lang_pick.change, kind_pick.change], lambda m, s, n, l, k: do_page(m, 0, n, l, k), filters, page_outputs, api_name="audit_filter")
     prev_btn.click(lambda m, s, n, l, k: do_page(m, max(0, int(s or 0) - int(n)), n, l, k), filters, page_outputs, api_name="audit_prev")
     next_btn.click(lambda m, s, n, l, k: do_page(m, int(s or 0) + int(n), n, l, k), filters, page_outputs, api_name="audit_next")
+
+    def pair_item(table, evt=None):
+        from ccr_core.dashboard.ui import selected
+
+        index = selected(evt, "index")
+        row = table.iloc[index[0] if isinstance(index, (list, tuple)) else index]
+        return row["image"], row["caption id"]
+
+    page.link_instance(pair_gallery.select, [pair_table], pair_item, api_name="audit_open_instance")
 
 
 def main(argv=None) -> int:

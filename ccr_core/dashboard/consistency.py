@@ -195,6 +195,7 @@ def build_tab(world: World, page) -> None:
             inst_thumb = gr.Image(label="The instance", interactive=False, height=200, scale=1, buttons=[], elem_id="cons-thumb", visible=False)
             inst_caps = gr.Dataframe(interactive=False, wrap=True, label="Its captions", scale=3, elem_id="cons-caps", visible=False)
         inst_heat = gr.Plot(label="Ranks: language × method", elem_id="cons-heat", visible=False)
+        open_instance = gr.Button("Open in the Instance tab ▸ (or click a heatmap cell)", size="sm", elem_id="cons-open-instance")
 
     def shown(show_variants) -> list[str]:
         return world.model_names() if show_variants else [m.name for m in main_models(world.model_list())] or world.model_names()
@@ -228,3 +229,4 @@ def build_tab(world: World, page) -> None:
         return (item, *do_instance(item, dirn, show_variants))
 
     worst.select(pick_worst, [direction, variants], [instance, inst_caps, inst_heat, inst_status, inst_thumb], api_name="consistency_pick")
+    page.link_instance(open_instance.click, [instance], lambda item, evt=None: item, api_name="consistency_open_instance")

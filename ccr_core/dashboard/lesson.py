@@ -283,6 +283,7 @@ def build_tab(world: World, page) -> None:
             text = gr.Markdown("Press **1 · Two languages** to begin.", elem_id="lesson-text")
             figures = gr.HTML("", elem_id="lesson-gallery", visible=False)
             table = gr.Dataframe(interactive=False, wrap=True, elem_id="lesson-table", visible=False)
+            open_step = gr.Button("Open the step's framed picture in the Instance tab ▸", size="sm", elem_id="lesson-open-instance")
         with gr.Accordion("Words used in this dashboard", open=False, elem_id="lesson-words"):
             glossary = gr.Markdown("", elem_id="lesson-glossary")
         current = gr.State(0)  # the step shown (1-based; 0 before the first)
@@ -311,3 +312,16 @@ def build_tab(world: World, page) -> None:
     prev_btn.click(lambda at: step_by(at, -1), current, [text, figures, table, current], api_visibility="private")
     next_btn.click(lambda at: step_by(at, +1), current, [text, figures, table, current], api_visibility="private")
     presenter.change(None, presenter, None, js=PRESENTER_JS)
+
+    def step_item(at, evt=None):
+        """The item of the shown step's own (framed) picture."""
+        from ccr_core.dashboard.instance import item_of_picture
+
+        if not at:
+            raise InputError("Pick a step first: its framed picture then opens in the Instance tab.")
+        shown = STEPS[int(at) - 1][1](world)
+        if not shown.targets:
+            raise InputError("This step has no picture of its own to open.")
+        return item_of_picture(world, str(shown.gallery[shown.targets[0]][0]))
+
+    page.link_instance(open_step.click, [current], step_item, api_name="lesson_open_instance")

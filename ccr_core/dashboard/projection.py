@@ -28,6 +28,12 @@ LIMITS = {"sample": (10, 3000), "n_neighbors": (2, 200), "min_dist": (0.0, 1.0)}
 UMAP_EXACT_KNN_FROM = 4096  # points; below it umap-learn computes exact distances itself
 # Caption colours per language: Okabe-Ito hues (black is kept for the images), one per world language.
 LANGUAGE_COLOURS = tuple(OKABE_ITO[c] for c in ("orange", "sky blue", "bluish green", "vermillion", "blue", "reddish purple", "yellow", "grey"))
+# Beyond those, Paul Tol's muted palette, then evenly spaced hues: no two languages of a map share a colour.
+EXTRA_LANGUAGE_COLOURS = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499")
+COLOUR_FIELDS = (("language", "language"), ("modality (image / caption)", "modality"), ("rank (each map's own model)", "rank"),
+                 ("correct@k (each map's own model)", "correct"), ("MRV spread σ of the instance", "mrv"), ("noise label", "noise"),
+                 ("UML uncertainty of the caption", "uncertainty"))
+RING = dict(width=1.5, color="rgba(40,40,40,0.55)")  # the selection ring: light, so the point inside stays visible
 MAX_SELECTED = 24  # instances the selection grid shows
 LANGUAGE_CLUSTER_NOTE = ("**Why are the languages in separate clusters?** A map keeps each point near its nearest neighbours, and a "
                          "caption's nearest neighbours are mostly captions in the same language, so UMAP often draws one island per "
@@ -282,7 +288,96 @@ def selection(world: World, items: Sequence[str] | str | None, langs: Sequence[s
     return grid, pd.DataFrame(rows, columns=["image", "language", "caption"]), status, wanted
 
 
-def figure(p: Projection, lines: bool = False, highlight: Sequence[str] = (), thumb_url: Callable[[str], str] | None = None):
+def language_colours(n: int) -> list[str]:
+    """``n`` colours, all different: the Okabe-Ito hues, Tol's muted ones, then evenly spaced hues."""
+    import colorsys
+
+    base = [*LANGUAGE_COLOURS, *EXTRA_LANGUAGE_COLOURS]
+    extra = max(0, n - len(base))
+    hues = ["#%02X%02X%02X" % tuple(round(255 * c) for c in colorsys.hls_to_rgb((i + 0.5) / extra, 0.45, 0.65)) for i in range(extra)]
+    return (base + hues)[:n]
+
+
+def colour_field(field: str | None, model: str | None = None) -> tuple[str, str | None]:
+    """(field, model) of a "Colour by" choice: ``rank``, ``correct`` and ``mrv`` may name a model (``rank:baseline``)."""
+    field = (field or "language").strip()
+    name, _, named = field.partition(":")
+    if name not in {v for _, v in COLOUR_FIELDS}:
+        raise InputError(f"Cannot colour a map by {field!r}; choose one of: {', '.join(v for _, v in COLOUR_FIELDS)}.")
+    return name, (named or model)
+
+
+def point_values(world: World, p: Projection, field: str, model: str | None, k: int = 5) -> list:
+    """Per point of ``p``, its value for ``field`` (None where it has none): a caption point's rank is its
+    image's rank from that caption (text -> image, the whole test gallery, ``finder``'s table); an image
+    point's is its best rank over the map's languages; σ is the instance's; uncertainty is the caption's."""
+    from ccr_core.dashboard import finder
+
+    if field == "modality":
+        return [pt["kind"] for pt in p.points]
+    if field == "noise":
+        return [finder.noise_labels(world, pt["item"]) or "no noise label" for pt in p.points]
+    if field == "language":
+        return [pt["lang"] or "image" for pt in p.points]
+    table = finder.instance_table(world, [model] if model else None)
+    by_row = {(r["image"], r["language"]): r for r in table.to_dict("records")}
+    by_item: dict[str, list] = {}
+    for r in by_row.values():
+        by_item.setdefault(r["image"], []).append(r)
+    u_column = next((c for c in table.columns if c.startswith("UML u")), None)
+
+    def value(pt):
+        rows = [by_row[(pt["item"], pt["lang"])]] if pt["kind"] == "caption" and (pt["item"], pt["lang"]) in by_row else (
+            [r for r in by_item.get(pt["item"], []) if r["language"] in p.params["langs"]] if pt["kind"] == "image" else [])
+        if not rows:
+            return None
+        if field in ("rank", "correct"):
+            best = min(int(r[finder.rank_column(model)]) for r in rows)
+            return best if field == "rank" else ("correct@%d" % k if best <= k else "missed (rank > %d)" % k)
+        if field == "mrv":
+            sigma = rows[0][finder.sigma_column(model)]
+            return None if sigma != sigma else float(sigma)
+        if field == "uncertainty":
+            return float(rows[0][u_column]) if u_column and pt["kind"] == "caption" else None
+        return None
+
+    if field == "uncertainty" and u_column is None:
+        raise InputError("No model in this world estimates uncertainty.")
+    return [value(pt) for pt in p.points]
+
+
+def _coloured_traces(fig, p: Projection, values: list, field: str, url, title: str) -> None:
+    """Image (squares) and caption (circles) points coloured by ``values``: a colour scale for numbers, one
+    legend entry per category otherwise; points without a value in grey."""
+    import plotly.graph_objects as go
+
+    numeric = all(v is None or isinstance(v, (int, float)) for v in values) and field in ("rank", "mrv", "uncertainty")
+    symbol = {"image": "square", "caption": "circle"}
+    hover = "%{text}<br><i>image %{customdata[0]}</i><br>" + title + ": %{customdata[2]}<extra></extra>"
+
+    def add(idx, name, **marker):
+        if idx:
+            fig.add_trace(go.Scattergl(x=p.coords[idx, 0], y=p.coords[idx, 1], mode="markers", name=name, hovertemplate=hover,
+                                       text=[_wrap(p.points[k]["text"]) for k in idx],
+                                       customdata=[[p.points[k]["item"], url(p.points[k]["item"]), "—" if values[k] is None else values[k]] for k in idx],
+                                       marker=dict(symbol=[symbol[p.points[k]["kind"]] for k in idx], size=8, **marker)))
+
+    missing = [k for k, v in enumerate(values) if v is None]
+    add(missing, "no value", color="#BBBBBB", opacity=0.6)
+    if numeric:
+        have = [k for k, v in enumerate(values) if v is not None]
+        scale = "Cividis_r" if field == "rank" else "Cividis"  # bright = good rank
+        add(have, title, color=[values[k] for k in have], colorscale=scale, showscale=True, opacity=0.9,
+            colorbar=dict(title=title, thickness=12), line=dict(width=0.5, color="white"))
+        return
+    cats = list(dict.fromkeys(v for v in values if v is not None))
+    palette = language_colours(len(cats)) if field != "modality" else [OKABE_ITO["black"], OKABE_ITO["orange"]]
+    for c, colour in zip(cats, palette):
+        add([k for k, v in enumerate(values) if v == c], str(c), color=colour, opacity=0.85)
+
+
+def figure(p: Projection, lines: bool = False, highlight: Sequence[str] = (), thumb_url: Callable[[str], str] | None = None,
+           values: list | None = None, field: str = "language", title: str = ""):
     """The map: images (black squares) and captions (one colour per language); ``highlight``: the selected
     instances' points ringed. Every point carries (item id, thumbnail URL) as customdata for the page's
     click, lasso and hover handlers."""
@@ -300,31 +395,47 @@ def figure(p: Projection, lines: bool = False, highlight: Sequence[str] = (), th
                 xs += [p.coords[i, 0], p.coords[k, 0], None]
                 ys += [p.coords[i, 1], p.coords[k, 1], None]
         fig.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", line=dict(color="rgba(120,120,120,0.35)", width=1), name="image ↔ its captions", hoverinfo="skip"))
+    if values is not None and field != "language":
+        _coloured_traces(fig, p, values, field, url, title or field)
+    else:
+        _language_traces(fig, p, kinds, url)
+    _ring_and_layout(fig, p, highlight, url)
+    return fig
+
+
+def _language_traces(fig, p: Projection, kinds: np.ndarray, url) -> None:
+    import plotly.graph_objects as go
+
     img = np.flatnonzero(kinds == "image")
     fig.add_trace(go.Scattergl(x=p.coords[img, 0], y=p.coords[img, 1], mode="markers", name="images",
                                marker=dict(symbol="square", size=8, color="#222", line=dict(width=1, color="white")),
                                text=[p.points[k]["item"] for k in img], customdata=[[p.points[k]["item"], url(p.points[k]["item"])] for k in img],
                                hovertemplate="image %{text}<extra></extra>"))
     langs = sorted({pt["lang"] for pt in p.points if pt["kind"] == "caption"}, key=lambda l: p.params["langs"].index(l))
-    for i, lang in enumerate(langs):
+    colours = dict(zip(p.params["langs"], language_colours(len(p.params["langs"]))))  # by the map's languages: the same in both maps
+    for lang in langs:
         sel = [k for k, pt in enumerate(p.points) if pt["kind"] == "caption" and pt["lang"] == lang]
         fig.add_trace(go.Scattergl(x=p.coords[sel, 0], y=p.coords[sel, 1], mode="markers", name=f"{language_name(lang)} captions",
-                                   marker=dict(size=7, color=LANGUAGE_COLOURS[i % len(LANGUAGE_COLOURS)], opacity=0.8),
+                                   marker=dict(size=7, color=colours[lang], opacity=0.8),
                                    text=[_wrap(p.points[k]["text"]) for k in sel],
                                    customdata=[[p.points[k]["item"], url(p.points[k]["item"])] for k in sel],
                                    hovertemplate="%{text}<br><i>image %{customdata[0]}</i><extra>" + lang + "</extra>"))
+
+
+def _ring_and_layout(fig, p: Projection, highlight: Sequence[str], url) -> None:
+    import plotly.graph_objects as go
+
     marked = set(highlight)
     if marked:
         ring = [k for k, pt in enumerate(p.points) if pt["item"] in marked]
         fig.add_trace(go.Scattergl(x=p.coords[ring, 0], y=p.coords[ring, 1], mode="markers", name="selected",
-                                   marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(width=2.5, color=OKABE_ITO["black"])),
+                                   marker=dict(size=14, color="rgba(0,0,0,0)", line=RING),
                                    customdata=[[p.points[k]["item"], url(p.points[k]["item"])] for k in ring],
                                    hovertemplate="selected: image %{customdata[0]}<extra></extra>"))
     shared = " (shared map)" if p.params.get("shared") else ""
     fig.update_layout(**chart_layout(height=500, title=f"{p.model}: {p.params['algorithm']}{shared}", dragmode="lasso",
                                      legend=dict(orientation="h", y=-0.08), margin=dict(t=60, l=20, r=20, b=30),
                                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title="", scaleanchor="x")))
-    return fig
 
 
 def _wrap(text: str, width: int = 60) -> str:
@@ -358,7 +469,7 @@ def build_tab(world: World, page) -> None:
     selected instances; opens on the cached default maps."""
     import gradio as gr
 
-    from ccr_core.dashboard.ui import guarded
+    from ccr_core.dashboard.ui import guarded, selected
 
     names = world.model_names()
     first, second = default_models(world)
@@ -379,6 +490,9 @@ def build_tab(world: World, page) -> None:
         with gr.Row():
             lines = gr.Checkbox(value=False, label="Join each image to its captions")
             shared = gr.Checkbox(value=False, label="One shared map (both models' points in one fit: the same axes)", elem_id="proj-shared")
+            colour_by = gr.Dropdown([*COLOUR_FIELDS, *((f"rank by {n}", f"rank:{n}") for n in names)], value="language", label="Colour by",
+                                    elem_id="proj-colour")
+            colour_k = gr.Number(value=5, precision=0, minimum=1, label="k (correct@k)", min_width=80, elem_id="proj-colour-k")
             btn = gr.Button("Draw", variant="primary", elem_id="proj-btn")
         status = gr.Markdown("Opening on the default maps…", elem_id="proj-status")
         with gr.Row():
@@ -390,46 +504,64 @@ def build_tab(world: World, page) -> None:
             selected_ids = gr.Textbox(value="", label="Selected images (ids; filled by clicking or lassoing a map)", scale=4, elem_id="proj-selected")
             show_btn = gr.Button("Show selected", scale=1, elem_id="proj-show-selected")
         sel_status = gr.Markdown(elem_id="proj-sel-status")
-        sel_grid = gr.Gallery(label="Selected instances", columns=6, height=300, object_fit="contain", allow_preview=True, elem_id="proj-grid",
+        sel_grid = gr.Gallery(label="Selected instances (click one to open it in the Instance tab)", columns=6, height=300, object_fit="contain",
+                              allow_preview=False, elem_id="proj-grid",
                               elem_classes="ccr-gallery")
         sel_table = gr.Dataframe(value=pd.DataFrame(columns=["image", "language", "caption"]), interactive=False, wrap=True, label="Their captions",
                                  elem_id="proj-sel-table")
         drawn = gr.State(None)  # the arguments of the maps on screen, to redraw them with a selection ringed
+        shown_ids = gr.State([])  # the selected instances in the grid, in its order (a grid click opens one in the Instance tab)
 
     page.model_pickers += [model_a, model_b]
 
-    def maps(args, highlight=()):
+    def maps(args, highlight=(), field="language", k=5):
         a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map = args
         if one_map:
             pa, pb = project_shared(world, a, b, chosen, algorithm, n_sample, n_neighbors, min_dist)
         else:
             pa = project(world, a, chosen, algorithm, n_sample, n_neighbors, min_dist)
             pb = project(world, b, chosen, algorithm, n_sample, n_neighbors, min_dist)
-        return pa, pb, figure(pa, join, highlight, urls), figure(pb, join, highlight, urls)
+        return pa, pb, *(coloured(p, name, join, highlight, field, k) for p, name in ((pa, a), (pb, b)))
+
+    def coloured(p, name, join, highlight, field, k):
+        what, model = colour_field(field, name)
+        k = int(k or 5)
+        if what == "language":
+            return figure(p, join, highlight, urls)
+        label = dict((v, lab) for lab, v in COLOUR_FIELDS)[what].replace("each map's own model", model)
+        return figure(p, join, highlight, urls, point_values(world, p, what, model, k), what, label.replace("correct@k", f"correct@{k}"))
 
     @guarded(4)
-    def do_projection(a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map, progress=gr.Progress()):
+    def do_projection(a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map, field="language", k=5, ids="",
+                      progress=gr.Progress()):
         args = [a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map]
         progress(0.1, desc=f"{algorithm}: fitting (cached maps open at once)")
-        pa, pb, fa, fb = maps(args)
+        pa, pb, fa, fb = maps(args, (ids or "").replace(",", " ").split(), field, k)
         settings = ", ".join(f"{k}={v}" for k, v in pa.params.items() if k not in ("langs", "algorithm", "shared"))
         text = (f"One shared {algorithm} fit of both models ({settings}): {pa.source} in {pa.seconds:.1f} s" if one_map else
                 f"{algorithm} ({settings}) · {pa.model}: {pa.source} in {pa.seconds:.1f} s · {pb.model}: {pb.source} in {pb.seconds:.1f} s")
         return text, fa, fb, args
 
-    btn.click(do_projection, [model_a, model_b, langs, algo, sample, nn, md, lines, shared],
-              [status, plot_a, plot_b, drawn], api_name="projection", concurrency_id="projection", concurrency_limit=1)
+    gr.on([btn.click, colour_by.change, colour_k.submit], do_projection, [model_a, model_b, langs, algo, sample, nn, md, lines, shared, colour_by,
+                                                                         colour_k, selected_ids],
+          [status, plot_a, plot_b, drawn], api_name="projection", concurrency_id="projection", concurrency_limit=1)
 
-    @guarded(5)
-    def show_selected(ids, args, chosen):
+    @guarded(6)
+    def show_selected(ids, args, chosen, *colouring):
         grid, table, text, items = selection(world, ids, chosen)
         if not args:
-            return text, grid, table, gr.skip(), gr.skip()
-        _, _, fa, fb = maps(args, items)
-        return text, grid, table, fa, fb
+            return text, grid, table, gr.skip(), gr.skip(), items[:MAX_SELECTED]
+        _, _, fa, fb = maps(args, items, *colouring)
+        return text, grid, table, fa, fb, items[:MAX_SELECTED]
 
-    gr.on([show_btn.click, selected_ids.submit], show_selected, [selected_ids, drawn, langs], [sel_status, sel_grid, sel_table, plot_a, plot_b],
-          api_name="projection_select")
+    gr.on([show_btn.click, selected_ids.submit], show_selected, [selected_ids, drawn, langs, colour_by, colour_k],
+          [sel_status, sel_grid, sel_table, plot_a, plot_b, shown_ids], api_name="projection_select")
+
+    def grid_item(ids, evt=None):
+        index = selected(evt, "index")
+        return ids[index[0] if isinstance(index, (list, tuple)) else index]
+
+    page.link_instance(sel_grid.select, [shown_ids], grid_item, api_name="projection_open_instance")
 
     def open_defaults(already):
         """The default maps of the first two models, if cached (the warm-up thread computes them); never computes."""
@@ -480,6 +612,15 @@ PAGE_JS = """
     });
     gd.on('plotly_unhover', () => { tip.style.display = 'none'; });
   };
-  setInterval(() => document.querySelectorAll('#proj-a .js-plotly-plot, #proj-b .js-plotly-plot').forEach(hook), 700);
+  // Consistency: a click on a heatmap cell opens the instance in the Instance tab (the tab's button does it).
+  const hookHeat = (gd) => {
+    if (!gd._ev || gd.__ccrHeat === gd._ev) return;
+    gd.__ccrHeat = gd._ev;
+    gd.on('plotly_click', () => { const b = document.querySelector('#cons-open-instance'); if (b) b.click(); });
+  };
+  setInterval(() => {
+    document.querySelectorAll('#proj-a .js-plotly-plot, #proj-b .js-plotly-plot').forEach(hook);
+    document.querySelectorAll('#cons-heat .js-plotly-plot').forEach(hookHeat);
+  }, 700);
 }
 """

@@ -409,6 +409,7 @@ def build_tab(world: World, page) -> None:
                 i2t_item = gr.Textbox(value="", label="…or a test image id (clicking a result fills it; Enter looks it up)", elem_id="i2t-item")
                 i2t_k = gr.Number(value=1, precision=0, label="Captions per language (1–20)")
                 i2t_btn = gr.Button("Closest captions", elem_id="i2t-btn")
+                open_instance = gr.Button("Open in the Instance tab ▸", size="sm", elem_id="search-open-instance")
             with gr.Column(scale=3):
                 with gr.Row():
                     i2t_preview = gr.Image(label="Query picture", interactive=False, height=160, scale=1, buttons=[], elem_id="i2t-preview")
@@ -440,6 +441,8 @@ def build_tab(world: World, page) -> None:
         return (result.status(), result.summary_table(), items + [[] for _ in range(slots - len(items))], *gallery_updates(result))
 
     gr.on([search_btn.click, query.submit], do_search, [query, lang, methods, k, caption_id], search_outputs, api_name="search")
+    page.components["search"] = {"query": query, "lang": lang, "methods": methods, "k": k, "outputs": search_outputs, "run": do_search,
+                                  "default_models": main_names}  # the URL's view is restored through these (urlstate)
 
     def typed(cap_id):
         """Typing over a picked test caption makes the query free text again, in a language to detect anew."""
@@ -502,6 +505,7 @@ def build_tab(world: World, page) -> None:
 
     for i, gal in enumerate(galleries):
         gal.select(make_pick(i), [slot_items, methods, i2t_k], [i2t_item, i2t_image, *i2t_outputs], api_name=f"pick_result_{i}")
+    page.link_instance(open_instance.click, [i2t_item], lambda item, evt=None: item, api_name="search_open_instance")
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:

@@ -117,6 +117,12 @@ class Page:
             return out[0] if len(out) == 1 else tuple(out)
 
         return fill, components
+    instance_links: list = field(default_factory=list)  # (event trigger, inputs, item_of, api name): what opens the Instance tab
+
+    def link_instance(self, trigger, inputs: list, item_of, api_name: str | None = None) -> None:
+        """Open the Instance tab on ``trigger`` (e.g. ``gallery.select``): ``item_of(*input values, evt=...)``
+        gives the item id (or (item id, caption id to mark)); the Instance tab wires it once it is built."""
+        self.instance_links.append((trigger, list(inputs), item_of, api_name))
 
     def on_load(self, fn, outputs: list) -> None:
         """Run ``fn()`` at every page load into ``outputs`` (status lines, timers: what must be as of now)."""
