@@ -211,8 +211,26 @@ class SlimPageConfig:
         await self.app(scope, receive, capture)
 
 
+def builtin_component_types() -> frozenset[str]:
+    """The ``type`` names of Gradio's own components and layouts (what the page resolves by name)."""
+    import gradio as gr
+    from gradio.blocks import Block
+
+    names = set()
+    for name in dir(gr):
+        cls = getattr(gr, name)
+        if isinstance(cls, type) and issubclass(cls, Block):
+            names.add(cls.__name__.lower())
+            own = cls.__dict__.get("get_block_name")  # a layout that names itself otherwise (Tab -> "tabitem")
+            if own is not None:
+                names.add(own(cls))
+    return frozenset(names)
+
+
 def slim_config_bytes(raw: bytes) -> bytes:
-    """The page config JSON without the per-component API schemas (unchanged if it is not such a config)."""
+    """The page config JSON without the per-component API schemas, and without the class hash of Gradio's own
+    components (the page loads a built-in component by its type name and needs the hash only for custom
+    components: about 90 bytes a component). Unchanged if it is not such a config."""
     import json
 
     try:
@@ -221,8 +239,11 @@ def slim_config_bytes(raw: bytes) -> bytes:
         return raw
     if not isinstance(config, dict) or not isinstance(config.get("components"), list):
         return raw
+    builtin = builtin_component_types()
     for component in config["components"]:
         if isinstance(component, dict):
             for key in PAGE_CONFIG_API_KEYS:
                 component.pop(key, None)
+            if component.get("type") in builtin:
+                component.pop("component_class_id", None)
     return json.dumps(config, ensure_ascii=False, separators=(",", ":")).encode()
