@@ -46,6 +46,8 @@ body, .gradio-container {{font-family: {FONT_STACK}}}
 .ccr-gallery .thumbnail-item:hover .caption-label {{-webkit-line-clamp: unset; display: block; position: absolute; top: 100%; left: 0;
   background: var(--background-fill-primary); box-shadow: var(--shadow-drop-lg); border: 1px solid var(--border-color-primary); z-index: 6}}
 .ccr-gallery-title p {{margin: 0; font-size: 0.95em}}
+/* Every tab's name fits on one row at 1024 px (Gradio moves the ones that do not into a "..." menu). */
+.tab-wrapper button {{padding: 0 9px}}
 /* Start here: pictures at their natural size, never upscaled or cropped; the step's own picture framed. */
 .ccr-lesson-figures {{display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start}}
 .ccr-lesson-figure {{margin: 0; max-width: 220px}}
