@@ -57,7 +57,7 @@ body, .gradio-container {{font-family: {FONT_STACK}}}
 /* Presenter mode: large type, one step per screen. */
 body.ccr-presenter #header, body.ccr-presenter #lesson-intro, body.ccr-presenter #lesson-words {{display: none}}
 body.ccr-presenter #lesson-step {{min-height: 100vh}}
-body.ccr-presenter #lesson-text {{font-size: 1.6em; line-height: 1.45}}
+body.ccr-presenter #lesson-text, body.ccr-presenter #lesson-text p, body.ccr-presenter #lesson-text li {{font-size: 24px; line-height: 1.45}}
 body.ccr-presenter #lesson-text h3 {{font-size: 1.5em}}
 body.ccr-presenter #lesson-table {{font-size: 1.3em}}
 body.ccr-presenter .ccr-lesson-figure {{max-width: 320px}}

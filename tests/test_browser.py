@@ -393,8 +393,8 @@ def test_no_status_is_older_than_the_work_it_describes(browser, server, tmp_path
 # issue 30: result cards, the lesson on the demo world, inputs and run status that never go stale
 
 WHOLE_PICTURE_JS = """els => els.map(img => {
-    const r = img.getBoundingClientRect();
-    return {w: r.width, h: r.height, nw: img.naturalWidth, nh: img.naturalHeight, src: img.src};
+    // the picture's own box: the rendered size without the frame's border (clientWidth/Height leave it out)
+    return {w: img.clientWidth, h: img.clientHeight, nw: img.naturalWidth, nh: img.naturalHeight, src: img.src};
 })"""
 
 
