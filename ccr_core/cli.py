@@ -224,7 +224,6 @@ def cmd_eval(args) -> int:
         meta = verify_checkpoint(ckpt)
         budgets[str(ckpt)] = _scored_steps(meta)
         which = args.checkpoint if ckpt != folder else "the folder given"
-        print(f"scoring {ckpt} ({which}; {budgets[str(ckpt)] if budgets[str(ckpt)] is not None else 'unrecorded'} steps)", file=sys.stderr)
         cfg = TrainConfig.from_dict(meta["train_config"])
         trained_on = meta.get("bundle") or Path(str(cfg.data)).name  # the bundle the checkpoint was trained on
         if args.data:
@@ -237,6 +236,7 @@ def cmd_eval(args) -> int:
         foreign = bench.bundle.name != trained_on
         name = meta["method"] + (f"@noise{cfg.noise:g}" if cfg.noise else "")
         model = load_trained(ckpt, bench, name)
+        print(f"scoring {ckpt} ({which}; {budgets[str(ckpt)] if budgets[str(ckpt)] is not None else 'unrecorded'} steps)", file=sys.stderr)
         # noise detectors only on the pairs it trained on: its own bundle with its training noise
         detect = cfg.noise and not foreign and "train" in bench_splits
         result = evaluate_with_detectors(model, noisy_bench=with_noise(bench, cfg.noise, cfg.noise_seed) if detect else None,

@@ -283,12 +283,14 @@ def test_small_loss_example_runs_in_the_grid_through_the_plugin_option(tmp_path,
     monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
     monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(train=TINY_TRAIN, steps=2, noise={"common": (0.0,), "published": (0.0,)},
                                                         seeds=(0,), data=str(bundle)))
-    monkeypatch.setattr(experiments, "RESULTS_DIR", tmp_path / "results")
+    from ccr_core.study import records
+
+    monkeypatch.setattr(records, "repo_results_dir", lambda: tmp_path / "results")
     monkeypatch.setattr(experiments, "WORLDS", ("tiny",))
     monkeypatch.setattr(experiments, "REPO_ROOT", tmp_path)
     monkeypatch.setattr(experiments, "write_readme_table", lambda *a, **k: None)
     assert experiments.main(["--world", "tiny", "--plugin", "ccr_small_loss", "--methods", "small_loss", "--settings", "common",
-                             "--quiet"]) == 0
+                             "--quiet", "--publish"]) == 0
     assert os.environ["CCR_PLUGINS"].endswith("ccr_small_loss")  # and every worker imports it too
     results = experiments.read_json(tmp_path / "results" / "protocol-tiny.json")
     (mine,) = [r for r in results if r["method"] == "small_loss"]

@@ -83,7 +83,7 @@ def _tables(results: list[dict]) -> str:
 
 def test_tiny_grid_on_two_nodes_survives_a_killed_worker_and_equals_the_local_tables(cluster, tiny_world, monkeypatch):
     runs = study_grid.grid(WORLD)
-    assert len(runs) == 2 * 2 + 2 * 2 + 2  # floor (common, 2 noise rates), baseline (common 2 + published 1), 2 seeds
+    assert len(runs) == 2 * 2 + 2  # floor (common, 2 noise rates; the baseline's model there), baseline (published), 2 seeds
 
     monkeypatch.setenv("CCR_WORKSPACE", str(tiny_world / "local"))
     executors.LocalExecutor(threads=1).run(runs, progress=False)
@@ -126,7 +126,7 @@ def test_tiny_grid_on_two_nodes_survives_a_killed_worker_and_equals_the_local_ta
     # the same numbers, run by run, and the same tables
     on_ray = runner.collect(WORLD)
     assert [_without_timing(r) for r in on_ray] == [_without_timing(r) for r in local]
-    assert _tables(on_ray) == _tables(local) and "| baseline | 0.5 | 2 |" in _tables(local)
+    assert _tables(on_ray) == _tables(local) and "| floor = baseline (one model in this setting) | 0.5 | 2 |" in _tables(local)
 
     # a finished run is never redone: a second sitting submits nothing
     stamps = {r.label: r.folder().joinpath("result.json").stat().st_mtime_ns for r in runs}
@@ -149,7 +149,7 @@ def test_experiments_command_takes_the_ray_executor(cluster, tiny_world, monkeyp
     assert experiments.main(["--world", WORLD, "--methods", "floor", "--seeds", "0", "--executor", "ray", "--quiet", "--publish"]) == 0
     results = read_json(tiny_world / "results" / f"protocol-{WORLD}.json")
     assert {(r["method"], r["noise_rate"]) for r in results} == {("floor", 0.0), ("floor", 0.5)}
-    assert "| floor | 0.5 | 1 |" in (tiny_world / "RESULTS.md").read_text()
+    assert "| floor = baseline (one model in this setting) | 0.5 | 1 |" in (tiny_world / "RESULTS.md").read_text()
     out = capsys.readouterr().out
     assert "2 runs as Ray tasks (1 CPU, 0 GPU, 1 torch threads each; cluster: 2 CPUs" in out
     assert experiments.main(["--world", WORLD, "--methods", "no-such-method", "--seeds", "0", "--settings", "common",

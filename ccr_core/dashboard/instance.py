@@ -207,7 +207,7 @@ def instance_view(world: World, item_id: str | None, models: Sequence[str] | Non
             order = stable_order(scores)[:top]
             first = [(world.gallery[j].id if j < len(world.gallery) else item_id, float(scores[j])) for j in order]
             cell = Cell(m.label, lang, cap, rank_of(scores, target), float(scores[target]), first)
-            if m.has_uncertainty and m.method == "uml":
+            if m.has_uncertainty and hasattr(m.trained.method, "query_uncertainty"):
                 with torch.no_grad():
                     u = m.trained.method.query_uncertainty(torch.from_numpy(np.ascontiguousarray(texts[lang][None, :], dtype=np.float32)),
                                                            torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32)), UNCERTAINTY_TOP_K)
