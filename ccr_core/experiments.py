@@ -99,14 +99,7 @@ def write_protocol_results(world: str) -> list[dict]:
 def publish(worlds, replace: bool = False) -> list[Path]:
     """Every kind of record of ``worlds`` from the workspace into ``results/`` (:func:`ccr_core.study.records.publish`);
     all kinds are checked before any is written, so a conflict writes nothing."""
-    jobs = [(kind, world) for world in worlds for kind in records.KINDS]
-    if not replace:
-        for kind, world in jobs:
-            new = records.load(kind, world, records.workspace_results_dir())
-            _, conflicts = records.merge(records.load(kind, world), new)
-            if conflicts:
-                records.publish(kind, world)  # raises PublishConflict naming them
-    return [p for kind, world in jobs if (p := records.publish(kind, world, replace=replace))]
+    return records.publish_all([(kind, world) for world in worlds for kind in records.KINDS], replace=replace)
 
 
 def _read(name: str):

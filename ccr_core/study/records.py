@@ -117,11 +117,8 @@ def table_records(records: list[dict], steps: int) -> list[dict]:
 def for_tables(records: list[dict], world: str) -> list[dict]:
     """What a table of ``world`` shows: :func:`table_records` at the world's protocol budget, without runs of a method
     that is the floor's model in its setting (the baseline in the common setting: the floor's row stands for both)."""
-    def duplicate(r):
-        try:
-            return r["method"] != REFERENCE and same_as_floor(r["method"], r["setting"])
-        except KeyError:  # a method no longer registered (a plugin's record) is shown as it is
-            return False
+    def duplicate(r):  # a method no longer registered (a plugin's record) is shown as it is: same_as_floor is False
+        return r["method"] != REFERENCE and same_as_floor(r["method"], r["setting"])
 
     if world in PROTOCOL:
         steps = PROTOCOL[world].steps
@@ -245,9 +242,9 @@ def merge(committed: list[dict], new: list[dict], replace: bool = False) -> tupl
     return out, conflicts
 
 
-def publish(kind: str, world: str, replace: bool = False, source: Path | None = None, target: Path | None = None) -> Path | None:
-    """Merge the workspace's records of one kind and world into the repository's (see :func:`merge`). Raises
-    :class:`PublishConflict` (writing nothing) when a committed record would change and ``replace`` is not given."""
+def _publishing(kind: str, world: str, replace: bool, source: Path | None, target: Path | None) -> tuple[Path, list[dict]] | None:
+    """(target file, merged records) of publishing one kind and world; None when the workspace has none. Raises
+    :class:`PublishConflict` when a committed record would change and ``replace`` is not given."""
     new = load(kind, world, source or workspace_results_dir())
     if not new:
         return None
@@ -257,5 +254,18 @@ def publish(kind: str, world: str, replace: bool = False, source: Path | None = 
         listing = "\n".join(f"  {'/'.join(str(x) for x in key)}" for key in conflicts[:20])
         raise PublishConflict(f"{path}: {len(conflicts)} committed record(s) would change (the same run with other numbers):\n"
                               f"{listing}\nNothing was written. Publish with --replace to replace them, or keep the committed ones.")
-    write_json_atomic(path, merged)
-    return path
+    return path, merged
+
+
+def publish_all(jobs, replace: bool = False, source: Path | None = None, target: Path | None = None) -> list[Path]:
+    """Merge the workspace's records of every ``(kind, world)`` into the repository's (see :func:`merge`). Every job is
+    checked before any file is written, so a :class:`PublishConflict` leaves every committed file as it was."""
+    planned = [found for kind, world in jobs if (found := _publishing(kind, world, replace, source, target))]
+    for path, merged in planned:
+        write_json_atomic(path, merged)
+    return [path for path, _ in planned]
+
+
+def publish(kind: str, world: str, replace: bool = False, source: Path | None = None, target: Path | None = None) -> Path | None:
+    """:func:`publish_all` of one kind and world: the file written, or None when the workspace has no such records."""
+    return next(iter(publish_all([(kind, world)], replace, source, target)), None)

@@ -17,7 +17,7 @@ from ccr_core.study import records
 from ccr_core.study.grid import PROTOCOL, SETTINGS, grid, pilot_runs, same_as_floor
 from ccr_core.study.plots import PLOT_DIR
 from ccr_core.study.stats import (cells, draw_spread, format_difference, format_interval, format_mean,
-                                  holm, kept_share, paired, paired_differences, scored_budget, t_interval, t_p_value,
+                                  holm, kept_share, paired, paired_differences, t_interval, t_p_value,
                                   threshold_verdict, units_label, verdict)
 
 DETECTORS = (("cosine", "raw cosine (trivial)"), ("pair_loss", "per-pair loss (trivial, NCR)"),
@@ -74,10 +74,7 @@ def with_common_baseline(table: dict) -> dict:
 
 
 def _is_floor_alias(method: str) -> bool:
-    try:
-        return same_as_floor(method, "common")
-    except KeyError:  # a method no longer registered (a plugin's record)
-        return False
+    return same_as_floor(method, "common")
 
 
 def research_answers(world: str, table: dict) -> list[str]:
@@ -208,7 +205,7 @@ def floor_goal(world: str, table: dict) -> list[str]:
 
 def budget_lines(world: str, kept: list[dict]) -> list[str]:
     """The budget as recorded: steps and exposures of the scored models, per language where the runs recorded it."""
-    scored = [scored_budget(r) for r in kept]
+    scored = [records.scored_budget(r) for r in kept]
     steps = sorted({b["steps"] for b in scored})
     exposures = sorted({b.get("target_exposures") for b in scored} - {None})
     by_lang: dict[str, set] = {}

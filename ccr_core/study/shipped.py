@@ -14,7 +14,7 @@ from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
 from ccr_core.study import grid as study_grid
 from ccr_core.study import records
 from ccr_core.study.runner import Workbenches, copy_checkpoint, evaluate_run
-from ccr_core.study.stats import scored_budget, t_interval, threshold_verdict
+from ccr_core.study.stats import t_interval, threshold_verdict
 from ccr_core.training.checkpoint import OPTIMIZER, OPTIMIZER_META, convert_weights
 from ccr_core.training.inference import load_trained
 
@@ -136,7 +136,7 @@ def _budget_cell(result: dict) -> str:
     budget = result.get("budget")
     if result.get("protocol") != "equal-budget" or not budget:
         return "earlier"
-    scored = scored_budget(result)
+    scored = records.scored_budget(result)
     where = "" if scored["checkpoint"] == "end of budget" else " (best val. epoch)"
     return f"{scored['steps']:,} of {budget['steps']:,} steps{where}"
 

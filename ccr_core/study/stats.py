@@ -168,7 +168,7 @@ def run_metrics(result: dict) -> dict[str, float]:
     for key in ("steps", "target_exposures", "train_seconds"):
         if result.get("budget", {}).get(key) is not None:
             out[key] = result["budget"][key]
-    scored = scored_budget(result)
+    scored = records.scored_budget(result)
     out["scored steps"] = scored["steps"]
     if scored.get("target_exposures") is not None:
         out["scored target exposures"] = scored["target_exposures"]
@@ -177,15 +177,6 @@ def run_metrics(result: dict) -> dict[str, float]:
         for g, rep in best["groups"].items():
             out[f"best-epoch SumR {g}"] = rep["SumR"]
     return out
-
-
-def scored_budget(result: dict) -> dict:
-    """What the scored model of a run saw (:func:`ccr_core.study.records.scored_budget`)."""
-    return records.scored_budget(result)
-
-
-def at_end_of_budget(result: dict) -> bool:
-    return records.at_end_of_budget(result)
 
 
 def cells(results: list[dict]) -> dict[tuple, dict]:

@@ -20,7 +20,7 @@ from ccr_core.data.bundle import source_matches
 from ccr_core.encoding import encode_captions, encode_items
 from ccr_core.metrics import retrieval_report
 
-NATIVE_SOURCES = ("human", "generated", "human-translation")
+VALIDATION_SOURCES = ("human", "generated", "human-translation")  # what validation scores, before machine translations
 
 
 def curve_point(method, bench, step: int) -> dict:
@@ -48,7 +48,7 @@ def _validation_sumr(method, bench) -> dict[str, float]:
         sumr = {}
         for lang in bench.bundle.languages:
             caps = [c for c in bench.bundle.captions_in("val", lang) if c.item in position]
-            chosen = [c for c in caps if source_matches(c.source, NATIVE_SOURCES)] or [c for c in caps if source_matches(c.source, ("mt:",))]
+            chosen = [c for c in caps if source_matches(c.source, VALIDATION_SOURCES)] or [c for c in caps if source_matches(c.source, ("mt:",))]
             if not chosen:
                 continue
             c2i = np.array([position[c.item] for c in chosen])

@@ -37,7 +37,7 @@ from ccr_core.metrics import recall_at_k, text_to_image_ranks
 from ccr_core.paths import workspace_dir
 from ccr_core.training.checkpoint import load_optimizer_state, load_weights, save_checkpoint, verify_checkpoint
 from ccr_core.training.config import TrainConfig
-from ccr_core.training.curve import curve_point, due
+from ccr_core.training.curve import VALIDATION_SOURCES, curve_point, due
 from ccr_core.training.data import BatchSource, training_examples
 from ccr_core.training.workbench import Workbench, attach_backbone_tops, prepare_workbench
 
@@ -77,7 +77,6 @@ def embed_split(method, bench: Workbench, split: str, lang: str, sources=None):
             np.array([position[c.item] for c in caps], dtype=np.int64), caps)
 
 
-VALIDATION_SOURCES = ("human", "generated", "human-translation")
 
 
 def validation_score(method, bench: Workbench, lang: str) -> dict:
