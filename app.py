@@ -51,6 +51,7 @@ body, .gradio-container {{font-family: {FONT_STACK}}}
 /* Start here: pictures at their natural size, never upscaled or cropped; the step's own picture framed. */
 .ccr-lesson-figures {{display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start}}
 .ccr-lesson-figure {{margin: 0; max-width: 220px}}
+.ccr-lesson-row-break {{flex-basis: 100%; height: 0}}
 .ccr-lesson-figure img {{display: block; max-width: 100%; width: auto; height: auto; border: 3px solid transparent}}
 .ccr-lesson-target img {{border-color: #f5c518}}
 .ccr-lesson-figure figcaption {{font-size: 0.85em; line-height: 1.25; margin-top: 2px}}

@@ -438,6 +438,13 @@ def test_every_lesson_step_on_the_demo_world_shows_its_picture_whole(browser, de
                 assert_whole(pg.locator("#lesson-gallery img").evaluate_all(WHOLE_PICTURE_JS))
             if step == 1:
                 assert pg.locator("#lesson-gallery .ccr-lesson-target").count() == 2  # in both languages' rows
+                # the text says "the first row is the English search, the second the other language's": every English
+                # picture sits above every picture of the other language
+                tops = pg.locator("#lesson-gallery figure").evaluate_all(
+                    "els => els.map(f => [f.querySelector('figcaption').innerText.split(' · ')[0], f.getBoundingClientRect().top])")
+                english = [top for lang, top in tops if lang == "English"]
+                other = [top for lang, top in tops if lang != "English"]
+                assert english and other and max(english) < min(other), tops
             if step == 3:
                 lb = demo_server["world"]
                 from ccr_core.dashboard import leaderboard

@@ -25,6 +25,7 @@ class LessonStep:
     gallery: list[tuple[str, str]] = field(default_factory=list)  # (thumbnail path, caption)
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
     targets: list[int] = field(default_factory=list)  # indices in ``gallery`` of the step's own picture (framed)
+    row_length: int = 0  # pictures per row where the text names rows (0: as many as fit)
 
     def figures_html(self) -> str:
         """The step's pictures as HTML figures at their natural size (never upscaled, never cropped: max-width
@@ -32,6 +33,8 @@ class LessonStep:
         figures = []
         for i, (path, caption) in enumerate(self.gallery):
             cls = "ccr-lesson-figure ccr-lesson-target" if i in self.targets else "ccr-lesson-figure"
+            if self.row_length and i and i % self.row_length == 0:  # a new row, as the text says
+                figures.append('<div class="ccr-lesson-row-break"></div>')
             figures.append(f'<figure class="{cls}"><img src="/gradio_api/file={html.escape(str(path), quote=True)}" alt="{html.escape(caption, quote=True)}">'
                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
         return f'<div class="ccr-lesson-figures">{"".join(figures)}</div>' if figures else ""
@@ -130,7 +133,7 @@ def step_two_languages(world: World) -> LessonStep:
     text = (f"### 1 · One picture, two languages\nThe same picture is described in English and in {language_name(other)}. The model "
             f"(**{model.name}**) ranks all {len(world.gallery):,} test pictures for each description; the first row of pictures is the "
             f"English search, the second the {language_name(other)} one, and the described picture is framed in yellow.{where} {verdict}")
-    return LessonStep("Two languages", text, gallery, pd.DataFrame(rows), targets)
+    return LessonStep("Two languages", text, gallery, pd.DataFrame(rows), targets, row_length=LESSON_K)
 
 
 def pick_noisy_translation(world: World):
