@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import torch
+
 from ccr_core.backbones import runtime
 from ccr_core.backbones.e5_convert import prepare_e5, read_conversion_record
 from ccr_core.backbones.text import load_text_encoder
@@ -30,7 +32,7 @@ from ccr_core.eval.tables import detector_table, markdown_table
 from ccr_core.features import FeatureCacheError, cache_dir_for, describe, extract_features, import_precomputed
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
 from ccr_core.methods import METHODS, load_plugins, method_sort_key
-from ccr_core.paths import bundle_dir, cache_dir, shared_data_dir, workspace_dir
+from ccr_core.paths import RESULT_FILE, RESULTS_FILE, bundle_dir, cache_dir, shared_data_dir, workspace_dir
 from ccr_core.training.checkpoint import CheckpointError, verify_checkpoint
 from ccr_core.training.config import TrainConfig
 from ccr_core.training.inference import load_trained
@@ -38,6 +40,7 @@ from ccr_core.training.text_cache import TextCacheError
 from ccr_core.training.train import train
 from ccr_core.registry import PluginError
 from ccr_core.study.grid import PROTOCOL, SETTINGS, Run
+from ccr_core.study.runner import score_run
 from ccr_core.training.workbench import prepare_workbench, with_noise
 
 EPILOG = """environment:
@@ -104,6 +107,13 @@ def cmd_features(args) -> int:
         cache = extract_features(bundle, backbone, out, batch_size=args.batch_size, progress=not args.quiet, threads=args.threads)
     if _rank() == 0:
         print(describe(cache))
+    if args.text_states:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        # the captions training can use and every validation and test caption, as ``ccr train`` would encode them
+        bench = prepare_workbench(TrainConfig(data=str(bundle.root)), workspace_dir(), bundle=bundle, progress=not args.quiet)
+        if _rank() == 0:
+            print(f"text states: {len(bench.text_states.meta['texts']):,} captions in {bench.text_states.root}")
     return 0
 
 
@@ -202,12 +212,21 @@ def train_config_of(args) -> TrainConfig:
 def cmd_train(args) -> int:
     cfg = train_config_of(args)
     noise_tag = f"-noise{cfg.noise:g}" if cfg.noise else ""
-    run_dir = args.out or workspace_dir() / "runs" / f"{Path(cfg.data).name}-{cfg.method}{noise_tag}-seed{cfg.seed}"
-    summary = train(cfg, run_dir, resume=args.resume, progress=not args.quiet)
+    run_dir = Path(args.out or workspace_dir() / "runs" / f"{Path(cfg.data).name}-{cfg.method}{noise_tag}-seed{cfg.seed}")
+    clean = prepare_workbench(cfg, workspace_dir(), progress=not args.quiet and _rank() == 0)
+    bench = with_noise(clean, cfg.noise, cfg.noise_seed)  # the bundle it trains on; its noise labels feed the detectors
+    summary = train(cfg, run_dir, resume=args.resume, progress=not args.quiet, bench=bench)
     if _rank() != 0:  # under torchrun: one summary line (rank 0's, the one written to summary.json)
         return 0
     print(f"best validation {summary['select_lang']} t2i R@1+5+10 {summary['best_val_t2i_recall_sum']:.1f} at epoch {summary['best_epoch']}; "
-          f"{summary['train_seconds']:.0f} s, {summary['captions_per_s']:.0f} captions/s; checkpoint {run_dir / 'best'}")
+          f"{summary['train_seconds']:.0f} s, {summary['captions_per_s']:.0f} captions/s; checkpoints {run_dir / 'best'}, {run_dir / 'last'}")
+    if not args.no_test:
+        # the grid's record of a run, under the grid's names: the end-of-budget model scored on the test split
+        identity = {"world": bench.bundle.name, "setting": "ccr train", "method": cfg.method, "noise_rate": cfg.noise,
+                    "seed": cfg.seed, "noise_seed": cfg.noise_seed}
+        result = score_run(run_dir, bench, cfg.method + (f"@noise{cfg.noise:g}" if cfg.noise else ""), identity)
+        print(f"test (last/, {result['scored']['steps']} steps): " + ", ".join(f"{g} SumR {r['SumR']:.1f}" for g, r in result.get("groups", {}).items())
+              + f"; wrote {run_dir / RESULT_FILE}")
     return 0
 
 
@@ -244,18 +263,20 @@ def cmd_eval(args) -> int:
         if not result:
             raise ValueError(f"{bench.bundle.root}: the bundle has no test images to evaluate on")
         result["trained_on"], result["evaluated_on"] = trained_on, bench.bundle.name
+        result["scored"] = {"checkpoint": which, "steps": budgets[str(ckpt)]}  # as a grid record says what it scored
+        result["checkpoint_sha256"] = read_json(ckpt / "manifest.json")["sha256"].get("model.safetensors")
         if foreign:  # its training time and training-noise detection say nothing about this bundle
             result.pop("train_seconds", None)
         results.append(result)
         print(json.dumps({"model": name, **{g: round(r["SumR"], 1) for g, r in result.get("groups", {}).items()}}))
     out = args.out or workspace_dir() / "eval"
-    write_json_atomic(Path(out) / "results.json", results)
+    write_json_atomic(Path(out) / RESULTS_FILE, results)
     table, detectors = markdown_table(results), detector_table(results)
     write_text_atomic(Path(out) / "results.md", table + ("\n" + detectors if detectors else ""))
     print(table)
     if detectors:
         print(detectors)
-    print(f"wrote {Path(out) / 'results.json'} and results.md")
+    print(f"wrote {Path(out) / RESULTS_FILE} and results.md")
     if len(set(budgets.values())) > 1:
         print("warning: these models were scored at different budgets (" + "; ".join(f"{k}: {v if v is not None else 'unrecorded'} steps"
               for k, v in budgets.items()) + "): a gap between them may be the budget, not the method. The grid's records "
@@ -301,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (a GPU when CUDA is present, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--from-npy", type=Path, help="import a precomputed (N, D) .npy matrix instead of extracting")
     p.add_argument("--ids", type=Path, help="with --from-npy: text file with the item id of each row")
+    p.add_argument("--text-states", action="store_true",
+                   help="also encode the bundle's captions with the text backbone (e5-small, frozen) into the text-state cache "
+                        "training and evaluation read: done once, resumable, and the longest set-up step (about 30 min for "
+                        "Flickr8k-ML on 2 cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_features)
 
@@ -325,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields; not with --protocol")
     p.add_argument("--out", type=Path, help="run folder (default <workspace>/runs/<data>-<method>[-noise<p>]-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--no-test", action="store_true", help="skip scoring last/ on the test split (result.json, as the grid writes it)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_train)

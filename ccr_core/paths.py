@@ -8,6 +8,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = REPO_ROOT / "assets"
 CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
 
+# The files of a run's record, under one name wherever they are written (``ccr train``, a grid run, a shipped model,
+# ``ccr eval``; docs/results.md "Records"). A run folder holds the first three beside ``best/`` and ``last/``.
+TRAIN_CONFIG_FILE = "train_config.json"  # the run's TrainConfig, written once when it starts
+SUMMARY_FILE = "summary.json"  # what training did: steps, exposures, times, best epoch, the learning curve
+RESULT_FILE = "result.json"  # one model's test evaluation and what it was scored at (a run's, a shipped model's)
+RESULTS_FILE = "results.json"  # several models' results side by side (``ccr eval``, ``ccr benchmark``)
+
 
 def cache_dir() -> Path:
     """The cache for converted models and other derived files.

@@ -330,6 +330,20 @@ def test_ccr_train_protocol_trains_the_grids_cell(tmp_path, monkeypatch, capsys)
     meta = verify_checkpoint(tmp_path / "run" / "last")
     assert meta["train_state"]["step"] == 2 and meta["train_config"]["batch_size"] == 4 and meta["method_config"]["head"] == "linear"
 
+    # the same record files under the same names as a grid run, and the same record for the same cell
+    from ccr_core.io import read_json
+    from ccr_core.paths import RESULT_FILE, SUMMARY_FILE, TRAIN_CONFIG_FILE
+    from ccr_core.study.runner import Workbenches, run_one
+    assert "wrote" in capsys.readouterr().out
+    grid_run = Run("tiny", "common", "baseline", 0.0, 0)
+    run_one(grid_run, Workbenches(progress=False), progress=False)
+    names = {TRAIN_CONFIG_FILE, SUMMARY_FILE, RESULT_FILE, "best", "last"}
+    assert names <= {p.name for p in (tmp_path / "run").iterdir()} and names <= {p.name for p in grid_run.folder().iterdir()}
+    mine, grids = read_json(tmp_path / "run" / RESULT_FILE), read_json(grid_run.folder() / RESULT_FILE)
+    assert mine["setting"] == "ccr train" and mine["scored"] == grids["scored"] and mine["train_config"] == grids["train_config"]
+    assert mine["groups"] == grids["groups"] and mine["checkpoint_sha256"] == grids["checkpoint_sha256"]
+    assert set(mine) == set(grids) - {"variant"}
+
 
 def test_ccr_train_help_says_what_protocol_does(capsys):
     from ccr_core import cli

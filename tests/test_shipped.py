@@ -52,7 +52,7 @@ def test_shipped_checkpoint_verifies_loads_and_matches_results(world, name):
     missing, unexpected = method.load_state_dict({k: v.float() for k, v in load_weights(folder).items()}, strict=False)
     assert not unexpected and not [k for k in missing if not k.startswith("text_top")], (missing, unexpected)
     assert all(v.dtype == torch.float16 for k, v in load_weights(folder).items() if v.is_floating_point())  # the shipping copy
-    shipped = read_json(folder / "metrics.json")
+    shipped = read_json(folder / "result.json")
     model_name = name.replace("-noise", "@noise")
     (reported,) = [r for r in json.loads((repo_results_dir() / f"{world}.json").read_text()) if r["model"] == model_name]  # results/protocol-*.json hold the grid, not shipped models
     assert shipped == reported  # the numbers beside the checkpoint are the ones in the results table
@@ -77,13 +77,13 @@ def demo_german_bench():
 @pytest.mark.parametrize("name", ["baseline", "uml-noise0.4", "one_to_k"])
 def test_a_shipped_model_re_evaluated_from_its_weights_gives_its_metrics(demo_german_bench, name):
     """Not a comparison of two files one call wrote: the checkpoint is loaded and evaluated again, and the German
-    group's recalls must be the ones its metrics.json (and so RESULTS.md) reports."""
+    group's recalls must be the ones its result.json (and so RESULTS.md) reports."""
     from ccr_core.eval.retrieval import evaluate_model
     from ccr_core.training.inference import load_trained
 
     folder = CHECKPOINTS_DIR / "demo-world" / name
     again = evaluate_model(load_trained(folder, demo_german_bench, name), demo_german_bench)
-    reported = read_json(folder / "metrics.json")["groups"]["de"]
+    reported = read_json(folder / "result.json")["groups"]["de"]
     assert set(again["groups"]) == {"de"}
     for key in ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "SumR"):
         assert again["groups"]["de"][key] == pytest.approx(reported[key], abs=1e-6), key

@@ -36,6 +36,51 @@ def test_cache_grows_incrementally_and_matches_a_fresh_build(tmp_path):
         grown.batch(["never seen"])
 
 
+class Killed(Exception):
+    """Stands for the process being killed part-way."""
+
+
+def test_a_build_stopped_part_way_keeps_what_it_flushed_and_resumes_with_the_rest(tmp_path, monkeypatch):
+    """Every FLUSH_SECONDS a long build appends what it has; a build killed after a flush encodes only the rest."""
+    import ccr_core.training.text_cache as tc
+    texts = [f"caption number {i} " + "word " * (i % 5) for i in range(10)]
+    encoder = TinyTextEncoder()
+    monkeypatch.setattr(tc, "FLUSH_SECONDS", -1.0)  # flush after every batch
+    calls = []
+    real = tc.frozen_states
+
+    def dies_on_third_batch(enc, batch, *args):
+        calls.append(list(batch))
+        if len(calls) == 3:
+            raise Killed
+        return real(enc, batch, *args)
+
+    monkeypatch.setattr(tc, "frozen_states", dies_on_third_batch)
+    with pytest.raises(Killed):
+        build_text_cache(encoder, texts, tmp_path / "c", batch_size=3, progress=False)
+    kept = load_text_cache(tmp_path / "c")
+    assert sorted(kept.meta["texts"]) == sorted(calls[0] + calls[1])  # two batches flushed, the third lost
+    calls.clear()
+    resumed = build_text_cache(encoder, texts, tmp_path / "c", batch_size=3, progress=False)
+    assert sorted(t for batch in calls for t in batch) == sorted(set(texts) - set(kept.meta["texts"]))  # only the rest
+    monkeypatch.setattr(tc, "frozen_states", real)
+    fresh = build_text_cache(TinyTextEncoder(), texts, tmp_path / "fresh", progress=False)
+    for text in texts:
+        np.testing.assert_allclose(resumed.batch([text]).states, fresh.batch([text]).states, atol=1e-3)
+
+
+def test_a_long_build_says_how_long_before_it_goes_on(tmp_path, monkeypatch):
+    import ccr_core.training.text_cache as tc
+    said = []
+    monkeypatch.setattr(tc, "ANNOUNCE_SECONDS", 0.0)  # every build counts as long
+    build_text_cache(TinyTextEncoder(), TEXTS, tmp_path / "c", batch_size=1, progress=False, announce=said.append)
+    assert len(said) == 1 and "encoding 4 captions" in said[0] and "min" in said[0] and "ccr features" in said[0]
+    monkeypatch.setattr(tc, "ANNOUNCE_SECONDS", 1e9)
+    said.clear()
+    build_text_cache(TinyTextEncoder(), TEXTS + ["new"], tmp_path / "c", batch_size=1, progress=False, announce=said.append)
+    assert said == []  # a short build says nothing
+
+
 def test_cache_refuses_other_backbone_and_tampering(tmp_path):
     cache = build_text_cache(TinyTextEncoder(seed=0), TEXTS, tmp_path / "c", progress=False)
     with pytest.raises(TextCacheError, match="not for the requested"):

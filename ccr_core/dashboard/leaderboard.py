@@ -1,5 +1,5 @@
 """Leaderboard tab: R@K / SumR per query group (language and caption source) and MRV for every model,
-from ``evaluate_model``. Results come from a ``metrics.json`` shipped beside a checkpoint when it is
+from ``evaluate_model``. Results come from a ``result.json`` shipped beside a checkpoint when it is
 stamped with the same weights hash, else from the world cache (``eval/``, stamped the same way), else
 they are computed once and cached. Tables download as CSV and JSON."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ _eval_lock = threading.Lock()  # one evaluation at a time (they share two CPU co
 
 
 def model_result(world: World, model: ModelEntry) -> dict:
-    """``evaluate_model``'s result for one model (shipped metrics.json, world cache, or computed)."""
+    """``evaluate_model``'s result for one model (its shipped result.json, world cache, or computed)."""
     memo = world.memo.setdefault("eval", {})
     key = (model.name, model.checkpoint_hash)
     if key in memo:
@@ -36,10 +36,12 @@ def model_result(world: World, model: ModelEntry) -> dict:
         if key in memo:
             return memo[key]
         result = None
-        for shipped in (model.trained.folder / "metrics.json", model.trained.folder.parent / "metrics.json"):
+        # its own folder's record (a shipped model), else its run folder's (``ccr train``, a grid run: that record scored
+        # ``last/``, so it must name these weights)
+        for shipped, unstamped_ok in ((model.trained.folder / paths.RESULT_FILE, True), (model.trained.folder.parent / paths.RESULT_FILE, False)):
             if shipped.exists():
                 data = read_json(shipped)
-                if data.get("checkpoint_sha256") in (None, model.checkpoint_hash) and "groups" in data:
+                if data.get("checkpoint_sha256", None if unstamped_ok else "") in (None, model.checkpoint_hash) and "groups" in data:
                     result = data
                     break
         path = world.cache_dir / "eval" / f"{safe_name(model.name)}-{model.checkpoint_hash[:12]}.json"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ccr_core.io import read_json
 from ccr_core.methods import load_plugins, plugin_modules
-from ccr_core.paths import workspace_dir
+from ccr_core.paths import RESULT_FILE, workspace_dir
 from ccr_core.study import grid as study_grid
 from ccr_core.study import runner
 from ccr_core.study.stats import target_sumr
@@ -104,9 +104,9 @@ def execute(spec: RunSpec, benches: "runner.Workbenches | None" = None, executor
         if str(folder) != spec.folder:
             raise RuntimeError(f"{run.label}: this process computes run folder {folder}, the driver {spec.folder} "
                                "(a different ccr_core, plugin or bundle here?)")
-        if (folder / "result.json").exists():
+        if (folder / RESULT_FILE).exists():
             now = time.time()
-            return {"result": read_json(folder / "result.json"), "seconds": 0.0, "attempt": 0, "started": now, "finished": now}
+            return {"result": read_json(folder / RESULT_FILE), "seconds": 0.0, "attempt": 0, "started": now, "finished": now}
         attempt = _record_attempt(folder, executor)
         if benches is None:
             key = (spec.workspace, repr(spec.world))
@@ -157,7 +157,7 @@ class LocalExecutor:
         benches = runner.Workbenches(progress)
         done = {}
         for k, run in enumerate(runs, 1):
-            if (run.folder() / "result.json").exists():
+            if (run.folder() / RESULT_FILE).exists():
                 continue
             start = time.perf_counter()
             print(f"== [{k}/{len(runs)}] {run.label}", flush=True)
@@ -196,7 +196,7 @@ class RayExecutor:
     def run(self, runs: list, progress: bool = True) -> dict[str, dict]:
         """Every run not finished yet, as Ray tasks; return ``{label: result}`` of those that finished now. Failures
         (after the retries) are kept in :attr:`failed` and reported; the other runs go on."""
-        todo = [run for run in runs if not (run.folder() / "result.json").exists()]
+        todo = [run for run in runs if not (run.folder() / RESULT_FILE).exists()]
         if not todo:
             return {}
         ray = self._connect()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ import torch
 from ccr_core.eval.retrieval import evaluate_model, evaluate_with_detectors
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.methods import METHODS
-from ccr_core.paths import workspace_dir
+from ccr_core.paths import RESULT_FILE, SUMMARY_FILE, TRAIN_CONFIG_FILE, workspace_dir
 from ccr_core.study import records
 from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, fine_tuned_runs, grid
 from ccr_core.training.inference import load_trained
@@ -48,24 +47,33 @@ class Workbenches:
 def run_one(run: Run, workbenches: Workbenches, progress: bool = True) -> dict:
     """Train (or resume) one run, score its end-of-budget model (and its best validation epoch's), write ``result.json``."""
     folder = run.folder()
-    if (folder / "result.json").exists():
-        return read_json(folder / "result.json")
+    if (folder / RESULT_FILE).exists():
+        return read_json(folder / RESULT_FILE)
     bench = workbenches.get(run)
     cfg = run.train_config()
-    if not (folder / "summary.json").exists():
+    if not (folder / SUMMARY_FILE).exists():
         train(cfg, folder, progress=progress, bench=bench, resume=(folder / "last" / "manifest.json").exists())
-    summary = read_json(folder / "summary.json")
-    result = evaluate_run(folder / "last", bench, summary, run.label)
+    identity = {"world": run.world, "setting": run.setting, "method": run.method, "noise_rate": run.noise, "seed": run.seed,
+                "noise_seed": run.noise_seed, **({"variant": run.variant} if run.variant else {})}
+    return score_run(folder, bench, run.label, identity)
+
+
+def score_run(folder: Path, bench, label: str, identity: dict) -> dict:
+    """A trained run folder's record: its end-of-budget model (``last/``) scored on the test split, its best validation
+    epoch's SumR where that was another epoch, the learning curve, the training config and ``identity`` (what names
+    the run); written to ``<folder>/result.json``. The grid and ``ccr train`` write their records with it."""
+    summary = read_json(folder / SUMMARY_FILE)
+    result = evaluate_run(folder / "last", bench, summary, label)
     result["scored"] = records.summary_budget(summary)
+    result["checkpoint_sha256"] = read_json(folder / "last" / "manifest.json")["sha256"]["model.safetensors"]  # what was scored
     if summary["best_epoch"] != summary["epochs"]:
-        best = evaluate_model(load_trained(folder / "best", bench, run.label))
+        best = evaluate_model(load_trained(folder / "best", bench, label))
         result["best_epoch_result"] = {**records.summary_budget(summary, summary["best_epoch"]),
                                        "groups": {g: {"SumR": rep["SumR"]} for g, rep in best["groups"].items()}}
     result["curve"] = summary.get("curve", [])
     result["torch_threads"] = torch.get_num_threads()  # results can differ in the last digits across thread counts
-    result.update({"world": run.world, "setting": run.setting, "method": run.method, "noise_rate": run.noise, "seed": run.seed,
-                   "noise_seed": run.noise_seed, "train_config": asdict(cfg), **({"variant": run.variant} if run.variant else {})})
-    write_json_atomic(folder / "result.json", result)
+    result.update({**identity, "train_config": read_json(folder / TRAIN_CONFIG_FILE)})
+    write_json_atomic(folder / RESULT_FILE, result)
     return result
 
 
@@ -83,7 +91,7 @@ def evaluate_run(checkpoint: Path, bench, summary: dict, name: str) -> dict:
 
 
 def _finished(runs, root: Path | None) -> list[dict]:
-    return [read_json(run.folder(root) / "result.json") for run in runs if (run.folder(root) / "result.json").exists()]
+    return [read_json(run.folder(root) / RESULT_FILE) for run in runs if (run.folder(root) / RESULT_FILE).exists()]
 
 
 def collect(world: str, root: Path | None = None) -> list[dict]:

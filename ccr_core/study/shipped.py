@@ -10,7 +10,7 @@ import torch
 from ccr_core.eval.free_queries import evaluate_free_queries, load_scenes, summarise
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.methods import REFERENCE
-from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT
+from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT, RESULT_FILE, SUMMARY_FILE
 from ccr_core.study import grid as study_grid
 from ccr_core.study import records
 from ccr_core.study.runner import Workbenches, copy_checkpoint, evaluate_run
@@ -155,7 +155,7 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
     runs = study_grid.fine_tuned_runs(world, seeds=(0,), methods=methods) if fine_tuned else study_grid.grid(world, seeds=(0,), methods=methods, draws=(0,))
     for run in runs:
         wanted = fine_tuned or run.setting == "published" or run.method == REFERENCE
-        if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)) or not (run.folder() / "result.json").exists():
+        if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)) or not (run.folder() / RESULT_FILE).exists():
             continue
         name = run.method + (FINE_TUNED_SUFFIX if fine_tuned else "") + (f"@noise{run.noise:g}" if run.noise else "")
         target = CHECKPOINTS_DIR / world / name.replace("@", "-")
@@ -166,9 +166,10 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
             leftover.unlink()  # the optimiser's state resumes training; a shipped model does not need it
         convert_weights(target, torch.float16)  # re-stamps the manifest with the files left
         bench = workbenches.get(run)
-        summary = read_json(run.folder() / "summary.json")
+        summary = read_json(run.folder() / SUMMARY_FILE)
         result = evaluate_run(target, bench, summary, name)
         result["scored"] = records.summary_budget(summary)
+        result["checkpoint_sha256"] = read_json(target / "manifest.json")["sha256"]["model.safetensors"]  # the float16 copy scored
         if (bench.bundle.root / "scenes.jsonl").exists():
             result["free_queries"] = free_query_report(load_trained(target, bench, name), bench)
         if fine_tuned:
@@ -176,7 +177,7 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
         result.update({"noise_rate": run.noise, "seed": 0, "setting": run.setting, "weights": "float16",
                        "train_seconds": summary["train_seconds"], "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
                        "captions_per_s": summary["captions_per_s"], "protocol": "equal-budget"})
-        write_json_atomic(target / "metrics.json", result)
+        write_json_atomic(target / RESULT_FILE, result)
         shipped.append(result)
         print(f"shipped {world}/{name}", flush=True)
     path = records.record_path("shipped", world)

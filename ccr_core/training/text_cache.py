@@ -15,6 +15,8 @@ import copy
 import hashlib
 import json
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -109,50 +111,84 @@ def build_text_cache(
     batch_size: int = 128,
     progress: bool = True,
     on_progress=None,
+    announce=None,
 ) -> TextStateCache:
     """Compute (or reuse) frozen states for every distinct text of ``texts``.
 
     The cache is keyed by text, not caption id: identical captions are encoded once, and a bundle
     with injected noisy correspondence (captions moved between items) reuses the clean bundle's cache.
     An existing cache holding all ``texts`` is returned as it is; otherwise only the missing texts
-    are encoded and appended. ``on_progress(done, total)`` is called after every batch (the dashboard's
-    status line).
+    are encoded and appended, every few minutes of a long build (so a stopped build resumes). ``on_progress(done,
+    total)`` is called after every batch (the dashboard's status line); a build expected to take over a minute says so
+    once, with its estimate, through ``announce(message)`` (default: a line on stderr, even without a progress bar).
     """
     out_dir = Path(out_dir)
     with file_lock(out_dir.parent / f".{out_dir.name}.lock"):  # concurrent builders run one after the other
-        return _build_text_cache(encoder, texts, out_dir, trainable_layers, prefix, batch_size, progress, on_progress)
+        return _build_text_cache(encoder, texts, out_dir, trainable_layers, prefix, batch_size, progress, on_progress, announce)
 
 
-def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, batch_size, progress, on_progress=None) -> TextStateCache:
+FLUSH_SECONDS = 300.0  # a long build appends what it has encoded this often, so a killed build resumes from there
+ANNOUNCE_SECONDS = 60.0  # a build expected to take longer than this says so before it goes on (with its estimate)
+
+
+def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, batch_size, progress, on_progress=None,
+                      announce=None) -> TextStateCache:
+    """Encode the texts ``out_dir``'s cache lacks and append them, every ``FLUSH_SECONDS`` and at the end: a build killed
+    part-way keeps what it had flushed and the next call encodes only the rest."""
     identity = cache_identity(encoder, trainable_layers, prefix)
     unique = sorted(set(texts))
-    old = None
-    if (out_dir / META_FILE).exists():
-        old = load_text_cache(out_dir, identity)
-        missing = [t for t in unique if t not in old]
-        if not missing:
-            return old
-        unique = missing  # encode only what is new, then append it to the existing arrays
+    old = load_text_cache(out_dir, identity) if (out_dir / META_FILE).exists() else None
+    missing = [t for t in unique if old is None or t not in old]
+    if old is not None and not missing:
+        return old
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Sort by length so batches pad little; store in the order of ``unique``.
-    order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
-    chunks: list[np.ndarray | None] = [None] * len(unique)
-    bar = tqdm(total=len(unique), disable=not progress, unit="cap", desc="text states")
+    # Sort by length so batches pad little.
+    missing.sort(key=len)
+    pending_texts: list[str] = []
+    pending: list[np.ndarray] = []
+    bar = tqdm(total=len(missing), disable=not progress, unit="cap", desc="text states")
     encoder.eval()
-    for b in range(0, len(order), batch_size):
-        rows = order[b : b + batch_size]
-        hidden, mask = frozen_states(encoder, [unique[i] for i in rows], trainable_layers, prefix)
-        for k, i in enumerate(rows):
-            chunks[i] = hidden[k, mask[k]].to(torch.float16).numpy()
+    started = last_flush = time.perf_counter()
+    announced = False
+    for b in range(0, len(missing), batch_size):
+        rows = missing[b : b + batch_size]
+        hidden, mask = frozen_states(encoder, rows, trainable_layers, prefix)
+        pending += [hidden[k, mask[k]].to(torch.float16).numpy() for k in range(len(rows))]
+        pending_texts += rows
         bar.update(len(rows))
+        done = b + len(rows)
         if on_progress is not None:
-            on_progress(min(b + batch_size, len(order)), len(order))
+            on_progress(done, len(missing))
+        elapsed = time.perf_counter() - started
+        if not announced and done >= min(len(missing), 4 * batch_size):
+            announced = True
+            # the shortest texts come first, so this under-estimates a little
+            estimate = elapsed / done * len(missing)
+            if estimate > ANNOUNCE_SECONDS:
+                (announce or _announce)(f"text states: encoding {len(missing):,} captions into {out_dir} takes about "
+                                        f"{estimate / 60:.0f} min on this machine ({done / elapsed:.0f} captions/s); it is done "
+                                        f"once (kept every {FLUSH_SECONDS / 60:.0f} min, so a stopped build resumes). "
+                                        "`ccr features <bundle> --text-states` builds it ahead of training.")
+        if time.perf_counter() - last_flush > FLUSH_SECONDS and done < len(missing):
+            old = _append(out_dir, identity, old, pending_texts, pending, encoder.dim)
+            pending_texts, pending, last_flush = [], [], time.perf_counter()
     bar.close()
+    return _append(out_dir, identity, old, pending_texts, pending, encoder.dim)
+
+
+def _announce(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _append(out_dir: Path, identity: dict, old: "TextStateCache | None", texts: list[str], chunks: list[np.ndarray], dim: int) -> TextStateCache:
+    """``old``'s texts and states (if any) followed by ``texts`` with their token states ``chunks``, written atomically:
+    the states and offsets first, then the meta file that makes them count (a killed write leaves no meta, and the
+    next build starts again from nothing rather than read half a file)."""
     lengths = np.array([c.shape[0] for c in chunks], dtype=np.int64)
-    new_states = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), np.float16)
-    all_texts = unique
+    new_states = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float16)
+    all_texts = list(texts)
     if old is not None:
-        all_texts = list(old.meta["texts"]) + unique
+        all_texts = list(old.meta["texts"]) + all_texts
         lengths = np.concatenate([np.diff(old.offsets), lengths])
         new_states = np.concatenate([np.asarray(old.states), new_states])
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -163,8 +199,7 @@ def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, b
             with open(tmp, "wb") as handle:
                 np.save(handle, array)
         hashes[name] = sha256_file(out_dir / name)
-    unique = all_texts
-    meta = {"kind": "ccr-text-cache", "identity": identity, "texts": unique, "sha256": hashes}
+    meta = {"kind": "ccr-text-cache", "identity": identity, "texts": all_texts, "sha256": hashes}
     write_json_atomic(out_dir / META_FILE, meta)
     return load_text_cache(out_dir, identity)
 

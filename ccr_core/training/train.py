@@ -34,7 +34,7 @@ from ccr_core.encoding import encode_captions, encode_items
 from ccr_core.io import write_json_atomic
 from ccr_core.methods.base import METHODS, build_method
 from ccr_core.metrics import recall_at_k, text_to_image_ranks
-from ccr_core.paths import workspace_dir
+from ccr_core.paths import SUMMARY_FILE, TRAIN_CONFIG_FILE, workspace_dir
 from ccr_core.training.checkpoint import load_optimizer_state, load_weights, save_checkpoint, verify_checkpoint
 from ccr_core.training.config import TrainConfig
 from ccr_core.training.curve import VALIDATION_SOURCES, curve_point, due
@@ -172,7 +172,7 @@ def train(
     _set_lr(run.optimizer, run.state["lr"])
     if run.rank == 0:
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run.run_dir / "train_config.json", asdict(cfg))
+        write_json_atomic(run.run_dir / TRAIN_CONFIG_FILE, asdict(cfg))
     run.start_time = time.perf_counter()  # the clock starts with the first step (set-up and caches not counted)
     stop = False
     while run.state["epoch"] < cfg.epochs and not stop:
@@ -228,7 +228,7 @@ def _start_run(cfg: TrainConfig, run_dir: Path, workspace: Path, progress: bool,
     run = _Run(cfg=cfg, run_dir=run_dir, bench=bench, method=method, model=model, source=source, optimizer=optimizer,
                extra_opts={f"extra{i}": o for i, o in enumerate(method.extra_optimizers())}, params=params,
                select_lang=select_lang, device=device, rank=rank, world_size=world_size, progress=progress,
-               state={"epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": -1, "stale": 0, "lr": cfg.lr, "history": []})
+               state={"epoch": 0, "step": 0, "best_val_t2i_recall_sum": -1.0, "best_epoch": -1, "stale": 0, "lr": cfg.lr, "history": []})
     run.base_meta = {
         "method": cfg.method,
         "method_config": method.config.to_dict(),
@@ -256,6 +256,8 @@ def _resume(run: _Run) -> None:
         if opt_state:
             opt.load_state_dict(opt_state)
     run.state = meta["train_state"]
+    if "best_score" in run.state:  # a checkpoint saved before the field took the summary's name
+        run.state["best_val_t2i_recall_sum"] = run.state.pop("best_score")
     run.earlier_seconds = float(run.state.get("seconds", 0.0))
     run.target_exposures = int(run.state.get("target_exposures", 0))
     run.exposures_by_language = dict(run.state.get("exposures_by_language", {}))
@@ -309,11 +311,11 @@ def _end_epoch(run: _Run, epoch: int) -> bool:
     cfg, state = run.cfg, run.state
     score = _broadcast(validation_score(run.method, run.bench, run.select_lang) if run.rank == 0 else None, run.world_size)
     state["epoch"] = epoch + 1
-    improved = score["t2i_recall_sum"] > state["best_score"]
+    improved = score["t2i_recall_sum"] > state["best_val_t2i_recall_sum"]
     state["history"].append({"epoch": epoch + 1, "step": state["step"], "val": score, "lr": state["lr"], "seconds": run.seconds(),
                              "target_exposures": run.target_exposures, "exposures_by_language": dict(run.exposures_by_language)})
     if improved:
-        state["best_score"], state["best_epoch"], state["stale"] = score["t2i_recall_sum"], epoch + 1, 0
+        state["best_val_t2i_recall_sum"], state["best_epoch"], state["stale"] = score["t2i_recall_sum"], epoch + 1, 0
     else:
         state["stale"] += 1
         if state["stale"] % cfg.halve_after == 0:
@@ -336,12 +338,12 @@ def _finish(run: _Run) -> dict:
     """The run's summary, written to ``summary.json``."""
     state = run.state
     summary = {"method": run.cfg.method, "bundle": run.bench.bundle.name, "best_epoch": state["best_epoch"],
-               "best_val_t2i_recall_sum": state["best_score"], "epochs": state["epoch"], "steps": state["step"],
+               "best_val_t2i_recall_sum": state["best_val_t2i_recall_sum"], "epochs": state["epoch"], "steps": state["step"],
                "target_exposures": run.target_exposures, "exposures_by_language": dict(run.exposures_by_language),
                "train_seconds": run.seconds(), "captions_per_s": run.captions_per_second(), "select_lang": run.select_lang,
                "history": state["history"], "curve": state.get("curve", []), "curve_seconds": state.get("curve_seconds", 0.0)}
     if run.rank == 0:
-        write_json_atomic(run.run_dir / "summary.json", summary)
+        write_json_atomic(run.run_dir / SUMMARY_FILE, summary)
     return summary
 
 
