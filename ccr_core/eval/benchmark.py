@@ -16,6 +16,7 @@ from ccr_core.data.test_sets import (BENCHMARKS, MULTI30K_LANGUAGES, XFLICKRCO_L
                                      training_overlap, without_items)
 from ccr_core.eval.retrieval import evaluate_model
 from ccr_core.io import write_json_atomic, write_text_atomic
+from ccr_core.paths import RESULTS_FILE
 from ccr_core.training.checkpoint import verify_checkpoint
 from ccr_core.training.config import BackboneConfig, TrainConfig
 from ccr_core.training.inference import load_trained
@@ -68,6 +69,8 @@ def run_benchmark(cfg: BenchmarkConfig, workspace: str | os.PathLike, progress: 
         result = evaluate_model(model, eval_bench, mrv_languages=languages)
         result.pop("train_seconds", None)  # a benchmark is never the training bundle: its seconds are no column here
         result["trained_on"] = overlap.trained_on
+        result["scored"] = {"checkpoint": ckpt.name if ckpt.name in ("best", "last") else "the folder given",
+                            "steps": (meta.get("train_state") or {}).get("step")}  # as every record says what it scored
         result["overlap"] = {"checked": overlap.checked, "images": len(overlap.items), "by_content": len(overlap.by_content),
                              "by_flickr_id": len(overlap.by_flickr_id), "excluded": bool(cfg.exclude_trained and overlap.items)}
         results.append(result)
@@ -103,6 +106,6 @@ def benchmark_table(run: dict) -> str:
 def write_benchmark(run: dict, out: str | os.PathLike) -> tuple[Path, Path]:
     """``results.json`` (every number) and ``results.md`` (the table) in ``out``."""
     out = Path(out)
-    write_json_atomic(out / "results.json", run)
+    write_json_atomic(out / RESULTS_FILE, run)
     write_text_atomic(out / "results.md", benchmark_table(run))
-    return out / "results.json", out / "results.md"
+    return out / RESULTS_FILE, out / "results.md"
