@@ -93,10 +93,16 @@ def page_sizes(url: str) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+# The app's log lines that say a background pass is over (app.finish_background): what each lets work.
+READY_LINES = {"captions": "test captions ready", "training": "training pairs ready"}
+
+
 def measure(methods: list[str], warm: bool, world: str | None = None, queries=QUERIES, extra_env: dict | None = None,
-            timeout: float = TIMEOUT_S) -> dict:
+            timeout: float = TIMEOUT_S, wait_ready: float = 0.0) -> dict:
     """Start the app, time the page and the first searches, always kill it. ``extra_env`` (e.g. a fresh
-    ``CCR_WORKSPACE``) is added to the app's environment; ``timeout`` bounds the wait for the page."""
+    ``CCR_WORKSPACE``) is added to the app's environment; ``timeout`` bounds the wait for the page. With
+    ``wait_ready`` > 0, then wait up to that many seconds for the background passes' log lines (``READY_LINES``):
+    ``ready_s[name]`` is the time from start at which each appeared (absent: not within the wait)."""
     from gradio_client import Client
 
     port = free_port()
@@ -136,6 +142,14 @@ def measure(methods: list[str], warm: bool, world: str | None = None, queries=QU
             client.predict(q, "auto", methods, 8, api_name="/search")
             rest.append(time.perf_counter() - t)
         out["next_p50_s"] = float(np.median(rest))
+        deadline = time.perf_counter() + wait_ready
+        out["ready_s"] = {}
+        while wait_ready > 0:
+            out["ready_s"] = {name: next(ts for ts, l in list(lines) if text in l)
+                              for name, text in READY_LINES.items() if any(text in l for _, l in list(lines))}
+            if len(out["ready_s"]) == len(READY_LINES) or time.perf_counter() > deadline or proc.poll() is not None:
+                break
+            time.sleep(1.0)
         loaded = [(ts, l) for ts, l in lines if "world loaded in" in l]
         if loaded:
             out["world_line_s"] = loaded[0][0]

@@ -11,7 +11,11 @@ projections). Then:
   flickr8k-ml`` until a search has answered: image features of the test split, text states of its
   captions, per-model embeddings; the training pairs' work continues in the background after that.
 
-The clock covers both commands; each step's share is in the note. Needs the shared data for the
+Then it waits for the app's log lines that say the background passes are over ("test captions ready": image → text,
+Consistency, the maps and the Instance view work; "training pairs ready": Audit and Experiment work), so each row says
+when a group of tabs works (issue 30, item 8: every tab within 90 s on the demo world; on Flickr8k-ML with the bundle
+built, the first search within 60 s and every tab within 3 min). The demo world's clock covers both commands; the photo
+world's starts with the app (its bundle build is not counted); each step's share is in the note. Needs the shared data for the
 photo world (skipped with a row saying so when absent).
 """
 from __future__ import annotations
@@ -28,7 +32,6 @@ from benchmarks.bench_dashboard import PHOTO_QUERIES, QUERIES, REPO, measure, pr
 from benchmarks.common import Result
 from ccr_core.paths import cache_dir, shared_data_dir
 
-DEMO_TARGET_S, PHOTO_TARGET_S = 90.0, 180.0
 
 
 def _fresh(root: Path) -> dict:
@@ -49,17 +52,36 @@ def _timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return time.perf_counter() - start, "; ".join(lines)
 
 
+DEMO_TARGET_S, PHOTO_SEARCH_TARGET_S, PHOTO_TABS_TARGET_S = 90.0, 60.0, 180.0  # issue 30, item 8
+WAIT_READY_S = 3600.0  # how long to wait for every tab before giving up (the gap is then "more than this")
+TABS = {"captions": "image → text, Consistency, Maps, Instance", "training": "Audit, Experiment"}
+
+
+def _ready_rows(label: str, offset: float, m: dict, target: float, note: str) -> list[Result]:
+    """One row per background pass: when the tabs it serves work, from the start of the clock (``offset`` s before the
+    app started), against ``target``; a pass not over within the wait is a row with its lower bound."""
+    rows = []
+    for name, tabs in TABS.items():
+        at = m.get("ready_s", {}).get(name)
+        value = round(offset + at, 1) if at is not None else float("nan")
+        rows.append(Result(f"{label}: -> {tabs} work", value, "s", f"<= {target:g} s", at is not None and offset + at <= target,
+                           note + (f"; not over within {WAIT_READY_S:.0f} s of waiting" if at is None else "")))
+    return rows
+
+
 def demo() -> list[Result]:
     methods = present_methods()
     with tempfile.TemporaryDirectory(prefix="ccr-fresh-") as tmp:
         env = _fresh(Path(tmp))
         setup, told = _timed([sys.executable, "-m", "ccr_core.setup_demo"], env)
-        m = measure(methods, warm=True, queries=QUERIES, extra_env=env, timeout=600)
+        m = measure(methods, warm=True, queries=QUERIES, extra_env=env, timeout=600, wait_ready=WAIT_READY_S)
     total = setup + m["usable_s"]
-    return [Result("demo world from a fresh workspace: make run's set-up + app start -> a search answered", round(total, 1), "s",
-                   f"<= {DEMO_TARGET_S:g} s", total <= DEMO_TARGET_S,
-                   f"python -m ccr_core.setup_demo {setup:.1f} s ({told}), then python app.py -> usable {m['usable_s']:.1f} s "
-                   f"(first search {m['first_search_s'] * 1e3:.0f} ms); {len(methods)} methods; load average {os.getloadavg()[0]:.1f} at the end")]
+    label = "demo world from a fresh workspace (make run's set-up + app start)"
+    note = (f"python -m ccr_core.setup_demo {setup:.1f} s ({told}), then python app.py; {len(methods)} methods; "
+            f"load average {os.getloadavg()[0]:.1f} at the end")
+    return [Result(f"{label}: -> a search answered", round(total, 1), "s", f"<= {DEMO_TARGET_S:g} s", total <= DEMO_TARGET_S,
+                   f"{note}; app usable {m['usable_s']:.1f} s (first search {m['first_search_s'] * 1e3:.0f} ms)"),
+            *_ready_rows(label, setup, m, DEMO_TARGET_S, note)]
 
 
 def photo() -> list[Result]:
@@ -69,15 +91,15 @@ def photo() -> list[Result]:
     methods = present_methods(world)
     with tempfile.TemporaryDirectory(prefix="ccr-fresh-") as tmp:
         env = _fresh(Path(tmp))
-        build, _ = _timed([str(Path(sys.executable).with_name("ccr")), "data", "build", world], env)
-        m = measure(methods, warm=True, world=world, queries=PHOTO_QUERIES, extra_env=env, timeout=900)
+        build, _ = _timed([str(Path(sys.executable).with_name("ccr")), "data", "build", world], env)  # not on the clock
+        m = measure(methods, warm=True, world=world, queries=PHOTO_QUERIES, extra_env=env, timeout=900, wait_ready=WAIT_READY_S)
         feature_dirs = list((Path(env["CCR_WORKSPACE"]) / "features" / world).glob("*"))
-    total = build + m["usable_s"]
-    return [Result(f"{world} from a fresh workspace: ccr data build + app start -> a search answered", round(total, 1), "s",
-                   f"<= {PHOTO_TARGET_S:g} s", total <= PHOTO_TARGET_S,
-                   f"ccr data build {build:.1f} s, then python app.py --world {world} -> usable {m['usable_s']:.1f} s "
-                   f"(world loaded at {m.get('world_line_s', float('nan')):.1f} s, first search {m['first_search_s'] * 1e3:.0f} ms); "
-                   f"{len(methods)} methods; {len(feature_dirs)} feature cache(s) made; load average {os.getloadavg()[0]:.1f} at the end")]
+    label = f"{world}, bundle built (ccr data build {build:.0f} s, not counted), fresh caches, app start"
+    note = (f"python app.py --world {world}; world loaded at {m.get('world_line_s', float('nan')):.1f} s; {len(methods)} methods; "
+            f"{len(feature_dirs)} feature cache(s) made; load average {os.getloadavg()[0]:.1f} at the end")
+    return [Result(f"{label}: -> a search answered", round(m["usable_s"], 1), "s", f"<= {PHOTO_SEARCH_TARGET_S:g} s",
+                   m["usable_s"] <= PHOTO_SEARCH_TARGET_S, f"{note}; first search {m['first_search_s'] * 1e3:.0f} ms"),
+            *_ready_rows(label, 0.0, m, PHOTO_TABS_TARGET_S, note)]
 
 
 def run() -> list[Result]:
