@@ -107,6 +107,35 @@ def take(page) -> None:
     page.evaluate("window.scrollTo(0, 0)")
     shot("embedding")
 
+    # Error analysis, as docs/dashboard.md walks through it: the finder's disagreement filter, a row's instance view,
+    # a map coloured by one model's rank.
+    def choose(elem_id: str, option: str) -> None:
+        page.locator(f"#{elem_id} input").click()
+        page.get_by_role("option", name=option, exact=True).click()
+
+    tab("Finder")
+    page.locator("#find-status").get_by_text("rows").first.wait_for()
+    choose("find-lang", "German (de)")
+    choose("find-a-model", "nrccr")
+    choose("find-b-model", "baseline")
+    page.locator("#find-btn").click()
+    page.locator("#find-status").get_by_text("match").first.wait_for()
+    page.evaluate("window.scrollTo(0, 0)")
+    shot("finder-disagreement", full=False)
+    rows = page.locator("#find-table [role=gridcell]").locator("visible=true")
+    if rows.count():
+        rows.first.click()
+        page.locator("#inst-ranks .ccr-inst-tile img").first.wait_for(state="visible")
+        page.evaluate("window.scrollTo(0, 0)")
+        shot("instance")
+
+    tab("Maps")
+    choose("proj-colour", "rank by nrccr")
+    page.wait_for_function("""() => { const g = document.querySelector('#proj-a .js-plotly-plot');
+        return g && g.data.some(t => t.marker && t.marker.showscale); }""", timeout=120_000)
+    page.locator("#proj-a .js-plotly-plot").scroll_into_view_if_needed()
+    shot("map-by-rank", full=False)
+
     tab("Leaderboard")
     page.locator("#lb-ranking-plot .js-plotly-plot").wait_for()
     shot("leaderboard")
