@@ -107,3 +107,26 @@ def test_publish_adds_new_records_keeps_equal_ones_and_refuses_to_change_committ
     write_json_atomic(records.record_path("protocol", "demo-world", workspace), [_record("uml", 0, 450.0, steps=200)])
     records.publish("protocol", "demo-world", source=workspace, target=repo)
     assert len(read_json(records.record_path("protocol", "demo-world", repo))) == 4
+
+
+def test_the_leaderboard_plots_the_pilot_curves_in_the_family_colours(tmp_path, monkeypatch):
+    """The Leaderboard's learning-curve plot reads the repository's pilot records through the record module: one line
+    per run, the method's family colour, dashed at noise, the grid's budget as a dotted line; none without curves."""
+    from types import SimpleNamespace
+
+    from ccr_core import paths
+    from ccr_core.dashboard import leaderboard
+    from ccr_core.dashboard.colours import FAMILY_COLOURS
+
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    world = SimpleNamespace(name="demo-world")
+    assert leaderboard.curve_plot(world) is None
+    runs = [_record("uml", curve=_curve([100, 200, 300])), _record("nrccr", curve=_curve([50, 90, 120]), noise=0.4), _record("cl2cm")]
+    write_json_atomic(tmp_path / "results" / "pilot-demo-world.json", runs)
+    fig = leaderboard.curve_plot(world)
+    lines = {t.name: t for t in fig.data}
+    assert set(lines) == {"uml", "nrccr @ 0.4 noise"}  # the run without a curve draws nothing
+    assert lines["uml"].line.color == FAMILY_COLOURS["uml"] and lines["uml"].line.dash == "solid"
+    assert lines["nrccr @ 0.4 noise"].line.color == FAMILY_COLOURS["nrccr"] and lines["nrccr @ 0.4 noise"].line.dash == "dash"
+    assert list(lines["uml"].y) == [100, 200, 300] and list(lines["uml"].x) == [10, 20, 30]
+    assert any(s.x0 == PROTOCOL["demo-world"].steps for s in fig.layout.shapes)

@@ -16,7 +16,7 @@ from ccr_core.io import read_json, write_json_atomic
 from ccr_core import paths  # paths.REPO_ROOT read at call time: tests point it at their own results/
 from ccr_core.eval.retrieval import evaluate_model
 from ccr_core.methods import BASELINE, REFERENCE, method_sort_key
-from ccr_core.study.plots import noise_figure
+from ccr_core.study.plots import curve_figure, noise_figure
 from ccr_core.study import records
 from ccr_core.study.stats import cells, format_interval, kept_share, paired, t_interval, target_sumr, verdict
 
@@ -125,6 +125,21 @@ def noise_plot(world: World, setting: str = "common"):
     """Target SumR against the noise rate per method (mean ± 95% CI over seeds), or None without a grid."""
     path = paths.REPO_ROOT / "results" / f"protocol-{world.name}.json"
     return noise_figure(world.name, read_json(path), setting) if path.exists() else None
+
+
+def curve_plot(world: World):
+    """The learning curves (validation target SumR against steps, family colours, dashed at 40% noise) of the world's
+    pilot runs, else of its grid's seed-0 runs that have curves; None when no record has a curve."""
+    from ccr_core.study.grid import PROTOCOL
+
+    runs = [r for r in records.load("pilot", world.name, records.repo_results_dir()) if r.get("curve")]
+    if not runs:
+        runs = [r for r in records.world_table_records("protocol", world.name, records.repo_results_dir())
+                if r.get("curve") and r["seed"] == 0 and not r.get("noise_seed")]
+    if not runs:
+        return None
+    proto = PROTOCOL.get(world.name)
+    return curve_figure(world.name, runs, proto.steps if proto else None)
 
 
 def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | None = None) -> pd.DataFrame:
@@ -360,8 +375,10 @@ def build_tab(world: World, page) -> None:
                     "mean ± 95% interval; `python -m ccr_core.experiments`).")
         intervals = gr.Dataframe(interactive=False, label="Grid cells: mean ± 95% CI over seeds", elem_id="lb-intervals")
         noise_fig = gr.Plot(label="Target SumR against the noise rate (common encoder)", elem_id="lb-noise")
+        curves = gr.Plot(label="Learning curves: validation target SumR during training (dotted: the grid's budget)", elem_id="lb-curves")
+        curves_note = gr.Markdown(elem_id="lb-curves-note")
 
-    @guarded(10)
+    @guarded(12)
     def do_leaderboard(sort_by, chart_metric, picked, show_variants):
         df = leaderboard_table(world, sort_by, picked or None)
         ranked = ranking_table(world, bool(show_variants))
@@ -373,8 +390,12 @@ def build_tab(world: World, page) -> None:
         grid = interval_table(world)
         if grid.empty:
             text += " No equal-budget grid has been run for this world yet, so no intervals."
+        curve_fig = curve_plot(world)
+        curve_text = ("" if curve_fig is not None else
+                      "No learning curve recorded for this world yet (`python -m ccr_core.experiments --world "
+                      f"{world.name} --pilot`, then `--publish`).")
         return (text, df, bar_fig, mrv_fig, str(csv_path), str(json_path), grid, recoloured(noise_plot(world)), ranked,
-                ranking_figure(world, ranked))
+                ranking_figure(world, ranked), recoloured(curve_fig), curve_text)
 
     gr.on([tab.select, sort.change, metric.change, group_pick.change, variants.change], do_leaderboard, [sort, metric, group_pick, variants],
-          [status, table, bars, mrv, csv_file, json_file, intervals, noise_fig, ranking, ranking_plot], api_name="leaderboard")
+          [status, table, bars, mrv, csv_file, json_file, intervals, noise_fig, ranking, ranking_plot, curves, curves_note], api_name="leaderboard")
