@@ -937,3 +937,20 @@ def test_score_gaps_tell_saturated_scores_apart():
 
     assert score_gap(-0.004) == "−0.004" and score_gap(-0.00031) == "−0.00031" and score_gap(0.0) == "±0"
     assert score_gap(-0.0000012) == "−0.000001" and score_gap(-0.25) == "−0.250"
+
+
+def test_the_finder_says_when_no_test_caption_has_a_noise_label(world):
+    """The fixture world labels training translations only (as the demo world does): the noise filter offers any/none
+    and says why there is nothing else; a label on a test caption becomes a choice."""
+    from ccr_core.dashboard import finder
+
+    choices = finder.noise_choices(world)
+    assert [v for _, v in choices] == [finder.ANY, finder.NONE_LABEL]
+    assert "no test caption" in finder.noise_note(choices) and "Audit" in finder.noise_note(choices)
+    test_caption = next(c for c in world.bundle.captions if c.split == "test")
+    world.bundle.noise[test_caption.id] = "mt:word-order"
+    try:
+        choices = finder.noise_choices(world)
+        assert ("mt:word-order", "mt:word-order") in choices and "no test caption" not in finder.noise_note(choices)
+    finally:
+        del world.bundle.noise[test_caption.id]

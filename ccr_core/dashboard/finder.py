@@ -213,6 +213,14 @@ def export_csv(world: World, rows: pd.DataFrame, f: Filters) -> Path:
     return path
 
 
+def noise_note(choices: list[tuple[str, str]]) -> str:
+    """What the noise-label filter can find here: nothing to filter when no test caption carries a label."""
+    if len(choices) > 2:
+        return "labels of the instance's captions (machine translations with an injected or simulated error)"
+    return ("no test caption of this world carries a noise label (its test captions are native, and noise is labelled on "
+            "training pairs: the Audit tab ranks those)")
+
+
 def noise_choices(world: World) -> list[tuple[str, str]]:
     """The noise-label filter's choices: any, none, and every label some test instance's captions carry."""
     labels = sorted({l for it in world.gallery for l in noise_labels(world, it.id).split(", ") if l})
@@ -267,7 +275,9 @@ def build_tab(world: World, page) -> None:
         chosen, f = filters(*values)
         rows, line = find(world, chosen, f)
         order = [""] + [f"{d} {c}" for c in rows.columns for d in ("↓", "↑")]
-        return (line, rows.head(MAX_SHOWN), gr.update(choices=order), gr.update(choices=noise_choices(world)), gr.update(visible=False, value=None))
+        labels = noise_choices(world)
+        return (line, rows.head(MAX_SHOWN), gr.update(choices=order), gr.update(choices=labels, info=noise_note(labels)),
+                gr.update(visible=False, value=None))
 
     find_outputs = [status, table, sort, noise, csv_file]
     gr.on([tab.select, go_btn.click, text.submit], do_find, inputs, find_outputs, api_name="finder")
