@@ -184,6 +184,8 @@ def _append(out_dir: Path, identity: dict, old: "TextStateCache | None", texts: 
     """``old``'s texts and states (if any) followed by ``texts`` with their token states ``chunks``, written atomically:
     the states and offsets first, then the meta file that makes them count (a killed write leaves no meta, and the
     next build starts again from nothing rather than read half a file)."""
+    order = sorted(range(len(texts)), key=texts.__getitem__)  # stored in text order (encoded in length order)
+    texts, chunks = [texts[i] for i in order], [chunks[i] for i in order]
     lengths = np.array([c.shape[0] for c in chunks], dtype=np.int64)
     new_states = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float16)
     all_texts = list(texts)
