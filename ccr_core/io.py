@@ -110,6 +110,25 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def try_file_lock(path: str | os.PathLike) -> Iterator[bool]:
+    """:func:`file_lock` without waiting: yields True holding the lock, False when another process holds it."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def verify_manifest(
     folder: str | os.PathLike, name: str, kind: str, required: tuple[str, ...], error: type[Exception], what: str, *,
     missing_hint: str = "", fields: tuple[str, ...] = (), expected_identity: dict | None = None,

@@ -270,3 +270,44 @@ def test_leaderboard_and_about_read_the_grid(tmp_path, monkeypatch):
     assert {t.name for t in fig.data} == {"baseline", "uml"} and list(fig.data[0].x) == [0.0, 0.4]
     findings = about.measured_findings(world)
     assert "does UML's detector beat the trivial detectors" in findings and "UML DECL score − UML's own cosine" in findings
+
+
+def test_two_grid_commands_on_one_workspace_share_the_runs(tmp_path, monkeypatch):
+    """A run another process is training (it holds the run folder's lock) is left to it and waited for: it is never
+    trained twice in one folder, and both commands end with every run's record."""
+    import threading
+
+    from ccr_core.io import file_lock, read_json
+    from ccr_core.study import executors
+
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
+    bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
+    monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(
+        train={"batch_size": 4, "lr": 1e-3, "targets_per_batch": 0, "text_backbone": "tiny-text", "visual_backbone": "tiny-visual"},
+        steps=3, noise={"common": (0.0,), "published": ()}, methods=("floor", "uml"), seeds=(0,), data=str(bundle)))
+    first, second = study_grid.grid("tiny")
+    holding, release = threading.Event(), threading.Event()
+
+    def other_process():  # holds the second run's lock, trains it, lets go
+        with file_lock(second.folder() / executors.RUN_LOCK):
+            holding.set()
+            release.wait(60)
+            runner.run_one(second, runner.Workbenches(progress=False), progress=False)
+
+    other = threading.Thread(target=other_process)
+    other.start()
+    holding.wait(60)
+    ran = []
+    real_execute = executors.execute
+    monkeypatch.setattr(executors, "execute", lambda spec, *a, **k: ran.append(spec.run.label) or real_execute(spec, *a, **k))
+    done = {}
+    local = threading.Thread(target=lambda: done.update(executors.LocalExecutor(threads=1).run([first, second], progress=False)))
+    local.start()
+    while first.label not in ran or not (first.folder() / "result.json").exists():
+        local.join(0.2)  # this command trains the first run, then finds the second taken
+    release.set()
+    local.join(120)
+    other.join(120)
+    assert ran == [first.label]  # the second run was never started here
+    assert executors.attempts(second.folder()) == []  # nor recorded as an attempt of this command
+    assert set(done) == {first.label, second.label} and done[second.label] == read_json(second.folder() / "result.json")

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccr_core.io import read_json
+from ccr_core.io import file_lock, read_json, try_file_lock
 from ccr_core.methods import load_plugins, plugin_modules
 from ccr_core.paths import RESULT_FILE, workspace_dir
 from ccr_core.study import grid as study_grid
@@ -30,6 +30,7 @@ from ccr_core.study.stats import target_sumr
 
 EXECUTORS = ("local", "ray")
 ATTEMPTS = "attempts.jsonl"
+RUN_LOCK = ".training.lock"  # held by the process training the run (the kernel drops it when that process dies)
 
 
 @dataclass(frozen=True)
@@ -153,17 +154,34 @@ class LocalExecutor:
         self.failed: dict[str, str] = {}  # label -> error; the local executor stops at the first, as it always has
 
     def run(self, runs: list, progress: bool = True) -> dict[str, dict]:
-        """Every run not finished yet; return ``{label: result}`` of those run now."""
+        """Every run not finished yet; return ``{label: result}`` of those run now (or by another grid command).
+
+        A run another process is training (it holds the run folder's lock) is left to it, and waited for at the end:
+        two grid commands on one workspace -- e.g. one per core, ``--methods nrccr`` beside the whole list -- share
+        the runs instead of training one run twice in one folder."""
         benches = runner.Workbenches(progress)
-        done = {}
+        done, elsewhere = {}, []
         for k, run in enumerate(runs, 1):
             if (run.folder() / RESULT_FILE).exists():
                 continue
-            start = time.perf_counter()
-            print(f"== [{k}/{len(runs)}] {run.label}", flush=True)
-            outcome = execute(RunSpec.of(run, self.threads), benches, self.name, progress)
+            with try_file_lock(run.folder() / RUN_LOCK) as mine:
+                if not mine:
+                    print(f"== [{k}/{len(runs)}] {run.label}: another process is training it; waiting for it at the end", flush=True)
+                    elsewhere.append(run)
+                    continue
+                if (run.folder() / RESULT_FILE).exists():  # finished by the other process meanwhile
+                    continue
+                start = time.perf_counter()
+                print(f"== [{k}/{len(runs)}] {run.label}", flush=True)
+                outcome = execute(RunSpec.of(run, self.threads), benches, self.name, progress)
             done[run.label] = outcome["result"]
             print(_result_line(run.label, outcome, time.perf_counter() - start), flush=True)
+        for run in elsewhere:
+            with file_lock(run.folder() / RUN_LOCK):  # until the other process lets go of it
+                if (run.folder() / RESULT_FILE).exists():
+                    done[run.label] = read_json(run.folder() / RESULT_FILE)
+                else:
+                    raise RuntimeError(f"{run.label}: the other process stopped without finishing it; run the command again to resume it")
         return done
 
 
