@@ -130,3 +130,28 @@ def test_the_leaderboard_plots_the_pilot_curves_in_the_family_colours(tmp_path, 
     assert lines["nrccr @ 0.4 noise"].line.color == FAMILY_COLOURS["nrccr"] and lines["nrccr @ 0.4 noise"].line.dash == "dash"
     assert list(lines["uml"].y) == [100, 200, 300] and list(lines["uml"].x) == [10, 20, 30]
     assert any(s.x0 == PROTOCOL["demo-world"].steps for s in fig.layout.shapes)
+
+
+def test_the_pilot_section_states_the_budget_and_the_orders_the_budget_decides(monkeypatch):
+    """RESULTS.md's pilot section: 'not run yet' without records; with records, the values at the old and later budgets,
+    each run's late gain at the old budget, the runs still gaining there, the order of the methods at the old budget and
+    at the converged one (a flip marked), and the converged budget once every pilot run is in."""
+    from ccr_core.study import report
+
+    proto = PROTOCOL["demo-world"]
+    every, steps = proto.eval_every, proto.steps
+    assert "**Not run yet** (" in "\n".join(report.pilot_markdown("demo-world", []))
+    n = proto.pilot_steps // every
+    fast = [500.0 - 400.0 / (i + 1) ** 4 for i in range(n)]  # flat early: 100, 475, 495, 498.4 (step 164), ...
+    slow = [min(600.0, 100.0 + 40.0 * i) for i in range(n)]  # 100 ... 580 at step 533, then flat at 600
+    runs = [_record("one_to_k", curve=_curve(fast, every)), _record("nrccr", curve=_curve(slow, every))]
+    text = "\n".join(report.pilot_markdown("demo-world", runs))
+    assert "2 of " in text and "**Budget not chosen yet**" in text
+    assert "these pilot runs were still gaining more than 1%: nrccr (common, noise 0)." in text  # one_to_k flat at 164
+    old_order = f"one_to_k {records.value_at(records.curve_values(runs[0]), steps):.0f} > nrccr"
+    assert f"| common | 0 | {old_order}" in text and "**changed**" in text  # nrccr first once trained long enough
+    # every planned pilot run in: the converged budget is chosen (the slow curve's)
+    monkeypatch.setattr(report, "pilot_runs", lambda world: [None, None])
+    text = "\n".join(report.pilot_markdown("demo-world", runs))
+    chosen, own = records.converged_budget({k: r for k, r in zip(("a", "b"), runs)})
+    assert chosen == own["b"] > steps and f"**Converged budget**: {chosen:,} steps" in text

@@ -371,6 +371,26 @@ def detector_table(table: dict) -> list[str]:
     return out + [""]
 
 
+def _orders_by_budget(curves: dict, old: int, new: int, new_name: str) -> list[str]:
+    """The methods' order by validation target SumR in each (setting, noise) at the old budget and at ``new``: which
+    orderings -- and so which verdicts -- the budget decides (seed 0, one run per method: no interval)."""
+    rows = []
+    for setting, noise in sorted({(k[0], k[2]) for k in curves}):
+        keys = [k for k in curves if k[0] == setting and k[2] == noise]
+        at = {budget: {k[1]: records.value_at(records.curve_values(curves[k]), budget) for k in keys} for budget in (old, new)}
+        if len(keys) < 2 or any(v is None for values in at.values() for v in values.values()):
+            continue
+        order = {b: sorted(values, key=lambda m: -values[m]) for b, values in at.items()}
+        shown = {b: " > ".join(f"{m} {at[b][m]:.0f}" for m in order[b]) for b in order}
+        rows.append(f"| {setting} | {noise:g} | {shown[old]} | {shown[new]} | {'same' if order[old] == order[new] else '**changed**'} |")
+    if not rows:
+        return []
+    return ["", f"The methods' order by validation target SumR at the grid's old budget ({old:,} steps) and at {new_name} "
+                f"({new:,} steps), seed 0 (one run each, no interval): where the order changes, a verdict at the old budget was "
+                "the budget's, not the method's.", "",
+            f"| setting | noise | at {old:,} steps | at {new:,} steps | order |", "|---|---|---|---|---|", *rows, ""]
+
+
 def pilot_markdown(world: str, pilot: list[dict]) -> list[str]:
     """The pilot's learning curves: where each method's validation target SumR flattens, the budget at which every method
     has converged by the rule (:func:`ccr_core.study.records.converged_budget`), and which methods had not converged at
@@ -399,6 +419,7 @@ def pilot_markdown(world: str, pilot: list[dict]) -> list[str]:
     undertrained = sorted({f"{k[1]} ({k[0]}, noise {k[2]:g})" for k, r in curves.items() if records.converged(r, proto.steps) is False})
     out += ["", f"At the grid's current budget ({proto.steps:,} steps) these pilot runs were still gaining more than "
                 f"{records.CONVERGENCE_GAIN:.0%}: {', '.join(undertrained) if undertrained else 'none'}."]
+    out += _orders_by_budget(curves, proto.steps, chosen or proto.pilot_steps, "the converged budget" if chosen else "the pilot's end")
     if len(curves) < planned:
         out.append(f"**Budget not chosen yet**: {planned - len(curves)} pilot runs are still to run.")
     elif chosen is None:
