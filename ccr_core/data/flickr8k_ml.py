@@ -147,122 +147,139 @@ def flickr8k_ml_records(source_dir: str | os.PathLike | None = None, progress: b
     """Items, captions and a report (counts and what was skipped and why) from the upstream files."""
     root = Path(source_dir) if source_dir is not None else shared_data_dir()
     verify_layout(root)
-    photos = {name[:-4] for name in os.listdir(root / IMAGES_DIR) if name.endswith(".jpg")}
+    assembly = _Assembly(root, progress)
+    assembly.read_flickr8kcn()
+    assembly.join_multi30k()
+    return assembly.items, assembly.captions, assembly.report()
 
-    split_of: dict[str, str] = {}
-    for split, rel in SPLIT_FILES.items():
-        for image_id in formats.read_flickr8k_split(root / rel):
-            if split_of.setdefault(image_id, split) != split:
-                raise formats.FormatError(f"{root / rel}: image {image_id} is also in the {split_of[image_id]} split")
-    items = [Item(i, f"{i}.jpg", split_of[i]) for i in sorted(split_of, key=lambda i: (SPLITS.index(split_of[i]), i))]
-    unsplit = sorted(photos - set(split_of))
 
-    captions: list[Caption] = []
-    seen_ids: set[str] = set()
-    not_in_mirror: dict[str, Counter] = {}  # file -> image -> captions skipped
-    skipped_unsplit: Counter = Counter()  # file -> captions of photos in no standard split
-    skipped_by_policy: Counter = Counter()  # file -> MT captions outside train/val
+class _Assembly:
+    """The bundle's records as they are read: the photos and their standard split, the captions so far (ids unique),
+    and what was skipped, per file, with why."""
 
-    def add(item: str, lang: str, source: str, n: int, text: str, where: str, ref: str = "") -> None:
+    def __init__(self, root: Path, progress: bool):
+        self.root, self.progress = root, progress
+        self.photos = {name[:-4] for name in os.listdir(root / IMAGES_DIR) if name.endswith(".jpg")}
+        self.split_of: dict[str, str] = {}
+        for split, rel in SPLIT_FILES.items():
+            for image_id in formats.read_flickr8k_split(root / rel):
+                if self.split_of.setdefault(image_id, split) != split:
+                    raise formats.FormatError(f"{root / rel}: image {image_id} is also in the {self.split_of[image_id]} split")
+        split_of = self.split_of
+        self.items = [Item(i, f"{i}.jpg", split_of[i]) for i in sorted(split_of, key=lambda i: (SPLITS.index(split_of[i]), i))]
+        self.captions: list[Caption] = []
+        self.seen_ids: set[str] = set()
+        self.not_in_mirror: dict[str, Counter] = {}  # file -> image -> captions skipped
+        self.skipped_unsplit: Counter = Counter()  # file -> captions of photos in no standard split
+        self.skipped_by_policy: Counter = Counter()  # file -> MT captions outside train/val
+        self.ambiguous: list[str] = []  # Flickr30k ids that more than one Flickr8k photo starts with
+        self.joined: Counter = Counter()  # Multi30K split -> Flickr8k photos joined
+        self.not_in_flickr8k: Counter = Counter()  # Multi30K split -> image lines with no Flickr8k photo
+        self.translation_refs: Counter = Counter()
+
+    def add(self, item: str, lang: str, source: str, n: int, text: str, where: str, ref: str = "") -> None:
         cap_id = formats.make_caption_id(item, lang, source, n)
-        if cap_id in seen_ids:
+        if cap_id in self.seen_ids:
             raise formats.FormatError(f"{where}: a second caption with id {cap_id!r}")
-        seen_ids.add(cap_id)
-        captions.append(Caption(cap_id, item, lang, text, source, split_of[item], ref if ref in seen_ids else ""))
+        self.seen_ids.add(cap_id)
+        self.captions.append(Caption(cap_id, item, lang, text, source, self.split_of[item], ref if ref in self.seen_ids else ""))
 
-    for name, (tag, keep_splits) in FLICKR8KCN_SETS.items():
-        path = root / FLICKR8KCN_DIR / name
-        _log(progress, f"reading {path}")
-        lang, source = formats.FLICKR8KCN_TAGS[tag]
-        for rec in formats.read_flickr8kcn_captions(path):
-            if rec.tag != tag:
-                raise formats.FormatError(f"{path}:{rec.line}: tag {rec.tag!r} where this file has {tag!r}")
-            image = rec.image_id
-            if image not in photos:
-                not_in_mirror.setdefault(name, Counter())[rec.image] += 1
-            elif image not in split_of:
-                skipped_unsplit[name] += 1
-            elif split_of[image] not in keep_splits:
-                skipped_by_policy[name] += 1
-            else:
-                # zhb/zhg/zhm #n translate enc #n; zhc and enc are written from the photo, no ref
-                ref = formats.make_caption_id(image, "en", "human", rec.n) if source != "human" else ""
-                add(image, lang, source, rec.n, rec.text, f"{path}:{rec.line}", ref)
+    def read_flickr8kcn(self) -> None:
+        """Flickr8k's English and Flickr8k-CN's Chinese (human and machine-translated), by the standard split."""
+        for name, (tag, keep_splits) in FLICKR8KCN_SETS.items():
+            path = self.root / FLICKR8KCN_DIR / name
+            _log(self.progress, f"reading {path}")
+            lang, source = formats.FLICKR8KCN_TAGS[tag]
+            for rec in formats.read_flickr8kcn_captions(path):
+                if rec.tag != tag:
+                    raise formats.FormatError(f"{path}:{rec.line}: tag {rec.tag!r} where this file has {tag!r}")
+                image = rec.image_id
+                if image not in self.photos:
+                    self.not_in_mirror.setdefault(name, Counter())[rec.image] += 1
+                elif image not in self.split_of:
+                    self.skipped_unsplit[name] += 1
+                elif self.split_of[image] not in keep_splits:
+                    self.skipped_by_policy[name] += 1
+                else:
+                    # zhb/zhg/zhm #n translate enc #n; zhc and enc are written from the photo, no ref
+                    ref = formats.make_caption_id(image, "en", "human", rec.n) if source != "human" else ""
+                    self.add(image, lang, source, rec.n, rec.text, f"{path}:{rec.line}", ref)
 
-    # Multi30K: Flickr30k file name "<id>.jpg" -> the Flickr8k photo whose name starts "<id>_".
-    by_prefix: dict[str, list[str]] = {}
-    for photo in photos:
-        by_prefix.setdefault(photo.split("_", 1)[0] + ".jpg", []).append(photo)
-    ambiguous = sorted(k for k, v in by_prefix.items() if len(v) > 1)
-    flickr30k_to_8k = {k: v[0] for k, v in by_prefix.items() if len(v) == 1}
-    joined: Counter = Counter()  # Multi30K split -> Flickr8k photos joined
-    not_in_flickr8k: Counter = Counter()  # Multi30K split -> image lines with no Flickr8k photo
-    english_of: dict[tuple[str, str], str] = {}  # (item, normalised English text) -> Flickr8k English caption id
-    for cap in captions:
-        if cap.lang == "en":
-            english_of.setdefault((cap.item, _normalise(cap.text)), cap.id)
-    translation_refs: Counter = Counter()
+    def join_multi30k(self) -> None:
+        """Multi30K's German, French and Czech of the Flickr8k photos among its Flickr30k images: a Flickr30k file name
+        "<id>.jpg" is the Flickr8k photo whose name starts "<id>_"; task 1 translations link to the English they
+        translate when its text is one of the photo's Flickr8k English captions."""
+        by_prefix: dict[str, list[str]] = {}
+        for photo in self.photos:
+            by_prefix.setdefault(photo.split("_", 1)[0] + ".jpg", []).append(photo)
+        self.ambiguous = sorted(k for k, v in by_prefix.items() if len(v) > 1)
+        self.flickr30k_to_8k = {k: v[0] for k, v in by_prefix.items() if len(v) == 1}
+        self.english_of: dict[tuple[str, str], str] = {}  # (item, normalised English text) -> Flickr8k English caption id
+        for cap in self.captions:
+            if cap.lang == "en":
+                self.english_of.setdefault((cap.item, _normalise(cap.text)), cap.id)
+        folder = self.root / MULTI30K_DIR
+        for split in MULTI30K_TASK1["splits"]:
+            image_list = formats.multi30k_image_list_path(folder, 1, split)
+            images = formats.read_image_list(image_list)
+            self.joined[split] = sum(name in self.flickr30k_to_8k for name in images)
+            self.not_in_flickr8k[split] = len(images) - self.joined[split]
+            _log(self.progress, f"joining Multi30K task 1 {split}: {self.joined[split]} of {len(images)} images are Flickr8k photos")
+            english = formats.read_parallel(image_list, formats.multi30k_caption_path(folder, 1, split, "en"), "en", images=images)
+            for lang in MULTI30K_TASK1["langs"]:
+                self._join(1, split, images, lang, MULTI30K_TASK1["source"], None, english)
+        for split in MULTI30K_TASK2["splits"]:
+            _log(self.progress, f"joining Multi30K task 2 {split}")
+            images = formats.read_image_list(formats.multi30k_image_list_path(folder, 2, split))
+            for n in MULTI30K_TASK2["numbers"]:
+                for lang in MULTI30K_TASK2["langs"]:
+                    self._join(2, split, images, lang, MULTI30K_TASK2["source"], n)
 
-    def join(task: int, split: str, images: list[str], lang: str, source: str, n: int | None, english: list | None = None) -> None:
-        image_list = formats.multi30k_image_list_path(root / MULTI30K_DIR, task, split)
-        caption_file = formats.multi30k_caption_path(root / MULTI30K_DIR, task, split, lang, n)
-        name = caption_file.relative_to(root).as_posix()
+    def _join(self, task: int, split: str, images: list[str], lang: str, source: str, n: int | None, english: list | None = None) -> None:
+        image_list = formats.multi30k_image_list_path(self.root / MULTI30K_DIR, task, split)
+        caption_file = formats.multi30k_caption_path(self.root / MULTI30K_DIR, task, split, lang, n)
+        name = caption_file.relative_to(self.root).as_posix()
         for rec in formats.read_parallel(image_list, caption_file, lang, n, images=images):
-            image = flickr30k_to_8k.get(rec.image)
+            image = self.flickr30k_to_8k.get(rec.image)
             if image is None:
                 continue
-            if image not in split_of:
-                skipped_unsplit[name] += 1
+            if image not in self.split_of:
+                self.skipped_unsplit[name] += 1
                 continue
             ref = ""
             if english is not None:
-                ref = english_of.get((image, _normalise(english[rec.index].text)), "")
-                translation_refs["linked" if ref else "unlinked"] += 1
-            add(image, lang, source, 0 if n is None else n - 1, rec.text, f"{caption_file}:{rec.index + 1}", ref)
+                ref = self.english_of.get((image, _normalise(english[rec.index].text)), "")
+                self.translation_refs["linked" if ref else "unlinked"] += 1
+            self.add(image, lang, source, 0 if n is None else n - 1, rec.text, f"{caption_file}:{rec.index + 1}", ref)
 
-    for split in MULTI30K_TASK1["splits"]:
-        image_list = formats.multi30k_image_list_path(root / MULTI30K_DIR, 1, split)
-        images = formats.read_image_list(image_list)
-        joined[split] = sum(name in flickr30k_to_8k for name in images)
-        not_in_flickr8k[split] = len(images) - joined[split]
-        _log(progress, f"joining Multi30K task 1 {split}: {joined[split]} of {len(images)} images are Flickr8k photos")
-        english = formats.read_parallel(image_list, formats.multi30k_caption_path(root / MULTI30K_DIR, 1, split, "en"), "en", images=images)
-        for lang in MULTI30K_TASK1["langs"]:
-            join(1, split, images, lang, MULTI30K_TASK1["source"], None, english)
-    for split in MULTI30K_TASK2["splits"]:
-        _log(progress, f"joining Multi30K task 2 {split}")
-        images = formats.read_image_list(formats.multi30k_image_list_path(root / MULTI30K_DIR, 2, split))
-        for n in MULTI30K_TASK2["numbers"]:
-            for lang in MULTI30K_TASK2["langs"]:
-                join(2, split, images, lang, MULTI30K_TASK2["source"], n)
-
-    report = {
-        "counts": counts_to_json(item_counts(items), caption_counts(captions)),
-        "photos_in_folder": len(photos),
-        "skipped": {
-            "images_not_in_photo_folder": {
-                "why": "listed in a caption file but no such photo (Flickr8k's token file lists one that is not in the dataset)",
-                "images": sorted({image for per_file in not_in_mirror.values() for image in per_file}),
-                "captions_per_file": {name: sum(c.values()) for name, c in sorted(not_in_mirror.items())},
+    def report(self) -> dict:
+        """Counts and what was skipped, and why."""
+        return {
+            "counts": counts_to_json(item_counts(self.items), caption_counts(self.captions)),
+            "photos_in_folder": len(self.photos),
+            "skipped": {
+                "images_not_in_photo_folder": {
+                    "why": "listed in a caption file but no such photo (Flickr8k's token file lists one that is not in the dataset)",
+                    "images": sorted({image for per_file in self.not_in_mirror.values() for image in per_file}),
+                    "captions_per_file": {name: sum(c.values()) for name, c in sorted(self.not_in_mirror.items())},
+                },
+                "photos_in_no_standard_split": {
+                    "why": "not in flickr8k{train,val,test}.txt; left out to keep the standard split",
+                    "images": sorted(self.photos - set(self.split_of)),
+                    "captions_per_file": dict(sorted(self.skipped_unsplit.items())),
+                },
+                "mt_outside_train_val": {
+                    "why": "MT Chinese is kept for train and val only",
+                    "captions_per_file": dict(sorted(self.skipped_by_policy.items())),
+                },
+                "multi30k_english": "not used as captions: the Flickr8k English captions are the English",
+                "ambiguous_flickr30k_ids": self.ambiguous,
             },
-            "photos_in_no_standard_split": {
-                "why": "not in flickr8k{train,val,test}.txt; left out to keep the standard split",
-                "images": unsplit,
-                "captions_per_file": dict(sorted(skipped_unsplit.items())),
-            },
-            "mt_outside_train_val": {
-                "why": "MT Chinese is kept for train and val only",
-                "captions_per_file": dict(sorted(skipped_by_policy.items())),
-            },
-            "multi30k_english": "not used as captions: the Flickr8k English captions are the English",
-            "ambiguous_flickr30k_ids": ambiguous,
-        },
-        "multi30k_images_joined": dict(joined),  # by Multi30K's own split
-        "multi30k_images_not_in_flickr8k": dict(not_in_flickr8k),
-        "multi30k_translations_linked_to_flickr8k_english": dict(translation_refs),
-        "mt_splits": ["train", "val"],
-    }
-    return items, captions, report
+            "multi30k_images_joined": dict(self.joined),  # by Multi30K's own split
+            "multi30k_images_not_in_flickr8k": dict(self.not_in_flickr8k),
+            "multi30k_translations_linked_to_flickr8k_english": dict(self.translation_refs),
+            "mt_splits": ["train", "val"],
+        }
 
 
 def build_flickr8k_ml(
