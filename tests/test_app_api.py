@@ -263,8 +263,9 @@ def test_experiment_plan_says_what_a_run_will_do(client):
 
 
 def test_leaderboard_and_downloads(client):
-    status, table, bars, mrv, csv_file, json_file, intervals, noise, ranking, ranking_plot = client.predict(
+    status, table, bars, mrv, csv_file, json_file, intervals, noise, ranking, ranking_plot, curves, curves_note = client.predict(
         "SumR", "SumR", ["en", "de", "zh"], True, api_name="/leaderboard")
+    assert curves is None and "No learning curve recorded for this world yet" in curves_note  # the tiny world has no records
     assert len(table["data"]) == len(ALL) * 3 and bars["type"] == mrv["type"] == ranking_plot["type"] == "plotly"
     assert [row[1] for row in ranking["data"]] and len(ranking["data"]) == len(ALL)  # one row per model
     assert {row[ranking["headers"].index("verdict")] for row in ranking["data"]} == {"no seeds run"}  # the tiny world has no grid: said, not left blank

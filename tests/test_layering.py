@@ -231,3 +231,17 @@ def test_docstrings_cite_documents_inside_the_repository(ccr_graph):
                     if "shared/" + m not in text and not (repo / m).is_file()]
     assert not outside, "docstrings citing documents outside the repository:\n" + "\n".join(sorted(set(outside)))
     assert not missing, "cited documents that are not in docs/:\n" + "\n".join(sorted(set(missing)))
+
+
+ARGUMENT_PARSERS = {"ccr_core.cli.build_parser"}  # declarative: one add_argument per option, nothing to split
+
+
+def test_no_function_in_ccr_core_is_over_100_lines():
+    """Long bodies are split into named steps (issue 31); argument parsers, which only declare, are the exception."""
+    long = []
+    for name, path in package_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 100:
+                if f"{name}.{node.name}" not in ARGUMENT_PARSERS:
+                    long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, long

@@ -210,6 +210,23 @@ EXTRA_LANGUAGES = 3  # "Add a language" rows: any language the text encoder know
 NO_INSTANCE = ("(none: use each method's top-1 for the English text)", "")
 
 
+def compare_rows(world: World, item: str, chosen, values) -> tuple:
+    """The tab's answer to its rows: ``values`` are the world's languages' texts, then (language, text) of each added
+    row; a text typed without a language is said in a note, not silently dropped. (status, figure, table, thumbnail)"""
+    n = len(world.languages)
+    texts = dict(zip(world.languages, values[:n]))
+    unlabelled = []
+    for lang, text in zip(values[n::2], values[n + 1 :: 2]):
+        if lang and (text or "").strip():
+            texts[lang] = text
+        elif (text or "").strip():
+            unlabelled.append(" ".join(text.split())[:40])
+    result = many_languages(world, texts, item, chosen)
+    result.notes = [NO_LANGUAGE_NOTE.format(text=t) for t in unlabelled] + result.notes
+    thumb = str(world.thumbnail(result.shown_item)) if result.shown_item else None
+    return result.status(), result.figure(), result.table(), thumb
+
+
 def build_tab(world: World, page) -> None:
     """The Languages tab, opened on a test instance in every language with its result drawn."""
     import gradio as gr
@@ -293,21 +310,9 @@ def build_tab(world: World, page) -> None:
 
     add_btn.click(add_language, shown, [shown, *extra_rows, add_btn], queue=False, api_visibility="private")
 
-    n = len(world.languages)
-
     @guarded(4)
     def do_many(item, chosen, *values):
-        texts = dict(zip(world.languages, values[:n]))
-        unlabelled = []
-        for lang, text in zip(values[n::2], values[n + 1 :: 2]):  # (language, text) of each added row
-            if lang and (text or "").strip():
-                texts[lang] = text
-            elif (text or "").strip():  # typed, but no language chosen: said, not silently dropped
-                unlabelled.append(" ".join(text.split())[:40])
-        result = many_languages(world, texts, item, chosen)
-        result.notes = [NO_LANGUAGE_NOTE.format(text=t) for t in unlabelled] + result.notes
-        thumb = str(world.thumbnail(result.shown_item)) if result.shown_item else None
-        return result.status(), result.figure(), result.table(), thumb
+        return compare_rows(world, item, chosen, values)
 
     gr.on([ml_btn.click, *[t.submit for t in ml_texts], *[t.submit for t in extra_texts]], do_many,
           [ml_instance, ml_methods, *ml_texts, *[x for pair in zip(extra_langs, extra_texts) for x in pair]], [ml_status, ml_plot, ml_table, ml_thumb],

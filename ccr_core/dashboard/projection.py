@@ -464,6 +464,44 @@ def thumb_url(world: World):
     return lambda item: f"gradio_api/file={world.thumbnail(item)}"
 
 
+def two_maps(world: World, urls, args, highlight=(), field: str = "language", k: int = 5):
+    """Both models' projections and their figures for the Draw arguments ``args`` (a, b, languages, algorithm, sample,
+    n_neighbors, min_dist, join, one shared map), ``highlight`` ringed, points coloured by ``field``."""
+    a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map = args
+    if one_map:
+        pa, pb = project_shared(world, a, b, chosen, algorithm, n_sample, n_neighbors, min_dist)
+    else:
+        pa = project(world, a, chosen, algorithm, n_sample, n_neighbors, min_dist)
+        pb = project(world, b, chosen, algorithm, n_sample, n_neighbors, min_dist)
+    return pa, pb, *(_coloured(world, urls, p, name, join, highlight, field, k) for p, name in ((pa, a), (pb, b)))
+
+
+def _coloured(world: World, urls, p, name: str, join: bool, highlight, field: str, k):
+    what, model = colour_field(field, name)
+    k = int(k or 5)
+    if what == "language":
+        return figure(p, join, highlight, urls)
+    label = dict((v, lab) for lab, v in COLOUR_FIELDS)[what].replace("each map's own model", model)
+    return figure(p, join, highlight, urls, point_values(world, p, what, model, k), what, label.replace("correct@k", f"correct@{k}"))
+
+
+def open_defaults(world: World, urls, already):
+    """The default maps of the first two models, if cached (the warm-up thread computes them); never computes."""
+    import gradio as gr
+
+    if already:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    first, second = default_models(world)
+    d = default_params(world)
+    found = [project(world, name, world.languages, cached_only=True, **d) for name in (first, second)]
+    if any(m is None for m in found):
+        return ("The default UMAP maps are still being computed in the background; press **Draw** to compute them now "
+                "(or choose PCA, which takes a second).", gr.skip(), gr.skip(), None)
+    args = [first, second, world.languages, d["algorithm"], d["sample"], d["n_neighbors"], d["min_dist"], False, False]
+    return (f"Default maps ({d['algorithm']}, {d['sample']} images), from the cache.", figure(found[0], False, (), urls),
+            figure(found[1], False, (), urls), args)
+
+
 def build_tab(world: World, page) -> None:
     """The Maps tab: two models' maps side by side, linked to each other and to a grid of the
     selected instances; opens on the cached default maps."""
@@ -515,21 +553,7 @@ def build_tab(world: World, page) -> None:
     page.model_pickers += [model_a, model_b]
 
     def maps(args, highlight=(), field="language", k=5):
-        a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map = args
-        if one_map:
-            pa, pb = project_shared(world, a, b, chosen, algorithm, n_sample, n_neighbors, min_dist)
-        else:
-            pa = project(world, a, chosen, algorithm, n_sample, n_neighbors, min_dist)
-            pb = project(world, b, chosen, algorithm, n_sample, n_neighbors, min_dist)
-        return pa, pb, *(coloured(p, name, join, highlight, field, k) for p, name in ((pa, a), (pb, b)))
-
-    def coloured(p, name, join, highlight, field, k):
-        what, model = colour_field(field, name)
-        k = int(k or 5)
-        if what == "language":
-            return figure(p, join, highlight, urls)
-        label = dict((v, lab) for lab, v in COLOUR_FIELDS)[what].replace("each map's own model", model)
-        return figure(p, join, highlight, urls, point_values(world, p, what, model, k), what, label.replace("correct@k", f"correct@{k}"))
+        return two_maps(world, urls, args, highlight, field, k)
 
     @guarded(4)
     def do_projection(a, b, chosen, algorithm, n_sample, n_neighbors, min_dist, join, one_map, field="language", k=5, ids="",
@@ -563,19 +587,7 @@ def build_tab(world: World, page) -> None:
 
     page.link_instance(sel_grid.select, [shown_ids], grid_item, api_name="projection_open_instance")
 
-    def open_defaults(already):
-        """The default maps of the first two models, if cached (the warm-up thread computes them); never computes."""
-        if already:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        found = [project(world, name, world.languages, cached_only=True, **d) for name in (first, second)]
-        if any(m is None for m in found):
-            return ("The default UMAP maps are still being computed in the background; press **Draw** to compute them now "
-                    "(or choose PCA, which takes a second).", gr.skip(), gr.skip(), None)
-        args = [first, second, world.languages, d["algorithm"], d["sample"], d["n_neighbors"], d["min_dist"], False, False]
-        return (f"Default maps ({d['algorithm']}, {d['sample']} images), from the cache.", figure(found[0], False, (), urls),
-                figure(found[1], False, (), urls), args)
-
-    tab.select(open_defaults, drawn, [status, plot_a, plot_b, drawn], api_visibility="private")
+    tab.select(lambda already: open_defaults(world, urls, already), drawn, [status, plot_a, plot_b, drawn], api_visibility="private")
 
 
 # Runs in the page (``launch(js=...)``): links the maps to the selection box and shows a thumbnail on hover.

@@ -4,6 +4,8 @@ captions in every language per method). Ranks use the library's tie rule (stable
 ties broken by gallery index), so a test caption's rank here is its rank in the evaluation."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import html
 import time
 from dataclasses import dataclass, field
@@ -346,9 +348,16 @@ def slot_title(world: World, m: MethodHits) -> str:
 
 def build_tab(world: World, page) -> None:
     """The Search tab: text -> image galleries per method (first thing under the query), then image -> text."""
+    ui = _layout(world)
+    _wire_text_search(world, page, ui)
+    _wire_image_to_text(world, page, ui)
+
+
+def _layout(world: World) -> SimpleNamespace:
+    """The tab's components, in page order."""
     import gradio as gr
 
-    from ccr_core.dashboard.ui import SEARCH_CHOICES, guarded, selected, session_of, takes_event, takes_request
+    from ccr_core.dashboard.ui import SEARCH_CHOICES
 
     names = world.model_names()
     main_names = [m.name for m in main_models(world.model_list())] or names[:5]
@@ -416,7 +425,18 @@ def build_tab(world: World, page) -> None:
                     i2t_status = gr.Markdown("", elem_id="i2t-status")
                 i2t_table = gr.Dataframe(value=_empty(I2T_COLUMNS), headers=I2T_COLUMNS, interactive=False, wrap=True, elem_id="i2t-table")
                 waiting = gr.Timer(3.0, active=False)  # inside the tab: a Tabs child must be a Tab
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("gr", "world", "SEARCH_CHOICES")})
 
+
+def _wire_text_search(world: World, page, ui: SimpleNamespace) -> None:
+    """Text -> image: the query box, the examples, the test-caption picker; results into the galleries."""
+    import gradio as gr
+
+    from ccr_core.dashboard.ui import SEARCH_CHOICES, guarded, session_of, takes_request
+
+    main_names, slots, query, lang, k, search_btn = ui.main_names, ui.slots, ui.query, ui.lang, ui.k, ui.search_btn
+    methods, variants, example_buttons, status, galleries, titles = ui.methods, ui.variants, ui.example_buttons, ui.status, ui.galleries, ui.titles
+    summary, browse_lang, caption_find, caption, caption_id, slot_items = ui.summary, ui.browse_lang, ui.caption_find, ui.caption, ui.caption_id, ui.slot_items
     page.hide_variants(methods, variants, main_names)
     page.lazy(lang, lambda: gr.update(choices=language_choices(world)))
     page.lazy(caption, lambda: gr.update(choices=caption_choices(world, "all")))
@@ -471,6 +491,18 @@ def build_tab(world: World, page) -> None:
 
     gr.on([caption_find.change, caption_find.submit], show_matches, [caption_find, browse_lang], caption,
           trigger_mode="always_last", show_progress="hidden", api_visibility="private")
+    ui.search_outputs, ui.do_search = search_outputs, do_search
+
+
+def _wire_image_to_text(world: World, page, ui: SimpleNamespace) -> None:
+    """Image -> text: a clicked result, an upload or an id; the panel fills once the test captions are encoded."""
+    import gradio as gr
+
+    from ccr_core.dashboard.ui import guarded, selected, takes_event
+
+    main_names, methods, galleries, slot_items = ui.main_names, ui.methods, ui.galleries, ui.slot_items
+    i2t_status, i2t_preview, i2t_table, i2t_item, i2t_image = ui.i2t_status, ui.i2t_preview, ui.i2t_table, ui.i2t_item, ui.i2t_image
+    i2t_k, i2t_btn, waiting, open_instance = ui.i2t_k, ui.i2t_btn, ui.waiting, ui.open_instance
 
     i2t_outputs = [i2t_status, i2t_preview, i2t_table]
 
