@@ -175,6 +175,15 @@ class Packing:
         b, length = self.masks[i].shape
         return x.new_zeros(b * length, x.shape[1]).index_copy(0, self.local[i], x).view(b, length, x.shape[1])
 
+    def pad_heads(self, x: torch.Tensor, i: int, parts: int, num_heads: int) -> list[torch.Tensor]:
+        """Batch ``i``'s (n_i, parts * H) real tokens -> ``parts`` contiguous attention-head tensors
+        (B_i, nh, L_i, H / nh), zeros at padding: ``pad`` then heads, written in one scatter (no transposing copy)."""
+        b, length = self.masks[i].shape
+        n = x.shape[0]
+        out = x.new_zeros(parts, b, num_heads, length, x.shape[1] // (parts * num_heads))  # (parts, B_i, nh, L_i, dh)
+        out[:, self.local[i] // length, :, self.local[i] % length] = x.view(n, parts, num_heads, -1)  # (n_i, parts, nh, dh)
+        return list(out.unbind(0))
+
     def unpad(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """(B_i, L_i, H) -> batch ``i``'s (n_i, H) real tokens."""
         return x.reshape(-1, x.shape[-1]).index_select(0, self.local[i])
@@ -254,6 +263,8 @@ class AttentionLayer(nn.Module):
     def stacked(self, which: str = "qkv") -> tuple[torch.Tensor, torch.Tensor]:
         """The weights and biases of the ``which`` projections stacked: (len(which) * H, H), (len(which) * H,)."""
         layers = [{"q": self.query, "k": self.key, "v": self.value}[w] for w in which]
+        if len(layers) == 1:
+            return layers[0].weight, layers[0].bias
         return torch.cat([l.weight for l in layers]), torch.cat([l.bias for l in layers])
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:

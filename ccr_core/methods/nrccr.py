@@ -125,8 +125,8 @@ class NRCCR(CCRMethod):
 
     def _padded_heads(self, x: torch.Tensor, packing: Packing, i: int, parts: int) -> list[torch.Tensor]:
         """Batch ``i``'s packed projections (n_i, parts * H) -> ``parts`` padded head tensors (B_i, nh, L_i, dh),
-        each contiguous: one copy, however many attention calls read it as (B_i * nh, L_i, dh)."""
-        return [self.attention.heads(p).contiguous() for p in packing.pad(x, i).chunk(parts, dim=2)]
+        contiguous: attention reads them as (B_i * nh, L_i, dh) without a copy, however many calls read them."""
+        return packing.pad_heads(x, i, parts, self.attention.num_heads)
 
     def _self_attention(self, tokens, packing: Packing) -> tuple:
         """The shared layer's self-attention over every packed sequence, and each batch's padded (q, k, v) heads.
@@ -134,10 +134,10 @@ class NRCCR(CCRMethod):
         the output is one (N, H) tensor)."""
         a = self.attention
         parts = packing.split(tokens) if isinstance(tokens, torch.Tensor) else tokens
-        qkv = a.stacked("qkv")  # the stacked weights, once for every batch
         heads, outs = {}, []
         for i, part in enumerate(parts):
-            q, k, v = heads[i] = self._padded_heads(a.project(part, "qkv", qkv), packing, i, 3)  # (n_i, 3H) -> heads
+            # one projection per tensor (a stacked (n_i, 3H) one costs its backward a concatenation of the three)
+            q, k, v = heads[i] = [self._padded_heads(a.project(part, w), packing, i, 1)[0] for w in "qkv"]
             outs.append(a.finish(packing.unpad(a.attend(q, k, v, packing.masks[i]), i), part))  # (n_i, H)
         return (torch.cat(outs) if isinstance(tokens, torch.Tensor) else outs), heads
 
@@ -244,8 +244,7 @@ class NRCCR(CCRMethod):
             out.q_en, out.kv = heads[0][0], {j: heads[1 + j][1:] for j in range(len(targets))}
         else:  # common encoder: the tower serves only h^C -- English queries, target keys and values
             out.q_en = self._padded_heads(a.project(parts[0], "q"), packing, 0, 1)[0]
-            kv = a.stacked("kv")
-            out.kv = {j: self._padded_heads(a.project(parts[1 + j], "kv", kv), packing, 1 + j, 2) for j in range(len(targets))}
+            out.kv = {j: [self._padded_heads(a.project(parts[1 + j], w), packing, 1 + j, 1)[0] for w in "kv"] for j in range(len(targets))}
         if not teacher:
             out.q_en = out.kv = None
         return out
