@@ -24,7 +24,7 @@ ROOFLINE_TARGET = 80.0  # issue 29: a common-setting step at >= 80 % of the matr
 
 
 ROOFLINE_CHILD = r"""
-import json, sys, time, torch
+import json, os, sys, time, torch
 from torch.utils.flop_counter import FlopCounterMode
 from ccr_core.study.grid import Run
 from ccr_core.study.runner import Workbenches as Benches
@@ -47,7 +47,7 @@ def step():
 step()
 with FlopCounterMode(display=False) as counter:
     step()
-times = []
+times, load = [], os.getloadavg()[0]
 for _ in range(3):
     t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
 from torch.profiler import profile
@@ -55,7 +55,7 @@ with profile() as prof:
     step()
 self_us = {}
 for e in prof.key_averages():
-    kind = "matrix" if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm") else "dropout" if e.key == "aten::bernoulli_" else "other"
+    kind = "matrix" if e.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm") else "dropout" if e.key in ("aten::bernoulli_", "ccr::dropout_mask") else "other"
     self_us[kind] = self_us.get(kind, 0.0) + e.self_cpu_time_total
 a, b = torch.randn(8192, 512), torch.randn(512, 512)
 torch.mm(a, b)
@@ -63,7 +63,7 @@ rates = []
 for _ in range(10):
     t = time.perf_counter(); torch.mm(a, b); rates.append(2 * 8192 * 512 * 512 / (time.perf_counter() - t))
 captions = len(batch["item_ids"]) * (1 + len(batch["targets"]))
-print(json.dumps({"threads": torch.get_num_threads(), "hidden_dim": method.config.hidden_dim, "flops": counter.get_total_flops(), "step_s": min(times), "peak": max(rates), "captions": captions, "shares": {k: v / sum(self_us.values()) for k, v in self_us.items()},
+print(json.dumps({"threads": torch.get_num_threads(), "load": load, "cores": os.cpu_count(), "hidden_dim": method.config.hidden_dim, "flops": counter.get_total_flops(), "step_s": min(times), "peak": max(rates), "captions": captions, "shares": {k: v / sum(self_us.values()) for k, v in self_us.items()},
                   "tokens": {lang: int(batch["text"][lang].mask.sum()) for lang in batch["text"]}}))
 """
 
@@ -93,7 +93,9 @@ def run(world: str = "flickr8k-ml", threads: int | str = 0) -> list[Result]:
             Result(f"{world} nrccr [{setting}] step time, achieved rate", out["step_s"], "s",
                    note=f"best of 3 steps: {gflop / out['step_s']:.0f} GFLOP/s achieved = {out['captions'] / out['step_s']:.0f} captions/s; "
                         f"self CPU time of a profiled step: matrix products {out['shares'].get('matrix', 0):.0%}, dropout masks "
-                        f"(bernoulli_) {out['shares'].get('dropout', 0):.0%}, the rest {out['shares'].get('other', 0):.0%}"),
+                        f"(bernoulli_ or heads.dropout_mask) {out['shares'].get('dropout', 0):.0%}, the rest {out['shares'].get('other', 0):.0%}; "
+                        f"{out['threads']} torch thread(s), 1-minute load average {out['load']:.1f} on {out['cores']} cores as the steps ran "
+                        f"(other processes share the machine)"),
             Result(f"{world} nrccr [{setting}] roofline fraction: achieved rate / matrix rate", round(100 * fraction, 1), "%",
                    *((f">= {ROOFLINE_TARGET:.0f} %", 100 * fraction >= ROOFLINE_TARGET) if setting == "common" else ("", None)),
                    note=f"{gflop / out['step_s']:.0f} of {peak:.0f} GFLOP/s (the best fp32 8192x512 @ 512x512 product of 10, "

@@ -48,12 +48,13 @@ def dropout_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype = torch.fl
     2**-33 of ``p``, finer than a float32 uniform), seeding PCG64 from torch's default generator, so
     ``torch.manual_seed`` (and saving / restoring torch's random state) fixes the masks as it fixed
     ``bernoulli_``'s. The masks differ from ``F.dropout``'s for the same seed (another random stream)."""
-    n = math.prod(shape)
-    seed = int(torch.randint(0, 2**63 - 1, ()))  # one draw from torch's generator per mask
-    bits = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]  # (n,) uniform 32-bit integers
-    keep = bits >= np.uint32(min(round(p * 2**32), 2**32 - 1))  # (n,) bool, True with probability 1 - p
-    np_dtype = _MASK_DTYPES[dtype]
-    return torch.from_numpy(np.multiply(keep, np_dtype(1.0 / (1.0 - p)), dtype=np_dtype)).view(shape)
+    with torch.profiler.record_function("ccr::dropout_mask"):  # profiles name its time (numpy's is no aten op)
+        n = math.prod(shape)
+        seed = int(torch.randint(0, 2**63 - 1, ()))  # one draw from torch's generator per mask
+        bits = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]  # (n,) uniform 32-bit integers
+        keep = bits >= np.uint32(min(round(p * 2**32), 2**32 - 1))  # (n,) bool, True with probability 1 - p
+        np_dtype = _MASK_DTYPES[dtype]
+        return torch.from_numpy(np.multiply(keep, np_dtype(1.0 / (1.0 - p)), dtype=np_dtype)).view(shape)
 
 
 def _fast_dropout_applies(x: torch.Tensor, p: float, training: bool) -> bool:
