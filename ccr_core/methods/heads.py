@@ -146,9 +146,9 @@ class TokenProjection(nn.Module):
 @dataclass
 class Packing:
     """Where the real tokens of several text batches sit: batch ``i``'s real tokens are rows
-    ``tokens(i)`` of one (N, D) tensor, in row-major order of its (B_i, L_i) mask. Token-wise layers
-    (projections, LayerNorm) then run once on the N real tokens of all batches, with no padding;
-    attention runs per batch on its own padded (B_i, L_i) layout (no batch is padded to another's length)."""
+    ``tokens(i)`` of one (N, D) tensor (or the (n_i, D) tensor of :func:`pack_parts`), in row-major order of
+    its (B_i, L_i) mask. Token-wise layers (projections, LayerNorm) then run on real tokens only, with no
+    padding; attention runs per batch on its own padded (B_i, L_i) layout (no batch is padded to another's length)."""
 
     masks: list  # (B_i, L_i) bool per batch
     local: list  # (n_i,) index of each real token in its batch's flattened (B_i * L_i) layout
