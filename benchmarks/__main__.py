@@ -1,8 +1,10 @@
 """Run every benchmark module (``benchmarks/bench_*.py``) and rewrite ``benchmarks/RESULTS.md``.
 
-Usage: ``python -m benchmarks [NAME ...]`` (names like ``text`` or ``vision``; default all). Rows of
+Usage: ``python -m benchmarks [NAME[:ARG...] ...]`` (names like ``text`` or ``vision``; default all). Rows of
 modules that are not run are kept from the previous RESULTS.md, so one module can be re-measured
-without re-running the rest.
+without re-running the rest. Arguments after a name go to its ``run()`` as strings, in order
+(``nrccr:demo-world:1``: world demo-world, one torch thread); a section then keeps the blocks its module
+wrote with other arguments, each under its own "Measured ... Command:" lines.
 """
 from __future__ import annotations
 
@@ -46,10 +48,10 @@ def commit() -> str:
         return "unknown"
 
 
-def render(name: str, rows, seconds: float) -> str:
+def render(name: str, rows, seconds: float, args: tuple[str, ...] = ()) -> str:
     today = dt.date.today().isoformat()
     lines = [f"## {name}", "", f"Measured {today} on {machine()}, commit {commit()}, in {seconds:.0f} s.",
-             f"Command: `python -m benchmarks {name}`", "",
+             f"Command: `python -m benchmarks {':'.join((name, *args))}`", "",
              "| measurement | value | unit | target | met | how |", "|---|---|---|---|---|---|"]
     for r in rows:
         met = "" if r.met is None else ("yes" if r.met else "**no**")
@@ -58,25 +60,39 @@ def render(name: str, rows, seconds: float) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+BLOCK = re.compile(r"^Measured .*?(?=^Measured |\Z)", re.S | re.M)
+COMMAND = re.compile(r"^Command: `(.*?)`", re.M)
+
+
+def merge(previous: str | None, new: str) -> str:
+    """A section's new text (``## name`` + its blocks), keeping the previous section's blocks whose command differs."""
+    if previous is None:
+        return new
+    commands = set(COMMAND.findall(new))
+    kept = [b for b in BLOCK.findall(previous) if not set(COMMAND.findall(b)) & commands]
+    return new + "".join(b.rstrip("\n") + "\n\n" for b in kept)
+
+
 def main(argv: list[str]) -> int:
     available = sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
-    wanted = argv or available
+    calls = [(spec.split(":")[0], tuple(spec.split(":")[1:])) for spec in argv] or [(name, ()) for name in available]
+    wanted = [name for name, _ in calls]
     unknown = set(wanted) - set(available)
     if unknown:
         print(f"unknown benchmark(s) {sorted(unknown)}; available: {available}", file=sys.stderr)
         return 2
     measured: dict[str, str] = {}
     failed = []
-    for name in wanted:
-        print(f"== {name}", flush=True)
+    for name, args in calls:
+        print(f"== {':'.join((name, *args))}", flush=True)
         start = time.perf_counter()
         try:
-            rows = importlib.import_module(f"benchmarks.bench_{name}").run()
+            rows = importlib.import_module(f"benchmarks.bench_{name}").run(*args)
         except Exception as exc:  # one broken benchmark must not hide the others
             failed.append(name)
             print(f"   failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
-        measured[name] = render(name, rows, time.perf_counter() - start)
+        measured[name] = merge(measured.get(name), render(name, rows, time.perf_counter() - start, args))
         for r in rows:
             print(f"   {r.name}: {r.value:.4g} {r.unit} {r.target} {'' if r.met is None else ('met' if r.met else 'NOT MET')}")
     header = ("# Benchmark results\n\nWritten by `python -m benchmarks` (or `make bench`); each section says when, on what machine "
@@ -87,7 +103,8 @@ def main(argv: list[str]) -> int:
     # that finished meanwhile keeps its section (reading at start once lost three sections that way).
     with file_lock(RESULTS.with_name(".RESULTS.md.lock")):
         previous = dict(SECTION.findall(RESULTS.read_text(encoding="utf-8"))) if RESULTS.exists() else {}
-        sections = {**{k: f"## {k}\n{v}" for k, v in previous.items()}, **measured}
+        sections = {k: f"## {k}\n{v}" for k, v in previous.items()}
+        sections.update({k: merge(sections.get(k), v) for k, v in measured.items()})
         write_text_atomic(RESULTS, header + "".join(sections[k] for k in sorted(sections)))
     print(f"wrote {RESULTS}")
     return 1 if failed else 0

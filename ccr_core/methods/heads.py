@@ -3,8 +3,10 @@ learned positions, one BERT-style attention layer, the temporal encoder for vide
 visual tower every method uses (pooled image feature or frame sequence → joint space)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +34,57 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the real positions of each sequence: (B, L, D), (B, L) bool -> (B, D)."""
     weights = mask.to(x.dtype).unsqueeze(-1)  # (B, L, 1)
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (B, D)
+
+
+_MASK_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An inverted-dropout mask on the CPU: each element independently 0 with probability ``p`` and
+    ``1 / (1 - p)`` otherwise, ``shape`` and ``dtype`` (float32 or float64), ``0 < p < 1``.
+
+    ``torch.bernoulli_`` draws a CPU mask at ~7 ns per element; this draws 32 random bits per element from
+    numpy's PCG64 (~1 ns) and keeps an element when they are >= round(p * 2**32) (a drop probability within
+    2**-33 of ``p``, finer than a float32 uniform), seeding PCG64 from torch's default generator, so
+    ``torch.manual_seed`` (and saving / restoring torch's random state) fixes the masks as it fixed
+    ``bernoulli_``'s. The masks differ from ``F.dropout``'s for the same seed (another random stream)."""
+    with torch.profiler.record_function("ccr::dropout_mask"):  # profiles name its time (numpy's is no aten op)
+        n = math.prod(shape)
+        seed = int(torch.randint(0, 2**63 - 1, ()))  # one draw from torch's generator per mask
+        bits = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]  # (n,) uniform 32-bit integers
+        keep = bits >= np.uint32(min(round(p * 2**32), 2**32 - 1))  # (n,) bool, True with probability 1 - p
+        np_dtype = _MASK_DTYPES[dtype]
+        return torch.from_numpy(np.multiply(keep, np_dtype(1.0 / (1.0 - p)), dtype=np_dtype)).view(shape)
+
+
+def _fast_dropout_applies(x: torch.Tensor, p: float, training: bool) -> bool:
+    """Whether :func:`dropout_mask` serves this dropout (CPU, float32/64, 0 < p < 1, training); else F.dropout."""
+    return training and 0.0 < p < 1.0 and x.device.type == "cpu" and x.dtype in _MASK_DTYPES
+
+
+class FastDropout(nn.Dropout):
+    """``nn.Dropout`` with its CPU mask drawn by :func:`dropout_mask`: the same distribution (each element
+    dropped independently with probability p, the kept ones scaled by 1 / (1 - p)), one product forward and
+    one backward (``x * mask``; autograd multiplies the gradient by the same mask). Elsewhere (GPU, other
+    dtypes, eval) it is ``nn.Dropout``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _fast_dropout_applies(x, self.p, self.training):
+            return super().forward(x)
+        return x * dropout_mask(tuple(x.shape), self.p, x.dtype)
+
+
+def use_fast_dropout(module: nn.Module) -> nn.Module:
+    """Every ``nn.Dropout`` under ``module`` becomes a :class:`FastDropout` of the same p, and every
+    :class:`AttentionLayer` drops its attention probabilities with :func:`dropout_mask` (same placement:
+    after the softmax, before the product with the values); returns ``module``."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(parent, name, FastDropout(child.p, child.inplace))
+        if isinstance(parent, AttentionLayer):
+            parent.fast_dropout = True
+    return module
 
 
 class MappingHead(nn.Module):
@@ -93,9 +146,9 @@ class TokenProjection(nn.Module):
 @dataclass
 class Packing:
     """Where the real tokens of several text batches sit: batch ``i``'s real tokens are rows
-    ``tokens(i)`` of one (N, D) tensor, in row-major order of its (B_i, L_i) mask. Token-wise layers
-    (projections, LayerNorm) then run once on the N real tokens of all batches, with no padding;
-    attention runs per batch on its own padded (B_i, L_i) layout (no batch is padded to another's length)."""
+    ``tokens(i)`` of one (N, D) tensor (or the (n_i, D) tensor of :func:`pack_parts`), in row-major order of
+    its (B_i, L_i) mask. Token-wise layers (projections, LayerNorm) then run on real tokens only, with no
+    padding; attention runs per batch on its own padded (B_i, L_i) layout (no batch is padded to another's length)."""
 
     masks: list  # (B_i, L_i) bool per batch
     local: list  # (n_i,) index of each real token in its batch's flattened (B_i * L_i) layout
@@ -107,10 +160,30 @@ class Packing:
         """The real tokens of batch ``i`` in the (N, ...) layout."""
         return slice(self.starts[i], self.starts[i + 1])
 
+    def sizes(self, first: int = 0, last: int | None = None) -> list[int]:
+        """Real-token counts n_i of batches ``first`` to ``last`` (exclusive; default: to the end)."""
+        last = len(self.masks) if last is None else last
+        return [self.starts[i + 1] - self.starts[i] for i in range(first, last)]
+
+    def split(self, x: torch.Tensor, first: int = 0, last: int | None = None) -> tuple[torch.Tensor, ...]:
+        """The rows of batches ``first`` to ``last`` (exclusive) of an (n_first + ... , ...) tensor, one view per
+        batch. Unlike one ``x[tokens(i)]`` per batch, whose backward each fills a zero gradient of all of ``x``,
+        the pieces' backward is one concatenation."""
+        return x.split(self.sizes(first, last))
+
     def pad(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """Batch ``i``'s (n_i, H) real tokens -> (B_i, L_i, H), zeros at padding."""
         b, length = self.masks[i].shape
         return x.new_zeros(b * length, x.shape[1]).index_copy(0, self.local[i], x).view(b, length, x.shape[1])
+
+    def pad_heads(self, x: torch.Tensor, i: int, parts: int, num_heads: int) -> list[torch.Tensor]:
+        """Batch ``i``'s (n_i, parts * H) real tokens -> ``parts`` contiguous attention-head tensors
+        (B_i, nh, L_i, H / nh), zeros at padding: ``pad`` then heads, written in one scatter (no transposing copy)."""
+        b, length = self.masks[i].shape
+        n = x.shape[0]
+        out = x.new_zeros(parts, b, num_heads, length, x.shape[1] // (parts * num_heads))  # (parts, B_i, nh, L_i, dh)
+        out[:, self.local[i] // length, :, self.local[i] % length] = x.view(n, parts, num_heads, -1)  # (n_i, parts, nh, dh)
+        return list(out.unbind(0))
 
     def unpad(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """(B_i, L_i, H) -> batch ``i``'s (n_i, H) real tokens."""
@@ -131,6 +204,12 @@ class Packing:
 
 def pack(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, Packing]:
     """Real tokens of several (states (B_i, L_i, D), mask (B_i, L_i)) batches -> (N, D) and their :class:`Packing`."""
+    rows, packing = pack_parts(batches)
+    return torch.cat(rows), packing
+
+
+def pack_parts(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], Packing]:
+    """:func:`pack` without the concatenation: each batch's real tokens (n_i, D), and their :class:`Packing`."""
     rows, seqs, poss, masks, local, starts = [], [], [], [], [], [0]
     offset = 0
     for states, mask in batches:
@@ -143,7 +222,7 @@ def pack(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor
         local.append(where[:, 0] * mask.shape[1] + where[:, 1])
         starts.append(starts[-1] + int(where.shape[0]))
         offset += int(mask.shape[0])
-    return torch.cat(rows), Packing(masks, local, torch.cat(poss), torch.cat(seqs), starts)
+    return rows, Packing(masks, local, torch.cat(poss), torch.cat(seqs), starts)
 
 
 class AttentionLayer(nn.Module):
@@ -163,6 +242,7 @@ class AttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(hidden_dim)
         self.dropout = nn.Dropout(dropout)
         self.attention_dropout = dropout
+        self.fast_dropout = False  # use_fast_dropout(): attention probabilities dropped with dropout_mask
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
@@ -176,15 +256,32 @@ class AttentionLayer(nn.Module):
         return self.finish(self.attend(q, k, v, context_mask), query if residual else None)  # (B, Lq, H)
 
     # -- the pieces of forward, also called one by one on packed tokens (NRCCR's tower) ---------------
-    def project(self, x: torch.Tensor, which: str = "qkv") -> torch.Tensor:
-        """Any of the query/key/value projections of (N, H) tokens in one matrix product: (N, len(which) * H)."""
+    def project(self, x: torch.Tensor, which: str = "qkv", stacked: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Any of the query/key/value projections of (N, H) tokens in one matrix product: (N, len(which) * H).
+        ``stacked``: ``self.stacked(which)``, computed once for several calls."""
+        return F.linear(x, *(stacked or self.stacked(which)))
+
+    def stacked(self, which: str = "qkv") -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights and biases of the ``which`` projections stacked: (len(which) * H, H), (len(which) * H,)."""
         layers = [{"q": self.query, "k": self.key, "v": self.value}[w] for w in which]
-        return F.linear(x, torch.cat([l.weight for l in layers]), torch.cat([l.bias for l in layers]))
+        if len(layers) == 1:
+            return layers[0].weight, layers[0].bias
+        return torch.cat([l.weight for l in layers]), torch.cat([l.bias for l in layers])
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """Scaled dot-product attention of (S, nh, Lq, dh) queries over keys with key_mask (S, Lk) -> (S, Lq, H)."""
         drop = self.attention_dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask.to(torch.bool)[:, None, None, :], dropout_p=drop)
+        if self.fast_dropout and _fast_dropout_applies(q, drop, self.training):
+            # scaled_dot_product_attention's own path with dropout on a CPU (its math path), with the mask drawn
+            # by dropout_mask: softmax(q k^T / sqrt(dh), real keys only), dropout, times v
+            s, nh, lq, dh = q.shape
+            bias = q.new_zeros(key_mask.shape).masked_fill_(~key_mask.to(torch.bool), float("-inf"))  # (S, Lk)
+            bias = bias[:, None, None, :].expand(s, nh, 1, -1).reshape(s * nh, 1, -1)  # (S * nh, 1, Lk)
+            scores = torch.baddbmm(bias, q.reshape(s * nh, lq, dh), k.reshape(s * nh, -1, dh).transpose(1, 2), alpha=dh ** -0.5)
+            attn = torch.softmax(scores, dim=-1)  # (S * nh, Lq, Lk)
+            out = torch.bmm(attn * dropout_mask(tuple(attn.shape), drop, attn.dtype), v.reshape(s * nh, -1, dh)).view(s, nh, lq, dh)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask.to(torch.bool)[:, None, None, :], dropout_p=drop)
         return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)  # (S, Lq, H)
 
     def finish(self, out: torch.Tensor, query: torch.Tensor | None) -> torch.Tensor:
@@ -259,8 +356,11 @@ class SentenceTextHead(nn.Module):
         self.map = _map(text_dim, embed_dim, kind, hidden_dim)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        sentence = F.normalize(masked_mean(states, mask), dim=-1)  # (B, Dt)
-        return F.normalize(self.map(sentence), dim=-1)  # (B, E)
+        return self.from_mean(masked_mean(states, mask))  # (B, L, Dt) -> (B, E)
+
+    def from_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        """The head on an already computed ``masked_mean(states, mask)`` (B, Dt) -> (B, E)."""
+        return F.normalize(self.map(F.normalize(mean, dim=-1)), dim=-1)  # (B, E)
 
 
 class FeatureVisualHead(nn.Module):

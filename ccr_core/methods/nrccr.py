@@ -36,7 +36,8 @@ from ccr_core.methods.heads import (
     make_text_head,
     make_visual_head,
     masked_mean,
-    pack,
+    pack_parts,
+    use_fast_dropout,
 )
 
 
@@ -97,40 +98,55 @@ class NRCCR(CCRMethod):
         else:
             self.discriminator = nn.Linear(c.text_dim, 1)
         self._discriminator_optimizer: torch.optim.Optimizer | None = None
+        self._pooled_of_loss: tuple[list[torch.Tensor], dict[str, torch.Tensor]] | None = None  # for discriminator_step
+        for head in (self.text_proj, self.attention, self.text_mapping, self.visual):  # not a backbone top's layers
+            use_fast_dropout(head)  # CPU dropout masks from dropout_mask: the same distribution, drawn ~5x faster
 
     # -- towers ------------------------------------------------------------------------------------
-    # Every text batch of a step goes through the tower in one packed call (ccr_core.methods.heads.pack):
-    # the token projection and the query/key/value projections run once over the real tokens of all
-    # batches (no padding), attention runs per batch on its own padded layout, and the cross-attention
+    # Every text batch of a step goes through the tower in one call on real tokens only (no padding;
+    # ccr_core.methods.heads.pack_parts): the token projection and the query/key/value projections run on
+    # each batch's real tokens, attention runs per batch on its own padded layout, and the cross-attention
     # pseudo-target reuses the English queries and each target's keys and values of that same call (the
-    # published model computes them again per call; they are the same numbers). The losses equal the
+    # published model computes them again per call; they are the same numbers). The tokens of the batches
+    # stay separate tensors: slicing one (N, H) tensor per batch costs the backward a zero-filled (N, H)
+    # gradient per slice, and splitting it a concatenation of all N rows per split. The losses equal the
     # per-batch implementation's to float rounding (tests/test_nrccr_packed.py).
+    def _pack_parts(self, texts: list[TextBatch]):
+        """Backbone states of each batch, each batch's projected real tokens (n_i, H), and their packing."""
+        states = [self.backbone_states(t) for t in texts]  # each (B_i, L_i, Dt)
+        rows, packing = pack_parts([(st, t.mask) for st, t in zip(states, texts)])  # (n_i, Dt) each
+        positions = packing.pos.split(packing.sizes())
+        return states, [self.text_proj.packed(x, pos) for x, pos in zip(rows, positions)], packing  # (n_i, H) each
+
     def _pack(self, texts: list[TextBatch]):
         """Backbone states of each batch, the projected real tokens (N, H) and their packing."""
-        states = [self.backbone_states(t) for t in texts]  # each (B_i, L_i, Dt)
-        x, packing = pack([(st, t.mask) for st, t in zip(states, texts)])  # (N, Dt)
-        return states, self.text_proj.packed(x, packing.pos), packing  # (N, H)
+        states, parts, packing = self._pack_parts(texts)
+        return states, parts[0] if len(parts) == 1 else torch.cat(parts), packing  # (N, H)
 
     def _padded_heads(self, x: torch.Tensor, packing: Packing, i: int, parts: int) -> list[torch.Tensor]:
-        """Batch ``i``'s packed projections (n_i, parts * H) -> ``parts`` padded head tensors (B_i, nh, L_i, dh)."""
-        return [self.attention.heads(p) for p in packing.pad(x, i).chunk(parts, dim=2)]
+        """Batch ``i``'s packed projections (n_i, parts * H) -> ``parts`` padded head tensors (B_i, nh, L_i, dh),
+        contiguous: attention reads them as (B_i * nh, L_i, dh) without a copy, however many calls read them."""
+        return packing.pad_heads(x, i, parts, self.attention.num_heads)
 
-    def _self_attention(self, tokens: torch.Tensor, packing: Packing) -> tuple[torch.Tensor, dict]:
-        """The shared layer's self-attention over every packed sequence: (N, H), and each batch's padded (q, k, v) heads."""
+    def _self_attention(self, tokens, packing: Packing) -> tuple:
+        """The shared layer's self-attention over every packed sequence, and each batch's padded (q, k, v) heads.
+        ``tokens``: each batch's (n_i, H) (then the outputs are too) or all of them as one (N, H) tensor (then
+        the output is one (N, H) tensor)."""
         a = self.attention
-        qkv = a.project(tokens)  # (N, 3H): one matrix product for every batch
+        parts = packing.split(tokens) if isinstance(tokens, torch.Tensor) else tokens
         heads, outs = {}, []
-        for i in range(len(packing.masks)):
-            q, k, v = heads[i] = self._padded_heads(qkv[packing.tokens(i)], packing, i, 3)
-            outs.append(packing.unpad(a.attend(q, k, v, packing.masks[i]), i))  # (n_i, H)
-        return a.finish(torch.cat(outs), tokens), heads
+        for i, part in enumerate(parts):
+            # one projection per tensor (a stacked (n_i, 3H) one costs its backward a concatenation of the three)
+            q, k, v = heads[i] = [self._padded_heads(a.project(part, w), packing, i, 1)[0] for w in "qkv"]
+            outs.append(a.finish(packing.unpad(a.attend(q, k, v, packing.masks[i]), i), part))  # (n_i, H)
+        return (torch.cat(outs) if isinstance(tokens, torch.Tensor) else outs), heads
 
     def encode_text(self, text: TextBatch, lang: str | None = None) -> torch.Tensor:
         if self.text_head is not None:
             return self.text_head(self.backbone_states(text), text.mask)  # (B, E)
-        _, tokens, packing = self._pack([text])
-        h, _ = self._self_attention(tokens, packing)  # (N, H)
-        return self.text_mapping(packing.mean(h, 0))  # (B, E)
+        _, parts, packing = self._pack_parts([text])
+        h, _ = self._self_attention(parts, packing)  # [(N, H)]
+        return self.text_mapping(packing.mean(h[0], 0))  # (B, E)
 
     def encode_visual(self, visual, frames=None, frame_mask=None) -> torch.Tensor:
         return self.visual(visual, frames, frame_mask)  # (B, E)
@@ -157,11 +173,16 @@ class NRCCR(CCRMethod):
         targets = batch.get("targets", [])
         if not targets:
             return float("nan")
-        with torch.no_grad():
-            pooled = {
-                lang: masked_mean(self.backbone_states(batch["text"][lang]), batch["text"][lang].mask)  # (B, Dt)
-                for lang in ["en", *targets]
-            }
+        cached, self._pooled_of_loss = self._pooled_of_loss, None
+        states = [batch["text"][lang].states for lang in ["en", *targets]]
+        if cached is not None and len(states) == len(cached[0]) and all(a is b for a, b in zip(states, cached[0])):
+            pooled = cached[1]  # this batch's loss pooled the same states (no trainable top: the same numbers)
+        else:
+            with torch.no_grad():
+                pooled = {
+                    lang: masked_mean(self.backbone_states(batch["text"][lang]), batch["text"][lang].mask)  # (B, Dt)
+                    for lang in ["en", *targets]
+                }
         logits_tgt = torch.cat([self.discriminator(pooled[lang]) for lang in targets])  # (B * n_targets, 1)
         loss = losses.discriminator_loss(self.discriminator(pooled["en"]), logits_tgt)
         (optimizer,) = self.extra_optimizers()
@@ -185,18 +206,22 @@ class NRCCR(CCRMethod):
         targets = list(batch.get("targets", []))
         backs = {lang: batch["back"][lang] for lang in targets if batch.get("back", {}).get(lang) is not None}
         tower = self._tower(batch, targets, backs)
-        c_s = self._sentence(tower, 0, source)  # (B, E)
+        texts = [source] + [batch["text"][lang] for lang in targets]
+        # masked means of the backbone states (B, Dt): the discriminator's inputs and (common encoder) the text head's
+        means = [masked_mean(tower.states[i], text.mask) for i, text in enumerate(texts)]
+        c_s = self._sentence(tower, 0, means[0])  # (B, E)
         teachers = self._pseudo_targets(tower, len(targets)) if tower.q_en is not None else None  # (B, H) each
         target_terms, pooled_targets, back_terms = [], [], []
         for j, lang in enumerate(targets):
-            target = batch["text"][lang]
-            c_t = self._sentence(tower, 1 + j, target)  # (B, E)
-            pooled_t = masked_mean(tower.states[1 + j], target.mask)  # (B, Dt) discriminator input
+            c_t = self._sentence(tower, 1 + j, means[1 + j])  # (B, E)
+            pooled_t = means[1 + j]  # (B, Dt) discriminator input
             target_terms.append(self._target_terms(v, c_t, teachers[j] if teachers is not None else None, pooled_t))
             pooled_targets.append(pooled_t.detach())
             if lang in backs:
                 back_terms.append(self._tri(c_s, self._back_sentence(tower, backs, lang)))
-        pooled_s = masked_mean(tower.states[0], source.mask)  # (B, Dt) discriminator input, English
+        pooled_s = means[0]  # (B, Dt) discriminator input, English
+        if self.text_top is None and targets:  # discriminator_step on this batch pools the same states: reuse
+            self._pooled_of_loss = ([t.states for t in texts], {lang: m.detach() for lang, m in zip(["en", *targets], means)})
         return self._total(v, c_s, pooled_s, target_terms, pooled_targets, back_terms)
 
     def _tower(self, batch: dict, targets: list[str], backs: dict[str, TextBatch]) -> "_TowerPass":
@@ -211,23 +236,23 @@ class NRCCR(CCRMethod):
         if not (native or teacher):
             return _TowerPass([self.backbone_states(t) for t in texts], native, list(backs))  # each (B_i, L_i, Dt)
         a = self.attention
-        states, tokens, packing = self._pack(texts)  # tokens (N, H)
-        out = _TowerPass(states, native, list(backs), tokens=tokens, packing=packing)
+        states, parts, packing = self._pack_parts(texts)  # parts: (n_i, H) each
+        out = _TowerPass(states, native, list(backs), parts=parts, packing=packing)
         if native:  # self-attention of every batch; its English queries and target keys/values serve h^C too
-            h, heads = self._self_attention(tokens, packing)  # h: (N, H)
-            out.pooled = [packing.mean(h[packing.tokens(i)], i) for i in range(len(texts))]  # (B, H) each
+            h, heads = self._self_attention(parts, packing)  # h: (n_i, H) each
+            out.pooled = [packing.mean(h_i, i) for i, h_i in enumerate(h)]  # (B, H) each
             out.q_en, out.kv = heads[0][0], {j: heads[1 + j][1:] for j in range(len(targets))}
         else:  # common encoder: the tower serves only h^C -- English queries, target keys and values
-            out.q_en = self._padded_heads(a.project(tokens[packing.tokens(0)], "q"), packing, 0, 1)[0]
-            out.kv = {j: self._padded_heads(a.project(tokens[packing.tokens(1 + j)], "kv"), packing, 1 + j, 2)
-                      for j in range(len(targets))}
+            out.q_en = self._padded_heads(a.project(parts[0], "q"), packing, 0, 1)[0]
+            out.kv = {j: [self._padded_heads(a.project(parts[1 + j], w), packing, 1 + j, 1)[0] for w in "kv"] for j in range(len(targets))}
         if not teacher:
             out.q_en = out.kv = None
         return out
 
-    def _sentence(self, tower: "_TowerPass", i: int, text: TextBatch) -> torch.Tensor:
-        """Sentence embedding (B, E) of the tower pass's batch ``i``: own tower, or the floor's text head."""
-        return self.text_mapping(tower.pooled[i]) if tower.native else self.text_head(tower.states[i], text.mask)
+    def _sentence(self, tower: "_TowerPass", i: int, mean: torch.Tensor) -> torch.Tensor:
+        """Sentence embedding (B, E) of the tower pass's batch ``i``: own tower, or the floor's text head on the
+        masked mean ``mean`` (B, Dt) of its backbone states."""
+        return self.text_mapping(tower.pooled[i]) if tower.native else self.text_head.from_mean(mean)
 
     def _back_sentence(self, tower: "_TowerPass", backs: dict[str, TextBatch], lang: str) -> torch.Tensor:
         """c^B (B, E): the back-translation of ``lang``'s target, from the tower pass or the text head."""
@@ -237,13 +262,13 @@ class NRCCR(CCRMethod):
 
     def _pseudo_targets(self, tower: "_TowerPass", n: int) -> list[torch.Tensor]:
         """h^C per target before the mapping head, (B, H) each: English queries over the target's keys and
-        values, no residual, pooled over [cross ; target tokens] -- one output projection for all targets."""
-        a, packing, tokens = self.attention, tower.packing, tower.tokens
-        cross = torch.cat([packing.unpad(a.attend(tower.q_en, *tower.kv[j], packing.masks[1 + j]), 0) for j in range(n)])  # (n * n_en, H)
-        cross = a.finish(cross, None)
-        n_en = packing.tokens(0).stop - packing.tokens(0).start
-        return [(packing.sums(cross[j * n_en:(j + 1) * n_en], 0) + packing.sums(tokens[packing.tokens(1 + j)], 1 + j))
-                / (packing.counts(0) + packing.counts(1 + j)) for j in range(n)]
+        values, no residual, pooled over [cross ; target tokens]."""
+        a, packing = self.attention, tower.packing
+        teachers = []
+        for j in range(n):
+            cross = a.finish(packing.unpad(a.attend(tower.q_en, *tower.kv[j], packing.masks[1 + j]), 0), None)  # (n_en, H)
+            teachers.append((packing.sums(cross, 0) + packing.sums(tower.parts[1 + j], 1 + j)) / (packing.counts(0) + packing.counts(1 + j)))
+        return teachers  # (B, H) each
 
     def _target_terms(self, v: torch.Tensor, c_t: torch.Tensor, teacher: torch.Tensor | None, pooled_t: torch.Tensor) -> torch.Tensor:
         """One target language's (4,) terms: Tri(c^T, v), L_sim, L_feat (0 without a teacher), L_adv."""
@@ -292,7 +317,7 @@ class _TowerPass:
     native: bool  # sentences from the own attention tower (else from the floor's text head)
     backs: list[str]  # the languages with a back-translation, in batch order
     pooled: list[torch.Tensor] | None = None  # own tower: each batch's pooled self-attention output (B, H)
-    tokens: torch.Tensor | None = None  # the projected real tokens (N, H), when the tower ran
+    parts: list[torch.Tensor] | None = None  # each batch's projected real tokens (n_i, H), when the tower ran
     packing: Packing | None = None
     q_en: torch.Tensor | None = None  # the English query heads, when h^C is computed
     kv: dict[int, list[torch.Tensor]] | None = None  # each target's key and value heads, when h^C is computed
