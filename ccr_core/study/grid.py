@@ -55,8 +55,7 @@ class WorldProtocol:
 
 PROTOCOL = {
     # 82 full batches per epoch (10,600 English training captions at batch 128): 2 epochs, each step with all five
-    # target languages. The second noise draw at 40% costs ~20 minutes on the 2-core machine
-    # (every method, 3 seeds; the sum of the recorded train seconds of the first draw's runs).
+    # target languages; a second noise draw at 40% (its cost, like every cell's: `--budget`).
     "demo-world": WorldProtocol(
         train={"batch_size": 128, "lr": 5e-4, "targets_per_batch": 0},
         steps=164, noise={"common": (0.0, 0.2, 0.4, 0.6), "published": (0.0, 0.4)},
