@@ -954,3 +954,45 @@ def test_the_finder_says_when_no_test_caption_has_a_noise_label(world):
         assert ("mt:word-order", "mt:word-order") in choices and "no test caption" not in finder.noise_note(choices)
     finally:
         del world.bundle.noise[test_caption.id]
+
+
+def test_two_searches_framing_the_same_picture_at_once_both_get_it(world, monkeypatch):
+    """The framed ground-truth tile is made on first use; searches that frame the same picture at the same moment each
+    get the finished file (one shared temporary name made the second fail with FileNotFoundError)."""
+    import threading
+
+    from PIL import Image
+
+    from ccr_core.dashboard import thumbnails
+
+    item = world.gallery[3].id
+    thumb = world.thumbnail(item)
+    framed = thumb.with_name(thumb.stem + "-truth.jpg")
+    framed.unlink(missing_ok=True)
+    barrier, results, errors = threading.Barrier(8), [], []
+    real_save = Image.Image.save
+
+    def slow_save(self, *args, **kwargs):  # every thread is past the "already made?" check before any file exists
+        import time
+
+        time.sleep(0.3)
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", slow_save)
+
+    def frame():
+        barrier.wait()
+        try:
+            results.append(thumbnails.marked_thumbnail(thumb))
+        except Exception as exc:  # noqa: BLE001 -- collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=frame) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and set(results) == {framed}
+    with Image.open(framed) as image:
+        assert image.size[0] > Image.open(thumb).size[0]  # the frame is drawn around it
+    assert not list(framed.parent.glob("*.tmp.jpg"))  # no temporary file left behind

@@ -3,7 +3,9 @@ by the web app (the only image files it serves besides exports)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -41,9 +43,7 @@ def make_thumbnail(bundle: Bundle, item: Item, out_dir: Path) -> Path:
         image = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE), (200, 200, 200))
         ImageDraw.Draw(image).text((8, THUMB_SIZE // 2), item.id[:24], fill=(60, 60, 60))
     image.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    tmp = out.with_suffix(".tmp.jpg")
-    image.save(tmp, "JPEG", quality=85)
-    tmp.replace(out)
+    save_jpeg(image, out, 85)
     return out
 
 
@@ -67,7 +67,19 @@ def marked_thumbnail(thumb: Path) -> Path:
     draw = ImageDraw.Draw(marked)
     draw.rectangle([0, 0, w + 2 * pad - 1, h + 2 * pad - 1], outline=frame, width=2)
     draw.rectangle([pad - 2, pad - 2, w + pad + 1, h + pad + 1], outline=frame, width=2)
-    tmp = out.with_suffix(".tmp.jpg")
-    marked.save(tmp, "JPEG", quality=90)
-    tmp.replace(out)
+    save_jpeg(marked, out, 90)
     return out
+
+
+def save_jpeg(image: Image.Image, out: Path, quality: int) -> None:
+    """Write ``out`` whole or not at all, through a temporary file of this call's own: two requests making the same
+    thumbnail at once each write theirs and the last rename wins (the same picture). With one shared temporary name,
+    the second rename found the file gone (a search failed when two searches framed the same picture)."""
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.stem + ".", suffix=".tmp.jpg")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, "JPEG", quality=quality)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
