@@ -111,7 +111,7 @@ def take(page) -> None:
     # a map coloured by one model's rank.
     def choose(elem_id: str, option: str) -> None:
         page.locator(f"#{elem_id} input").click()
-        page.get_by_role("option", name=option, exact=True).click()
+        page.get_by_role("option", name=option, exact=True).locator("visible=true").first.click()
 
     tab("Finder")
     page.locator("#find-status").get_by_text("rows").first.wait_for()
@@ -127,9 +127,12 @@ def take(page) -> None:
         rows.first.click()
         page.locator("#inst-ranks .ccr-inst-tile img").first.wait_for(state="visible")
         page.evaluate("window.scrollTo(0, 0)")
-        shot("instance")
+        shot("instance", full=False)
 
+    page.goto(page.url.split("?")[0])  # a fresh page: no selection ringed from the lasso above
+    page.locator("#query textarea").wait_for()
     tab("Maps")
+    page.locator("#proj-a .js-plotly-plot").wait_for(timeout=120_000)
     choose("proj-colour", "rank by nrccr")
     page.wait_for_function("""() => { const g = document.querySelector('#proj-a .js-plotly-plot');
         return g && g.data.some(t => t.marker && t.marker.showscale); }""", timeout=120_000)

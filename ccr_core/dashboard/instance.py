@@ -285,8 +285,9 @@ def build_tab(world: World, page) -> None:
                              elem_id="inst-status")
         with gr.Row():
             picture = gr.Image(label="The picture (whole)", interactive=False, height=380, scale=2, buttons=[], elem_id="inst-picture")
+            # fixed shares: left to itself the table gave the ids' column the width and clipped the caption text
             captions = gr.Dataframe(headers=CAPTION_COLUMNS, interactive=False, wrap=True, label="Every caption of it", scale=3,
-                                    elem_id="inst-captions", max_height=380)
+                                    elem_id="inst-captions", max_height=380, column_widths=["11%", "35%", "11%", "23%", "10%", "10%"])
         ranks = gr.HTML("", elem_id="inst-ranks")
         focus = gr.State(None)
 
