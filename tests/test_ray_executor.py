@@ -95,10 +95,11 @@ def test_tiny_grid_on_two_nodes_survives_a_killed_worker_and_equals_the_local_ta
     victim = runs[-3]  # killed in the middle of its training
     killed = {}
 
-    def kill_the_victims_worker():
+    grid_over = threading.Event()
+
+    def kill_the_victims_worker():  # watches until the grid is over (no fixed deadline: a loaded machine starts runs late)
         folder = victim.folder()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
+        while not grid_over.is_set() and not killed:
             tries = executors.attempts(folder)
             if tries and not (folder / "result.json").exists():
                 killed.update(tries[0])
@@ -109,6 +110,7 @@ def test_tiny_grid_on_two_nodes_survives_a_killed_worker_and_equals_the_local_ta
     killer.start()
     ray_executor = executors.RayExecutor(threads=1, retries=1)
     done = ray_executor.run(runs + [broken], progress=False)
+    grid_over.set()
     killer.join(timeout=5)
 
     # the killed run was retried (in a new worker process) and finished; the broken one was tried twice and reported
