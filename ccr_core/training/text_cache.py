@@ -168,7 +168,7 @@ def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, b
                 (announce or _announce)(f"text states: encoding {len(missing):,} captions into {out_dir} takes about "
                                         f"{estimate / 60:.0f} min on this machine ({done / elapsed:.0f} captions/s); it is done "
                                         f"once (kept every {FLUSH_SECONDS / 60:.0f} min, so a stopped build resumes). "
-                                        "`ccr features <bundle> --text-states` builds it ahead of training.")
+                                        "`ccr features --data <bundle> --text-states` builds it ahead of training.")
         if time.perf_counter() - last_flush > FLUSH_SECONDS and done < len(missing):
             old = _append(out_dir, identity, old, pending_texts, pending, encoder.dim)
             pending_texts, pending, last_flush = [], [], time.perf_counter()
