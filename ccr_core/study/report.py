@@ -421,7 +421,8 @@ def pilot_markdown(world: str, pilot: list[dict]) -> list[str]:
                 f"{records.CONVERGENCE_GAIN:.0%}: {', '.join(undertrained) if undertrained else 'none'}."]
     out += _orders_by_budget(curves, proto.steps, chosen or proto.pilot_steps, "the converged budget" if chosen else "the pilot's end")
     if len(curves) < planned:
-        out.append(f"**Budget not chosen yet**: {planned - len(curves)} pilot runs are still to run.")
+        left = planned - len(curves)
+        out.append(f"**Budget not chosen yet**: {left} pilot run{'s are' if left != 1 else ' is'} still to run.")
     elif chosen is None:
         out.append("**No budget within the pilot** at which every method has converged: "
                    + ", ".join(f"{k[1]} ({k[0]}, {k[2]:g})" for k, v in own.items() if v is None) + " still gain at its end.")
