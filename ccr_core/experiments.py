@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pilot", action="store_true", help="run the world's pilot instead of its grid: seed 0 of every method, both "
                         "settings, clean and 40%% noise, at the pilot's long budget with a learning-curve point every eval_every steps "
                         "(study.grid.PROTOCOL), into the workspace's pilot-<world>.json; it decides the grid's budget")
-    parser.add_argument("--publish", action="store_true", help="merge the workspace's records of --world (default: every world) into "
+    parser.add_argument("--publish", action="store_true", help="(trains nothing) merge the workspace's records of --world (default: every world) into "
                         "results/, then rewrite RESULTS.md and README's headline table; a committed record whose numbers would change "
                         "is refused (nothing is written) unless --replace")
     parser.add_argument("--replace", action="store_true", help="with --publish: replace committed records that differ")
@@ -234,18 +234,19 @@ def main(argv: list[str] | None = None) -> int:
         for world in args.world:
             print_budget(world, progress=not args.quiet)
         return 0
-    if args.pilot and not args.markdown_only:
+    training = not (args.markdown_only or args.publish)  # publishing and rewriting only read records: nothing is trained
+    if args.pilot and training:
         for world in args.world:
             run_pilot(world, progress=not args.quiet, executor=executor, methods=args.methods)
-    elif args.fine_tuned and not args.markdown_only:
+    elif args.fine_tuned and training:
         for world in args.world:
             run_fine_tuned(world, progress=not args.quiet, seeds=args.seeds, methods=args.methods, executor=executor)
             if args.ship:
                 ship(world, progress=not args.quiet, methods=args.methods, fine_tuned=True)
-    elif args.ablations and not args.markdown_only:
+    elif args.ablations and training:
         for world in args.world:
             run_ablations(world, progress=not args.quiet, seeds=args.seeds, executor=executor)
-    elif not args.markdown_only:
+    elif training:
         for world in args.world:
             start = time.perf_counter()
             run_grid(world, progress=not args.quiet, executor=executor, **narrow)

@@ -155,3 +155,22 @@ def test_the_pilot_section_states_the_budget_and_the_orders_the_budget_decides(m
     text = "\n".join(report.pilot_markdown("demo-world", runs))
     chosen, own = records.converged_budget({k: r for k, r in zip(("a", "b"), runs)})
     assert chosen == own["b"] > steps and f"**Converged budget**: {chosen:,} steps" in text
+
+
+@pytest.mark.parametrize("extra", [[], ["--pilot"], ["--ablations"], ["--fine-tuned"]])
+def test_publish_trains_nothing(monkeypatch, extra):
+    """`--world W --publish` puts the workspace's records into the repository; it never starts the grid (it once ran the
+    whole grid before publishing)."""
+    from ccr_core import experiments
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("publishing started training")
+
+    for name in ("run_grid", "run_pilot", "run_ablations", "run_fine_tuned", "ship"):
+        monkeypatch.setattr(experiments, name, must_not_run)
+    published = []
+    monkeypatch.setattr(experiments, "publish", lambda worlds, replace=False: published.append(list(worlds)) or [])
+    monkeypatch.setattr(experiments, "write_results_md", lambda: "RESULTS.md")
+    monkeypatch.setattr(experiments, "write_readme_table", lambda: "README.md")
+    assert experiments.main(["--world", "demo-world", "--publish", *extra]) == 0
+    assert published == [["demo-world"]]
