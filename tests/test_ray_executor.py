@@ -148,7 +148,8 @@ def test_experiments_command_takes_the_ray_executor(cluster, tiny_world, monkeyp
     monkeypatch.setattr(experiments, "WORLDS", (WORLD,))
     shutil.copy(REPO / "README.md", tiny_world / "README.md")
     monkeypatch.setattr(experiments, "write_readme_table", functools.partial(experiments.write_readme_table, tiny_world / "README.md"))
-    assert experiments.main(["--world", WORLD, "--methods", "floor", "--seeds", "0", "--executor", "ray", "--quiet", "--publish"]) == 0
+    assert experiments.main(["--world", WORLD, "--methods", "floor", "--seeds", "0", "--executor", "ray", "--quiet"]) == 0
+    assert experiments.main(["--world", WORLD, "--publish"]) == 0  # a second command: publishing trains nothing
     results = read_json(tiny_world / "results" / f"protocol-{WORLD}.json")
     assert {(r["method"], r["noise_rate"]) for r in results} == {("floor", 0.0), ("floor", 0.5)}
     assert "| floor = baseline (one model in this setting) | 0.5 | 1 |" in (tiny_world / "RESULTS.md").read_text()
