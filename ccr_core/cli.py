@@ -33,7 +33,7 @@ from ccr_core.features import FeatureCacheError, cache_dir_for, describe, extrac
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
 from ccr_core.methods import METHODS, load_plugins, method_sort_key
 from ccr_core.paths import RESULT_FILE, RESULTS_FILE, bundle_dir, cache_dir, shared_data_dir, workspace_dir
-from ccr_core.training.checkpoint import CheckpointError, verify_checkpoint
+from ccr_core.training.checkpoint import CheckpointError, verify_checkpoint, weights_sha256
 from ccr_core.training.config import TrainConfig
 from ccr_core.training.inference import load_trained
 from ccr_core.training.text_cache import TextCacheError
@@ -264,7 +264,7 @@ def cmd_eval(args) -> int:
             raise ValueError(f"{bench.bundle.root}: the bundle has no test images to evaluate on")
         result["trained_on"], result["evaluated_on"] = trained_on, bench.bundle.name
         result["scored"] = {"checkpoint": which, "steps": budgets[str(ckpt)]}  # as a grid record says what it scored
-        result["checkpoint_sha256"] = read_json(ckpt / "manifest.json")["sha256"].get("model.safetensors")
+        result["checkpoint_sha256"] = weights_sha256(ckpt)
         if foreign:  # its training time and training-noise detection say nothing about this bundle
             result.pop("train_seconds", None)
         results.append(result)

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ccr_core.dashboard.errors import InputError
-from ccr_core.io import read_json
+from ccr_core.training.checkpoint import weights_sha256
 from ccr_core.methods import method_sort_key
 from ccr_core.training.config import BackboneConfig
 
@@ -74,8 +74,7 @@ def checkpoint_folders(root: Path) -> list[tuple[str, Path]]:
 
 
 def checkpoint_hash(folder: Path) -> str:
-    manifest = read_json(folder / "manifest.json")
-    return manifest["sha256"]["model.safetensors"]
+    return weights_sha256(folder)
 
 
 class ModelRegistry:

@@ -19,6 +19,7 @@ from ccr_core.methods import METHODS
 from ccr_core.paths import RESULT_FILE, SUMMARY_FILE, TRAIN_CONFIG_FILE, workspace_dir
 from ccr_core.study import records
 from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, fine_tuned_runs, grid
+from ccr_core.training.checkpoint import weights_sha256
 from ccr_core.training.inference import load_trained
 from ccr_core.training.train import train
 from ccr_core.training.workbench import prepare_workbench, with_noise
@@ -65,7 +66,7 @@ def score_run(folder: Path, bench, label: str, identity: dict) -> dict:
     summary = read_json(folder / SUMMARY_FILE)
     result = evaluate_run(folder / "last", bench, summary, label)
     result["scored"] = records.summary_budget(summary)
-    result["checkpoint_sha256"] = read_json(folder / "last" / "manifest.json")["sha256"]["model.safetensors"]  # what was scored
+    result["checkpoint_sha256"] = weights_sha256(folder / "last")  # what was scored
     if summary["best_epoch"] != summary["epochs"]:
         best = evaluate_model(load_trained(folder / "best", bench, label))
         result["best_epoch_result"] = {**records.summary_budget(summary, summary["best_epoch"]),

@@ -15,7 +15,7 @@ from ccr_core.study import grid as study_grid
 from ccr_core.study import records
 from ccr_core.study.runner import Workbenches, copy_checkpoint, evaluate_run
 from ccr_core.study.stats import t_interval, threshold_verdict
-from ccr_core.training.checkpoint import OPTIMIZER, OPTIMIZER_META, convert_weights
+from ccr_core.training.checkpoint import OPTIMIZER, OPTIMIZER_META, convert_weights, weights_sha256
 from ccr_core.training.inference import load_trained
 
 # What ships per world: the "published" setting's seed-0 model at these noise rates (and the floor, the
@@ -169,7 +169,7 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
         summary = read_json(run.folder() / SUMMARY_FILE)
         result = evaluate_run(target, bench, summary, name)
         result["scored"] = records.summary_budget(summary)
-        result["checkpoint_sha256"] = read_json(target / "manifest.json")["sha256"]["model.safetensors"]  # the float16 copy scored
+        result["checkpoint_sha256"] = weights_sha256(target)  # the float16 copy scored
         if (bench.bundle.root / "scenes.jsonl").exists():
             result["free_queries"] = free_query_report(load_trained(target, bench, name), bench)
         if fine_tuned:

@@ -83,6 +83,12 @@ def verify_checkpoint(folder: str | Path) -> dict:
     return meta
 
 
+def weights_sha256(folder: str | Path) -> str:
+    """The SHA-256 of a checkpoint's weights, as its manifest records it: what names a model's numbers (a record's
+    ``checkpoint_sha256``, the dashboard's caches)."""
+    return read_json(Path(folder) / MANIFEST)["sha256"][WEIGHTS]
+
+
 def load_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     path = Path(folder) / WEIGHTS
     try:
