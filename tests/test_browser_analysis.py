@@ -122,6 +122,12 @@ def test_a_finder_filter_and_its_csv_hold_the_rows_it_names(page, server):
             expected.add(c.item)
     assert {r["image"] for r in rows} == expected and all(r["language"] == "de" for r in rows) and len(rows) == len(expected)
     assert f"{len(expected)} of" in page.locator("#find-status").inner_text()
+    # at 1024 px every rank column is wide enough for its number and a header of whole words (the table scrolls
+    # sideways rather than squeezing them to a letter per line)
+    widths = page.locator("#find-table th").evaluate_all(
+        "els => els.map(e => [e.innerText.trim(), e.getBoundingClientRect().width])")
+    ranks = [(name, w) for name, w in widths if name.startswith("rank")]
+    assert ranks and all(w >= 85 for _, w in ranks), widths
     # a row opens the instance
     if expected:
         page.locator("#find-table [role=gridcell]").locator("visible=true").first.click()

@@ -88,6 +88,14 @@ def noise_labels(world: World, item_id: str) -> str:
     return ", ".join(labels)
 
 
+def column_widths(columns: Sequence[str]) -> list[str]:
+    """Pixel widths for the finder's columns: the caption wraps in the one wide column; the rank, σ and u columns keep
+    room for a two-line header and a number, so at 1024 px they are readable and the table scrolls sideways instead
+    of squeezing them to a letter per line."""
+    fixed = {"image": 120, "language": 76, "caption": 280, "noise labels": 140}
+    return [f"{fixed.get(c, 92)}px" for c in columns]
+
+
 def instance_table(world: World, models: Sequence[str] | None = None) -> pd.DataFrame:
     """Every test instance x language: image, language, caption, a rank and σ column per model, UML u, noise labels."""
     chosen = [m.name for m in world.select_models(models or [m.name for m in main_models(world.model_list())] or world.model_names())]
@@ -276,7 +284,7 @@ def build_tab(world: World, page) -> None:
         rows, line = find(world, chosen, f)
         order = [""] + [f"{d} {c}" for c in rows.columns for d in ("↓", "↑")]
         labels = noise_choices(world)
-        return (line, rows.head(MAX_SHOWN), gr.update(choices=order), gr.update(choices=labels, info=noise_note(labels)),
+        return (line, gr.update(value=rows.head(MAX_SHOWN), column_widths=column_widths(rows.columns)), gr.update(choices=order), gr.update(choices=labels, info=noise_note(labels)),
                 gr.update(visible=False, value=None))
 
     find_outputs = [status, table, sort, noise, csv_file]
