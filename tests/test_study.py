@@ -311,3 +311,13 @@ def test_two_grid_commands_on_one_workspace_share_the_runs(tmp_path, monkeypatch
     assert ran == [first.label]  # the second run was never started here
     assert executors.attempts(second.folder()) == []  # nor recorded as an attempt of this command
     assert set(done) == {first.label, second.label} and done[second.label] == read_json(second.folder() / "result.json")
+
+
+def test_the_grid_may_take_fewer_curve_points_than_the_pilot(monkeypatch):
+    """grid_eval_every spaces a grid run's curve points; the pilot keeps eval_every (its published curves' spacing)."""
+    monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(train={"batch_size": 4}, steps=6, noise={"common": (0.0,)}, methods=("floor",),
+                                                        seeds=(0,), data="unused", eval_every=2, grid_eval_every=3, pilot_steps=8))
+    monkeypatch.setattr(study_grid, "steps_per_epoch", lambda world, batch_size: 2)
+    assert Run("tiny", "common", "floor", 0.0, 0).train_config().eval_every == 3
+    assert Run("tiny", "common", "floor", 0.0, 0, steps=8).train_config().eval_every == 2
+    assert PROTOCOL["flickr8k-ml"].curve_every(False) == PROTOCOL["flickr8k-ml"].eval_every  # unset: the pilot's spacing

@@ -51,6 +51,12 @@ class WorldProtocol:
     noise_draws: dict = field(default_factory=dict)  # setting -> noise rates also run with a second noisy-pair draw (noise seed 1)
     eval_every: int = 0  # steps between learning-curve points (validation SumR per language; ccr_core/training/curve.py)
     pilot_steps: int = 0  # the pilot's budget: long enough to see every method's curve flatten (:func:`pilot_runs`)
+    grid_eval_every: int = 0  # the grid's curve points (0: every eval_every steps, like the pilot); a validation costs
+    # about as much as dozens of frozen-encoder steps, so the grid may take fewer points than the pilot that chose its budget
+
+    def curve_every(self, pilot: bool) -> int:
+        """Steps between learning-curve points of a pilot run or of a grid run."""
+        return self.eval_every if pilot else (self.grid_eval_every or self.eval_every)
 
 
 PROTOCOL = {
@@ -189,7 +195,7 @@ class Run:
         method_config.update(proto.method_overrides.get(self.method, {}))
         method_config.update(dict(self.overrides))
         return TrainConfig(data=proto.data or self.world, method=self.method, noise=self.noise, noise_seed=self.noise_seed, seed=self.seed,
-                           epochs=epochs, max_steps=steps, patience=epochs + 1, halve_after=epochs + 1, eval_every=proto.eval_every,
+                           epochs=epochs, max_steps=steps, patience=epochs + 1, halve_after=epochs + 1, eval_every=proto.curve_every(bool(self.steps)),
                            method_config=method_config, **{**proto.train, **dict(self.train_overrides)})
 
     def folder(self, root: Path | None = None) -> Path:
