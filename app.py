@@ -167,6 +167,20 @@ def finish_background(world) -> None:
         log.info("training pairs ready (%.0f s in the background)", time.perf_counter() - start)
     except Exception:  # noqa: BLE001 -- the audit and experiment tabs show the error; search keeps working
         log.exception("preparing the training pairs failed")
+        return
+    warm_audit(world)
+
+
+def warm_audit(world) -> None:
+    """Each uncertainty model's scores of every training pair (the Audit tab and lesson step 4 open with them), computed
+    once in the background instead of on the first visitor's click; a no-op where shipped scores serve them."""
+    from ccr_core.dashboard import audit
+
+    for name in audit.uncertainty_models(world):
+        try:
+            audit.pair_uncertainty(world, world.model(name))
+        except Exception:  # noqa: BLE001 -- warming is an optimisation; the Audit tab computes (and reports) on demand
+            log.exception("warming the audit of %s failed", name)
 
 
 def launch(demo, world, host: str = "127.0.0.1", port: int = 7860, block: bool = True):

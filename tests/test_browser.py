@@ -424,6 +424,14 @@ def demo_server():
 
 
 def test_every_lesson_step_on_the_demo_world_shows_its_picture_whole(browser, demo_server):
+    walk_the_lesson(browser, demo_server, "start-here-demo")
+
+
+def walk_the_lesson(browser, server_info: dict, shot_name: str) -> None:
+    """Every Start here step of the server's world: no label codes, the step's own picture shown whole (not cropped,
+    not upscaled) and framed, step 1's rows in the order the text says, step 3's MRV the Leaderboard's figure, and
+    presenter mode's large type (issue 30, item 6)."""
+    demo_server = server_info
     pg = new_page(browser, demo_server["url"])
     try:
         open_tab(pg, "Start here")
@@ -449,13 +457,15 @@ def test_every_lesson_step_on_the_demo_world_shows_its_picture_whole(browser, de
                 lb = demo_server["world"]
                 from ccr_core.dashboard import leaderboard
 
-                mrv = leaderboard.model_result(lb, lb.model("baseline"))["mrv"]["mrv_mean"]
-                assert f"MRV = {mrv:.2f}" in text  # the Leaderboard's figure
+                model = next(m for m in lb.model_list() if m.method == "baseline" and f"For **{m.name}**" in pg.locator("#lesson-text").inner_html()
+                             or m.method == "baseline" and f"For {m.name} " in text)
+                mrv = leaderboard.model_result(lb, model)["mrv"]["mrv_mean"]
+                assert f"MRV = {mrv:.2f}" in text  # the Leaderboard's figure, of the baseline the step names
             if step == 4:
                 pg.wait_for_function("() => [...document.querySelectorAll('#lesson-gallery img')].every(i => i.complete && i.naturalWidth > 0)")
                 assert_whole(pg.locator("#lesson-gallery img").evaluate_all(WHOLE_PICTURE_JS))
             if step == 1:
-                shot(pg, "start-here-demo")
+                shot(pg, shot_name)
         pg.locator("#lesson-presenter input").check()  # presenter mode: large type, no page header
         pg.wait_for_function("() => document.body.classList.contains('ccr-presenter')")
         assert pg.locator("#header").is_hidden()
