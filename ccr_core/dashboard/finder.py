@@ -92,7 +92,7 @@ def column_widths(columns: Sequence[str]) -> list[str]:
     """Pixel widths for the finder's columns: the caption wraps in the one wide column; the rank, σ and u columns keep
     room for a two-line header and a number, so at 1024 px they are readable and the table scrolls sideways instead
     of squeezing them to a letter per line."""
-    fixed = {"image": 120, "language": 76, "caption": 280, "noise labels": 140}
+    fixed = {"image": 120, "language": 100, "caption": 280, "noise labels": 140}
     return [f"{fixed.get(c, 92)}px" for c in columns]
 
 
