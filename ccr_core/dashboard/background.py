@@ -4,6 +4,7 @@ empty once the work is done, so no page ever shows a status older than the work 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import threading
 import time
@@ -12,12 +13,16 @@ from dataclasses import dataclass, field
 import torch
 
 from ccr_core.features import TEST_SPLIT_SUFFIX
-from ccr_core.training.text_cache import build_text_cache
+from ccr_core.training.text_cache import build_text_cache, encoding_workers
 from ccr_core.training.train import prepare_workbench
 
 # The background passes keep to one torch thread, so the other core answers searches while they run
 # (a second thread that must wait for a busy core made query encoding 10-60x slower on 2 cores).
 BACKGROUND_THREADS = 1
+# ... but their text states, the bulk of the work, are encoded by this many single-threaded workers (one batch each at a
+# time): they use both cores, and a query thread still gets its share (no pool spin-waits for it); the throughput and a
+# query's latency during the work, with one and with this many workers: `python -m benchmarks text`.
+BACKGROUND_ENCODERS = max(1, min(2, os.cpu_count() or 1))
 
 
 @contextlib.contextmanager
@@ -103,7 +108,7 @@ def finish_caption_caches(world, progress: bool = False) -> None:
         for config, texts in list(work.pending.items()):
             bench = world.benches[config]
             work.begin(len(texts))
-            with torch_threads(BACKGROUND_THREADS):
+            with torch_threads(BACKGROUND_THREADS), encoding_workers(BACKGROUND_ENCODERS):
                 full = build_text_cache(bench.text_encoder, texts, bench.text_states.root, config.text_trainable_layers, config.text_prefix,
                                         progress=progress, on_progress=lambda done, total: work.progress(done, total))
             old = bench.text_states
@@ -133,7 +138,7 @@ def finish_training_caches(world, progress: bool = False) -> None:
         for config, cfg in list(work.pending.items()):
             work.begin(step=f"features of all {len(world.bundle.items):,} images and text states of the training captions")
             old = world.benches[config]
-            with torch_threads(BACKGROUND_THREADS):
+            with torch_threads(BACKGROUND_THREADS), encoding_workers(BACKGROUND_ENCODERS):
                 full = prepare_workbench(cfg, world.workspace, world.bundle, progress=progress, encoder=old.text_encoder,
                                          backbone=getattr(old, "visual_backbone", None))
             interim = old.features.root if old.features.root.name.endswith(TEST_SPLIT_SUFFIX) else None

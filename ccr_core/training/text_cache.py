@@ -11,12 +11,16 @@ length, and refused for any other.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import sys
+import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,6 +51,58 @@ def frozen_states(encoder, texts: Sequence[str], trainable_layers: int, prefix: 
     batch = encoder.tokenize(list(texts), prefix=prefix)
     hidden = encoder.infer_states(batch["input_ids"], batch["attention_mask"], skip_top=max(0, trainable_layers))
     return hidden, batch["attention_mask"].bool().to(hidden.device)
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def encoding_workers(workers: int):
+    """Text-state builds this thread starts inside the block encode with ``workers`` threads of one torch (and ONNX
+    Runtime) thread each, every thread a batch at a time: on a machine whose other work is light (the dashboard's
+    background passes) they use every core without the spin-waiting of one multi-threaded pool, which starves a query
+    thread. The states are the same (each batch is encoded alone, whichever thread runs it; a thread count may change
+    float rounding, as it does for any build)."""
+    before = getattr(_local, "workers", 1)
+    _local.workers = max(1, int(workers))
+    try:
+        yield
+    finally:
+        _local.workers = before
+
+
+def _single_threaded() -> None:
+    torch.set_num_threads(1)  # per OS thread (OpenMP keeps the count per thread): this worker's ops stay on one core
+
+
+def encoded_batches(encoder, texts: Sequence[str], batch_size: int, trainable_layers: int, prefix: str, workers: int = 1):
+    """``(rows, (hidden, mask))`` for consecutive batches of ``texts``, in order; ``workers`` > 1 runs up to that many
+    batches' frozen layers at once on single-threaded workers. Tokenising stays on the calling thread (a fast tokenizer
+    is not safe to call from two threads at once), and the first batch runs alone, so a lazily built ONNX session is
+    built once."""
+    batches = [texts[b : b + batch_size] for b in range(0, len(texts), batch_size)]
+    if workers <= 1 or len(batches) <= 1:
+        for rows in batches:
+            yield rows, frozen_states(encoder, rows, trainable_layers, prefix)
+        return
+    skip = max(0, trainable_layers)
+
+    def submit(pool, rows):
+        batch = encoder.tokenize(list(rows), prefix=prefix)
+        mask = batch["attention_mask"]
+        return rows, mask, pool.submit(encoder.infer_states, batch["input_ids"], mask, skip_top=skip)
+
+    with ThreadPoolExecutor(workers, initializer=_single_threaded, thread_name_prefix="text-states") as pool:
+        flight = deque([submit(pool, batches[0])])
+        upcoming = iter(batches[1:])
+        while flight:
+            rows, mask, future = flight.popleft()
+            hidden = future.result()
+            for nxt in upcoming:  # refill: up to 2 batches per worker in flight
+                flight.append(submit(pool, nxt))
+                if len(flight) >= 2 * workers:
+                    break
+            yield rows, (hidden, mask.bool().to(hidden.device))
 
 
 class TextTop(nn.Module):
@@ -150,13 +206,12 @@ def _build_text_cache(encoder, texts, out_dir: Path, trainable_layers, prefix, b
     encoder.eval()
     started = last_flush = time.perf_counter()
     announced = False
-    for b in range(0, len(missing), batch_size):
-        rows = missing[b : b + batch_size]
-        hidden, mask = frozen_states(encoder, rows, trainable_layers, prefix)
+    done = 0
+    for rows, (hidden, mask) in encoded_batches(encoder, missing, batch_size, trainable_layers, prefix, getattr(_local, "workers", 1)):
         pending += [hidden[k, mask[k]].to(torch.float16).numpy() for k in range(len(rows))]
         pending_texts += rows
         bar.update(len(rows))
-        done = b + len(rows)
+        done += len(rows)
         if on_progress is not None:
             on_progress(done, len(missing))
         elapsed = time.perf_counter() - started
