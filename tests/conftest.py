@@ -2,6 +2,7 @@
 are missing, but fail in CI, where .ci/run sets CCR_REQUIRE_SHARED_DATA=1 and CCR_REQUIRE_BROWSER=1."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -35,6 +36,19 @@ def chromium() -> str:
     if not (Path(path).exists() or shutil.which(path)):
         _missing(f"chromium ({path})", "CCR_REQUIRE_BROWSER")
     return path
+
+
+def cut_bundle(full, out: Path, per_split: dict) -> Path:
+    """``full`` (a loaded bundle) cut to the first ``per_split[split]`` images of each split, with their captions and
+    noise labels: a real world small enough for a browser test's app to encode in seconds."""
+    from ccr_core.data.bundle import save_bundle
+
+    kept = [item for split, n in per_split.items() for item in full.items_in(split, "image")[:n]]
+    ids = {it.id for it in kept}
+    captions = [c for c in full.captions if c.item in ids]
+    names = {c.id for c in captions}
+    manifest = dataclasses.replace(full.manifest, image_root=str(full.image_root.resolve()))  # the pictures stay where they are
+    return save_bundle(out, manifest, kept, captions, {k: v for k, v in full.noise.items() if k in names})
 
 
 def make_tiny_bundle(root: Path, n_images: int = 10, n_videos: int = 0, frames: int = 3, langs=("en", "de"), with_mt: bool = False) -> Path:

@@ -407,9 +407,17 @@ def assert_whole(boxes: list[dict]) -> None:
         assert b["w"] <= b["nw"] + 1, b  # never upscaled
 
 
+DEMO_CUT = {"train": 80, "val": 20, "test": 150}  # images per split of the demo world the browser tests open
+
+
 @pytest.fixture(scope="module")
-def demo_server():
-    """The app on the demo world (built by `make demo`, which `make test` runs first)."""
+def demo_server(tmp_path_factory):
+    """The app on the demo world (built by `make demo`, which `make test` runs first), cut to :data:`DEMO_CUT` images
+    with their captions and noise labels, with the shipped demo-world models: the test captions of the whole world
+    took the app most of two minutes to encode in CI; these take seconds."""
+    from conftest import cut_bundle
+
+    from ccr_core.data.bundle import load_bundle
     from ccr_core.paths import CHECKPOINTS_DIR, workspace_dir
 
     bundle = workspace_dir() / "bundles" / "demo-world"
@@ -417,8 +425,10 @@ def demo_server():
         if os.environ.get("CI") == "true":
             pytest.fail(f"the demo world is required in CI but missing at {bundle}", pytrace=False)
         pytest.skip(f"the demo world is not built ({bundle}); `make demo` builds it")
-    app, world, demo, url = start_server({"bundle": bundle, "checkpoints": CHECKPOINTS_DIR / "demo-world", "workspace": workspace_dir()})
-    world.captions_ready.wait()
+    root = tmp_path_factory.mktemp("demo-cut")
+    cut = cut_bundle(load_bundle(bundle), root / "demo-world", DEMO_CUT)
+    app, world, demo, url = start_server({"bundle": cut, "checkpoints": CHECKPOINTS_DIR / "demo-world", "workspace": root / "ws"})
+    app.finish_background(world)  # test captions, training pairs and the audit's scores, as the app does after start
     yield {"world": world, "url": url}
     demo.close()
 

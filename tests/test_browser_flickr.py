@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import cut_bundle
 from test_browser import browser, walk_the_lesson  # noqa: F401  (fixture: one browser for this module)
 
 pytestmark = [pytest.mark.browser, pytest.mark.shared_data]
 
 PER_SPLIT = {"train": 60, "val": 10, "test": 60}  # photos kept per split
-
-
-def cut_bundle(full, out, per_split: dict):
-    """``full`` (a loaded bundle) restricted to the first ``per_split[split]`` images of each split and their captions."""
-    from ccr_core.data.bundle import save_bundle
-
-    kept = []
-    for split, n in per_split.items():
-        kept += full.items_in(split, "image")[:n]
-    ids = {it.id for it in kept}
-    captions = [c for c in full.captions if c.item in ids]
-    names = {c.id for c in captions}
-    noise = {k: v for k, v in full.noise.items() if k in names}
-    return save_bundle(out, full.manifest, kept, captions, noise)
 
 
 @pytest.fixture(scope="module")
