@@ -32,9 +32,10 @@ from ccr_core.eval.tables import detector_table, markdown_table
 from ccr_core.features import FeatureCacheError, cache_dir_for, describe, extract_features, import_precomputed
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
 from ccr_core.methods import METHODS, load_plugins, method_sort_key
-from ccr_core.paths import RESULT_FILE, RESULTS_FILE, bundle_dir, cache_dir, shared_data_dir, workspace_dir
+from ccr_core.paths import CHECKPOINTS_DIR, RESULT_FILE, RESULTS_FILE, bundle_dir, cache_dir, shared_data_dir, workspace_dir
 from ccr_core.training.checkpoint import CheckpointError, verify_checkpoint, weights_sha256
 from ccr_core.training.config import TrainConfig
+from ccr_core.training.image_cache import first_trained_block
 from ccr_core.training.inference import load_trained
 from ccr_core.training.text_cache import TextCacheError
 from ccr_core.training.train import train
@@ -71,8 +72,9 @@ def cmd_prepare_models(args) -> int:
     if runtime.mode() != "torch":  # export and check the ONNX copies now, so the first extraction does not
         # What the copies were made from; when unchanged, `make run` does not reload e5 to check again
         # (every session is still checked against PyTorch on a probe input when it is opened).
+        bottoms = shipped_first_blocks(lite0)
         stamp = {"format": runtime.FORMAT, "onnxruntime": runtime.version(), "lite0": lite0.weights_hash(),
-                 "e5": (read_conversion_record(folder) or {}).get("files")}
+                 "e5": (read_conversion_record(folder) or {}).get("files"), "lite0_bottoms": bottoms}
         stamp_path = runtime.onnx_dir() / "prepared.json"
         try:
             same = read_json(stamp_path) == stamp and len(list(runtime.onnx_dir().glob("*.onnx"))) >= 2
@@ -82,12 +84,27 @@ def cmd_prepare_models(args) -> int:
             print(f"ONNX Runtime {runtime.version()}: copies of efficientnet-lite0 and e5-small ready ({runtime.onnx_dir()})")
             return 0
         text = load_text_encoder("e5-small").eval()
-        ready = {"efficientnet-lite0": lite0.prepare_runtime(), "e5-small": text.prepare_runtime()}
+        ready = {"efficientnet-lite0": lite0.prepare_runtime(), "e5-small": text.prepare_runtime(),
+                 **{f"efficientnet-lite0 below block {b}": lite0.bottom_session(b) is not None for b in bottoms}}
         state = ", ".join(f"{name} {'ready' if ok else 'in PyTorch'}" for name, ok in ready.items())
         print(f"ONNX Runtime {runtime.version() or '(not installed)'}: {state} ({runtime.onnx_dir()})")
         if all(ready.values()):
             write_json_atomic(stamp_path, stamp)
     return 0
+
+
+def shipped_first_blocks(lite0) -> list[int]:
+    """The first fine-tuned EfficientNet block of each shipped checkpoint with a fine-tuned image top (its gallery's
+    frozen bottom is exported with the other ONNX copies, so a fresh workspace's first open does not export it)."""
+    blocks = set()
+    for config in CHECKPOINTS_DIR.glob("*/*/config.json"):
+        try:
+            tuned = int(read_json(config).get("visual_trainable_blocks") or 0)
+        except (OSError, ValueError, TypeError):
+            continue
+        if tuned > 0:
+            blocks.add(first_trained_block(lite0, tuned))
+    return sorted(blocks)
 
 
 def cmd_features(args) -> int:

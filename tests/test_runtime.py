@@ -59,6 +59,22 @@ def test_lite0_runs_in_onnx_with_pytorchs_features(lite0, onnx_dir):
     assert record["source"]["weights_sha256"] == lite0.weights_hash() and record["opset"] == runtime.OPSET
 
 
+@pytest.mark.parametrize("first_block", [14, 5])
+def test_lite0_feature_maps_below_a_fine_tuned_top_run_in_onnx_with_pytorchs_numbers(lite0, onnx_dir, first_block):
+    """The frozen bottom under trainable_image_blocks (a fine-tuned model's gallery and feature-map cache) in ONNX
+    Runtime: the maps PyTorch computes, from an export of its own keyed by the block."""
+    from ccr_core.backbones.vision import _eager_feature_map, efficientnet_feature_map
+
+    x = _images()
+    got = efficientnet_feature_map(_fresh(lite0), x, first_block)
+    assert lite0._bottom_sessions[(first_block, torch.get_num_threads())] is not None, "the ONNX session was not used"
+    want = _eager_feature_map(lite0, x, first_block)
+    assert got.shape == want.shape and got.shape[0] == 3 and got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4) and want.abs().max() > 0.5
+    record = json.loads(next(onnx_dir.glob(f"efficientnet-lite0-*-below{first_block}.json")).read_text())
+    assert record["source"]["first_block"] == first_block
+
+
 @pytest.mark.parametrize("skip_top", [0, 2])
 def test_e5_states_in_onnx_equal_pytorchs(e5, onnx_dir, skip_top, monkeypatch):
     texts = ["query: Ein Hund rennt durch den Schnee .", "query: 一个小女孩在爬楼梯", "query: a man",
@@ -165,3 +181,15 @@ def test_a_single_query_runs_in_pytorch(lite0, e5, onnx_dir, monkeypatch):
     e5.infer_states(batch["input_ids"], batch["attention_mask"])
     assert getattr(lite0, "_onnx", None) is None and not e5.__dict__.get("_onnx_sessions")
     assert not list(onnx_dir.glob("*.onnx"))
+
+
+def test_prepare_models_covers_the_bottom_of_every_shipped_fine_tuned_image_top(lite0):
+    """`ccr prepare-models` exports the frozen bottom under each shipped fine-tuned image top (the flickr8k-ml *-ft
+    models train the last 2 of Lite0's 16 blocks), so a fresh workspace's first open does not export it."""
+    from ccr_core.cli import shipped_first_blocks
+    from ccr_core.io import read_json
+    from ccr_core.paths import CHECKPOINTS_DIR
+
+    tuned = {int(read_json(c).get("visual_trainable_blocks") or 0) for c in CHECKPOINTS_DIR.glob("*/*/config.json")} - {0}
+    assert tuned, "no shipped checkpoint fine-tunes its image top"
+    assert shipped_first_blocks(lite0) == sorted(len(lite0.net._blocks) - t for t in tuned)

@@ -179,8 +179,29 @@ class EfficientNetLite0(VisualBackbone):
             state = self._onnx = (torch.get_num_threads(), session)
         return state[1]
 
-    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): a changed backbone drops its session
+    def bottom_session(self, first_block: int):
+        """The verified ONNX session of the frozen network below block ``first_block`` (stem + blocks ``0 ..
+        first_block - 1``: :func:`efficientnet_feature_map`'s maps, for a fine-tuned top), built once per process and
+        thread count, or None (PyTorch)."""
+        if runtime.mode() == "torch":
+            return None
+        sessions = self.__dict__.setdefault("_bottom_sessions", {})
+        key = (first_block, torch.get_num_threads())
+        if key not in sessions:
+            size = self.image_size
+            sessions[key] = runtime.session_or_none(
+                f"{self.name} below block {first_block}", build=lambda: _Lite0Bottom(_export_copy(self.net), first_block),
+                key=f"efficientnet-lite0-{self.weights_hash()[:16]}-below{first_block}",
+                example={"images": torch.zeros(1, 3, size, size)}, output="maps",
+                dynamic_axes={"images": {0: "batch"}, "maps": {0: "batch"}},
+                source={"weights_sha256": self.weights_hash(), "first_block": first_block},
+                reference=lambda images: _eager_feature_map(self, images, first_block),
+                probe={"images": torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))})
+        return sessions[key]
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .half(): a changed backbone drops its sessions
         self._onnx = None
+        self.__dict__.pop("_bottom_sessions", None)
         return super()._apply(fn, *args, **kwargs)
 
     @torch.no_grad()
@@ -198,6 +219,21 @@ class _Lite0Features(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(images).mean(dim=(2, 3))
+
+
+class _Lite0Bottom(torch.nn.Module):
+    """What is exported to ONNX for a fine-tuned top: the frozen stem and blocks below ``first_block`` (NCHW input)."""
+
+    def __init__(self, net: torch.nn.Module, first_block: int):
+        super().__init__()
+        self.net, self.first_block = net, first_block
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        h = net._swish(net._bn0(net._conv_stem(images)))
+        for block in net._blocks[: self.first_block]:
+            h = block(h)
+        return h
 
 
 def _export_copy(net: torch.nn.Module) -> torch.nn.Module:
@@ -220,10 +256,23 @@ def efficientnet_feature_map(backbone, images: torch.Tensor, first_block: int) -
     """The frozen network's feature map at the input of block ``first_block`` (eval mode, no drop-connect):
     stem, then blocks ``0 .. first_block - 1``. images (B, 3, S, S) preprocessed -> (B, C, H, W);
     for Lite0 at 224 px, block 12's input is (B, 192, 7, 7) and block 0's (B, 32, 112, 112)."""
-    net = backbone.net
     blocks = efficientnet_blocks(backbone)
     if not 0 <= first_block <= len(blocks):
         raise ValueError(f"first_block must be in 0..{len(blocks)}, got {first_block}")
+    # Many images on the CPU (a feature-map cache, a gallery): the verified ONNX copy of this bottom, as ``infer`` does
+    # for the whole network; one picture, a GPU or CCR_RUNTIME=torch: PyTorch.
+    eligible = (isinstance(backbone, EfficientNetLite0) and images.device.type == "cpu" and images.shape[0] >= runtime.MIN_BATCH
+                and runtime.on_cpu(backbone))
+    session = backbone.bottom_session(first_block) if eligible else None
+    if session is not None:
+        return torch.from_numpy(session(images=images.detach().float().contiguous().numpy()))  # (B, C, H, W)
+    return _eager_feature_map(backbone, images, first_block)
+
+
+@torch.no_grad()
+def _eager_feature_map(backbone, images: torch.Tensor, first_block: int) -> torch.Tensor:
+    net = backbone.net
+    blocks = efficientnet_blocks(backbone)
     h = net._swish(net._bn0(net._conv_stem(images)))  # (B, 32, S/2, S/2)
     for block in blocks[:first_block]:
         h = block(h)
