@@ -195,7 +195,7 @@ class EfficientNetLite0(VisualBackbone):
                 example={"images": torch.zeros(1, 3, size, size)}, output="maps",
                 dynamic_axes={"images": {0: "batch"}, "maps": {0: "batch"}},
                 source={"weights_sha256": self.weights_hash(), "first_block": first_block},
-                reference=lambda images: _eager_feature_map(self, images, first_block),
+                reference=lambda images: _stem_and_blocks(self.net, images, first_block),
                 probe={"images": torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))})
         return sessions[key]
 
@@ -229,11 +229,7 @@ class _Lite0Bottom(torch.nn.Module):
         self.net, self.first_block = net, first_block
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        h = net._swish(net._bn0(net._conv_stem(images)))
-        for block in net._blocks[: self.first_block]:
-            h = block(h)
-        return h
+        return _stem_and_blocks(self.net, images, self.first_block)
 
 
 def _export_copy(net: torch.nn.Module) -> torch.nn.Module:
@@ -266,15 +262,13 @@ def efficientnet_feature_map(backbone, images: torch.Tensor, first_block: int) -
     session = backbone.bottom_session(first_block) if eligible else None
     if session is not None:
         return torch.from_numpy(session(images=images.detach().float().contiguous().numpy()))  # (B, C, H, W)
-    return _eager_feature_map(backbone, images, first_block)
+    return _stem_and_blocks(backbone.net, images, first_block)
 
 
-@torch.no_grad()
-def _eager_feature_map(backbone, images: torch.Tensor, first_block: int) -> torch.Tensor:
-    net = backbone.net
-    blocks = efficientnet_blocks(backbone)
+def _stem_and_blocks(net: torch.nn.Module, images: torch.Tensor, first_block: int) -> torch.Tensor:
+    """An EfficientNet's stem, then its blocks ``0 .. first_block - 1`` (in PyTorch; also what is exported to ONNX)."""
     h = net._swish(net._bn0(net._conv_stem(images)))  # (B, 32, S/2, S/2)
-    for block in blocks[:first_block]:
+    for block in net._blocks[:first_block]:
         h = block(h)
     return h
 

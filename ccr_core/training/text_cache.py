@@ -48,7 +48,11 @@ def _layers(encoder) -> nn.ModuleList:
 def frozen_states(encoder, texts: Sequence[str], trainable_layers: int, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Token states after the frozen layers of ``encoder``: ((B, L, D) float, (B, L) bool mask).
     (``encoder.infer_states``: in ONNX Runtime on the CPU where it is installed, else PyTorch.)"""
-    batch = encoder.tokenize(list(texts), prefix=prefix)
+    return _infer(encoder, encoder.tokenize(list(texts), prefix=prefix), trainable_layers)
+
+
+def _infer(encoder, batch: dict, trainable_layers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`frozen_states` of an already tokenised batch."""
     hidden = encoder.infer_states(batch["input_ids"], batch["attention_mask"], skip_top=max(0, trainable_layers))
     return hidden, batch["attention_mask"].bool().to(hidden.device)
 
@@ -85,24 +89,20 @@ def encoded_batches(encoder, texts: Sequence[str], batch_size: int, trainable_la
         for rows in batches:
             yield rows, frozen_states(encoder, rows, trainable_layers, prefix)
         return
-    skip = max(0, trainable_layers)
-
     def submit(pool, rows):
-        batch = encoder.tokenize(list(rows), prefix=prefix)
-        mask = batch["attention_mask"]
-        return rows, mask, pool.submit(encoder.infer_states, batch["input_ids"], mask, skip_top=skip)
+        return rows, pool.submit(_infer, encoder, encoder.tokenize(list(rows), prefix=prefix), trainable_layers)
 
     with ThreadPoolExecutor(workers, initializer=_single_threaded, thread_name_prefix="text-states") as pool:
         flight = deque([submit(pool, batches[0])])
         upcoming = iter(batches[1:])
         while flight:
-            rows, mask, future = flight.popleft()
-            hidden = future.result()
+            rows, future = flight.popleft()
+            states = future.result()
             for nxt in upcoming:  # refill: up to 2 batches per worker in flight
                 flight.append(submit(pool, nxt))
                 if len(flight) >= 2 * workers:
                     break
-            yield rows, (hidden, mask.bool().to(hidden.device))
+            yield rows, states
 
 
 class TextTop(nn.Module):
