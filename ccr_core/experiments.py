@@ -4,6 +4,7 @@
     python -m ccr_core.experiments --world flickr8k-ml         # the real-photo grid
     python -m ccr_core.experiments --world demo-world --pilot  # seed 0 of every method at a long budget: the learning curves
     python -m ccr_core.experiments --world demo-world --publish  # the workspace's records into results/, RESULTS.md, README
+    python -m ccr_core.experiments --world demo-world --steps 738   # the grid at another budget (before the protocol moves to it)
     python -m ccr_core.experiments --world demo-world --budget # time a few steps per method, print the grid's cost
     python -m ccr_core.experiments --world demo-world --ship   # copy each method's seed-0 model into checkpoints/
     python -m ccr_core.experiments --world flickr8k-ml --ablations  # one config change per stated cause of a gap
@@ -22,6 +23,7 @@ workspace's records into ``results/`` (refusing to replace a committed record wh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -31,6 +33,7 @@ from pathlib import Path
 from ccr_core.study import executors
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
 from ccr_core.methods import PLUGIN_ENV, REFERENCE, load_plugins, method_sort_key
+from ccr_core import paths
 from ccr_core.paths import REPO_ROOT
 from ccr_core.study import grid as study_grid
 from ccr_core.study import records
@@ -96,9 +99,24 @@ def write_protocol_results(world: str) -> list[dict]:
     return _merge_into("protocol", world, runner.collect(world))
 
 
+def collect_workspace(world: str) -> None:
+    """The world's finished run folders of every kind (grid, pilot, ablations, fine-tuned) merged into the workspace's
+    record files, so that runs of a grid or pilot still under way (or killed) can be published."""
+    if not (paths.workspace_dir() / "runs").is_dir():
+        return
+    write_protocol_results(world)
+    _merge_into("pilot", world, runner._finished(study_grid.pilot_runs(world), None))
+    _merge_into("ablations", world, runner.collect_ablations(world))
+    if world in study_grid.FINE_TUNED:
+        _merge_into("fine-tuned", world, runner.collect_fine_tuned(world))
+
+
 def publish(worlds, replace: bool = False) -> list[Path]:
-    """Every kind of record of ``worlds`` from the workspace into ``results/`` (:func:`ccr_core.study.records.publish`);
-    all kinds are checked before any is written, so a conflict writes nothing."""
+    """Every kind of record of ``worlds`` from the workspace into ``results/`` (:func:`ccr_core.study.records.publish`),
+    with the finished run folders collected first (:func:`collect_workspace`); all kinds are checked before any is
+    written, so a conflict writes nothing."""
+    for world in worlds:
+        collect_workspace(world)
     return records.publish_all([(kind, world) for world in worlds for kind in records.KINDS], replace=replace)
 
 
@@ -220,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fine-tuned", action="store_true", help="run the world's fine-tuned setting (study.grid.FINE_TUNED: every method "
                         "in the common encoder with backbone tops trained, seed 0 unless --seeds) into results/fine-tuned-<world>.json; "
                         "with --ship, those models replace the frozen ones in checkpoints/<world>/ (the frozen floor and baseline-en stay)")
+    parser.add_argument("--steps", type=int, metavar="N", help="the grid's budget (and its ablations' and fine-tuned runs') instead of the "
+                        "protocol's: to collect the runs of a new budget (chosen by the pilot) before the protocol moves to it. "
+                        "Their records are published beside the others; tables show only the protocol's budget")
+    parser.add_argument("--curve-every", type=int, metavar="N", help="steps between the grid's learning-curve points (default: the protocol's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import a module that registers methods (for --methods)")
     executors.add_arguments(parser)
@@ -229,6 +251,19 @@ def main(argv: list[str] | None = None) -> int:
 
         load_plugins(args.plugin)
         os.environ[PLUGIN_ENV] = ",".join(filter(None, [os.environ.get(PLUGIN_ENV, ""), *args.plugin]))  # and in every worker
+    if args.steps is not None or args.curve_every is not None:
+        if not args.world:
+            parser.error("--steps and --curve-every need --world")
+        if args.pilot or args.ship:
+            parser.error("--steps sets the budget of runs collected before the protocol moves to it; the pilot's budget is "
+                         "study.grid.PROTOCOL's pilot_steps, and --ship ships the protocol's budget")
+        if any(n is not None and n < 1 for n in (args.steps, args.curve_every)):
+            parser.error("--steps and --curve-every must be at least 1")
+        protocol = dict(study_grid.PROTOCOL)  # put back before the tables are written: they show the protocol's budget
+        for world in args.world:
+            proto = study_grid.PROTOCOL[world]
+            study_grid.PROTOCOL[world] = dataclasses.replace(proto, steps=args.steps or proto.steps,
+                                                             grid_eval_every=args.curve_every or proto.grid_eval_every)
     narrow = {"methods": args.methods, "settings": args.settings, "seeds": args.seeds, "noise": args.noise, "draws": args.draws}
     if args.budget:
         for world in args.world:
@@ -260,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         except records.PublishConflict as exc:
             print(f"not published: {exc}", file=sys.stderr)
             return 2
+    if args.steps is not None or args.curve_every is not None:
+        study_grid.PROTOCOL.update(protocol)
     if args.plots:
         for path in write_plots(records.repo_results_dir(), WORLDS):
             print(f"wrote {path}")

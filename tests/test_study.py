@@ -321,3 +321,62 @@ def test_the_grid_may_take_fewer_curve_points_than_the_pilot(monkeypatch):
     assert Run("tiny", "common", "floor", 0.0, 0).train_config().eval_every == 3
     assert Run("tiny", "common", "floor", 0.0, 0, steps=8).train_config().eval_every == 2
     assert PROTOCOL["flickr8k-ml"].curve_every(False) == PROTOCOL["flickr8k-ml"].eval_every  # unset: the pilot's spacing
+
+
+def test_a_new_workspace_goes_on_from_the_committed_records(tmp_path, monkeypatch, capsys):
+    """Published records survive a lost workspace: in a fresh one the grid restores each committed run instead of
+    training it again (a run of another config is not restored), publishing collects run folders of a grid or pilot
+    still under way, and a restored run's model is trained again only when it is needed (to ship), with its numbers."""
+    bundle = make_tiny_bundle(tmp_path / "bundle", n_images=45, langs=("en", "de", "fr"), with_mt=True)
+    monkeypatch.setitem(PROTOCOL, "tiny", WorldProtocol(
+        train={"batch_size": 4, "lr": 1e-3, "targets_per_batch": 0, "text_backbone": "tiny-text", "visual_backbone": "tiny-visual"},
+        steps=3, noise={"common": (0.0,), "published": ()}, methods=("floor", "uml"), seeds=(0,), data=str(bundle),
+        eval_every=2, pilot_steps=4))
+    from ccr_core import experiments
+    from ccr_core.io import read_json
+
+    monkeypatch.setattr(records, "repo_results_dir", lambda: tmp_path / "results")
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "first"))
+    first, second = study_grid.grid("tiny")
+    runner.run_one(first, runner.Workbenches(progress=False), progress=False)  # the grid killed after its first run
+    pilot = study_grid.pilot_runs("tiny", methods=("floor",))[0]
+    runner.run_one(pilot, runner.Workbenches(progress=False), progress=False)  # one pilot run of several
+    experiments.publish(["tiny"])
+    committed = read_json(tmp_path / "results" / "protocol-tiny.json")
+    assert [r["method"] for r in committed] == ["floor"] and len(read_json(tmp_path / "results" / "pilot-tiny.json")) == 1
+
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "second"))  # the workspace is lost
+    trained = []
+    real = runner.train_and_score
+    monkeypatch.setattr(runner, "train_and_score", lambda run, *a, **k: trained.append(run.label) or real(run, *a, **k))
+    results = experiments.run_grid("tiny", progress=False)
+    assert trained == [second.label]  # the committed run is restored, not trained
+    assert {r["method"] for r in results} == {"floor", "uml"}
+    restored = read_json(first.folder() / "result.json")
+    assert restored == committed[0] and read_json(first.folder() / runner.RESTORED_FILE)["from"].endswith("protocol-tiny.json")
+    assert not (first.folder() / "last").exists()
+    # another budget is another run: its committed neighbour is not taken for it
+    assert runner.committed_record(Run("tiny", "common", "floor", 0.0, 0, steps=5)) is None
+    # the restored run's model, when needed, is trained here and repeats the committed numbers
+    runner.ensure_model(first, runner.Workbenches(progress=False), progress=False)
+    assert trained[-1] == first.label and (first.folder() / "last" / "manifest.json").exists()
+    assert records.numbers(read_json(first.folder() / "result.json")) == records.numbers(committed[0])
+    assert "other numbers" not in capsys.readouterr().out
+
+
+def test_steps_runs_the_grid_at_another_budget_and_the_tables_keep_the_protocols(monkeypatch):
+    """--steps N collects a new budget's runs (and publishes them) while the tables still show the protocol's budget."""
+    from ccr_core import experiments
+
+    seen = {}
+    monkeypatch.setattr(experiments, "run_grid", lambda world, **k: seen.update(grid=(PROTOCOL[world].steps, PROTOCOL[world].grid_eval_every)))
+    monkeypatch.setattr(experiments, "publish", lambda worlds, replace=False: seen.update(publish=PROTOCOL["demo-world"].steps) or [])
+    monkeypatch.setattr(experiments, "write_results_md", lambda: seen.update(tables=PROTOCOL["demo-world"].steps) or "RESULTS.md")
+    monkeypatch.setattr(experiments, "write_readme_table", lambda: "README.md")
+    protocol = PROTOCOL["demo-world"]
+    assert experiments.main(["--world", "demo-world", "--steps", "738", "--curve-every", "82", "--quiet"]) == 0
+    assert seen == {"grid": (738, 82)} and PROTOCOL["demo-world"] == protocol
+    assert experiments.main(["--world", "demo-world", "--steps", "738", "--curve-every", "82", "--publish"]) == 0
+    assert seen["publish"] == 738 and seen["tables"] == protocol.steps
+    with pytest.raises(SystemExit):
+        experiments.main(["--world", "demo-world", "--steps", "738", "--ship"])

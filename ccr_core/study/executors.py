@@ -1,12 +1,12 @@
 """Where the comparison grid's runs execute: one after another in this process (``local``, the default), or as
 independent Ray tasks on a cluster (``ray``), each with its CPU/GPU needs.
 
-Both executors do the same thing per run -- :func:`execute` on a :class:`RunSpec` -- and leave the same
-resumable run folder (``ccr_core.study.runner``): a finished run (its ``result.json``) is never redone, a killed one
-resumes from ``last/``. A Ray task gets everything it needs in its arguments (the run, its world's protocol, the
-workspace, the plugins, the torch thread count) rather than from module globals of the driver, so a grid defined
-or patched in the driver runs the same on every node. With the same thread count a run's numbers do not depend
-on where it ran (the tables are bit for bit those of the local executor, training seconds aside).
+Both executors do the same thing per run -- :func:`execute` on a :class:`RunSpec` -- and leave the same resumable run
+folder (``ccr_core.study.runner``): a finished run (its ``result.json``, or its record committed in ``results/``) is
+never redone, a killed one resumes from ``last/``. A Ray task gets everything it needs in its arguments (the run, its
+world's protocol, the workspace, the plugins, the torch thread count) rather than from module globals of the driver,
+so a grid defined or patched in the driver runs the same on every node. With the same thread count a run's numbers do
+not depend on where it ran (the tables are bit for bit those of the local executor, training seconds aside).
 
 Every attempt at a run appends a line to ``<run folder>/attempts.jsonl`` (host, process, node, executor), so a
 retried run says so. Ray retries a task whose worker died or that raised, ``retries`` times; a run that still
@@ -105,9 +105,9 @@ def execute(spec: RunSpec, benches: "runner.Workbenches | None" = None, executor
         if str(folder) != spec.folder:
             raise RuntimeError(f"{run.label}: this process computes run folder {folder}, the driver {spec.folder} "
                                "(a different ccr_core, plugin or bundle here?)")
-        if (folder / RESULT_FILE).exists():
+        if (record := runner.finished_record(run)) is not None:  # trained here, or committed in results/
             now = time.time()
-            return {"result": read_json(folder / RESULT_FILE), "seconds": 0.0, "attempt": 0, "started": now, "finished": now}
+            return {"result": record, "seconds": 0.0, "attempt": 0, "started": now, "finished": now}
         attempt = _record_attempt(folder, executor)
         if benches is None:
             key = (spec.workspace, repr(spec.world))
@@ -162,7 +162,7 @@ class LocalExecutor:
         benches = runner.Workbenches(progress)
         done, elsewhere = {}, []
         for k, run in enumerate(runs, 1):
-            if (run.folder() / RESULT_FILE).exists():
+            if runner.finished_record(run) is not None:  # trained here, or its committed record restored
                 continue
             with try_file_lock(run.folder() / RUN_LOCK) as mine:
                 if not mine:
@@ -214,7 +214,7 @@ class RayExecutor:
     def run(self, runs: list, progress: bool = True) -> dict[str, dict]:
         """Every run not finished yet, as Ray tasks; return ``{label: result}`` of those that finished now. Failures
         (after the retries) are kept in :attr:`failed` and reported; the other runs go on."""
-        todo = [run for run in runs if not (run.folder() / RESULT_FILE).exists()]
+        todo = [run for run in runs if runner.finished_record(run) is None]
         if not todo:
             return {}
         ray = self._connect()

@@ -199,12 +199,16 @@ class Run:
                            method_config=method_config, **{**proto.train, **dict(self.train_overrides)})
 
     def folder(self, root: Path | None = None) -> Path:
-        cfg = asdict(self.train_config())
-        digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+        digest = config_digest(asdict(self.train_config()))
         root = root or workspace_dir() / "runs" / ("pilot" if self.steps else "protocol")
         method = f"{self.method}+{self.variant}" if self.variant else self.method
         draw = f"-draw{self.noise_seed}" if self.noise_seed else ""
         return root / self.world / self.setting / method / f"noise{self.noise:g}{draw}-seed{self.seed}-{digest}"
+
+
+def config_digest(train_config: dict) -> str:
+    """The short hash of a training config that names a run's folder (a record's ``train_config`` gives its run's)."""
+    return hashlib.sha256(json.dumps(train_config, sort_keys=True).encode()).hexdigest()[:8]
 
 
 _EPOCH_STEPS: dict = {}

@@ -207,15 +207,15 @@ def run_key(record: dict) -> tuple:
             record.get("noise_seed", 0), record["seed"], scored_steps(record))
 
 
-VOLATILE = ("train_seconds", "eval_seconds", "seconds", "curve_seconds", "captions_per_s")
+VOLATILE = ("train_seconds", "eval_seconds", "seconds", "curve_seconds", "captions_per_s", "torch_threads")
 
 
-def _numbers(record):
+def numbers(record):
     """A record without its measured times (what must be equal for two records of a run to be the same result)."""
     if isinstance(record, dict):
-        return {k: _numbers(v) for k, v in record.items() if k not in VOLATILE}
+        return {k: numbers(v) for k, v in record.items() if k not in VOLATILE}
     if isinstance(record, list):
-        return [_numbers(v) for v in record]
+        return [numbers(v) for v in record]
     if isinstance(record, float) and math.isnan(record):
         return "nan"
     return record
@@ -234,7 +234,7 @@ def merge(committed: list[dict], new: list[dict], replace: bool = False) -> tupl
         if old is None:
             out.append(record)
             by_key[key] = record
-        elif _numbers(old) != _numbers(record):
+        elif numbers(old) != numbers(record):
             conflicts.append(key)
             if replace:
                 out[out.index(old)] = record

@@ -1,7 +1,9 @@
 """Running a grid: train (or resume) each run, score it at the end of its budget, write ``result.json``; collect them.
 
 A run whose ``result.json`` exists is skipped and a killed run resumes from ``last/``, so a grid is resumable across
-sittings. Every run is scored with the model at the end of its budget (``last/``: the same steps for every method);
+sittings. A run whose record is committed in ``results/`` (same identity, same training config) is not trained again
+either, even in a new workspace: its record is restored into the run folder (``restored.json`` says from where), so a
+grid that spans machines or sittings goes on from what was published. Every run is scored with the model at the end of its budget (``last/``: the same steps for every method);
 the best validation epoch's model (``best/``) is scored too and kept as a second, labelled set of numbers.
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -16,9 +19,9 @@ import torch
 from ccr_core.eval.retrieval import evaluate_model, evaluate_with_detectors
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.methods import METHODS
-from ccr_core.paths import RESULT_FILE, SUMMARY_FILE, TRAIN_CONFIG_FILE, workspace_dir
+from ccr_core.paths import REPO_ROOT, RESULT_FILE, SUMMARY_FILE, TRAIN_CONFIG_FILE, workspace_dir
 from ccr_core.study import records
-from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, fine_tuned_runs, grid
+from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, config_digest, fine_tuned_runs, grid
 from ccr_core.training.checkpoint import weights_sha256
 from ccr_core.training.inference import load_trained
 from ccr_core.training.train import train
@@ -45,11 +48,66 @@ class Workbenches:
         return self._noisy[key]
 
 
-def run_one(run: Run, workbenches: Workbenches, progress: bool = True) -> dict:
-    """Train (or resume) one run, score its end-of-budget model (and its best validation epoch's), write ``result.json``."""
+RESTORED_FILE = "restored.json"  # in a run folder whose result.json came from a committed record, not from training here
+
+
+def committed_record(run: Run, root: Path | None = None) -> tuple[Path, dict] | None:
+    """The committed record of this very run, with its file: a record of any kind of the run's world in ``results/``
+    (``root``) with the run's setting, variant and training config (compared by the digest that names run folders)."""
+    digest = config_digest(asdict(run.train_config()))
+    for kind in records.KINDS:
+        for record in records.load(kind, run.world, root):
+            if (record.get("train_config") and record.get("setting") == run.setting and record.get("variant", "") == run.variant
+                    and config_digest(record["train_config"]) == digest):
+                return records.record_path(kind, run.world, root), record
+    return None
+
+
+def finished_record(run: Run, root: Path | None = None) -> dict | None:
+    """The run's record when it is finished: its folder's ``result.json``, or else its committed record
+    (:func:`committed_record`), restored into the folder so that the workspace counts it as finished. None: not run."""
     folder = run.folder()
     if (folder / RESULT_FILE).exists():
         return read_json(folder / RESULT_FILE)
+    found = committed_record(run, root)
+    if found is None:
+        return None
+    path, record = found
+    folder.mkdir(parents=True, exist_ok=True)
+    source = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    write_json_atomic(folder / RESTORED_FILE, {"from": str(source), "restored": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json_atomic(folder / RESULT_FILE, record)
+    return record
+
+
+def ensure_model(run: Run, workbenches: Workbenches, progress: bool = True) -> None:
+    """Make sure the finished run's end-of-budget model is in its folder: a run whose record was restored from
+    ``results/`` has none, so it is trained here, and its new record must repeat the committed numbers (a
+    different torch thread count can move the last digits: that is reported, and the committed record stays)."""
+    folder = run.folder()
+    if (folder / "last" / "manifest.json").exists() and (folder / SUMMARY_FILE).exists():
+        return
+    committed = read_json(folder / RESULT_FILE) if (folder / RESULT_FILE).exists() else None
+    print(f"== {run.label}: its model is not in this workspace{' (the record was restored from results/)' if committed else ''}; "
+          "training it", flush=True)
+    fresh = train_and_score(run, workbenches, progress)
+    if committed is not None and records.numbers(fresh) != records.numbers(committed):
+        groups = {g: (committed["groups"][g]["SumR"], rep["SumR"]) for g, rep in fresh.get("groups", {}).items() if g in committed.get("groups", {})}
+        print(f"== {run.label}: retrained here with other numbers than the committed record (test SumR committed -> here: "
+              + ", ".join(f"{g} {a:.2f} -> {b:.2f}" for g, (a, b) in groups.items()) + "); the committed record stays", flush=True)
+
+
+def run_one(run: Run, workbenches: Workbenches, progress: bool = True) -> dict:
+    """Train (or resume) one run, score its end-of-budget model (and its best validation epoch's), write ``result.json``.
+    A finished run (:func:`finished_record`) is read, not trained."""
+    if (record := finished_record(run)) is not None:
+        return record
+    return train_and_score(run, workbenches, progress)
+
+
+def train_and_score(run: Run, workbenches: Workbenches, progress: bool = True) -> dict:
+    """Train (or resume) the run in its folder and write its ``result.json`` (replacing a restored one)."""
+    folder = run.folder()
     bench = workbenches.get(run)
     cfg = run.train_config()
     if not (folder / SUMMARY_FILE).exists():

@@ -13,7 +13,7 @@ from ccr_core.methods import REFERENCE
 from ccr_core.paths import CHECKPOINTS_DIR, REPO_ROOT, RESULT_FILE, SUMMARY_FILE
 from ccr_core.study import grid as study_grid
 from ccr_core.study import records
-from ccr_core.study.runner import Workbenches, copy_checkpoint, evaluate_run
+from ccr_core.study.runner import Workbenches, copy_checkpoint, ensure_model, evaluate_run, finished_record
 from ccr_core.study.stats import t_interval, threshold_verdict
 from ccr_core.training.checkpoint import OPTIMIZER, OPTIMIZER_META, convert_weights, weights_sha256
 from ccr_core.training.inference import load_trained
@@ -155,8 +155,9 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
     runs = study_grid.fine_tuned_runs(world, seeds=(0,), methods=methods) if fine_tuned else study_grid.grid(world, seeds=(0,), methods=methods, draws=(0,))
     for run in runs:
         wanted = fine_tuned or run.setting == "published" or run.method == REFERENCE
-        if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)) or not (run.folder() / RESULT_FILE).exists():
+        if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)) or finished_record(run) is None:
             continue
+        ensure_model(run, workbenches, progress)  # a record restored from results/ comes without its model
         name = run.method + (FINE_TUNED_SUFFIX if fine_tuned else "") + (f"@noise{run.noise:g}" if run.noise else "")
         target = CHECKPOINTS_DIR / world / name.replace("@", "-")
         if fine_tuned and run.method != REFERENCE:
