@@ -441,8 +441,7 @@ def walk_the_lesson(browser, server_info: dict, shot_name: str) -> None:
     """Every Start here step of the server's world: no label codes, the step's own picture shown whole (not cropped,
     not upscaled) and framed, step 1's rows in the order the text says, step 3's MRV the Leaderboard's figure, and
     presenter mode's large type (issue 30, item 6)."""
-    demo_server = server_info
-    pg = new_page(browser, demo_server["url"])
+    pg = new_page(browser, server_info["url"])
     try:
         open_tab(pg, "Start here")
         for step in range(1, 7):
@@ -464,12 +463,11 @@ def walk_the_lesson(browser, server_info: dict, shot_name: str) -> None:
                 other = [top for lang, top in tops if lang != "English"]
                 assert english and other and max(english) < min(other), tops
             if step == 3:
-                lb = demo_server["world"]
+                world = server_info["world"]
                 from ccr_core.dashboard import leaderboard
 
-                model = next(m for m in lb.model_list() if m.method == "baseline" and f"For **{m.name}**" in pg.locator("#lesson-text").inner_html()
-                             or m.method == "baseline" and f"For {m.name} " in text)
-                mrv = leaderboard.model_result(lb, model)["mrv"]["mrv_mean"]
+                model = next(m for m in world.model_list() if m.method == "baseline" and f"For {m.name} " in text)
+                mrv = leaderboard.model_result(world, model)["mrv"]["mrv_mean"]
                 assert f"MRV = {mrv:.2f}" in text  # the Leaderboard's figure, of the baseline the step names
             if step == 4:
                 pg.wait_for_function("() => [...document.querySelectorAll('#lesson-gallery img')].every(i => i.complete && i.naturalWidth > 0)")
