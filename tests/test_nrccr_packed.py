@@ -305,4 +305,5 @@ def test_split_loss_equals_the_one_body_loss(head, case):
         if p.grad is not None:
             assert torch.allclose(p.grad, q, rtol=1e-10, atol=1e-12), name
     for (name, b_new), (_, b_old) in zip(new.named_buffers(), old.named_buffers()):
-        assert torch.equal(b_new, b_old), name
+        # BatchNorm's running statistics: equal to float64 rounding (bit equality depends on the CPU's summation order)
+        assert b_new.dtype == b_old.dtype and torch.allclose(b_new, b_old, rtol=1e-12, atol=1e-14), name
