@@ -30,10 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+from ccr_core import paths
 from ccr_core.study import executors
 from ccr_core.io import read_json, write_json_atomic, write_text_atomic
 from ccr_core.methods import PLUGIN_ENV, REFERENCE, load_plugins, method_sort_key
-from ccr_core import paths
 from ccr_core.paths import REPO_ROOT
 from ccr_core.study import grid as study_grid
 from ccr_core.study import records
@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
 
         load_plugins(args.plugin)
         os.environ[PLUGIN_ENV] = ",".join(filter(None, [os.environ.get(PLUGIN_ENV, ""), *args.plugin]))  # and in every worker
-    if args.steps is not None or args.curve_every is not None:
+    other_budget = args.steps is not None or args.curve_every is not None
+    protocol = dict(study_grid.PROTOCOL)  # put back before the tables are written: they show the protocol's budget
+    if other_budget:
         if not args.world:
             parser.error("--steps and --curve-every need --world")
         if args.pilot or args.ship:
@@ -259,7 +261,6 @@ def main(argv: list[str] | None = None) -> int:
                          "study.grid.PROTOCOL's pilot_steps, and --ship ships the protocol's budget")
         if any(n is not None and n < 1 for n in (args.steps, args.curve_every)):
             parser.error("--steps and --curve-every must be at least 1")
-        protocol = dict(study_grid.PROTOCOL)  # put back before the tables are written: they show the protocol's budget
         for world in args.world:
             proto = study_grid.PROTOCOL[world]
             study_grid.PROTOCOL[world] = dataclasses.replace(proto, steps=args.steps or proto.steps,
@@ -295,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         except records.PublishConflict as exc:
             print(f"not published: {exc}", file=sys.stderr)
             return 2
-    if args.steps is not None or args.curve_every is not None:
+    if other_budget:
         study_grid.PROTOCOL.update(protocol)
     if args.plots:
         for path in write_plots(records.repo_results_dir(), WORLDS):

@@ -3,8 +3,9 @@
 A run whose ``result.json`` exists is skipped and a killed run resumes from ``last/``, so a grid is resumable across
 sittings. A run whose record is committed in ``results/`` (same identity, same training config) is not trained again
 either, even in a new workspace: its record is restored into the run folder (``restored.json`` says from where), so a
-grid that spans machines or sittings goes on from what was published. Every run is scored with the model at the end of its budget (``last/``: the same steps for every method);
-the best validation epoch's model (``best/``) is scored too and kept as a second, labelled set of numbers.
+grid that spans machines or sittings goes on from what was published. Every run is scored with the model at the end
+of its budget (``last/``: the same steps for every method); the best validation epoch's model (``best/``) is scored
+too and kept as a second, labelled set of numbers.
 """
 from __future__ import annotations
 
@@ -51,15 +52,31 @@ class Workbenches:
 RESTORED_FILE = "restored.json"  # in a run folder whose result.json came from a committed record, not from training here
 
 
+_COMMITTED: dict = {}  # (record file, its mtime and size) -> {(setting, variant, config digest): record}
+
+
+def _by_config(path: Path) -> dict:
+    """A committed record file's records keyed as :func:`committed_record` looks them up; read once per version of
+    the file (a grid asks for every run it has not finished)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _COMMITTED:
+        _COMMITTED[key] = {(r.get("setting"), r.get("variant", ""), config_digest(r["train_config"])): r
+                           for r in reversed(read_json(path)) if r.get("train_config")}  # reversed: the first record wins
+    return _COMMITTED[key]
+
+
 def committed_record(run: Run, root: Path | None = None) -> tuple[Path, dict] | None:
     """The committed record of this very run, with its file: a record of any kind of the run's world in ``results/``
     (``root``) with the run's setting, variant and training config (compared by the digest that names run folders)."""
-    digest = config_digest(asdict(run.train_config()))
+    key = (run.setting, run.variant, config_digest(asdict(run.train_config())))
     for kind in records.KINDS:
-        for record in records.load(kind, run.world, root):
-            if (record.get("train_config") and record.get("setting") == run.setting and record.get("variant", "") == run.variant
-                    and config_digest(record["train_config"]) == digest):
-                return records.record_path(kind, run.world, root), record
+        path = records.record_path(kind, run.world, root)
+        if (record := _by_config(path).get(key)) is not None:
+            return path, record
     return None
 
 
