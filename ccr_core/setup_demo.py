@@ -9,14 +9,19 @@
    training pairs' (about 10 minutes, for the Uncertainty audit and the Experiment tab) are left to
    the dashboard, which builds them in the background once the page is up and search works;
    ``--full`` builds both here instead.
+
+``--world NAME --full`` does step 3 for another built world (``ccr data build NAME`` first): ``make prepare
+WORLD=flickr8k-ml`` runs it, so that ``make run WORLD=flickr8k-ml`` opens with every tab working (the test captions and
+training pairs of the real photos take about 15 minutes on 2 cores, with progress bars, once).
 """
 from __future__ import annotations
 
 import shutil
 import sys
 import time
+from pathlib import Path
 
-from ccr_core.data.bundle import BundleError, load_bundle
+from ccr_core.data.bundle import BundleError, load_bundle, resolve_bundle
 from ccr_core.paths import ASSETS_DIR, bundle_dir, workspace_dir
 
 WORLD = "demo-world"
@@ -54,20 +59,39 @@ def main(argv: list[str] | None = None) -> int:
 
     from ccr_core.training.train import TrainConfig, prepare_workbench
 
-    parser = argparse.ArgumentParser(prog="python -m ccr_core.setup_demo", description="Prepare the embedded demo world once (idempotent).")
+    parser = argparse.ArgumentParser(
+        prog="python -m ccr_core.setup_demo",
+        description="Prepare a world's dashboard caches once (idempotent): the embedded demo world by default (generated "
+                    "when missing), or --world NAME, a bundle already built with `ccr data build NAME`.")
+    parser.add_argument("--world", default=WORLD, help=f"the world to prepare: a bundle's name in <workspace>/bundles/ or its folder "
+                        f"(default {WORLD}; another world must be built first)")
+    parser.add_argument("--checkpoints", default=None, help="its shipped models' folder (default checkpoints/<world>)")
     parser.add_argument("--full", action="store_true", help="also compute the test and training captions' text states now (about 12 minutes "
-                        "on 2 cores) instead of leaving them to the dashboard's background thread")
+                        "on 2 cores for the demo world, 15 for flickr8k-ml) instead of leaving them to the dashboard's background "
+                        "thread: the dashboard then opens with every tab working")
     args = parser.parse_args(argv)
-    bundle = ensure_bundle()
-    seed_shipped_features()
     from ccr_core.dashboard.world import load_world
     from ccr_core.paths import CHECKPOINTS_DIR
 
-    if args.full or not (CHECKPOINTS_DIR / WORLD).is_dir():
+    if args.world == WORLD:
+        bundle = ensure_bundle()
+        seed_shipped_features()
+    else:
+        try:
+            bundle = load_bundle(resolve_bundle(args.world))
+        except FileNotFoundError as exc:
+            raise SystemExit(f"setup_demo: {exc}") from None
+        except BundleError as exc:
+            raise SystemExit(f"setup_demo: the world {args.world!r} cannot be loaded ({exc}); build it again: ccr data build {args.world}") from None
+    checkpoints = Path(args.checkpoints) if args.checkpoints else CHECKPOINTS_DIR / bundle.name
+    if not checkpoints.is_dir():  # no shipped models: the default training configuration's caches
         prepare_workbench(TrainConfig(data=str(bundle.root)), workspace_dir(), bundle)
-    if (CHECKPOINTS_DIR / WORLD).is_dir():
+    else:
         start = time.perf_counter()
-        world = load_world(bundle.root, CHECKPOINTS_DIR / WORLD, workspace_dir(), progress=True, defer_captions=not args.full)
+        world = load_world(bundle.root, checkpoints, workspace_dir(), progress=True, defer_captions=True)
+        if args.full:  # what the app's background passes do, here, with progress bars
+            world.finish_caption_caches(progress=True)
+            world.finish_training_caches(progress=True)
         left = [what for what, pending in (("test captions", world.pending_captions), ("training pairs", world.pending_training)) if pending]
         print(f"dashboard caches ready ({time.perf_counter() - start:.0f} s)"
               + (f" ({' and '.join(left)}: computed by the dashboard in the background)" if left else ""))
@@ -77,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = warm_umap_cache()  # the first live UMAP recompute then takes ~9 s instead of ~20 s (benchmarks/RESULTS.md)
         if seconds is not None:
             print(f"UMAP's compiled functions cached ({seconds:.0f} s, once)")
-    print(f"demo world ready: {bundle.root}")
+    print(f"{'demo world' if args.world == WORLD else args.world} ready: {bundle.root}")
     return 0
 
 
