@@ -12,7 +12,7 @@ help:
 	@echo "make run    set up (venv, pinned deps, offline models, demo world) and start the dashboard"
 	@echo "make run WORLD=flickr8k-ml [SOURCE=DIR]  build the real-photo world once (from ../shared/data or DIR) and open it"
 	@echo "make prepare [WORLD=flickr8k-ml]  build the world if needed and compute every dashboard cache now (progress bars),"
-	@echo "             so that make run opens with every tab working (demo: ~12 min, flickr8k-ml: ~15 min on 2 cores, once)"
+	@echo "             so that make run opens with every tab working (demo: ~10 min, flickr8k-ml: ~17 min on 2 cores, once; benchmarks/RESULTS.md first_open)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make bench  run the benchmarks and rewrite benchmarks/RESULTS.md"
 	@echo "make results  train and evaluate every method on both worlds, ship checkpoints, rewrite RESULTS.md"

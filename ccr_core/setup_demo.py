@@ -12,7 +12,7 @@
 
 ``--world NAME --full`` does step 3 for another built world (``ccr data build NAME`` first): ``make prepare
 WORLD=flickr8k-ml`` runs it, so that ``make run WORLD=flickr8k-ml`` opens with every tab working (the test captions and
-training pairs of the real photos take about 15 minutes on 2 cores, with progress bars, once).
+training pairs of the real photos take about 17 minutes on 2 cores, with progress bars, once).
 """
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", default=WORLD, help=f"the world to prepare: a bundle's name in <workspace>/bundles/ or its folder "
                         f"(default {WORLD}; another world must be built first)")
     parser.add_argument("--checkpoints", default=None, help="its shipped models' folder (default checkpoints/<world>)")
-    parser.add_argument("--full", action="store_true", help="also compute the test and training captions' text states now (about 12 minutes "
-                        "on 2 cores for the demo world, 15 for flickr8k-ml) instead of leaving them to the dashboard's background "
+    parser.add_argument("--full", action="store_true", help="also compute the test and training captions' text states now (about 10 minutes "
+                        "on 2 cores for the demo world, 17 for flickr8k-ml) instead of leaving them to the dashboard's background "
                         "thread: the dashboard then opens with every tab working")
     args = parser.parse_args(argv)
     from ccr_core.dashboard.world import load_world
