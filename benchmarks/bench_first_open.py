@@ -87,40 +87,30 @@ def demo() -> list[Result]:
             *_ready_rows(label, setup, m, DEMO_TARGET_S, note)]
 
 
-def photo() -> list[Result]:
+def photo(prepared: bool = False) -> list[Result]:
+    """flickr8k-ml from a fresh workspace with its bundle built (not on the clock), the app until every tab works.
+    ``prepared``: after ``make prepare WORLD=flickr8k-ml`` instead (the bundle built, then ``python -m ccr_core.setup_demo
+    --world flickr8k-ml --full``: every dashboard cache computed before the app starts, with progress bars; issue 30,
+    item 8's first option), how long that took (not on the clock either)."""
     world = "flickr8k-ml"
     if not (shared_data_dir() / "flickr8k" / "images").is_dir():
-        return [Result(f"{world} first open: shared data missing", float("nan"), "s", note=f"no {shared_data_dir() / 'flickr8k'}")]
+        return [Result(f"{world}{' prepared' if prepared else ''} first open: shared data missing", float("nan"), "s",
+                       note=f"no {shared_data_dir() / 'flickr8k'}")]
     methods = present_methods(world)
     with tempfile.TemporaryDirectory(prefix="ccr-fresh-") as tmp:
         env = _fresh(Path(tmp))
         build, _ = _timed([str(Path(sys.executable).with_name("ccr")), "data", "build", world], env)  # not on the clock
+        if prepared:
+            prepare, told = _timed([sys.executable, "-m", "ccr_core.setup_demo", "--world", world, "--full"], env)
         m = measure(methods, warm=True, world=world, queries=PHOTO_QUERIES, extra_env=env, timeout=900, wait_ready=WAIT_READY_S)
         feature_dirs = list((Path(env["CCR_WORKSPACE"]) / "features" / world).glob("*"))
-    label = f"{world}, bundle built (ccr data build {build:.0f} s, not counted), fresh caches, app start"
-    note = (f"python app.py --world {world}; world loaded at {m.get('world_line_s', float('nan')):.1f} s; {len(methods)} methods; "
-            f"{len(feature_dirs)} feature cache(s) made; load average {os.getloadavg()[0]:.1f} at the end")
-    return [Result(f"{label}: -> a search answered", round(m["usable_s"], 1), "s", f"<= {PHOTO_SEARCH_TARGET_S:g} s",
-                   m["usable_s"] <= PHOTO_SEARCH_TARGET_S, f"{note}; first search {m['first_search_s'] * 1e3:.0f} ms"),
-            *_ready_rows(label, 0.0, m, PHOTO_TABS_TARGET_S, note)]
-
-
-def prepared_photo() -> list[Result]:
-    """flickr8k-ml opened after ``make prepare WORLD=flickr8k-ml`` (the bundle built, then ``python -m ccr_core.setup_demo
-    --world flickr8k-ml --full``: every dashboard cache computed before the app starts, with progress bars): how long the
-    preparation took (not on the clock; issue 30, item 8's first option), then the app until every tab works."""
-    world = "flickr8k-ml"
-    if not (shared_data_dir() / "flickr8k" / "images").is_dir():
-        return [Result(f"{world} prepared first open: shared data missing", float("nan"), "s", note=f"no {shared_data_dir() / 'flickr8k'}")]
-    methods = present_methods(world)
-    with tempfile.TemporaryDirectory(prefix="ccr-fresh-") as tmp:
-        env = _fresh(Path(tmp))
-        build, _ = _timed([str(Path(sys.executable).with_name("ccr")), "data", "build", world], env)
-        prepare, told = _timed([sys.executable, "-m", "ccr_core.setup_demo", "--world", world, "--full"], env)
-        m = measure(methods, warm=True, world=world, queries=PHOTO_QUERIES, extra_env=env, timeout=900, wait_ready=WAIT_READY_S)
-    label = f"{world} after make prepare (ccr data build {build:.0f} s + setup_demo --full {prepare:.0f} s, not counted), app start"
-    note = (f"the preparation said: {told}; then python app.py --world {world}; world loaded at {m.get('world_line_s', float('nan')):.1f} s; "
-            f"{len(methods)} methods; load average {os.getloadavg()[0]:.1f} at the end")
+    loaded = f"python app.py --world {world}; world loaded at {m.get('world_line_s', float('nan')):.1f} s; {len(methods)} methods; "
+    if prepared:
+        label = f"{world} after make prepare (ccr data build {build:.0f} s + setup_demo --full {prepare:.0f} s, not counted), app start"
+        note = f"the preparation said: {told}; then {loaded}load average {os.getloadavg()[0]:.1f} at the end"
+    else:
+        label = f"{world}, bundle built (ccr data build {build:.0f} s, not counted), fresh caches, app start"
+        note = f"{loaded}{len(feature_dirs)} feature cache(s) made; load average {os.getloadavg()[0]:.1f} at the end"
     return [Result(f"{label}: -> a search answered", round(m["usable_s"], 1), "s", f"<= {PHOTO_SEARCH_TARGET_S:g} s",
                    m["usable_s"] <= PHOTO_SEARCH_TARGET_S, f"{note}; first search {m['first_search_s'] * 1e3:.0f} ms"),
             *_ready_rows(label, 0.0, m, PHOTO_TABS_TARGET_S, note)]
@@ -130,7 +120,7 @@ def run(which: str = "fresh") -> list[Result]:
     """``fresh`` (default): both worlds from fresh caches; ``prepared`` (``python -m benchmarks first_open:prepared``):
     flickr8k-ml after ``make prepare``."""
     if which == "prepared":
-        return prepared_photo()
+        return photo(prepared=True)
     if which != "fresh":
         raise SystemExit(f"first_open: unknown variant {which!r} (fresh or prepared)")
     return demo() + photo()
@@ -140,5 +130,5 @@ if __name__ == "__main__":  # python -m benchmarks.bench_first_open [demo|photo|
     if "--search-only" in sys.argv:  # the first search only: the background passes' rows say "not over within 0 s"
         WAIT_READY_S = 0.0
     which = [a for a in sys.argv[1:] if not a.startswith("--")]
-    for row in (photo() if which == ["photo"] else demo() if which == ["demo"] else prepared_photo() if which == ["prepared"] else run()):
+    for row in (photo() if which == ["photo"] else demo() if which == ["demo"] else photo(prepared=True) if which == ["prepared"] else run()):
         print(f"{row.name}: {row.value} {row.unit}  {row.target} {row.met}  ({row.note})")
