@@ -42,11 +42,19 @@ def expect_instance(page, world, item: str | None = None, in_gallery: bool = Tru
 
 
 def test_a_search_hit_opens_the_instance_view(page, server):
+    from ccr_core.dashboard.colours import main_models
+    from ccr_core.dashboard.search import text_search
+
     search(page, "de caption 5")
     page.locator("#gallery-0 img").first.wait_for(state="visible")
     page.locator("#gallery-0 img").first.click()
-    page.locator("#i2t-status").get_by_text("Closest captions").wait_for()
-    item = page.locator("#i2t-item textarea, #i2t-item input").first.input_value()
+    # The image -> text panel already shows the first test image ("Closest captions") from the page's load, so
+    # wait for the clicked hit itself: the first method's top image for this query, as the app's search gives it.
+    world = server["world"]
+    chosen = [m.name for m in main_models(world.model_list())]
+    item = text_search(world, "de caption 5", "auto", chosen).methods[0].hits[0].item_id
+    page.locator("#i2t-status").get_by_text(f"test image {item}").wait_for()
+    assert page.locator("#i2t-item textarea, #i2t-item input").first.input_value() == item
     page.locator("#search-open-instance").click()
     assert expect_instance(page, server["world"], item) == item
     shot(page, "instance-from-search")
