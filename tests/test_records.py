@@ -174,3 +174,16 @@ def test_publish_trains_nothing(monkeypatch, extra):
     monkeypatch.setattr(experiments, "write_readme_table", lambda: "README.md")
     assert experiments.main(["--world", "demo-world", "--publish", *extra]) == 0
     assert published == [["demo-world"]]
+
+
+def test_find_by_config_looks_in_every_kind_and_sees_a_file_change(tmp_path):
+    cfg = {"method": "uml", "seed": 0, "steps": 100}
+    first = {**_record(sumr=401.0), "train_config": cfg}
+    later = {**_record(sumr=402.0), "train_config": cfg}
+    write_json_atomic(records.record_path("ablations", "demo-world", tmp_path), [first, later])
+    path, found = records.find_by_config("demo-world", "common", "", cfg, tmp_path)
+    assert path.name == "ablations-demo-world.json" and found["groups"]["de"]["SumR"] == 401.0  # the first record wins
+    assert records.find_by_config("demo-world", "published", "", cfg, tmp_path) is None  # another setting
+    assert records.find_by_config("demo-world", "common", "", {**cfg, "seed": 1}, tmp_path) is None  # another config
+    write_json_atomic(records.record_path("ablations", "demo-world", tmp_path), [{**first, "train_config": {**cfg, "seed": 1}}])
+    assert records.find_by_config("demo-world", "common", "", cfg, tmp_path) is None  # the file changed: read again

@@ -21,7 +21,7 @@ from pathlib import Path
 from ccr_core import paths
 from ccr_core.io import read_json, write_json_atomic
 from ccr_core.methods import REFERENCE
-from ccr_core.study.grid import PROTOCOL, same_as_floor
+from ccr_core.study.grid import PROTOCOL, config_digest, same_as_floor
 
 KINDS = ("protocol", "ablations", "fine-tuned", "pilot")
 CONVERGENCE_GAIN = 0.01  # a run still gaining more than 1% (relative) over the last quarter of its budget has not converged
@@ -57,6 +57,34 @@ def load(kind: str, world: str, root: Path | None = None) -> list[dict] | dict:
     if path.exists():
         return read_json(path)
     return {} if kind == "shipped" else []
+
+
+_BY_CONFIG: dict = {}  # (record file, its mtime and size) -> {(setting, variant, config digest): record}
+
+
+def _by_config(path: Path) -> dict:
+    """A record file's records keyed by (setting, variant, training-config digest); read once per version of the file
+    (a grid asks for every run it has not finished). The first record of a key wins."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _BY_CONFIG:
+        _BY_CONFIG[key] = {(r.get("setting"), r.get("variant", ""), config_digest(r["train_config"])): r
+                           for r in reversed(read_json(path)) if r.get("train_config")}
+    return _BY_CONFIG[key]
+
+
+def find_by_config(world: str, setting: str, variant: str, train_config: dict, root: Path | None = None) -> tuple[Path, dict] | None:
+    """The record, of any kind in :data:`KINDS`, of the run with this world, setting, variant and training config
+    (compared by the digest that names run folders), with its file; None when ``root`` has none."""
+    key = (setting, variant, config_digest(train_config))
+    for kind in KINDS:
+        path = record_path(kind, world, root)
+        if (record := _by_config(path).get(key)) is not None:
+            return path, record
+    return None
 
 
 def shipped_records(root: Path | None = None) -> dict[str, dict]:

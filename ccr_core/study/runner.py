@@ -22,7 +22,7 @@ from ccr_core.io import read_json, write_json_atomic
 from ccr_core.methods import METHODS
 from ccr_core.paths import REPO_ROOT, RESULT_FILE, SUMMARY_FILE, TRAIN_CONFIG_FILE, workspace_dir
 from ccr_core.study import records
-from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, config_digest, fine_tuned_runs, grid
+from ccr_core.study.grid import PROTOCOL, Run, ablation_runs, fine_tuned_runs, grid
 from ccr_core.training.checkpoint import weights_sha256
 from ccr_core.training.inference import load_trained
 from ccr_core.training.train import train
@@ -52,32 +52,10 @@ class Workbenches:
 RESTORED_FILE = "restored.json"  # in a run folder whose result.json came from a committed record, not from training here
 
 
-_COMMITTED: dict = {}  # (record file, its mtime and size) -> {(setting, variant, config digest): record}
-
-
-def _by_config(path: Path) -> dict:
-    """A committed record file's records keyed as :func:`committed_record` looks them up; read once per version of
-    the file (a grid asks for every run it has not finished)."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return {}
-    key = (path, stat.st_mtime_ns, stat.st_size)
-    if key not in _COMMITTED:
-        _COMMITTED[key] = {(r.get("setting"), r.get("variant", ""), config_digest(r["train_config"])): r
-                           for r in reversed(read_json(path)) if r.get("train_config")}  # reversed: the first record wins
-    return _COMMITTED[key]
-
-
 def committed_record(run: Run, root: Path | None = None) -> tuple[Path, dict] | None:
     """The committed record of this very run, with its file: a record of any kind of the run's world in ``results/``
     (``root``) with the run's setting, variant and training config (compared by the digest that names run folders)."""
-    key = (run.setting, run.variant, config_digest(asdict(run.train_config())))
-    for kind in records.KINDS:
-        path = records.record_path(kind, run.world, root)
-        if (record := _by_config(path).get(key)) is not None:
-            return path, record
-    return None
+    return records.find_by_config(run.world, run.setting, run.variant, asdict(run.train_config()), root)
 
 
 def finished_record(run: Run, root: Path | None = None) -> dict | None:
