@@ -139,7 +139,7 @@ def test_the_pilot_section_states_the_budget_and_the_orders_the_budget_decides(m
     from ccr_core.study import report
 
     proto = PROTOCOL["demo-world"]
-    every, steps = proto.eval_every, proto.steps
+    every, steps = proto.eval_every, proto.earlier_steps or proto.steps  # the budget whose verdicts the pilot checks
     assert "**Not run yet** (" in "\n".join(report.pilot_markdown("demo-world", []))
     n = proto.pilot_steps // every
     fast = [500.0 - 400.0 / (i + 1) ** 4 for i in range(n)]  # flat early: 100, 475, 495, 498.4 (step 164), ...

@@ -38,7 +38,9 @@ def _targets(text: str):
 
 
 def test_results_md_has_verdicts_to_check():
-    assert len(list(_claims(RESULTS))) >= 20 and len(list(_cells(RESULTS))) >= 20 and len(list(_targets(RESULTS))) >= 4
+    # the patterns must keep finding the verdicts RESULTS.md prints (else every check below passes vacuously); the
+    # counts are those of the converged-budget grid while it fills (demo-world 49 of 105 runs: 11, 20 and 3)
+    assert len(list(_claims(RESULTS))) >= 10 and len(list(_cells(RESULTS))) >= 15 and len(list(_targets(RESULTS))) >= 3
 
 
 @pytest.mark.parametrize("mean,hw,word,tol", list(_claims(RESULTS)))

@@ -51,6 +51,8 @@ class WorldProtocol:
     noise_draws: dict = field(default_factory=dict)  # setting -> noise rates also run with a second noisy-pair draw (noise seed 1)
     eval_every: int = 0  # steps between learning-curve points (validation SumR per language; ccr_core/training/curve.py)
     pilot_steps: int = 0  # the pilot's budget: long enough to see every method's curve flatten (:func:`pilot_runs`)
+    earlier_steps: int = 0  # the grid's budget before the pilot chose ``steps`` (0: none): RESULTS.md's pilot section
+    # shows the runs' gains and the methods' order at that budget too, so a reader sees which verdicts it had decided
     grid_eval_every: int = 0  # the grid's curve points (0: every eval_every steps, like the pilot); a validation costs
     # about as much as dozens of frozen-encoder steps, so the grid may take fewer points than the pilot that chose its budget
 
@@ -60,13 +62,15 @@ class WorldProtocol:
 
 
 PROTOCOL = {
-    # 82 full batches per epoch (10,600 English training captions at batch 128): 2 epochs, each step with all five
-    # target languages; a second noise draw at 40% (its cost, like every cell's: `--budget`).
+    # 82 full batches per epoch (10,600 English training captions at batch 128): 9 epochs, each step with all five
+    # target languages; a second noise draw at 40% (its cost, like every cell's: `--budget`). The budget is the
+    # pilot's converged one (RESULTS.md's pilot section computes it from results/pilot-demo-world.json); the grid
+    # takes a curve point every epoch, the pilot every half epoch.
     "demo-world": WorldProtocol(
         train={"batch_size": 128, "lr": 5e-4, "targets_per_batch": 0},
-        steps=164, noise={"common": (0.0, 0.2, 0.4, 0.6), "published": (0.0, 0.4)},
+        steps=738, noise={"common": (0.0, 0.2, 0.4, 0.6), "published": (0.0, 0.4)},
         published_config={"hidden_dim": 256}, noise_draws={"common": (0.4,)},
-        eval_every=41, pilot_steps=820,  # a curve point every half epoch; the pilot runs 10 epochs
+        eval_every=41, pilot_steps=820, grid_eval_every=82, earlier_steps=164,
     ),
     # 233 full batches per epoch (the runs record 699 steps for 3 epochs; 702 was 3 × 30,000 // 128 before empty
     # captions were dropped): 3 epochs;

@@ -371,7 +371,7 @@ def detector_table(table: dict) -> list[str]:
     return out + [""]
 
 
-def _orders_by_budget(curves: dict, old: int, new: int, new_name: str) -> list[str]:
+def _orders_by_budget(curves: dict, old: int, new: int, new_name: str, old_name: str = "the grid's earlier budget") -> list[str]:
     """The methods' order by validation target SumR in each (setting, noise) at the old budget and at ``new``: which
     orderings -- and so which verdicts -- the budget decides (seed 0, one run per method: no interval)."""
     rows = []
@@ -385,8 +385,8 @@ def _orders_by_budget(curves: dict, old: int, new: int, new_name: str) -> list[s
         rows.append(f"| {setting} | {noise:g} | {shown[old]} | {shown[new]} | {'same' if order[old] == order[new] else '**changed**'} |")
     if not rows:
         return []
-    return ["", f"The methods' order by validation target SumR at the grid's old budget ({old:,} steps) and at {new_name} "
-                f"({new:,} steps), seed 0 (one run each, no interval): where the order changes, a verdict at the old budget was "
+    return ["", f"The methods' order by validation target SumR at {old_name} ({old:,} steps) and at {new_name} "
+                f"({new:,} steps), seed 0 (one run each, no interval): where the order changes, a verdict at {old:,} steps was "
                 "the budget's, not the method's.", "",
             f"| setting | noise | at {old:,} steps | at {new:,} steps | order |", "|---|---|---|---|---|", *rows, ""]
 
@@ -396,6 +396,7 @@ def pilot_markdown(world: str, pilot: list[dict]) -> list[str]:
     has converged by the rule (:func:`ccr_core.study.records.converged_budget`), and which methods had not converged at
     the grid's current budget."""
     proto = PROTOCOL[world]
+    old = proto.earlier_steps or proto.steps  # the budget whose verdicts the pilot checks
     planned = len(pilot_runs(world))
     head = [f"### {world}: the pilot (learning curves that decide the budget)", ""]
     how = (f"Seed 0 of every method, both settings, clean and 40% noise, {proto.pilot_steps:,} steps with a validation point every "
@@ -406,20 +407,21 @@ def pilot_markdown(world: str, pilot: list[dict]) -> list[str]:
     curves = {(r["setting"], r["method"], r["noise_rate"]): r for r in pilot if r.get("curve")}
     chosen, own = records.converged_budget(curves)
     marks = sorted({s for r in curves.values() for s, _ in records.curve_values(r)})
-    shown = [s for s in marks if s in (proto.steps, proto.pilot_steps) or s % (4 * proto.eval_every) == 0]
+    shown = [s for s in marks if s in (old, proto.steps, proto.pilot_steps) or s % (4 * proto.eval_every) == 0]
     out = head + [how + f" {len(curves)} of {planned} pilot runs done.", "",
-                  "| setting | method | noise | " + " | ".join(f"{s:,}" for s in shown) + f" | gain in the last quarter of {proto.steps:,} steps | converged from |",
+                  "| setting | method | noise | " + " | ".join(f"{s:,}" for s in shown) + f" | gain in the last quarter of {old:,} steps | converged from |",
                   "|---|---|---|" + "---|" * len(shown) + "---|---|"]
     for key in sorted(curves, key=lambda k: (k[0], method_sort_key(k[1]), k[2])):
         points = records.curve_values(curves[key])
         at = dict(points)
-        gain = records.late_gain(points, proto.steps)
+        gain = records.late_gain(points, old)
         out.append(f"| {key[0]} | {key[1]} | {key[2]:g} | " + " | ".join(f"{at[s]:.1f}" if s in at else "" for s in shown)
                    + f" | {'' if gain is None else f'{gain:+.1%}'} | {'not within the pilot' if own[key] is None else f'{own[key]:,} steps'} |")
-    undertrained = sorted({f"{k[1]} ({k[0]}, noise {k[2]:g})" for k, r in curves.items() if records.converged(r, proto.steps) is False})
-    out += ["", f"At the grid's current budget ({proto.steps:,} steps) these pilot runs were still gaining more than "
+    undertrained = sorted({f"{k[1]} ({k[0]}, noise {k[2]:g})" for k, r in curves.items() if records.converged(r, old) is False})
+    old_name = "the grid's earlier budget" if old != proto.steps else "the grid's current budget"
+    out += ["", f"At {old_name} ({old:,} steps{f'; it now runs {proto.steps:,}' if old != proto.steps else ''}) these pilot runs were still gaining more than "
                 f"{records.CONVERGENCE_GAIN:.0%}: {', '.join(undertrained) if undertrained else 'none'}."]
-    out += _orders_by_budget(curves, proto.steps, chosen or proto.pilot_steps, "the converged budget" if chosen else "the pilot's end")
+    out += _orders_by_budget(curves, old, chosen or proto.pilot_steps, "the converged budget" if chosen else "the pilot's end", old_name)
     if len(curves) < planned:
         left = planned - len(curves)
         out.append(f"**Budget not chosen yet**: {left} pilot run{'s are' if left != 1 else ' is'} still to run.")
