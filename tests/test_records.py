@@ -148,6 +148,8 @@ def test_the_pilot_section_states_the_budget_and_the_orders_the_budget_decides(m
     text = "\n".join(report.pilot_markdown("demo-world", runs))
     assert "2 of " in text and "**Budget not chosen yet**" in text
     assert "these pilot runs were still gaining more than 1%: nrccr (common, noise 0)." in text  # one_to_k flat at 164
+    if proto.earlier_steps:  # the protocol has moved on: the section says so, and still judges the earlier budget
+        assert f"At the grid's earlier budget ({steps:,} steps; it now runs {proto.steps:,})" in text
     old_order = f"one_to_k {records.value_at(records.curve_values(runs[0]), steps):.0f} > nrccr"
     assert f"| common | 0 | {old_order}" in text and "**changed**" in text  # nrccr first once trained long enough
     # every planned pilot run in: the converged budget is chosen (the slow curve's)
