@@ -421,7 +421,8 @@ def pilot_markdown(world: str, pilot: list[dict]) -> list[str]:
     old_name = "the grid's earlier budget" if old != proto.steps else "the grid's current budget"
     out += ["", f"At {old_name} ({old:,} steps{f'; it now runs {proto.steps:,}' if old != proto.steps else ''}) these pilot runs were still gaining more than "
                 f"{records.CONVERGENCE_GAIN:.0%}: {', '.join(undertrained) if undertrained else 'none'}."]
-    out += _orders_by_budget(curves, old, chosen or proto.pilot_steps, "the converged budget" if chosen else "the pilot's end", old_name)
+    new_name = ("the converged budget" if len(curves) >= planned else "the budget the finished pilot runs have converged by") if chosen else "the pilot's end"
+    out += _orders_by_budget(curves, old, chosen or proto.pilot_steps, new_name, old_name)
     if len(curves) < planned:
         left = planned - len(curves)
         out.append(f"**Budget not chosen yet**: {left} pilot run{'s are' if left != 1 else ' is'} still to run.")
