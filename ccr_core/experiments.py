@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", nargs="+", type=int, help="only these draws of noisy pairs (noise seeds; default: 0, and 1 where the world's protocol asks)")
     parser.add_argument("--budget", action="store_true", help="time a few steps of every (setting, method) and print the grid's estimated cost; trains nothing")
     parser.add_argument("--ship", action="store_true", help="after the grid, copy each method's seed-0 model (only --methods, when given) into checkpoints/<world>/ and update results/<world>.json")
+    parser.add_argument("--ship-finished", action="store_true", help="as --ship, without running the grid first: ship the seed-0 models of "
+                        "the grid's runs that are finished (a method whose seed-0 runs are not keeps its shipped model and says so)")
     parser.add_argument("--plots", action="store_true", help="render docs/protocol-<world>.png (headless chromium)")
     parser.add_argument("--markdown-only", action="store_true", help="only rewrite RESULTS.md and README's headline table from results/*.json")
     parser.add_argument("--pilot", action="store_true", help="run the world's pilot instead of its grid: seed 0 of every method, both "
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if other_budget:
         if not args.world:
             parser.error("--steps and --curve-every need --world")
-        if args.pilot or args.ship:
+        if args.pilot or args.ship or args.ship_finished:
             parser.error("--steps sets the budget of runs collected before the protocol moves to it; the pilot's budget is "
                          "study.grid.PROTOCOL's pilot_steps, and --ship ships the protocol's budget")
         if any(n is not None and n < 1 for n in (args.steps, args.curve_every)):
@@ -282,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.ablations and training:
         for world in args.world:
             run_ablations(world, progress=not args.quiet, seeds=args.seeds, executor=executor)
+    elif args.ship_finished and training:
+        for world in args.world:
+            ship(world, progress=not args.quiet, methods=args.methods)
     elif training:
         for world in args.world:
             start = time.perf_counter()
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plots:
         for path in write_plots(records.repo_results_dir(), WORLDS):
             print(f"wrote {path}")
-    if args.publish or args.markdown_only or args.plots or args.ship:
+    if args.publish or args.markdown_only or args.plots or args.ship or args.ship_finished:
         print(f"wrote {write_results_md()}")
         print(f"wrote {write_readme_table()}")
     else:

@@ -374,9 +374,26 @@ def test_steps_runs_the_grid_at_another_budget_and_the_tables_keep_the_protocols
     monkeypatch.setattr(experiments, "write_results_md", lambda: seen.update(tables=PROTOCOL["demo-world"].steps) or "RESULTS.md")
     monkeypatch.setattr(experiments, "write_readme_table", lambda: "README.md")
     protocol = PROTOCOL["demo-world"]
-    assert experiments.main(["--world", "demo-world", "--steps", "738", "--curve-every", "82", "--quiet"]) == 0
-    assert seen == {"grid": (738, 82)} and PROTOCOL["demo-world"] == protocol
-    assert experiments.main(["--world", "demo-world", "--steps", "738", "--curve-every", "82", "--publish"]) == 0
-    assert seen["publish"] == 738 and seen["tables"] == protocol.steps
-    with pytest.raises(SystemExit):
-        experiments.main(["--world", "demo-world", "--steps", "738", "--ship"])
+    other, every = str(protocol.steps + 82), str(protocol.eval_every)  # a budget the protocol does not have
+    assert experiments.main(["--world", "demo-world", "--steps", other, "--curve-every", every, "--quiet"]) == 0
+    assert seen == {"grid": (int(other), int(every))} and PROTOCOL["demo-world"] == protocol
+    assert experiments.main(["--world", "demo-world", "--steps", other, "--curve-every", every, "--publish"]) == 0
+    assert seen["publish"] == int(other) and seen["tables"] == protocol.steps
+    for ship in ("--ship", "--ship-finished"):
+        with pytest.raises(SystemExit):
+            experiments.main(["--world", "demo-world", "--steps", other, ship])
+
+
+def test_ship_finished_ships_without_running_the_grid(monkeypatch):
+    from ccr_core import experiments
+
+    calls = []
+    monkeypatch.setattr(experiments, "run_grid", lambda world, **k: calls.append(("grid", world)))
+    monkeypatch.setattr(experiments, "ship", lambda world, progress=True, methods=None: calls.append(("ship", world, methods)) or [])
+    monkeypatch.setattr(experiments, "write_results_md", lambda: calls.append(("tables",)) or "RESULTS.md")
+    monkeypatch.setattr(experiments, "write_readme_table", lambda: "README.md")
+    assert experiments.main(["--world", "demo-world", "--ship-finished", "--quiet", "--methods", "uml"]) == 0
+    assert calls == [("ship", "demo-world", ["uml"]), ("tables",)]
+    calls.clear()
+    assert experiments.main(["--world", "demo-world", "--ship", "--quiet"]) == 0  # --ship runs the grid first
+    assert calls == [("grid", "demo-world"), ("ship", "demo-world", None), ("tables",)]

@@ -155,7 +155,10 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
     runs = study_grid.fine_tuned_runs(world, seeds=(0,), methods=methods) if fine_tuned else study_grid.grid(world, seeds=(0,), methods=methods, draws=(0,))
     for run in runs:
         wanted = fine_tuned or run.setting == "published" or run.method == REFERENCE
-        if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)) or finished_record(run) is None:
+        if not wanted or run.noise not in SHIP_NOISE.get(world, (0.0,)):
+            continue
+        if finished_record(run) is None:
+            print(f"not shipped: {run.label} has not run; the shipped model of its name (if any) stays", flush=True)
             continue
         ensure_model(run, workbenches, progress)  # a record restored from results/ comes without its model
         name = run.method + (FINE_TUNED_SUFFIX if fine_tuned else "") + (f"@noise{run.noise:g}" if run.noise else "")
