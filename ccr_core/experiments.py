@@ -7,7 +7,7 @@
     python -m ccr_core.experiments --world demo-world --steps 738   # the grid at another budget (before the protocol moves to it)
     python -m ccr_core.experiments --world demo-world --budget # time a few steps per method, print the grid's cost
     python -m ccr_core.experiments --world demo-world --ship   # copy each method's seed-0 model into checkpoints/
-    python -m ccr_core.experiments --world demo-world --ship-finished  # the same, from the runs finished so far (no training)
+    python -m ccr_core.experiments --world demo-world --ship-finished  # the same, from the runs finished so far (no grid run)
     python -m ccr_core.experiments --world flickr8k-ml --ablations  # one config change per stated cause of a gap
     python -m ccr_core.experiments --plots                     # docs/protocol-<world>.png (needs chromium)
     python -m ccr_core.experiments --markdown-only             # rewrite RESULTS.md and README's table from results/*.json
@@ -286,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         for world in args.world:
             run_ablations(world, progress=not args.quiet, seeds=args.seeds, executor=executor)
     elif args.ship_finished and training:
+        if args.threads:  # a restored run is retrained here to ship it: with the grid's thread count, it repeats its record
+            import torch
+
+            torch.set_num_threads(args.threads)
         for world in args.world:
             ship(world, progress=not args.quiet, methods=args.methods)
     elif training:
