@@ -215,6 +215,36 @@ def print_budget(world: str, progress: bool = True) -> None:
     print(f"evaluation per run: {eval_seconds:.0f} s ({'measured on ' + str(len(evals)) + ' finished runs' if evals else 'a guess: no run finished yet'})")
 
 
+def _train(args, executor, narrow: dict) -> None:
+    """The training part of a command: the pilot, the fine-tuned setting, the ablations, shipping finished runs, or the
+    grid (then shipping, with --ship)."""
+    if args.pilot:
+        for world in args.world:
+            run_pilot(world, progress=not args.quiet, executor=executor, methods=args.methods)
+    elif args.fine_tuned:
+        for world in args.world:
+            run_fine_tuned(world, progress=not args.quiet, seeds=args.seeds, methods=args.methods, executor=executor)
+            if args.ship:
+                ship(world, progress=not args.quiet, methods=args.methods, fine_tuned=True)
+    elif args.ablations:
+        for world in args.world:
+            run_ablations(world, progress=not args.quiet, seeds=args.seeds, executor=executor)
+    elif args.ship_finished:
+        if args.threads:  # a restored run is retrained here to ship it: with the grid's thread count, it repeats its record
+            import torch
+
+            torch.set_num_threads(args.threads)
+        for world in args.world:
+            ship(world, progress=not args.quiet, methods=args.methods)
+    else:
+        for world in args.world:
+            start = time.perf_counter()
+            run_grid(world, progress=not args.quiet, executor=executor, **narrow)
+            print(f"== {world} grid done in {time.perf_counter() - start:.0f} s", flush=True)
+            if args.ship:
+                ship(world, progress=not args.quiet, methods=args.methods)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ccr_core.experiments", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", nargs="+", default=[], choices=WORLDS, help="worlds whose grid to run (default: none; with --markdown-only or --plots, every world's files are read)")
@@ -274,31 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             print_budget(world, progress=not args.quiet)
         return 0
     training = not (args.markdown_only or args.publish)  # publishing and rewriting only read records: nothing is trained
-    if args.pilot and training:
-        for world in args.world:
-            run_pilot(world, progress=not args.quiet, executor=executor, methods=args.methods)
-    elif args.fine_tuned and training:
-        for world in args.world:
-            run_fine_tuned(world, progress=not args.quiet, seeds=args.seeds, methods=args.methods, executor=executor)
-            if args.ship:
-                ship(world, progress=not args.quiet, methods=args.methods, fine_tuned=True)
-    elif args.ablations and training:
-        for world in args.world:
-            run_ablations(world, progress=not args.quiet, seeds=args.seeds, executor=executor)
-    elif args.ship_finished and training:
-        if args.threads:  # a restored run is retrained here to ship it: with the grid's thread count, it repeats its record
-            import torch
-
-            torch.set_num_threads(args.threads)
-        for world in args.world:
-            ship(world, progress=not args.quiet, methods=args.methods)
-    elif training:
-        for world in args.world:
-            start = time.perf_counter()
-            run_grid(world, progress=not args.quiet, executor=executor, **narrow)
-            print(f"== {world} grid done in {time.perf_counter() - start:.0f} s", flush=True)
-            if args.ship:
-                ship(world, progress=not args.quiet, methods=args.methods)
+    if training:
+        _train(args, executor, narrow)
     if args.publish:
         try:
             for path in publish(args.world or WORLDS, replace=args.replace):
