@@ -191,11 +191,15 @@ def test_uml_noise_audit_on_injected_noise(world, tmp_path, monkeypatch):
 def test_float16_shipping_copy_loads_and_matches(world, tmp_path):
     import shutil
 
-    from ccr_core.training.checkpoint import convert_weights
+    from ccr_core.training.checkpoint import OPTIMIZER, convert_weights, drop_optimizer_state, verify_checkpoint
 
     root, bundle, bench = world
     train(TrainConfig(method="nrccr", data=str(bundle.root), epochs=1, **TINY), tmp_path / "run", root / "ws", progress=False, bench=bench)
-    shutil.copytree(tmp_path / "run" / "best", tmp_path / "ship")
+    shutil.copytree(tmp_path / "run" / "last", tmp_path / "ship")  # what the grid ships: last/, with the optimisers' state
+    assert len(list((tmp_path / "ship").glob(f"*.{OPTIMIZER}"))) == 2  # Adam and NRCCR's discriminator Adam
+    drop_optimizer_state(tmp_path / "ship")
+    assert sorted(p.name for p in (tmp_path / "ship").iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
+    verify_checkpoint(tmp_path / "ship")
     convert_weights(tmp_path / "ship")
     assert all(v.dtype in (torch.float16, torch.int64) for v in load_weights(tmp_path / "ship").values())
     full, half = load_trained(tmp_path / "run", bench), load_trained(tmp_path / "ship", bench)

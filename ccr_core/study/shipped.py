@@ -15,7 +15,7 @@ from ccr_core.study import grid as study_grid
 from ccr_core.study import records
 from ccr_core.study.runner import Workbenches, copy_checkpoint, ensure_model, evaluate_run, finished_record
 from ccr_core.study.stats import t_interval, threshold_verdict
-from ccr_core.training.checkpoint import OPTIMIZER, OPTIMIZER_META, convert_weights, weights_sha256
+from ccr_core.training.checkpoint import convert_weights, drop_optimizer_state, weights_sha256
 from ccr_core.training.inference import load_trained
 
 # What ships per world: the "published" setting's seed-0 model at these noise rates (and the floor, the
@@ -165,23 +165,26 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
         target = CHECKPOINTS_DIR / world / name.replace("@", "-")
         if fine_tuned and run.method != REFERENCE:
             replaced.add(run.method)
-        copy_checkpoint(run.folder() / "last", target)  # the model at the end of its budget, the one the grid scores
-        for leftover in [*target.glob(f"*.{OPTIMIZER}"), *target.glob(f"*.{OPTIMIZER_META}")]:
-            leftover.unlink()  # the optimiser's state resumes training; a shipped model does not need it
-        convert_weights(target, torch.float16)  # re-stamps the manifest with the files left
+        # the shipped copy is made and scored beside the target, then put in its place: a failure leaves the shipped model as it was
+        staged = target.with_name(f".{target.name}.staged")
+        copy_checkpoint(run.folder() / "last", staged)  # the model at the end of its budget, the one the grid scores
+        drop_optimizer_state(staged)
+        convert_weights(staged, torch.float16)
         bench = workbenches.get(run)
         summary = read_json(run.folder() / SUMMARY_FILE)
-        result = evaluate_run(target, bench, summary, name)
+        result = evaluate_run(staged, bench, summary, name)
         result["scored"] = records.summary_budget(summary)
-        result["checkpoint_sha256"] = weights_sha256(target)  # the float16 copy scored
+        result["checkpoint_sha256"] = weights_sha256(staged)  # the float16 copy scored
         if (bench.bundle.root / "scenes.jsonl").exists():
-            result["free_queries"] = free_query_report(load_trained(target, bench, name), bench)
+            result["free_queries"] = free_query_report(load_trained(staged, bench, name), bench)
         if fine_tuned:
             result["fine_tuned"] = dict(run.train_overrides)
         result.update({"noise_rate": run.noise, "seed": 0, "setting": run.setting, "weights": "float16",
                        "train_seconds": summary["train_seconds"], "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
                        "captions_per_s": summary["captions_per_s"], "protocol": "equal-budget"})
-        write_json_atomic(target / RESULT_FILE, result)
+        write_json_atomic(staged / RESULT_FILE, result)
+        copy_checkpoint(staged, target)
+        shutil.rmtree(staged)
         shipped.append(result)
         print(f"shipped {world}/{name}", flush=True)
     path = records.record_path("shipped", world)

@@ -116,6 +116,17 @@ def check_compatible(meta: dict, *, method: str | None = None, visual: dict | No
                                   f"but {want.get('name')!r} ({json.dumps(want)[:160]}) is in use")
 
 
+def drop_optimizer_state(folder: str | Path) -> None:
+    """Remove a verified checkpoint's optimiser files (they resume training; a shipped model does not need them) and
+    their manifest entries, so that the folder verifies without them."""
+    folder = Path(folder)
+    verify_checkpoint(folder)
+    manifest = read_json(folder / MANIFEST)
+    for path in [*folder.glob(f"*.{OPTIMIZER}"), *folder.glob(f"*.{OPTIMIZER_META}")]:
+        path.unlink()
+    write_json_atomic(folder / MANIFEST, {**manifest, "sha256": {f: h for f, h in manifest["sha256"].items() if (folder / f).exists()}})
+
+
 def convert_weights(folder: str | Path, dtype: torch.dtype = torch.float16) -> None:
     """Rewrite a checkpoint's floating-point weights in ``dtype`` (what ships in ``checkpoints/``:
     half the size) and re-stamp the manifest. Loading casts them back to the model's float32."""
