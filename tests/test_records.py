@@ -50,8 +50,13 @@ def test_the_table_filter_keeps_one_scored_budget_and_never_by_outcome():
     kept = records.for_tables(rows, "demo-world")
     assert [r["seed"] for r in kept] == [0, 1, 2] and records.mixed_budgets(kept) == {steps}  # the low seed stays too
     # the baseline is the floor's model in the common setting: its rows there are not table rows
-    assert records.for_tables([_record("baseline", 0, steps=steps)], "demo-world") == []
-    assert len(records.for_tables([_record("baseline", 0, steps=steps, setting="published")], "demo-world")) == 1
+    assert records.for_tables([_record("baseline", s, steps=steps) for s in (0, 1, 2)], "demo-world") == []
+    assert len(records.for_tables([_record("baseline", s, steps=steps, setting="published") for s in (0, 1, 2)], "demo-world")) == 3
+    # a cell still filling is in no table: never shown with some of its runs
+    assert records.for_tables([_record("baseline", s, steps=steps, setting="published") for s in (0, 1)], "demo-world") == []
+    # a cell with a second noise draw needs both draws of every seed
+    drawn = [{**_record("floor", s, steps=steps, noise=0.4), "noise_seed": d} for s in (0, 1, 2) for d in (0, 1)]
+    assert len(records.for_tables(drawn, "demo-world")) == 6 and records.for_tables(drawn[:-1], "demo-world") == []
 
 
 @pytest.mark.parametrize("world", sorted(PROTOCOL))

@@ -155,7 +155,28 @@ def for_tables(records: list[dict], world: str) -> list[dict]:
         if len(budgets) > 1:
             raise ValueError(f"{world}: records of several budgets ({sorted(budgets)} steps) and no protocol to choose one")
         steps = next(iter(budgets), 0)
-    return [r for r in table_records(records, steps) if not duplicate(r)]
+    return complete_cells([r for r in table_records(records, steps) if not duplicate(r)], world)
+
+
+def complete_cells(records: list[dict], world: str) -> list[dict]:
+    """The records of the cells (setting, method, variant, noise rate) that hold every run the world's protocol plans for
+    them: each of its seeds, with each noise draw the cell has (:attr:`WorldProtocol.noise_draws`). A cell still
+    filling is in no table, so no cell is shown with some of its runs (a world without a protocol keeps every record)."""
+    proto = PROTOCOL.get(world)
+    if proto is None:
+        return records
+
+    def cell(r):
+        return r["setting"], r["method"], r.get("variant", ""), r["noise_rate"]
+
+    def planned(r):
+        draws = (0, 1) if not r.get("variant") and r["noise_rate"] in proto.noise_draws.get(r["setting"], ()) else (0,)
+        return {(seed, draw) for seed in proto.seeds for draw in draws}
+
+    have: dict = {}
+    for r in records:
+        have.setdefault(cell(r), set()).add((r["seed"], r.get("noise_seed", 0)))
+    return [r for r in records if planned(r) <= have[cell(r)]]
 
 
 def world_table_records(kind: str, world: str, root: Path | None = None) -> list[dict]:
