@@ -148,13 +148,14 @@ def test_experiments_command_takes_the_ray_executor(cluster, tiny_world, monkeyp
     monkeypatch.setattr(experiments, "WORLDS", (WORLD,))
     shutil.copy(REPO / "README.md", tiny_world / "README.md")
     monkeypatch.setattr(experiments, "write_readme_table", functools.partial(experiments.write_readme_table, tiny_world / "README.md"))
-    assert experiments.main(["--world", WORLD, "--methods", "floor", "--seeds", "0", "--executor", "ray", "--quiet"]) == 0
+    # both of the protocol's seeds: a table shows a cell only with all of its runs
+    assert experiments.main(["--world", WORLD, "--methods", "floor", "--seeds", "0", "1", "--executor", "ray", "--quiet"]) == 0
     assert experiments.main(["--world", WORLD, "--publish"]) == 0  # a second command: publishing trains nothing
     results = read_json(tiny_world / "results" / f"protocol-{WORLD}.json")
     assert {(r["method"], r["noise_rate"]) for r in results} == {("floor", 0.0), ("floor", 0.5)}
-    assert "| floor = baseline (one model in this setting) | 0.5 | 1 |" in (tiny_world / "RESULTS.md").read_text()
+    assert "| floor = baseline (one model in this setting) | 0.5 | 2 |" in (tiny_world / "RESULTS.md").read_text()
     out = capsys.readouterr().out
-    assert "2 runs as Ray tasks (1 CPU, 0 GPU, 1 torch threads each; cluster: 2 CPUs" in out
+    assert "4 runs as Ray tasks (1 CPU, 0 GPU, 1 torch threads each; cluster: 2 CPUs" in out
     assert experiments.main(["--world", WORLD, "--methods", "no-such-method", "--seeds", "0", "--settings", "common",
                              "--noise", "0", "--executor", "ray", "--retries", "0", "--quiet"]) == 1
     assert "FAILED" in capsys.readouterr().out
