@@ -56,6 +56,10 @@ class WorldProtocol:
     grid_eval_every: int = 0  # the grid's curve points (0: every eval_every steps, like the pilot); a validation costs
     # about as much as dozens of frozen-encoder steps, so the grid may take fewer points than the pilot that chose its budget
 
+    def draws(self, setting: str, rate: float) -> tuple:
+        """The noise draws (noise seeds) a cell of the grid runs: 0, and 1 where :attr:`noise_draws` asks."""
+        return (0, 1) if rate in self.noise_draws.get(setting, ()) else (0,)
+
     def curve_every(self, pilot: bool) -> int:
         """Steps between learning-curve points of a pilot run or of a grid run."""
         return self.eval_every if pilot else (self.grid_eval_every or self.eval_every)
@@ -251,7 +255,7 @@ def grid(world: str, methods=None, settings=None, seeds=None, noise=None, draws=
             for rate in proto.noise[setting]:
                 if noise is not None and rate not in noise:
                     continue
-                for draw in (0, 1) if rate in proto.noise_draws.get(setting, ()) else (0,):
+                for draw in proto.draws(setting, rate):
                     if draws is not None and draw not in draws:
                         continue
                     runs += [Run(world, setting, method, float(rate), seed, noise_seed=draw, steps=steps)

@@ -170,7 +170,7 @@ def complete_cells(records: list[dict], world: str) -> list[dict]:
         return r["setting"], r["method"], r.get("variant", ""), r["noise_rate"]
 
     def planned(r):
-        draws = (0, 1) if not r.get("variant") and r["noise_rate"] in proto.noise_draws.get(r["setting"], ()) else (0,)
+        draws = (0,) if r.get("variant") else proto.draws(r["setting"], r["noise_rate"])
         return {(seed, draw) for seed in proto.seeds for draw in draws}
 
     have: dict = {}
