@@ -137,10 +137,10 @@ def render_results_md() -> str:
              "## The comparison", ""]
     tuned_runs = {}
     for world in WORLDS:
-        results = _read(f"protocol-{world}.json")
-        if not results:
+        results, pilot = records.load("protocol", world), records.load("pilot", world)
+        if not results and not pilot:
             continue
-        lines += pilot_markdown(world, records.load("pilot", world))
+        lines += pilot_markdown(world, pilot)
         lines += protocol_markdown(world, results)
         grid_rows, steps = records.for_tables(results, world), study_grid.PROTOCOL[world].steps
         for kind, render in (("ablations", ablation_markdown), ("fine-tuned", fine_tuned_markdown)):
@@ -154,7 +154,7 @@ def render_results_md() -> str:
                           f"table; `python -m ccr_core.experiments --world {world} --{kind}` runs them at {steps:,} steps.", ""]
             if kind == "fine-tuned" and rows:
                 tuned_runs[world] = rows
-        if (study_grid_plot := REPO_ROOT / "docs" / f"protocol-{world}.png").exists():
+        if grid_rows and (study_grid_plot := REPO_ROOT / "docs" / f"protocol-{world}.png").exists():
             lines += [f"![target SumR against noise rate, {world}](docs/{study_grid_plot.name})", ""]
     if len(lines) == 7:
         lines += ["No protocol runs yet: `python -m ccr_core.experiments --world demo-world`.", ""]

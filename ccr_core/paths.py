@@ -7,6 +7,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = REPO_ROOT / "assets"
 CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
+# Image feature caches the repository ships (<world>/<backbone folder>, float16): the dashboard serves its worlds' models
+# on them, so a shipped model is scored on them too (study.shipped).
+SHIPPED_FEATURES_DIR = ASSETS_DIR / "features"
 
 # The files of a run's record, under one name wherever they are written (``ccr train``, a grid run, a shipped model,
 # ``ccr eval``; docs/results.md "Records"). A run folder holds the first three beside ``best/`` and ``last/``.

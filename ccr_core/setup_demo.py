@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from ccr_core.data.bundle import BundleError, load_bundle, resolve_bundle
-from ccr_core.paths import ASSETS_DIR, bundle_dir, workspace_dir
+from ccr_core.paths import SHIPPED_FEATURES_DIR, bundle_dir, workspace_dir
 
 WORLD = "demo-world"
-SHIPPED_FEATURES = ASSETS_DIR / "features" / WORLD
+SHIPPED_FEATURES = SHIPPED_FEATURES_DIR / WORLD
 
 
 def ensure_bundle(progress: bool = True):

@@ -91,3 +91,29 @@ def test_a_shipped_model_re_evaluated_from_its_weights_gives_its_metrics(demo_ge
 
 def test_results_md_is_what_the_experiment_command_writes():
     assert (REPO_ROOT / "RESULTS.md").read_text(encoding="utf-8") == render_results_md()
+
+
+def test_a_shipped_model_is_scored_on_the_features_the_dashboard_serves(tmp_path, monkeypatch):
+    """ship() scores each shipped copy on the image features the repository ships for its world (float16, what `make
+    demo` puts in the workspace), not on the grid's own float32 cache: the two differ by a float16 step, which flipped
+    a near tie in a shipped row (one_to_k, German t2i R@1 63.35 against 63.40 re-measured by the dashboard)."""
+    import shutil
+
+    import numpy as np
+
+    from ccr_core.features import convert_to_float16, import_precomputed
+    from ccr_core.study import shipped
+    from ccr_core.training.workbench import Workbench
+
+    matrix = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32) + 1e-4
+    np.save(tmp_path / "m.npy", matrix)
+    grid_cache = import_precomputed(tmp_path / "m.npy", ["a", "b", "c", "d"], tmp_path / "grid" / "lite")
+    bench = Workbench(None, grid_cache, None, None, grid_cache.meta["backbone"])
+    monkeypatch.setattr(shipped, "SHIPPED_FEATURES_DIR", tmp_path / "assets")
+    assert shipped.served(bench, "w") is bench  # the world ships no features: the grid's are the served ones
+    shutil.copytree(tmp_path / "grid" / "lite", tmp_path / "assets" / "w" / "lite")
+    convert_to_float16(tmp_path / "assets" / "w" / "lite")
+    served = shipped.served(bench, "w")
+    assert served.features.root == tmp_path / "assets" / "w" / "lite" and served.features.features.dtype == np.float16
+    assert np.array_equal(served.features.features, matrix.astype(np.float16)) and served.bundle is bench.bundle
+    assert bench.features is grid_cache  # the grid's bench is untouched

@@ -32,7 +32,7 @@ def test_every_run_of_a_world_has_the_same_budget_of_whole_epochs(known_epochs):
         assert all(c.patience > c.epochs for c in configs)  # no early stop: nobody trains less
         assert all(c.method_config.get("head") == "linear" for r, c in zip(runs, configs) if r.setting == "common" and r.method != "floor")
         assert {r.seed for r in runs} == {0, 1, 2}
-    assert PROTOCOL["flickr8k-ml"].steps == 3 * 233
+    assert PROTOCOL["flickr8k-ml"].steps == 9 * 233
     flickr = study_grid.grid("flickr8k-ml")
     assert {r.noise for r in flickr if r.setting == "common"} == {0.0, 0.2, 0.4, 0.6}
     demo = study_grid.grid("demo-world")
@@ -149,17 +149,21 @@ def test_uml_targets_are_met_only_when_the_interval_clears_the_bar():
 
 
 def test_tables_hold_one_scored_budget_and_records_of_others_are_in_no_table():
-    old = _result("one_to_k", 0.0, 0, 400.0, steps=699, best_epoch=1, epochs=3)
-    assert records.scored_budget(old) == {"checkpoint": "best validation epoch", "steps": 233, "target_exposures": 33}
+    budget = PROTOCOL["flickr8k-ml"].steps
+    epochs = budget // 233  # one epoch = 233 steps
+    old = _result("one_to_k", 0.0, 0, 400.0, steps=budget, best_epoch=1, epochs=epochs)
+    assert records.scored_budget(old) == {"checkpoint": "best validation epoch", "steps": 233, "target_exposures": 100 // epochs}
     assert not records.at_end_of_budget(old) and records.at_end_of_budget(_result("uml", 0.0, 0, 400.0, best_epoch=3, epochs=3))
     other = _result("cl2cm", 0.0, 0, 500.0, steps=1398, best_epoch=6, epochs=6)  # another budget, scored at its end
-    results = [_result(m, 0.0, s, 400.0, steps=699, best_epoch=3, epochs=3) for m in ("floor", "uml") for s in (0, 1, 2)] + [old, other]
+    results = [_result(m, 0.0, s, 400.0, steps=budget, best_epoch=epochs, epochs=epochs) for m in ("floor", "uml") for s in (0, 1, 2)] + [old, other]
     md = "\n".join(report.protocol_markdown("flickr8k-ml", results))
     assert "(6 of " in md and "Set aside" not in md
     assert "Records of other budgets (233, 1,398 steps) are kept in results/ but are in no table here" in md
-    assert "Every scored model: 699 optimiser steps (recorded)" in md
+    assert f"Every scored model: {budget:,} optimiser steps (recorded)" in md
     assert "| one_to_k |" not in md and "| cl2cm |" not in md  # not in any table
-    assert records.mixed_budgets(records.for_tables(results, "flickr8k-ml")) == {699}
+    assert records.mixed_budgets(records.for_tables(results, "flickr8k-ml")) == {budget}
+    empty = "\n".join(report.protocol_markdown("flickr8k-ml", [old, other]))  # no run at the budget yet: what is to run
+    assert f"(0 of {len(study_grid.grid('flickr8k-ml'))} runs)" in empty and "| one_to_k |" not in empty and "Not run yet" in empty
 
 
 def test_budget_lines_print_per_language_exposures_as_recorded():

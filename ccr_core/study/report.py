@@ -234,10 +234,17 @@ def run_seconds(results: list[dict]) -> dict[tuple, tuple[float, int]]:
     return {key: (sum(v) / len(v), len(v)) for key, v in spent.items()}
 
 
-def not_run_lines(missing: list, results: list[dict]) -> list[str]:
+def not_run_lines(missing: list, results: list[dict], pilot: list[dict] = (), steps: int = 0) -> list[str]:
     """The grid's runs without a record, grouped, each group with its cost measured from the records of the same
-    (setting, method) on this world (on this machine, one run at a time), and the total."""
+    (setting, method) on this world (on this machine, one run at a time), and the total. A group with no grid record
+    yet is costed from its ``pilot`` runs, scaled from their steps to the grid's ``steps``."""
     cost = run_seconds(results)
+    for r in pilot:
+        key, spent = (r["setting"], r["method"]), r.get("budget", {})
+        if key not in cost and spent.get("train_seconds") and steps:
+            runs = [p for p in pilot if (p["setting"], p["method"]) == key]
+            scaled = [(p["budget"]["train_seconds"] + (p["budget"].get("eval_seconds") or 0.0)) * steps / p["budget"]["steps"] for p in runs]
+            cost[key] = (sum(scaled) / len(scaled), f"{len(scaled)} pilot runs, scaled to {steps:,} steps")
     by: dict[tuple, list] = {}
     for r in missing:
         by.setdefault((r.setting, r.method), []).append(r)
@@ -248,7 +255,7 @@ def not_run_lines(missing: list, results: list[dict]) -> list[str]:
         if measured:
             total += measured[0] * len(rs)
             parts.append(f"{method} {setting} ({len(rs)} runs: noise {noise}; ≈ {measured[0] * len(rs) / 60:.0f} min at "
-                         f"{measured[0] / 60:.1f} min a run, measured on {measured[1]} recorded runs)")
+                         f"{measured[0] / 60:.1f} min a run, measured on {measured[1]}" + (" recorded runs)" if isinstance(measured[1], int) else ")"))
         else:
             unknown.append(f"{method} {setting}")
             parts.append(f"{method} {setting} ({len(rs)} runs: noise {noise}; cost not measured yet)")
@@ -262,9 +269,7 @@ def _draw_cells(draws: dict) -> str:
 
 
 def protocol_markdown(world: str, results: list[dict]) -> list[str]:
-    """RESULTS.md's comparison section of one world."""
-    if not results:
-        return []
+    """RESULTS.md's comparison section of one world (with no runs yet: what is to run)."""
     proto = PROTOCOL[world]
     kept = records.for_tables(results, world)
     other_budgets = sorted({records.scored_steps(r) for r in results} - {proto.steps})
@@ -273,6 +278,12 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
     done = {(r["setting"], r["method"], r["noise_rate"], r.get("noise_seed", 0), r["seed"]) for r in kept}
     missing = [r for r in grid(world) if (r.setting, r.method, r.noise, r.noise_seed, r.seed) not in done]
     seeds = sorted({r["seed"] for r in kept})
+    regenerate = (f"Regenerate: `python -m ccr_core.experiments --world {world}` (resumable; runs under "
+                  f"`<CCR_WORKSPACE>/runs/protocol/{world}/`), then `--publish`.")
+    if not kept:  # nothing to tabulate yet: what the grid will run, and its cost
+        return [f"### {world}: equal-budget protocol (0 of {len(missing)} runs)", "",
+                f"{proto.steps:,} optimiser steps per run at batch {proto.train.get('batch_size')}, 3 seeds. " + regenerate, "",
+                *not_run_lines(missing, results, records.load("pilot", world), proto.steps)]
     out = [f"### {world}: equal-budget protocol ({len(kept)} of {len(kept) + len(missing)} runs)", "",
            *budget_lines(world, kept),
            f"Seeds {', '.join(map(str, seeds))}; noisy pairs drawn with noise seed 0 (the same pairs for every method and seed)"
@@ -280,13 +291,12 @@ def protocol_markdown(world: str, results: list[dict]) -> list[str]:
            + ". Cells: mean ± 95% t-interval over seeds (a seed's two draws averaged first). Frozen backbones (e5-small, "
              "EfficientNet-Lite0) in both settings: the papers fine-tune their text encoders. In the common setting the baseline "
              "is the floor's model (same loss, τ, heads and initialisation), so one row shows both.",
-           f"Regenerate: `python -m ccr_core.experiments --world {world}` (resumable; runs under `<CCR_WORKSPACE>/runs/protocol/{world}/`), "
-           f"then `--publish`.", ""]
+           regenerate, ""]
     if other_budgets:
         out += [f"Records of other budgets ({', '.join(f'{s:,}' for s in other_budgets)} steps) are kept in results/ but are in no "
                 "table here: a table holds one scored budget.", ""]
     if missing:
-        out += not_run_lines(missing, results)
+        out += not_run_lines(missing, results, records.load("pilot", world), proto.steps)
     groups = sorted({k.split(" ", 1)[1] for c in table.values() for k in c["stats"] if k.startswith("SumR ")})
     for setting in SETTINGS:
         keys = _ordered(table, setting)
@@ -423,7 +433,13 @@ def pilot_markdown(world: str, pilot: list[dict]) -> list[str]:
                 f"{records.CONVERGENCE_GAIN:.0%}: {', '.join(undertrained) if undertrained else 'none'}."]
     new_name = ("the converged budget" if len(curves) >= planned else "the budget the finished pilot runs have converged by") if chosen else "the pilot's end"
     out += _orders_by_budget(curves, old, chosen or proto.pilot_steps, new_name, old_name)
-    if len(curves) < planned:
+    if len(curves) < planned and chosen is not None and chosen == proto.steps:
+        left = planned - len(curves)
+        out.append(f"**Budget**: the grid runs {chosen:,} steps, the smallest at which every finished pilot run has converged. The "
+                   f"{left} pilot run{'s' if left != 1 else ''} left can only raise it (a budget must be one every run has converged "
+                   f"by); a grid run whose own curve still gains more than {records.CONVERGENCE_GAIN:.0%} at {chosen:,} steps is "
+                   "marked \"not converged\" wherever its number appears.")
+    elif len(curves) < planned:
         left = planned - len(curves)
         out.append(f"**Budget not chosen yet**: {left} pilot run{'s are' if left != 1 else ' is'} still to run.")
     elif chosen is None:
