@@ -117,3 +117,48 @@ def test_a_shipped_model_is_scored_on_the_features_the_dashboard_serves(tmp_path
     assert served.features.root == tmp_path / "assets" / "w" / "lite" and served.features.features.dtype == np.float16
     assert np.array_equal(served.features.features, matrix.astype(np.float16)) and served.bundle is bench.bundle
     assert bench.features is grid_cache  # the grid's bench is untouched
+
+
+def test_ship_puts_each_model_in_with_its_row_and_a_failure_keeps_the_shipped_one(tmp_path, monkeypatch):
+    """A tiny grid's seed-0 models shipped one by one: each swapped-in model has its results row at once, and a
+    failure while staging the next leaves that model's shipped folder and row as they were, with no staging left."""
+    from conftest import make_tiny_bundle
+
+    from ccr_core.study import executors, records, shipped
+    from ccr_core.study import grid as study_grid
+    from ccr_core.study.grid import PROTOCOL, WorldProtocol
+
+    world = "tiny-ship"
+    bundle = make_tiny_bundle(tmp_path / "bundle", n_images=30, langs=("en", "de"), with_mt=True)
+    monkeypatch.setitem(PROTOCOL, world, WorldProtocol(
+        train={"batch_size": 4, "lr": 1e-3, "targets_per_batch": 0, "text_backbone": "tiny-text", "visual_backbone": "tiny-visual"},
+        steps=4, noise={"common": (0.0,), "published": (0.0,)}, methods=("floor", "baseline"), seeds=(0,), data=str(bundle)))
+    monkeypatch.setenv("CCR_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setattr(records, "repo_results_dir", lambda: tmp_path / "results")
+    monkeypatch.setattr(shipped, "CHECKPOINTS_DIR", tmp_path / "checkpoints")
+    executors.LocalExecutor(threads=1).run(study_grid.grid(world), progress=False)
+    old = tmp_path / "checkpoints" / world / "floor"  # a model shipped before, with its row
+    old.mkdir(parents=True)
+    (old / "marker").write_text("old")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / f"{world}.json").write_text(json.dumps([{"model": "floor", "old": True}, {"model": "other"}]))
+
+    calls = []
+
+    def convert(folder, dtype, real=shipped.convert_weights):
+        calls.append(folder.name)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(folder, dtype)
+
+    monkeypatch.setattr(shipped, "convert_weights", convert)
+    with pytest.raises(RuntimeError, match="disk full"):
+        shipped.ship(world, progress=False)
+    first, second = (name.strip(".").removesuffix(".staged") for name in calls)
+    rows = {r["model"]: r for r in read_json(tmp_path / "results" / f"{world}.json")}
+    assert (tmp_path / "checkpoints" / world / first / "result.json").is_file()
+    assert rows[first]["weights"] == "float16" and rows[first]["checkpoint_sha256"]  # its row is in at once
+    assert "other" in rows and not list((tmp_path / "checkpoints" / world).glob(".*staged"))
+    assert (first, second) == ("baseline", "floor")  # the grid's order: the published model, then the floor
+    assert (old / "marker").read_text() == "old" and rows["floor"] == {"model": "floor", "old": True}  # as shipped before
+    assert not (old / "result.json").exists()

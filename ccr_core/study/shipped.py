@@ -181,32 +181,45 @@ def ship(world: str, progress: bool = True, methods=None, fine_tuned: bool = Fal
             replaced.add(run.method)
         # the shipped copy is made and scored beside the target, then put in its place: a failure leaves the shipped model as it was
         staged = target.with_name(f".{target.name}.staged")
-        copy_checkpoint(run.folder() / "last", staged)  # the model at the end of its budget, the one the grid scores
-        drop_optimizer_state(staged)
-        convert_weights(staged, torch.float16)
-        bench = served(workbenches.get(run), world)
-        summary = read_json(run.folder() / SUMMARY_FILE)
-        result = evaluate_run(staged, bench, summary, name)
-        result["scored"] = records.summary_budget(summary)
-        result["checkpoint_sha256"] = weights_sha256(staged)  # the float16 copy scored
-        if (bench.bundle.root / "scenes.jsonl").exists():
-            result["free_queries"] = free_query_report(load_trained(staged, bench, name), bench)
-        if fine_tuned:
-            result["fine_tuned"] = dict(run.train_overrides)
-        result.update({"noise_rate": run.noise, "seed": 0, "setting": run.setting, "weights": "float16",
-                       "train_seconds": summary["train_seconds"], "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
-                       "captions_per_s": summary["captions_per_s"], "protocol": "equal-budget"})
-        write_json_atomic(staged / RESULT_FILE, result)
-        copy_checkpoint(staged, target)
-        shutil.rmtree(staged)
+        try:
+            result = _stage(run, name, staged, served(workbenches.get(run), world), fine_tuned)
+            copy_checkpoint(staged, target)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
         shipped.append(result)
+        _merge_rows(world, [result], {name} | ({run.method} if fine_tuned and run.method != REFERENCE else set()))
         print(f"shipped {world}/{name}", flush=True)
-    path = records.record_path("shipped", world)
-    names = {r["model"] for r in shipped} | replaced
-    kept = [r for r in (read_json(path) if path.exists() else []) if r["model"] not in names]
     for method in sorted(replaced):  # the frozen model the fine-tuned one replaces (its numbers stay in the grid's tables)
         if (CHECKPOINTS_DIR / world / method).is_dir():
             shutil.rmtree(CHECKPOINTS_DIR / world / method)
-    write_json_atomic(path, kept + shipped)
     return shipped
+
+
+def _stage(run, name: str, staged, bench, fine_tuned: bool) -> dict:
+    """The run's ``last/`` copied to ``staged`` as float16 without its optimiser state, scored on ``bench``, its
+    ``result.json`` written there; returns that result."""
+    copy_checkpoint(run.folder() / "last", staged)  # the model at the end of its budget, the one the grid scores
+    drop_optimizer_state(staged)
+    convert_weights(staged, torch.float16)
+    summary = read_json(run.folder() / SUMMARY_FILE)
+    result = evaluate_run(staged, bench, summary, name)
+    result["scored"] = records.summary_budget(summary)
+    result["checkpoint_sha256"] = weights_sha256(staged)  # the float16 copy scored
+    if (bench.bundle.root / "scenes.jsonl").exists():
+        result["free_queries"] = free_query_report(load_trained(staged, bench, name), bench)
+    if fine_tuned:
+        result["fine_tuned"] = dict(run.train_overrides)
+    result.update({"noise_rate": run.noise, "seed": 0, "setting": run.setting, "weights": "float16",
+                   "train_seconds": summary["train_seconds"], "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
+                   "captions_per_s": summary["captions_per_s"], "protocol": "equal-budget"})
+    write_json_atomic(staged / RESULT_FILE, result)
+    return result
+
+
+def _merge_rows(world: str, rows: list[dict], names: set[str]) -> None:
+    """Put ``rows`` into ``results/<world>.json`` in place of the rows named ``names`` (other models' rows stay). Called
+    as each model is swapped in, so a ship that fails half-way leaves every swapped-in model with its row."""
+    path = records.record_path("shipped", world)
+    kept = [r for r in (read_json(path) if path.exists() else []) if r["model"] not in names]
+    write_json_atomic(path, kept + rows)
 
