@@ -95,8 +95,8 @@ def test_results_md_is_what_the_experiment_command_writes():
 
 def test_a_shipped_model_is_scored_on_the_features_the_dashboard_serves(tmp_path, monkeypatch):
     """ship() scores each shipped copy on the image features the repository ships for its world (float16, what `make
-    demo` puts in the workspace), not on the grid's own float32 cache: the two differ by a float16 step, which flipped
-    a near tie in a shipped row (one_to_k, German t2i R@1 63.35 against 63.40 re-measured by the dashboard)."""
+    demo` puts in the workspace), not on the grid's own float32 cache: the two differ by a float16 step, which can flip
+    a near tie, so that the dashboard would re-measure another number than the shipped row's."""
     import shutil
 
     import numpy as np

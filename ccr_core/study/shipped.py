@@ -43,7 +43,7 @@ def served(bench, world: str):
     ships (``assets/features/<world>/<backbone>``, what ``make demo`` puts in the workspace) where there is one, else
     ``bench`` itself. A shipped model is scored here, so that its row is what the dashboard re-measures: the grid's own
     cache (float32, built by ``ccr data build``) differs from it by up to one float16 step, enough to flip a near tie
-    (demo world, one_to_k: German t2i R@1 63.35 on the grid's features against 63.40 on the shipped ones)."""
+    between two ranks (tests/test_shipped.py re-measures shipped rows as the dashboard does)."""
     shipped = SHIPPED_FEATURES_DIR / world / bench.features.root.name
     if not (shipped / "meta.json").is_file():
         return bench
