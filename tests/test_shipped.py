@@ -162,3 +162,25 @@ def test_ship_puts_each_model_in_with_its_row_and_a_failure_keeps_the_shipped_on
     assert (first, second) == ("baseline", "floor")  # the grid's order: the published model, then the floor
     assert (old / "marker").read_text() == "old" and rows["floor"] == {"model": "floor", "old": True}  # as shipped before
     assert not (old / "result.json").exists()
+
+
+def test_a_shipped_row_carries_not_converged_from_the_grid_run_it_was_copied_from(tmp_path, monkeypatch):
+    from ccr_core.study import records
+    from ccr_core.study.shipped import results_markdown
+
+    def record(seed, last, noise_seed=0):
+        return {"method": "uml", "setting": "published", "noise_rate": 0.0, "seed": seed, "noise_seed": noise_seed,
+                "scored": {"checkpoint": "end of budget", "steps": 40},
+                "curve": [{"step": s, records.CONVERGENCE_METRIC: v} for s, v in ((10, 300.0), (20, 380.0), (30, 400.0), (40, last))]}
+
+    (tmp_path / "protocol-w.json").write_text(json.dumps([record(1, 400.0), record(0, 400.0, noise_seed=1), record(0, 420.0)]))
+    monkeypatch.setattr(records, "repo_results_dir", lambda: tmp_path)
+    row = {"model": "uml", "method": "uml", "setting": "published", "noise_rate": 0.0, "seed": 0, "protocol": "equal-budget",
+           "budget": {"steps": 40}, "scored": {"checkpoint": "end of budget", "steps": 40},
+           "groups": {"de": {"SumR": 1.0, "n_images": 1, **{f"{d}_R@{k}": 1.0 for d in ("t2i", "i2t") for k in (1, 5, 10)}}}}
+    assert records.run_record("w", row)["curve"][-1][records.CONVERGENCE_METRIC] == 420.0  # seed 0, first draw
+    assert "| 40 of 40 steps; not converged |" in results_markdown({"w": [row]})  # +5% over its last quarter
+    (tmp_path / "protocol-w.json").write_text(json.dumps([record(0, 401.0)]))
+    assert "| 40 of 40 steps |" in results_markdown({"w": [row]})
+    assert records.run_record("w", {**row, "scored": {"checkpoint": "end of budget", "steps": 30}}) is None  # another budget
+    assert "| earlier |" in results_markdown({"w": [{**row, "protocol": None}]})

@@ -120,6 +120,20 @@ def at_end_of_budget(record: dict) -> bool:
     return scored_budget(record)["checkpoint"] == "end of budget"
 
 
+def run_record(world: str, shipped_row: dict, root: Path | None = None) -> dict | None:
+    """The grid record a shipped model was copied from: a protocol record (a fine-tuned one for a fine-tuned model) of
+    the same setting, method and noise rate, seed 0, the first draw of noisy pairs, scored at the same steps. None for a
+    model shipped before the protocol, or when its record is not committed."""
+    kind = "fine-tuned" if shipped_row.get("fine_tuned") else "protocol"
+    steps = scored_steps(shipped_row) if shipped_row.get("scored") else None
+    for r in load(kind, world, root):
+        if (r.get("method"), r.get("setting"), r.get("noise_rate"), r.get("seed"), r.get("noise_seed", 0)) == (
+                shipped_row.get("method"), shipped_row.get("setting"), shipped_row.get("noise_rate"), 0, 0) \
+                and steps is not None and scored_steps(r) == steps and at_end_of_budget(r):
+            return r
+    return None
+
+
 def summary_budget(summary: dict, epoch: int | None = None) -> dict:
     """What the model saved at ``epoch`` saw (the run's end when None), from the trainer's summary: what a new record's
     ``scored`` holds."""

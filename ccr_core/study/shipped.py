@@ -114,7 +114,8 @@ def results_markdown(all_results: dict[str, list[dict]], tuned_runs: dict[str, l
              "Written by `python -m ccr_core.experiments --world W --ship` from `results/<world>.json`. Test split; R@K in percent; SumR =",
              "R@1+5+10 of both directions (max 600); MRV over the languages with native test captions (lower is better). One seed:",
              "gaps here are not findings (the comparison above has the intervals). *scored after*: the steps the shipped model saw, of its",
-             "run's budget (`earlier` = trained before the protocol, one target language per step).", ""]
+             "run's budget (`earlier` = trained before the protocol, one target language per step; `not converged` = its grid run's",
+             "validation curve still gained more than 1% over the last quarter of the budget).", ""]
     for world, results in all_results.items():
         lines += [f"### {world}", ""]
         groups = sorted({g for r in results for g in r["groups"]})
@@ -123,7 +124,7 @@ def results_markdown(all_results: dict[str, list[dict]], tuned_runs: dict[str, l
         for r in results:
             m = r.get("mrv", {})
             lines.append(f"| {r['model']} | {_backbones_cell(r)} | {r['noise_rate']:g} | " + " | ".join(_fmt(r["groups"].get(g, {}).get("SumR")) for g in groups)
-                         + f" | {_fmt(m.get('mrv_i2t'), 2)} / {_fmt(m.get('mrv_t2i'), 2)} | {_noise_cell(r.get('noise'))} | {_fmt(r.get('train_seconds'), 0)} | {_budget_cell(r)} |")
+                         + f" | {_fmt(m.get('mrv_i2t'), 2)} / {_fmt(m.get('mrv_t2i'), 2)} | {_noise_cell(r.get('noise'))} | {_fmt(r.get('train_seconds'), 0)} | {_budget_cell(r, world)} |")
         lines += fine_tuned_targets(results, (tuned_runs or {}).get(world, []))
         lines += ["", "<details><summary>R@1 / R@5 / R@10 per direction and language</summary>", "",
                   "| model | group | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 | SumR | images |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -145,14 +146,17 @@ def results_markdown(all_results: dict[str, list[dict]], tuned_runs: dict[str, l
     return "\n".join(lines) + "\n"
 
 
-def _budget_cell(result: dict) -> str:
-    """The steps the shipped model saw, of its run's budget ("233 of 699 steps"), or "earlier" for a pre-protocol model."""
+def _budget_cell(result: dict, world: str) -> str:
+    """The steps the shipped model saw, of its run's budget ("233 of 699 steps"), or "earlier" for a pre-protocol model;
+    "not converged" where the learning curve of the grid run it was copied from still gained more than the rule allows."""
     budget = result.get("budget")
     if result.get("protocol") != "equal-budget" or not budget:
         return "earlier"
     scored = records.scored_budget(result)
     where = "" if scored["checkpoint"] == "end of budget" else " (best val. epoch)"
-    return f"{scored['steps']:,} of {budget['steps']:,} steps{where}"
+    run = records.run_record(world, result)
+    mark = "; not converged" if run is not None and records.converged(run, records.scored_steps(run)) is False else ""
+    return f"{scored['steps']:,} of {budget['steps']:,} steps{where}{mark}"
 
 
 FINE_TUNED_SUFFIX = "-ft"  # shipped name of a fine-tuned model: <method>-ft
