@@ -30,6 +30,19 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def flickr8k_ml_built(shared_data, tmp_path_factory) -> tuple[Path, float]:
+    """The real flickr8k-ml bundle built once per session from the mirror (tests must not change it), and the seconds the
+    build took."""
+    import time
+
+    from ccr_core.data.flickr8k_ml import build_flickr8k_ml
+
+    started = time.perf_counter()
+    root = build_flickr8k_ml(shared_data, tmp_path_factory.mktemp("flickr8k-ml"), progress=False)
+    return root, time.perf_counter() - started
+
+
+@pytest.fixture(scope="session")
 def chromium() -> str:
     """Path of Debian's chromium; skip (or fail in CI) when absent."""
     path = os.environ.get("CCR_CHROMIUM", CHROMIUM)

@@ -19,15 +19,14 @@ PER_SPLIT = {"train": 60, "val": 10, "test": 60}  # photos kept per split
 
 
 @pytest.fixture(scope="module")
-def flickr_server(shared_data, tmp_path_factory):
+def flickr_server(flickr8k_ml_built, tmp_path_factory):
     from test_app_api import start_server
 
     from ccr_core.data.bundle import load_bundle
-    from ccr_core.data.flickr8k_ml import build_flickr8k_ml
     from ccr_core.paths import CHECKPOINTS_DIR
 
     root = tmp_path_factory.mktemp("flickr-lesson")
-    full = load_bundle(build_flickr8k_ml(shared_data, root / "full", progress=False))
+    full = load_bundle(flickr8k_ml_built[0])
     bundle = cut_bundle(full, root / "flickr8k-ml", PER_SPLIT)
     app, world, demo, url = start_server({"bundle": bundle, "checkpoints": CHECKPOINTS_DIR / "flickr8k-ml", "workspace": root / "ws"})
     app.finish_background(world)  # what the app does after the page is up: captions, training pairs, the audit's scores

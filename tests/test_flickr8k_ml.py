@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import time
 import urllib.error
 from collections import Counter
 from pathlib import Path
@@ -13,18 +12,15 @@ import pytest
 
 from ccr_core.data import flickr8k_ml
 from ccr_core.data.bundle import load_bundle
-from ccr_core.data.flickr8k_ml import build_flickr8k_ml, fetch_flickr8k_ml, flickr8k_ml_counts, format_counts, verify_layout
+from ccr_core.data.flickr8k_ml import fetch_flickr8k_ml, flickr8k_ml_counts, format_counts, verify_layout
 
 pytestmark = pytest.mark.shared_data
 BUILD_SECONDS_LIMIT = 30
 
 
 @pytest.fixture(scope="module")
-def built(shared_data, tmp_path_factory):
-    started = time.perf_counter()
-    root = build_flickr8k_ml(shared_data, tmp_path_factory.mktemp("flickr8k-ml"), progress=False)
-    seconds = time.perf_counter() - started
-    return root, seconds
+def built(flickr8k_ml_built):
+    return flickr8k_ml_built  # (root, build seconds), built once per session (test_browser_flickr cuts the same bundle)
 
 
 @pytest.fixture(scope="module")
