@@ -270,6 +270,24 @@ def test_leaderboard_and_about_read_the_grid(tmp_path, monkeypatch):
     assert leaderboard._interval(world, SimpleNamespace(method="baseline", noise=0.0, trained=tuned.trained), "de") is None
     table = leaderboard.interval_table(world)
     assert len(table) == 4 and set(table["seeds"]) == {3} and table.iloc[0]["target SumR"].startswith("401.0 ±")
+    assert set(table["converged"]) == {"no curve"}
+    # with curves: a run still gaining more than 1% over its budget's last quarter marks its cell, as in RESULTS.md
+    for r in results:
+        rising = r["method"] == "uml" and r["noise_rate"] == 0.4 and r["seed"] == 0
+        r["curve"] = [{"step": st, records.CONVERGENCE_METRIC: v} for st, v in ((5, 300.0 if rising else 400.0), (8, 380.0 if rising else 400.0), (10, 400.0))]
+    write_json_atomic(tmp_path / "results" / "protocol-w.json", results)
+    world = SimpleNamespace(name="w", memo={})
+    marks = {(row["method"], row["train noise"]): row["converged"] for _, row in leaderboard.interval_table(world).iterrows()}
+    assert marks == {("baseline", 0.0): "yes", ("baseline", 0.4): "yes", ("uml", 0.0): "yes", ("uml", 0.4): "not converged (1 of 3 runs)"}
+    shipped_row = {**results[-3], "protocol": "equal-budget", "scored": {"checkpoint": "end of budget", "steps": 10}}
+    assert shipped_row["seed"] == 0 and shipped_row["method"] == "uml" and shipped_row["noise_rate"] == 0.4
+    for r in results:
+        r["scored"] = {"checkpoint": "end of budget", "steps": 10}
+    write_json_atomic(tmp_path / "results" / "protocol-w.json", results)
+    uml_model = SimpleNamespace(method="uml", noise=0.4)
+    assert leaderboard._converged_cell(world, shipped_row, "published", uml_model) == (
+        "not converged (1 of 3 runs); this model's run: not converged")
+    assert leaderboard._converged_cell(world, {**shipped_row, "protocol": None}, "published", uml_model) == "not converged (1 of 3 runs)"
     fig = leaderboard.noise_plot(world, "published")
     assert {t.name for t in fig.data} == {"baseline", "uml"} and list(fig.data[0].x) == [0.0, 0.4]
     findings = about.measured_findings(world)

@@ -18,6 +18,7 @@ from ccr_core.eval.retrieval import evaluate_model
 from ccr_core.methods import BASELINE, REFERENCE, method_sort_key
 from ccr_core.study.plots import curve_figure, noise_figure
 from ccr_core.study import records
+from ccr_core.study.report import convergence_by_cell
 from ccr_core.study.stats import cells, format_interval, kept_share, paired, t_interval, target_sumr, verdict
 
 METRICS = ("SumR", "mean_recall", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_MedR", "i2t_MedR")
@@ -72,6 +73,16 @@ def protocol_cells(world: World) -> dict:
     return world.memo["protocol_cells"]
 
 
+def protocol_convergence(world: World) -> dict:
+    """Per cell of the equal-budget grid: "yes", or "not converged (k of n runs)" (``study.report.convergence_by_cell``,
+    the rule RESULTS.md marks with); read once per world."""
+    if "protocol_convergence" not in world.memo:
+        path = paths.REPO_ROOT / "results" / f"protocol-{world.name}.json"
+        world.memo["protocol_convergence"] = (convergence_by_cell(records.world_table_records("protocol", world.name, path.parent))
+                                              if path.exists() else {})
+    return world.memo["protocol_convergence"]
+
+
 def fine_tuned_cells(world: World) -> dict:
     """The fine-tuned runs' cells (results/fine-tuned-<world>.json, common encoder), or {}; read once per world."""
     if "fine_tuned_cells" not in world.memo:
@@ -114,10 +125,11 @@ def interval_table(world: World) -> pd.DataFrame:
         st = cell["stats"]
         share = kept_share(table, setting, method, noise) if noise else {}
         rows.append({"setting": setting, "method": method, "train noise": noise, "seeds": len(cell["seeds"]),
+                     "converged": protocol_convergence(world).get((setting, method, noise), ""),
                      "target SumR": format_interval(st.get("target SumR")), "en SumR": format_interval(st.get("SumR en")),
                      "MRV mean": format_interval(st.get("mrv_mean"), 2), "kept %": format_interval(t_interval(list(share.values()))) if share else "",
                      "UML DECL AUROC": format_interval(st.get("mismatch auroc"), 3), "1 − cosine AUROC": format_interval(st.get("cosine auroc"), 3)})
-    return pd.DataFrame(rows, columns=["setting", "method", "train noise", "seeds", "target SumR", "en SumR", "MRV mean", "kept %",
+    return pd.DataFrame(rows, columns=["setting", "method", "train noise", "seeds", "converged", "target SumR", "en SumR", "MRV mean", "kept %",
                                        "UML DECL AUROC", "1 − cosine AUROC"])
 
 
@@ -169,8 +181,8 @@ def leaderboard_table(world: World, sort_by: str = "SumR", groups: list[str] | N
     return df.sort_values([sort_by, "model", "group"], ascending=[ascending, True, True], kind="stable").reset_index(drop=True)
 
 
-RANKING_COLUMNS = ["rank", "model", "target SumR", "target SumR over seeds (95% CI)", "vs baseline (paired, 95% CI)", "verdict", "MRV mean",
-                   "method", "train noise", "ranked by"]
+RANKING_COLUMNS = ["rank", "model", "target SumR", "target SumR over seeds (95% CI)", "vs baseline (paired, 95% CI)", "verdict", "converged",
+                   "MRV mean", "method", "train noise", "ranked by"]
 
 
 def _verdict_words(mean: float, hw: float, n: int) -> str:
@@ -178,6 +190,15 @@ def _verdict_words(mean: float, hw: float, n: int) -> str:
     word = verdict(mean, hw, n, "higher")
     return {"holds": "better than the baseline", "does not hold": "worse than the baseline",
             "identical in every seed": "same as the baseline"}.get(word, f"difference {word}")
+
+
+def _converged_cell(world: World, result: dict, setting: str, model) -> str:
+    """Whether the grid runs behind a ranking row had converged (the cell's mark) and, where it had not, the run this
+    model was shipped from (``records.run_record``): RESULTS.md marks the same numbers the same way."""
+    cell = protocol_convergence(world).get((setting, model.method, float(model.noise)), "") if setting in ("published", "common") else ""
+    run = records.run_record(world.name, result, paths.REPO_ROOT / "results") if result.get("protocol") == "equal-budget" else None
+    own = "this model's run: not converged" if run is not None and records.converged(run, records.scored_steps(run)) is False else ""
+    return "; ".join(x for x in (cell, own) if x)
 
 
 def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
@@ -211,6 +232,7 @@ def ranking_table(world: World, show_variants: bool = True) -> pd.DataFrame:
         mrv = r.get("mrv", {}).get("mrv_mean")
         rows.append({"model": m.label, "method": m.method, "train noise": m.noise, "target SumR": round(own, 1) if own is not None else None,
                      "target SumR over seeds (95% CI)": interval, "vs baseline (paired, 95% CI)": versus, "verdict": verdict,
+                     "converged": _converged_cell(world, r, setting, m),
                      "MRV mean": round(mrv, 3) if mrv is not None else None, "ranked by": "interval mean" if grid_mean is not None else "own score",
                      "_grid": grid_mean, "_own": own})
     df = pd.DataFrame(rows, columns=[*RANKING_COLUMNS[1:], "_grid", "_own"])
