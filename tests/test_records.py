@@ -66,6 +66,16 @@ def test_no_committed_table_mixes_scored_steps(world):
     assert len(records.mixed_budgets(records.world_table_records("protocol", world))) <= 1
 
 
+@pytest.mark.parametrize("world", sorted(PROTOCOL))
+def test_every_committed_grid_and_pilot_record_has_a_learning_curve(world):
+    """Issue 29's target: every record in results/protocol-*.json (and the pilot's) has a curve of at least 3 points,
+    so the convergence rule can judge it."""
+    for kind in ("protocol", "pilot"):
+        short = [(r["method"], r["setting"], r["noise_rate"], r["seed"]) for r in records.load(kind, world)
+                 if len(records.curve_values(r)) < 3]
+        assert not short, f"{kind}-{world}.json: records without a curve of 3 points: {short[:5]}"
+
+
 def test_results_md_tables_each_hold_one_scored_budget():
     """Every RESULTS.md table with a "scored steps" column prints one step count in it, per world section."""
     text = (REPO_ROOT / "RESULTS.md").read_text(encoding="utf-8")
