@@ -121,11 +121,6 @@ def publish(worlds, replace: bool = False) -> list[Path]:
     return records.publish_all([(kind, world) for world in worlds for kind in records.KINDS], replace=replace)
 
 
-def _read(name: str):
-    path = records.repo_results_dir() / name
-    return read_json(path) if path.exists() else None
-
-
 def render_results_md() -> str:
     """RESULTS.md from results/*.json: the comparison sections, then the shipped models' table."""
     shipped = records.shipped_records()
