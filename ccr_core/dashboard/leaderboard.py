@@ -68,18 +68,25 @@ def protocol_cells(world: World) -> dict:
     """The equal-budget grid's cells for this world (``ccr_core.study.stats.cells`` of results/protocol-<world>.json),
     or {} when it has not been run; read once per world."""
     if "protocol_cells" not in world.memo:
-        path = paths.REPO_ROOT / "results" / f"protocol-{world.name}.json"
-        world.memo["protocol_cells"] = cells(records.world_table_records("protocol", world.name, path.parent)) if path.exists() else {}
+        kept = _protocol_table_records(world)
+        world.memo["protocol_cells"] = cells(kept) if kept else {}
     return world.memo["protocol_cells"]
+
+
+def _protocol_table_records(world: World) -> list[dict]:
+    """The records results/protocol-<world>.json puts in tables (``records.world_table_records``), [] when there is
+    none; read once per world for the cells and their convergence marks."""
+    if "protocol_table_records" not in world.memo:
+        path = paths.REPO_ROOT / "results" / f"protocol-{world.name}.json"
+        world.memo["protocol_table_records"] = records.world_table_records("protocol", world.name, path.parent) if path.exists() else []
+    return world.memo["protocol_table_records"]
 
 
 def protocol_convergence(world: World) -> dict:
     """Per cell of the equal-budget grid: "yes", or "not converged (k of n runs)" (``study.report.convergence_by_cell``,
     the rule RESULTS.md marks with); read once per world."""
     if "protocol_convergence" not in world.memo:
-        path = paths.REPO_ROOT / "results" / f"protocol-{world.name}.json"
-        world.memo["protocol_convergence"] = (convergence_by_cell(records.world_table_records("protocol", world.name, path.parent))
-                                              if path.exists() else {})
+        world.memo["protocol_convergence"] = convergence_by_cell(_protocol_table_records(world))
     return world.memo["protocol_convergence"]
 
 
@@ -196,8 +203,11 @@ def _converged_cell(world: World, result: dict, setting: str, model) -> str:
     """Whether the grid runs behind a ranking row had converged (the cell's mark) and, where it had not, the run this
     model was shipped from (``records.run_record``): RESULTS.md marks the same numbers the same way."""
     cell = protocol_convergence(world).get((setting, model.method, float(model.noise)), "") if setting in ("published", "common") else ""
-    run = records.run_record(world.name, result, paths.REPO_ROOT / "results") if result.get("protocol") == "equal-budget" else None
-    own = "this model's run: not converged" if run is not None and records.converged(run, records.scored_steps(run)) is False else ""
+    memo = world.memo.setdefault("run_converged", {})  # one read of the record file per model, not per table
+    key = tuple(str(result.get(k)) for k in ("protocol", "method", "setting", "noise_rate", "fine_tuned", "scored"))  # what names the run
+    if key not in memo:
+        memo[key] = records.run_converged(world.name, result, paths.REPO_ROOT / "results") if result.get("protocol") == "equal-budget" else None
+    own = "this model's run: not converged" if memo[key] is False else ""
     return "; ".join(x for x in (cell, own) if x)
 
 

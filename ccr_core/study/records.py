@@ -124,14 +124,19 @@ def run_record(world: str, shipped_row: dict, root: Path | None = None) -> dict 
     """The grid record a shipped model was copied from: a protocol record (a fine-tuned one for a fine-tuned model) of
     the same setting, method and noise rate, seed 0, the first draw of noisy pairs, scored at the same steps. None for a
     model shipped before the protocol, or when its record is not committed."""
+    if not shipped_row.get("scored"):
+        return None
     kind = "fine-tuned" if shipped_row.get("fine_tuned") else "protocol"
-    steps = scored_steps(shipped_row) if shipped_row.get("scored") else None
-    for r in load(kind, world, root):
-        if (r.get("method"), r.get("setting"), r.get("noise_rate"), r.get("seed"), r.get("noise_seed", 0)) == (
-                shipped_row.get("method"), shipped_row.get("setting"), shipped_row.get("noise_rate"), 0, 0) \
-                and steps is not None and scored_steps(r) == steps and at_end_of_budget(r):
-            return r
-    return None
+    want = (shipped_row.get("method"), shipped_row.get("setting"), shipped_row.get("noise_rate"), 0, 0, scored_steps(shipped_row))
+    return next((r for r in load(kind, world, root) if at_end_of_budget(r) and (
+        r.get("method"), r.get("setting"), r.get("noise_rate"), r.get("seed"), r.get("noise_seed", 0), scored_steps(r)) == want), None)
+
+
+def run_converged(world: str, shipped_row: dict, root: Path | None = None) -> bool | None:
+    """:func:`converged` for the grid run a shipped model was copied from (:func:`run_record`) at its scored steps;
+    None when there is no such record or its curve cannot tell."""
+    run = run_record(world, shipped_row, root)
+    return None if run is None else converged(run, scored_steps(run))
 
 
 def summary_budget(summary: dict, epoch: int | None = None) -> dict:

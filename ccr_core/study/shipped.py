@@ -154,8 +154,7 @@ def _budget_cell(result: dict, world: str) -> str:
         return "earlier"
     scored = records.scored_budget(result)
     where = "" if scored["checkpoint"] == "end of budget" else " (best val. epoch)"
-    run = records.run_record(world, result)
-    mark = "; not converged" if run is not None and records.converged(run, records.scored_steps(run)) is False else ""
+    mark = "; not converged" if records.run_converged(world, result) is False else ""
     return f"{scored['steps']:,} of {budget['steps']:,} steps{where}{mark}"
 
 
